@@ -1,0 +1,163 @@
+//! Command line: subcommands and their flags; each hands off to the module that does the work.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::devissuer::{self, IssuerState};
+use crate::keys::KeyConfig;
+use crate::standalone::{self, ServeConfig};
+use crate::{demo, policy};
+
+#[derive(Parser, Debug)]
+#[command(name = "accessgate", version, about = "Validates Cloudflare Access JWTs for ingress-nginx auth-url")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "ACCESSGATE_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `accessgate=debug`).
+    #[arg(long, global = true, default_value = "info", env = "ACCESSGATE_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the auth endpoint from a directory of AccessPolicy manifests (no cluster).
+    Serve {
+        /// Directory of AccessPolicy YAML/JSON files; reloaded on change.
+        #[arg(long)]
+        policies: PathBuf,
+        /// Auth listener (what the proxy calls).
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Admin listener: /healthz, /readyz, /metrics.
+        #[arg(long, default_value = "0.0.0.0:9090")]
+        admin_listen: SocketAddr,
+        #[command(flatten)]
+        keys: KeyFlags,
+    },
+    /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
+    DevIssuer {
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        listen: SocketAddr,
+    },
+    /// Start the dev issuer, an example policy and the auth service, and print curl lines to try.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        issuer_listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9401")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9402")]
+        admin_listen: SocketAddr,
+    },
+    /// Print the AccessPolicy CustomResourceDefinition.
+    Crd,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct KeyFlags {
+    /// Background refresh interval of each JWKS.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    jwks_refresh: Duration,
+    /// Minimum time between refetches triggered by an unknown `kid`, per JWKS URL.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    jwks_refetch_min_interval: Duration,
+    /// How long the last good key set is used while fetches fail.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    jwks_max_stale: Duration,
+    /// Timeout of one JWKS fetch.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    jwks_timeout: Duration,
+    /// Retry interval after a failed fetch.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    jwks_retry: Duration,
+}
+
+impl From<KeyFlags> for KeyConfig {
+    fn from(f: KeyFlags) -> Self {
+        KeyConfig {
+            refresh_interval: f.jwks_refresh,
+            unknown_kid_min_interval: f.jwks_refetch_min_interval,
+            max_stale: f.jwks_max_stale,
+            fetch_timeout: f.jwks_timeout,
+            retry_interval: f.jwks_retry,
+            ..KeyConfig::default()
+        }
+    }
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::Crd = cli.command {
+        print!("{}", policy::crd_yaml());
+        return Ok(());
+    }
+    init_logging(cli.log_format, &cli.log)?;
+    // Fail at start-up, not at the first token, if the JWT crypto backend is missing.
+    jsonwebtoken::crypto::CryptoProvider::try_get_default()
+        .context("jsonwebtoken has no crypto provider; build with the aws_lc_rs feature")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { policies, listen, admin_listen, keys } => {
+            standalone::start(ServeConfig { policies, listen, admin_listen, keys: keys.into() }).await?;
+            shutdown_signal().await;
+        }
+        Command::DevIssuer { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            let state = IssuerState::new(devissuer::issuer_url(addr))?;
+            tracing::warn!(issuer = %devissuer::issuer_url(addr), "dev issuer running: it signs anything it is asked to; loopback only");
+            println!("dev issuer on http://{addr} (certs at /cdn-cgi/access/certs; POST /mint, /sign, /rotate, /certs-mode)");
+            tokio::select! {
+                _ = standalone::serve_http(listener, devissuer::router(state)) => {}
+                _ = shutdown_signal() => {}
+            }
+        }
+        Command::Demo { issuer_listen, listen, admin_listen } => {
+            let _dir = demo::start(demo::DemoConfig { issuer_listen, listen, admin_listen }).await?;
+            shutdown_signal().await;
+        }
+        Command::Crd => unreachable!("handled before the runtime starts"),
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,70 @@
+//! `accessgate demo`: the dev issuer, the embedded example policy and the auth service on
+//! loopback, and the `curl` lines that show an allow and a deny.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::devissuer::{self, IssuerState, MintRequest};
+use crate::keys::KeyConfig;
+use crate::standalone::{self, ServeConfig};
+
+const POLICY_TEMPLATE: &str = include_str!("../examples/demo-policy.yaml");
+pub const DEMO_AUDIENCE: &str = "d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11";
+
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub issuer_listen: SocketAddr,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+}
+
+/// Starts everything and prints the instructions; returns the guard that keeps the policy
+/// directory alive.
+pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
+    let issuer_listener = tokio::net::TcpListener::bind(config.issuer_listen).await?;
+    let issuer_url = devissuer::issuer_url(issuer_listener.local_addr()?);
+    let issuer = IssuerState::new(issuer_url.clone())?;
+    tokio::spawn(standalone::serve_http(issuer_listener, devissuer::router(issuer.clone())));
+
+    let dir = tempfile::Builder::new().prefix("accessgate-demo-").tempdir()?;
+    std::fs::write(dir.path().join("policy.yaml"), POLICY_TEMPLATE.replace("${ISSUER}", &issuer_url))?;
+    let running = standalone::start(ServeConfig {
+        policies: dir.path().to_owned(),
+        listen: config.listen,
+        admin_listen: config.admin_listen,
+        keys: KeyConfig::default(),
+    })
+    .await?;
+    running.state.keys.wait_first_fetch(Duration::from_secs(5)).await;
+
+    let token = issuer.mint(&MintRequest {
+        aud: vec![DEMO_AUDIENCE.into()],
+        email: Some("alice@example.com".into()),
+        claims: serde_json::from_value(json!({"custom": {"groups": ["engineering", "sre"]}}))?,
+        ..Default::default()
+    })?;
+    let auth = format!("http://{}/auth/demo/app", running.auth_addr);
+    let url = "X-Original-URL: https://app.example.test/";
+    println!(
+        r#"accessgate demo is running (Ctrl-C to stop)
+  dev issuer: {issuer_url}  (keys at {issuer_url}/cdn-cgi/access/certs)
+  auth:       http://{auth_addr}   admin: http://{admin_addr}/metrics
+  policy:     {policy}
+
+A valid token: 200 with identity headers
+  curl -i {auth} -H '{url}' -H 'Cf-Access-Jwt-Assertion: {token}'
+
+No token: 401 token_missing
+  curl -i {auth} -H '{url}'
+
+Mint more tokens (any claims; "type": "service" or "org", "ttl": -60 for an expired one):
+  curl -s -X POST {issuer_url}/mint -H 'content-type: application/json' -d '{{"aud": ["{DEMO_AUDIENCE}"], "email": "bob@example.com"}}'
+"#,
+        auth_addr = running.auth_addr,
+        admin_addr = running.admin_addr,
+        policy = dir.path().join("policy.yaml").display(),
+    );
+    Ok(dir)
+}

@@ -1,0 +1,140 @@
+//! A local, Cloudflare-Access-shaped issuer for demos and tests: publishes its keys at
+//! `/cdn-cgi/access/certs`, mints tokens, rotates keys and can simulate a key outage.
+//! It signs whatever it is asked to: never expose it beyond loopback.
+
+mod signer;
+
+pub use signer::{MintRequest, Signer, SignerError};
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+/// How the certs endpoint behaves; tests switch it to simulate an outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertsMode {
+    Ok,
+    /// 503 Service Unavailable.
+    Fail,
+    /// 200 with a body that is not a key set.
+    Garbage,
+}
+
+pub struct IssuerState {
+    signer: RwLock<Signer>,
+    certs_mode: RwLock<CertsMode>,
+}
+
+pub type SharedIssuer = Arc<IssuerState>;
+
+impl IssuerState {
+    pub fn new(issuer: impl Into<String>) -> Result<SharedIssuer, SignerError> {
+        Ok(Arc::new(Self { signer: RwLock::new(Signer::new(issuer)?), certs_mode: RwLock::new(CertsMode::Ok) }))
+    }
+
+    pub fn mint(&self, req: &MintRequest) -> Result<String, SignerError> {
+        self.signer.read().expect("signer lock").mint(req, unix_now())
+    }
+
+    pub fn rotate(&self) -> Result<String, SignerError> {
+        self.signer.write().expect("signer lock").rotate()
+    }
+
+    pub fn issuer(&self) -> String {
+        self.signer.read().expect("signer lock").issuer().to_owned()
+    }
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// The issuer URL for a listener: `http://<addr>`.
+pub fn issuer_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+pub fn router(state: SharedIssuer) -> Router {
+    Router::new()
+        .route("/cdn-cgi/access/certs", get(certs))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/mint", post(mint))
+        .route("/sign", post(sign))
+        .route("/rotate", post(rotate))
+        .route("/certs-mode", post(set_certs_mode))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+async fn certs(State(s): State<SharedIssuer>) -> Response {
+    match *s.certs_mode.read().expect("mode lock") {
+        CertsMode::Ok => Json(s.signer.read().expect("signer lock").certs_document()).into_response(),
+        CertsMode::Fail => (StatusCode::SERVICE_UNAVAILABLE, "simulated outage").into_response(),
+        CertsMode::Garbage => ([(header::CONTENT_TYPE, "text/html")], "<html>not keys</html>").into_response(),
+    }
+}
+
+async fn discovery(State(s): State<SharedIssuer>) -> Response {
+    let iss = s.issuer();
+    Json(json!({
+        "issuer": iss,
+        "jwks_uri": format!("{iss}/cdn-cgi/access/certs"),
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+    }))
+    .into_response()
+}
+
+fn signer_error(e: SignerError) -> Response {
+    (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+}
+
+async fn mint(State(s): State<SharedIssuer>, Json(req): Json<MintRequest>) -> Response {
+    match s.mint(&req) {
+        Ok(token) => token.into_response(),
+        Err(e) => signer_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    header: String,
+    payload: String,
+    #[serde(default)]
+    kid: Option<String>,
+}
+
+async fn sign(State(s): State<SharedIssuer>, Json(req): Json<SignRequest>) -> Response {
+    match s.signer.read().expect("signer lock").sign_raw(&req.header, &req.payload, req.kid.as_deref()) {
+        Ok(token) => token.into_response(),
+        Err(e) => signer_error(e),
+    }
+}
+
+async fn rotate(State(s): State<SharedIssuer>) -> Response {
+    match s.rotate() {
+        Ok(kid) => Json(json!({"kid": kid, "kids": s.signer.read().expect("signer lock").kids()})).into_response(),
+        Err(e) => signer_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ModeRequest {
+    mode: CertsMode,
+}
+
+async fn set_certs_mode(State(s): State<SharedIssuer>, Json(req): Json<ModeRequest>) -> Response {
+    *s.certs_mode.write().expect("mode lock") = req.mode;
+    StatusCode::NO_CONTENT.into_response()
+}

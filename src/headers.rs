@@ -1,0 +1,137 @@
+//! Identity headers from claims: value encoding and sanitising. Pure.
+//!
+//! A value that could smuggle a second header or confuse a proxy (any control character,
+//! including CR, LF, NUL, tab and C1 controls) is never emitted; neither is one longer
+//! than [`MAX_VALUE_BYTES`]. Such a header is dropped whole (not truncated: half a group
+//! list is a different group list) and reported so it can be counted.
+
+use axum::http::{HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::policy::{ClaimEncoding, CompiledClaimHeader};
+use crate::verify::Claims;
+
+/// ingress-nginx reads the auth response headers into a 4 KiB buffer by default
+/// (`proxy_buffer_size 4k`); a longer value would turn every request into a 500.
+pub const MAX_VALUE_BYTES: usize = 3072;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    ControlCharacter,
+    TooLong,
+}
+
+impl DropReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            DropReason::ControlCharacter => "control_character",
+            DropReason::TooLong => "too_long",
+        }
+    }
+}
+
+/// The headers to send, and the ones withheld.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Rendered {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub dropped: Vec<(HeaderName, DropReason)>,
+}
+
+/// Builds every configured header whose claim is present and non-empty.
+pub fn render(claims: &Claims, mapping: &[CompiledClaimHeader]) -> Rendered {
+    let mut out = Rendered::default();
+    for m in mapping {
+        let Some(text) = claims.path(&m.path).and_then(|v| encode(v, &m.encoding)) else { continue };
+        match sanitise(&text) {
+            Ok(value) => out.set.push((m.header.clone(), value)),
+            Err(reason) => out.dropped.push((m.header.clone(), reason)),
+        }
+    }
+    out
+}
+
+/// Claim value → header text. `None` for absent-like values (null, empty string or array).
+pub fn encode(value: &Value, encoding: &ClaimEncoding) -> Option<String> {
+    let text = match (value, encoding) {
+        (Value::Null, _) => return None,
+        (_, ClaimEncoding::Json) => value.to_string(),
+        (Value::String(s), _) => s.clone(),
+        (Value::Array(items), ClaimEncoding::Text { join }) => {
+            let parts: Vec<String> = items
+                .iter()
+                .filter(|v| !v.is_null())
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            parts.join(join)
+        }
+        (other, _) => other.to_string(),
+    };
+    if text.is_empty() { None } else { Some(text) }
+}
+
+/// Text → header value, or why it must not be sent.
+pub fn sanitise(text: &str) -> Result<HeaderValue, DropReason> {
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(DropReason::TooLong);
+    }
+    if text.chars().any(char::is_control) {
+        return Err(DropReason::ControlCharacter);
+    }
+    // Non-ASCII (a name like "José") goes out as UTF-8 bytes, which HTTP/1.1 carries as obs-text.
+    HeaderValue::from_bytes(text.as_bytes()).map_err(|_| DropReason::ControlCharacter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text() -> ClaimEncoding {
+        ClaimEncoding::Text { join: ",".into() }
+    }
+
+    #[test]
+    fn values_encode_by_type() {
+        assert_eq!(encode(&json!("a@b.c"), &text()).as_deref(), Some("a@b.c"));
+        assert_eq!(encode(&json!(42), &text()).as_deref(), Some("42"));
+        assert_eq!(encode(&json!(true), &text()).as_deref(), Some("true"));
+        assert_eq!(encode(&json!(["a", "b", 3]), &text()).as_deref(), Some("a,b,3"));
+        assert_eq!(encode(&json!(["a", "b"]), &ClaimEncoding::Json).as_deref(), Some(r#"["a","b"]"#));
+        assert_eq!(encode(&json!({"k": 1}), &text()).as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(encode(&json!(null), &text()), None);
+        assert_eq!(encode(&json!(""), &text()), None);
+        assert_eq!(encode(&json!([]), &text()), None);
+    }
+
+    #[test]
+    fn control_characters_are_never_emitted() {
+        for bad in ["a\r\nX-Evil: 1", "a\nb", "nul\0", "tab\there", "del\u{7f}", "c1\u{85}"] {
+            assert_eq!(sanitise(bad), Err(DropReason::ControlCharacter), "{bad:?}");
+        }
+        assert!(sanitise("José Müller").is_ok());
+        assert_eq!(sanitise(&"x".repeat(MAX_VALUE_BYTES + 1)), Err(DropReason::TooLong));
+    }
+
+    #[test]
+    fn json_format_escapes_controls_so_they_are_safe() {
+        let v = encode(&json!(["a\nb"]), &ClaimEncoding::Json).unwrap();
+        assert_eq!(v, r#"["a\nb"]"#);
+        assert!(sanitise(&v).is_ok());
+    }
+
+    #[test]
+    fn render_skips_missing_and_reports_dropped() {
+        let claims: Claims = serde_json::from_value(json!({"email": "a@b.c", "name": "bad\r\nname"})).unwrap();
+        let mapping = vec![
+            CompiledClaimHeader { header: HeaderName::from_static("x-email"), path: vec!["email".into()], encoding: text() },
+            CompiledClaimHeader { header: HeaderName::from_static("x-name"), path: vec!["name".into()], encoding: text() },
+            CompiledClaimHeader { header: HeaderName::from_static("x-groups"), path: vec!["groups".into()], encoding: text() },
+        ];
+        let r = render(&claims, &mapping);
+        assert_eq!(r.set, vec![(HeaderName::from_static("x-email"), HeaderValue::from_static("a@b.c"))]);
+        assert_eq!(r.dropped, vec![(HeaderName::from_static("x-name"), DropReason::ControlCharacter)]);
+    }
+}

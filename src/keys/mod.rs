@@ -1,0 +1,300 @@
+//! Signing keys: one cache per JWKS URL, shared by every policy that names it.
+//!
+//! - fetched when a policy first needs the URL, then refreshed in the background
+//!   (default every 5 min, ±10 % jitter);
+//! - a token with an unknown `kid` triggers one refetch, coalesced across concurrent
+//!   requests and rate-limited per URL (default once per 10 s);
+//! - on fetch errors the last good set is kept for a bounded time (default 24 h), then
+//!   dropped: stale keys never live forever;
+//! - every fetch has a timeout and a body-size cap and follows no redirects.
+
+mod parse;
+
+pub use parse::{KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey, parse_key_set};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use rand::Rng;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::metrics::{JwksLabels, KeyFetchLabels, Metrics};
+
+/// Tunables; the defaults are the design's.
+#[derive(Clone, Debug)]
+pub struct KeyConfig {
+    pub refresh_interval: Duration,
+    pub unknown_kid_min_interval: Duration,
+    pub max_stale: Duration,
+    pub fetch_timeout: Duration,
+    pub retry_interval: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl Default for KeyConfig {
+    fn default() -> Self {
+        Self {
+            refresh_interval: Duration::from_secs(300),
+            unknown_kid_min_interval: Duration::from_secs(10),
+            max_stale: Duration::from_secs(24 * 3600),
+            fetch_timeout: Duration::from_secs(5),
+            retry_interval: Duration::from_secs(15),
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a lookup found, for the pure decision code.
+#[derive(Debug, Clone)]
+pub enum KeyAnswer {
+    Found(Arc<VerifyingKey>),
+    /// Keys are loaded but none has this `kid`.
+    Unknown,
+    /// No usable key set: never fetched, or the last good one is too old.
+    Unavailable,
+}
+
+/// Synchronous view of the key caches, as the decision needs it.
+pub trait KeyLookup {
+    fn lookup(&self, jwks_uri: &Url, kid: &str) -> KeyAnswer;
+}
+
+/// A snapshot of one cache, for status, events and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStatus {
+    pub ids: Vec<String>,
+    pub fetched_at: Option<SystemTime>,
+    pub error: Option<String>,
+}
+
+struct Loaded {
+    set: KeySet,
+    fetched_at: SystemTime,
+    fetched: Instant,
+}
+
+struct Cache {
+    url: Url,
+    loaded: ArcSwapOption<Loaded>,
+    last_error: Mutex<Option<String>>,
+    /// Held for the duration of a fetch: concurrent refetches wait and then reuse the result.
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// Bumped after every fetch attempt, so a waiter can tell one happened while it waited.
+    attempts: AtomicU64,
+    last_unknown_kid_fetch: Mutex<Option<Instant>>,
+    refresher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// All key caches of the process.
+#[derive(Clone)]
+pub struct KeyStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    config: KeyConfig,
+    caches: RwLock<HashMap<Url, Arc<Cache>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyStore {
+    pub fn new(config: KeyConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(config.fetch_timeout)
+            .connect_timeout(config.fetch_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("accessgate/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { inner: Arc::new(Inner { http, config, caches: RwLock::new(HashMap::new()), metrics }) })
+    }
+
+    /// Makes the set of cached URLs exactly `urls`: new ones start fetching at once, ones no
+    /// policy names any more stop refreshing and are forgotten.
+    pub fn retain(&self, urls: &HashSet<Url>) {
+        let mut caches = self.inner.caches.write().expect("key cache lock poisoned");
+        caches.retain(|url, cache| {
+            let keep = urls.contains(url);
+            if !keep {
+                if let Some(task) = cache.refresher.lock().expect("refresher lock").take() {
+                    task.abort();
+                }
+                self.inner.metrics.keys_loaded.remove(&JwksLabels { jwks_uri: url.to_string() });
+            }
+            keep
+        });
+        for url in urls {
+            if !caches.contains_key(url) {
+                let cache = Arc::new(Cache {
+                    url: url.clone(),
+                    loaded: ArcSwapOption::empty(),
+                    last_error: Mutex::new(None),
+                    fetch_lock: tokio::sync::Mutex::new(()),
+                    attempts: AtomicU64::new(0),
+                    last_unknown_kid_fetch: Mutex::new(None),
+                    refresher: Mutex::new(None),
+                });
+                let task = tokio::spawn(refresh_loop(self.inner.clone(), cache.clone()));
+                *cache.refresher.lock().expect("refresher lock") = Some(task);
+                caches.insert(url.clone(), cache);
+            }
+        }
+    }
+
+    fn cache(&self, url: &Url) -> Option<Arc<Cache>> {
+        self.inner.caches.read().expect("key cache lock poisoned").get(url).cloned()
+    }
+
+    /// Called when a decision hit an unknown `kid` or no keys: fetches again unless a fetch
+    /// for this URL ran within the rate limit. Concurrent callers share one fetch. Returns
+    /// whether a fetch completed since the caller looked, i.e. whether deciding again can
+    /// give a different answer.
+    pub async fn refetch(&self, url: &Url) -> bool {
+        let Some(cache) = self.cache(url) else { return false };
+        let seen = cache.attempts.load(Ordering::Acquire);
+        let _guard = cache.fetch_lock.lock().await;
+        if cache.attempts.load(Ordering::Acquire) != seen {
+            return true; // someone else fetched while we waited
+        }
+        {
+            let mut last = cache.last_unknown_kid_fetch.lock().expect("rate limit lock");
+            let now = Instant::now();
+            if let Some(t) = *last
+                && now.duration_since(t) < self.inner.config.unknown_kid_min_interval
+            {
+                return false;
+            }
+            *last = Some(now);
+        }
+        fetch_into(&self.inner, &cache).await;
+        true
+    }
+
+    /// Waits until every cached URL has had at least one fetch attempt (or `timeout`).
+    pub async fn wait_first_fetch(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = {
+                let caches = self.inner.caches.read().expect("key cache lock poisoned");
+                caches.values().any(|c| c.attempts.load(Ordering::Acquire) == 0)
+            };
+            if !pending || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn status(&self, url: &Url) -> Option<KeyStatus> {
+        let cache = self.cache(url)?;
+        let loaded = cache.loaded.load();
+        Some(KeyStatus {
+            ids: loaded.as_ref().map(|l| l.set.ids()).unwrap_or_default(),
+            fetched_at: loaded.as_ref().map(|l| l.fetched_at),
+            error: cache.last_error.lock().expect("error lock").clone(),
+        })
+    }
+}
+
+impl KeyLookup for KeyStore {
+    fn lookup(&self, jwks_uri: &Url, kid: &str) -> KeyAnswer {
+        let Some(cache) = self.cache(jwks_uri) else { return KeyAnswer::Unavailable };
+        let loaded = cache.loaded.load();
+        match loaded.as_ref() {
+            None => KeyAnswer::Unavailable,
+            Some(l) if l.fetched.elapsed() > self.inner.config.max_stale => KeyAnswer::Unavailable,
+            Some(l) => match l.set.get(kid) {
+                Some(k) => KeyAnswer::Found(k.clone()),
+                None => KeyAnswer::Unknown,
+            },
+        }
+    }
+}
+
+async fn refresh_loop(inner: Arc<Inner>, cache: Arc<Cache>) {
+    loop {
+        let ok = {
+            let _guard = cache.fetch_lock.lock().await;
+            fetch_into(&inner, &cache).await
+        };
+        let base = if ok { inner.config.refresh_interval } else { inner.config.retry_interval };
+        tokio::time::sleep(jittered(base)).await;
+    }
+}
+
+/// ±10 %, so replicas and URLs do not fetch in lockstep.
+fn jittered(base: Duration) -> Duration {
+    let factor = rand::rng().random_range(0.9..1.1);
+    base.mul_f64(factor)
+}
+
+/// One fetch; the caller holds `fetch_lock`. Returns whether it succeeded.
+async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
+    let url = cache.url.to_string();
+    let result = fetch_key_set(inner, &cache.url).await;
+    let ok = result.is_ok();
+    match result {
+        Ok(set) => {
+            let old_ids = cache.loaded.load().as_ref().map(|l| l.set.ids());
+            let new_ids = set.ids();
+            if old_ids.as_ref() != Some(&new_ids) {
+                tracing::info!(jwks_uri = %url, kids = ?new_ids, previous = ?old_ids, "signing keys loaded");
+            }
+            inner.metrics.keys_loaded.get_or_create(&JwksLabels { jwks_uri: url.clone() }).set(set.len() as i64);
+            cache.loaded.store(Some(Arc::new(Loaded { set, fetched_at: SystemTime::now(), fetched: Instant::now() })));
+            *cache.last_error.lock().expect("error lock") = None;
+        }
+        Err(e) => {
+            tracing::warn!(jwks_uri = %url, error = %e, "signing key fetch failed; keeping the last good set");
+            *cache.last_error.lock().expect("error lock") = Some(e.to_string());
+        }
+    }
+    let result = if ok { "success" } else { "error" };
+    inner.metrics.key_fetches.get_or_create(&KeyFetchLabels { jwks_uri: url, result }).inc();
+    cache.attempts.fetch_add(1, Ordering::AcqRel);
+    ok
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("request failed: {0}")]
+    Http(String),
+    #[error("answered HTTP {0}")]
+    Status(u16),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Parse(#[from] KeyParseError),
+}
+
+async fn fetch_key_set(inner: &Inner, url: &Url) -> Result<KeySet, FetchError> {
+    let mut resp = inner.http.get(url.clone()).send().await.map_err(|e| FetchError::Http(error_chain(&e)))?;
+    if resp.status() != reqwest::StatusCode::OK {
+        return Err(FetchError::Status(resp.status().as_u16()));
+    }
+    let cap = inner.config.max_body_bytes;
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Http(error_chain(&e)))? {
+        if body.len() + chunk.len() > cap {
+            return Err(FetchError::TooLarge(cap));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(parse_key_set(&body)?)
+}
+
+/// reqwest's top-level message hides the cause ("error sending request"); keep the chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}

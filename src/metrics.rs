@@ -1,0 +1,112 @@
+//! Prometheus metrics. Label values come from bounded sets: policy keys, reason codes,
+//! JWKS URLs, configured header names. Never a token, never a claim value.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::reason::Reason;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `namespace/name`, or `-` when no policy was resolved.
+    pub policy: String,
+    pub decision: &'static str,
+    /// Reason code, or `ok` for an allow.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyFetchLabels {
+    pub jwks_uri: String,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    pub jwks_uri: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedHeaderLabels {
+    pub policy: String,
+    pub header: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyStateLabels {
+    pub state: &'static str,
+}
+
+/// All metric families, registered once.
+pub struct Metrics {
+    registry: Registry,
+    pub decisions: Family<DecisionLabels, Counter>,
+    pub decision_seconds: Histogram,
+    pub key_fetches: Family<KeyFetchLabels, Counter>,
+    pub keys_loaded: Family<JwksLabels, Gauge>,
+    pub headers_dropped: Family<DroppedHeaderLabels, Counter>,
+    pub policy_reloads: Family<ReloadLabels, Counter>,
+    pub policies: Family<PolicyStateLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("accessgate");
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register("decisions", "Auth decisions by policy, outcome and reason code", decisions.clone());
+        // 10 µs .. ~5 s: a cached decision is microseconds, a cold fetch can be seconds.
+        let decision_seconds = Histogram::new(exponential_buckets(0.00001, 2.5, 15));
+        registry.register("decision_duration_seconds", "Time to answer an auth request", decision_seconds.clone());
+        let key_fetches = Family::<KeyFetchLabels, Counter>::default();
+        registry.register("key_fetches", "JWKS fetches by URL and result", key_fetches.clone());
+        let keys_loaded = Family::<JwksLabels, Gauge>::default();
+        registry.register("keys_loaded", "Signing keys currently held per JWKS URL", keys_loaded.clone());
+        let headers_dropped = Family::<DroppedHeaderLabels, Counter>::default();
+        registry.register(
+            "header_values_dropped",
+            "Identity header values not emitted because they were unsafe or too long",
+            headers_dropped.clone(),
+        );
+        let policy_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("policy_reloads", "Policy set reloads by result", policy_reloads.clone());
+        let policies = Family::<PolicyStateLabels, Gauge>::default();
+        registry.register("policies", "Policies loaded, by state", policies.clone());
+        Arc::new(Self {
+            registry,
+            decisions,
+            decision_seconds,
+            key_fetches,
+            keys_loaded,
+            headers_dropped,
+            policy_reloads,
+            policies,
+        })
+    }
+
+    pub fn count_decision(&self, policy: &str, outcome: Result<(), Reason>) {
+        let (decision, reason) = match outcome {
+            Ok(()) => ("allow", "ok"),
+            Err(r) => ("deny", r.code()),
+        };
+        self.decisions.get_or_create(&DecisionLabels { policy: policy.to_owned(), decision, reason }).inc();
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

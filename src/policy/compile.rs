@@ -1,0 +1,512 @@
+//! Validation of an `AccessPolicySpec` and its compiled, ready-to-enforce form.
+//! Pure: no I/O, no clock.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use jsonwebtoken::Algorithm;
+use url::Url;
+
+use super::{AccessPolicySpec, ClaimFormat, SigningAlgorithm, TokenSource, TokenType};
+
+/// `namespace/name` of a policy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PolicyKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+impl fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A policy field that fails validation: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct CompileError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> CompileError {
+    CompileError { field: field.into(), message: message.into() }
+}
+
+/// Whether the issuer is Cloudflare Access (which always sets `type`) or generic OIDC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssuerKind {
+    CloudflareAccess,
+    Generic,
+}
+
+/// How a claim value is turned into header text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimEncoding {
+    /// Arrays joined with the separator; other non-strings as JSON text.
+    Text { join: String },
+    /// The value's JSON text.
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledClaimHeader {
+    pub header: HeaderName,
+    pub path: Vec<String>,
+    pub encoding: ClaimEncoding,
+}
+
+/// A validated policy, in the form the data path consults on every request.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicy {
+    pub key: PolicyKey,
+    pub generation: Option<i64>,
+    pub issuer: String,
+    pub issuer_kind: IssuerKind,
+    pub jwks_uri: Url,
+    pub audiences: HashSet<String>,
+    /// (host, path prefix) pairs for the bare `/auth` endpoint.
+    pub routes: Vec<(String, String)>,
+    pub token_sources: Vec<TokenSource>,
+    pub admit_app: bool,
+    pub admit_service: bool,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway_secs: u64,
+    pub claim_headers: Vec<CompiledClaimHeader>,
+}
+
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+const DEFAULT_LEEWAY_SECS: u64 = 60;
+
+/// Header names a claim may never be written to: hop-by-hop, framing, credentials, and the
+/// headers the proxies use to describe the original request.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "authorization",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "www-authenticate",
+    "cache-control",
+    "cf-access-jwt-assertion",
+    "x-original-url",
+    "x-original-method",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// Validates `spec` and compiles it. Errors name the offending field (`spec.audiences[1]`).
+pub fn compile(
+    key: PolicyKey,
+    generation: Option<i64>,
+    spec: &AccessPolicySpec,
+) -> Result<CompiledPolicy, CompileError> {
+    let (issuer, issuer_kind, jwks_uri) = compile_issuer(spec)?;
+    let audiences = compile_audiences(spec, issuer_kind)?;
+    let routes = compile_routes(spec)?;
+
+    let token_sources = no_repeats(
+        "spec.tokenSources",
+        spec.token_sources.clone().unwrap_or_else(|| vec![TokenSource::Header, TokenSource::Cookie]),
+    )?;
+    let token_types =
+        no_repeats("spec.tokenTypes", spec.token_types.clone().unwrap_or_else(|| vec![TokenType::App]))?;
+    let algorithms = no_repeats(
+        "spec.algorithms",
+        spec.algorithms.clone().unwrap_or_else(|| vec![SigningAlgorithm::RS256]),
+    )?
+    .into_iter()
+    .map(jws_algorithm)
+    .collect();
+
+    Ok(CompiledPolicy {
+        key,
+        generation,
+        issuer,
+        issuer_kind,
+        jwks_uri,
+        audiences,
+        routes,
+        token_sources,
+        admit_app: token_types.contains(&TokenType::App),
+        admit_service: token_types.contains(&TokenType::Service),
+        algorithms,
+        leeway_secs: compile_leeway(spec.leeway.as_deref())?,
+        claim_headers: compile_claim_headers(spec)?,
+    })
+}
+
+fn compile_issuer(spec: &AccessPolicySpec) -> Result<(String, IssuerKind, Url), CompileError> {
+    let issuer = &spec.issuer;
+    match (&issuer.team_domain, &issuer.url, &issuer.jwks_uri) {
+        (Some(team), None, None) => {
+            if !is_dns_name(team) || !team.contains('.') {
+                return Err(err(
+                    "spec.issuer.teamDomain",
+                    "must be a lowercase DNS name such as myteam.cloudflareaccess.com, without scheme or path",
+                ));
+            }
+            let iss = format!("https://{team}");
+            let jwks = Url::parse(&format!("{iss}/cdn-cgi/access/certs"))
+                .map_err(|e| err("spec.issuer.teamDomain", e.to_string()))?;
+            Ok((iss, IssuerKind::CloudflareAccess, jwks))
+        }
+        (None, Some(url), Some(jwks)) => {
+            check_issuer_url("spec.issuer.url", url)?;
+            let jwks = check_issuer_url("spec.issuer.jwksUri", jwks)?;
+            Ok((url.clone(), IssuerKind::Generic, jwks))
+        }
+        (None, None, None) => Err(err("spec.issuer", "set exactly one of issuer.teamDomain or issuer.url")),
+        (Some(_), Some(_), _) => Err(err("spec.issuer", "set exactly one of issuer.teamDomain or issuer.url")),
+        _ => Err(err("spec.issuer", "issuer.url and issuer.jwksUri go together")),
+    }
+}
+
+/// https everywhere, plain http only where the traffic cannot leave the machine.
+fn check_issuer_url(field: &str, raw: &str) -> Result<Url, CompileError> {
+    let url = Url::parse(raw).map_err(|e| err(field, format!("not a URL: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(err(field, "must be an https URL (http only on loopback)")),
+    }
+}
+
+fn compile_audiences(spec: &AccessPolicySpec, kind: IssuerKind) -> Result<HashSet<String>, CompileError> {
+    if spec.audiences.is_empty() {
+        return Err(err("spec.audiences", "at least one audience is required"));
+    }
+    if spec.audiences.len() > 32 {
+        return Err(err("spec.audiences", "at most 32 audiences"));
+    }
+    for (i, aud) in spec.audiences.iter().enumerate() {
+        if aud.is_empty() || aud.len() > 256 {
+            return Err(err(format!("spec.audiences[{i}]"), "audiences must be 1 to 256 characters"));
+        }
+        if kind == IssuerKind::CloudflareAccess && !is_aud_tag(aud) {
+            return Err(err(
+                format!("spec.audiences[{i}]"),
+                "with issuer.teamDomain, every audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)",
+            ));
+        }
+    }
+    Ok(spec.audiences.iter().cloned().collect())
+}
+
+fn is_aud_tag(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn compile_routes(spec: &AccessPolicySpec) -> Result<Vec<(String, String)>, CompileError> {
+    if spec.hosts.len() > 64 || spec.paths.len() > 64 {
+        return Err(err("spec.hosts", "at most 64 hosts and 64 paths"));
+    }
+    if !spec.paths.is_empty() && spec.hosts.is_empty() {
+        return Err(err("spec.paths", "paths route the bare /auth endpoint and need hosts"));
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        if !is_dns_name(host) {
+            return Err(err(format!("spec.hosts[{i}]"), "hosts must be lowercase DNS names without port"));
+        }
+    }
+    for (i, path) in spec.paths.iter().enumerate() {
+        if !path.starts_with('/') || path.len() > 1024 {
+            return Err(err(format!("spec.paths[{i}]"), "paths must start with '/'"));
+        }
+    }
+    let default_paths = ["/".to_string()];
+    let paths: &[String] = if spec.paths.is_empty() { &default_paths } else { &spec.paths };
+    Ok(spec
+        .hosts
+        .iter()
+        .flat_map(|h| paths.iter().map(move |p| (h.clone(), normalise_prefix(p))))
+        .collect())
+}
+
+/// `/app/` and `/app` are the same segment prefix.
+fn normalise_prefix(p: &str) -> String {
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() { "/".into() } else { trimmed.into() }
+}
+
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn no_repeats<T: PartialEq + fmt::Debug>(field: &str, items: Vec<T>) -> Result<Vec<T>, CompileError> {
+    if items.is_empty() {
+        return Err(err(field, "must not be empty"));
+    }
+    for (i, item) in items.iter().enumerate() {
+        if items[..i].contains(item) {
+            return Err(err(format!("{field}[{i}]"), format!("{item:?} is listed twice")));
+        }
+    }
+    Ok(items)
+}
+
+fn jws_algorithm(a: SigningAlgorithm) -> Algorithm {
+    match a {
+        SigningAlgorithm::RS256 => Algorithm::RS256,
+        SigningAlgorithm::RS384 => Algorithm::RS384,
+        SigningAlgorithm::RS512 => Algorithm::RS512,
+        SigningAlgorithm::PS256 => Algorithm::PS256,
+        SigningAlgorithm::PS384 => Algorithm::PS384,
+        SigningAlgorithm::PS512 => Algorithm::PS512,
+        SigningAlgorithm::ES256 => Algorithm::ES256,
+        SigningAlgorithm::ES384 => Algorithm::ES384,
+        SigningAlgorithm::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+fn compile_leeway(raw: Option<&str>) -> Result<u64, CompileError> {
+    let Some(raw) = raw else { return Ok(DEFAULT_LEEWAY_SECS) };
+    let d = humantime::parse_duration(raw)
+        .map_err(|e| err("spec.leeway", format!("not a duration such as 60s: {e}")))?;
+    if d > MAX_LEEWAY {
+        return Err(err("spec.leeway", "leeway must be at most 5m"));
+    }
+    Ok(d.as_secs())
+}
+
+fn compile_claim_headers(spec: &AccessPolicySpec) -> Result<Vec<CompiledClaimHeader>, CompileError> {
+    let Some(list) = &spec.claim_headers else {
+        return Ok(vec![
+            default_header("x-auth-request-email", "email"),
+            default_header("x-auth-request-user", "sub"),
+        ]);
+    };
+    if list.len() > 32 {
+        return Err(err("spec.claimHeaders", "at most 32 claim headers"));
+    }
+    let mut out: Vec<CompiledClaimHeader> = Vec::with_capacity(list.len());
+    for (i, ch) in list.iter().enumerate() {
+        let field = format!("spec.claimHeaders[{i}]");
+        let lower = ch.header.to_ascii_lowercase();
+        let valid_name = !lower.is_empty()
+            && lower.len() <= 128
+            && !lower.starts_with('-')
+            && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid_name {
+            return Err(err(format!("{field}.header"), "header must contain only letters, digits and dashes"));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            return Err(err(format!("{field}.header"), format!("{} is reserved", ch.header)));
+        }
+        let header = HeaderName::from_bytes(lower.as_bytes())
+            .map_err(|e| err(format!("{field}.header"), e.to_string()))?;
+        if out.iter().any(|o| o.header == header) {
+            return Err(err(format!("{field}.header"), "claimHeaders must not name a header twice"));
+        }
+        let path: Vec<String> = ch.claim.split('.').map(str::to_owned).collect();
+        if ch.claim.len() > 256 || path.iter().any(String::is_empty) {
+            return Err(err(format!("{field}.claim"), "claim must be a dotted path without empty segments"));
+        }
+        let encoding = match (ch.format, &ch.join) {
+            (Some(ClaimFormat::Json), Some(_)) => {
+                return Err(err(format!("{field}.join"), "join and format: json are exclusive"));
+            }
+            (Some(ClaimFormat::Json), None) => ClaimEncoding::Json,
+            (_, join) => {
+                let join = join.clone().unwrap_or_else(|| ",".into());
+                if join.len() > 8 || join.chars().any(char::is_control) {
+                    return Err(err(format!("{field}.join"), "join must be at most 8 printable characters"));
+                }
+                ClaimEncoding::Text { join }
+            }
+        };
+        out.push(CompiledClaimHeader { header, path, encoding });
+    }
+    Ok(out)
+}
+
+fn default_header(name: &'static str, claim: &str) -> CompiledClaimHeader {
+    CompiledClaimHeader {
+        header: HeaderName::from_static(name),
+        path: vec![claim.to_owned()],
+        encoding: ClaimEncoding::Text { join: ",".into() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{ClaimHeader, IssuerSpec};
+
+    const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
+
+    fn spec() -> AccessPolicySpec {
+        AccessPolicySpec {
+            issuer: IssuerSpec { team_domain: Some("myteam.cloudflareaccess.com".into()), ..Default::default() },
+            audiences: vec![AUD.into()],
+            hosts: vec![],
+            paths: vec![],
+            token_sources: None,
+            token_types: None,
+            algorithms: None,
+            leeway: None,
+            claim_headers: None,
+        }
+    }
+
+    fn compile_spec(s: &AccessPolicySpec) -> Result<CompiledPolicy, CompileError> {
+        compile(PolicyKey::new("ns", "p"), Some(1), s)
+    }
+
+    #[test]
+    fn cloudflare_defaults() {
+        let p = compile_spec(&spec()).unwrap();
+        assert_eq!(p.issuer, "https://myteam.cloudflareaccess.com");
+        assert_eq!(p.jwks_uri.as_str(), "https://myteam.cloudflareaccess.com/cdn-cgi/access/certs");
+        assert_eq!(p.token_sources, vec![TokenSource::Header, TokenSource::Cookie]);
+        assert!(p.admit_app && !p.admit_service);
+        assert_eq!(p.algorithms, vec![Algorithm::RS256]);
+        assert_eq!(p.leeway_secs, 60);
+        let names: Vec<_> = p.claim_headers.iter().map(|h| h.header.as_str()).collect();
+        assert_eq!(names, ["x-auth-request-email", "x-auth-request-user"]);
+    }
+
+    #[test]
+    fn cloudflare_audience_must_be_an_aud_tag() {
+        let mut s = spec();
+        s.audiences.push("my-app".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.audiences[1]");
+    }
+
+    #[test]
+    fn issuer_choice_is_exclusive() {
+        let mut s = spec();
+        s.issuer.url = Some("https://issuer.example".into());
+        s.issuer.jwks_uri = Some("https://issuer.example/keys".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.issuer");
+        s.issuer.team_domain = None;
+        s.issuer.jwks_uri = None;
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.issuer");
+    }
+
+    #[test]
+    fn plain_http_issuer_only_on_loopback() {
+        let mut s = spec();
+        s.issuer = IssuerSpec {
+            team_domain: None,
+            url: Some("http://127.0.0.1:9400".into()),
+            jwks_uri: Some("http://127.0.0.1:9400/cdn-cgi/access/certs".into()),
+        };
+        s.audiences = vec!["anything".into()];
+        let p = compile_spec(&s).unwrap();
+        assert_eq!(p.issuer_kind, IssuerKind::Generic);
+        s.issuer.jwks_uri = Some("http://keys.example.com/certs".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.issuer.jwksUri");
+        s.issuer.jwks_uri = Some("http://localhost:1/certs".into());
+        s.issuer.url = Some("http://10.0.0.1".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.issuer.url");
+    }
+
+    #[test]
+    fn team_domain_is_a_bare_hostname() {
+        for bad in ["https://myteam.cloudflareaccess.com", "myteam", "MyTeam.cloudflareaccess.com", "a.b/c"] {
+            let mut s = spec();
+            s.issuer.team_domain = Some(bad.into());
+            assert_eq!(compile_spec(&s).unwrap_err().field, "spec.issuer.teamDomain", "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_names_are_checked() {
+        for (bad, why) in [("X_Auth", "underscore"), ("Host", "reserved"), ("set-cookie", "reserved"), ("", "empty")] {
+            let mut s = spec();
+            s.claim_headers = Some(vec![ClaimHeader {
+                header: bad.into(),
+                claim: "email".into(),
+                join: None,
+                format: None,
+            }]);
+            assert_eq!(compile_spec(&s).unwrap_err().field, "spec.claimHeaders[0].header", "{why}");
+        }
+    }
+
+    #[test]
+    fn duplicate_header_is_refused_case_insensitively() {
+        let mut s = spec();
+        let h = |name: &str| ClaimHeader { header: name.into(), claim: "email".into(), join: None, format: None };
+        s.claim_headers = Some(vec![h("X-Email"), h("x-email")]);
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.claimHeaders[1].header");
+    }
+
+    #[test]
+    fn claim_paths_split_on_dots() {
+        let mut s = spec();
+        s.claim_headers = Some(vec![ClaimHeader {
+            header: "X-Groups".into(),
+            claim: "custom.groups".into(),
+            join: Some(";".into()),
+            format: None,
+        }]);
+        let p = compile_spec(&s).unwrap();
+        assert_eq!(p.claim_headers[0].path, vec!["custom", "groups"]);
+        assert_eq!(p.claim_headers[0].encoding, ClaimEncoding::Text { join: ";".into() });
+        s.claim_headers.as_mut().unwrap()[0].claim = "custom..groups".into();
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.claimHeaders[0].claim");
+    }
+
+    #[test]
+    fn leeway_is_bounded() {
+        let mut s = spec();
+        s.leeway = Some("2m".into());
+        assert_eq!(compile_spec(&s).unwrap().leeway_secs, 120);
+        s.leeway = Some("10m".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.leeway");
+        s.leeway = Some("soon".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.leeway");
+    }
+
+    #[test]
+    fn routes_default_to_root_and_need_hosts() {
+        let mut s = spec();
+        s.hosts = vec!["app.example.com".into()];
+        assert_eq!(compile_spec(&s).unwrap().routes, vec![("app.example.com".into(), "/".into())]);
+        s.paths = vec!["/api/".into()];
+        assert_eq!(compile_spec(&s).unwrap().routes, vec![("app.example.com".into(), "/api".into())]);
+        s.hosts.clear();
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.paths");
+    }
+
+    #[test]
+    fn repeated_token_source_is_refused() {
+        let mut s = spec();
+        s.token_sources = Some(vec![TokenSource::Cookie, TokenSource::Cookie]);
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.tokenSources[1]");
+    }
+}

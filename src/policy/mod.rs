@@ -1,0 +1,285 @@
+//! The `AccessPolicy` custom resource (accessgate.dev/v1alpha1): its schema, the CRD it
+//! generates, and (in [`compile`]) the validated form the data path uses.
+//!
+//! Every rule the API server can check is written twice: as CEL on the schema (so
+//! `kubectl apply` refuses nonsense) and in [`compile`] (so the file source gets the same
+//! errors). `tests/crd.rs` keeps the two honest on shared cases.
+
+mod compile;
+
+pub use compile::{
+    ClaimEncoding, CompileError, CompiledClaimHeader, CompiledPolicy, IssuerKind, PolicyKey,
+    compile,
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Protects an application behind Cloudflare Access (or any OIDC-style issuer): which tokens
+/// the auth endpoint accepts for it, and which identity headers it hands to the upstream.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "accessgate.dev",
+    version = "v1alpha1",
+    kind = "AccessPolicy",
+    plural = "accesspolicies",
+    namespaced,
+    shortname = "ap",
+    category = "accessgate",
+    status = "AccessPolicyStatus",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer"),
+    printcolumn(name = "Audiences", type_ = "string", json_path = ".spec.audiences"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.issuer.teamDomain) || self.audiences.all(a, a.matches('^[0-9a-f]{64}$'))"
+).message("with issuer.teamDomain, every audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.paths) || size(self.paths) == 0 || (has(self.hosts) && size(self.hosts) > 0)")
+    .message("paths route the bare /auth endpoint and need hosts"))]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicySpec {
+    /// Who signs the tokens. Set `teamDomain` for Cloudflare Access, or `url` and `jwksUri`
+    /// for any other OIDC-style issuer.
+    pub issuer: IssuerSpec,
+
+    /// Accepted audiences. The token's `aud` (a string or an array) must contain at least one.
+    /// For Cloudflare Access these are the application's AUD tags (64 hex characters).
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0 && size(a) <= 256)").message("audiences must be 1 to 256 characters"))]
+    pub audiences: Vec<String>,
+
+    /// Hosts this policy serves on the bare `/auth` endpoint, chosen by the host of
+    /// `X-Original-URL`. Lowercase DNS names. Not needed for `/auth/{namespace}/{name}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(h, h.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'))").message("hosts must be lowercase DNS names without port"))]
+    pub hosts: Vec<String>,
+
+    /// Path prefixes (matched by whole segments, like an Ingress `Prefix`) under `hosts`;
+    /// the longest match wins. Defaults to `/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, p.startsWith('/') && size(p) <= 1024)").message("paths must start with '/'"))]
+    pub paths: Vec<String>,
+
+    /// Where to look for the token, in order; the first source present is used.
+    /// Default: `[header, cookie]` (`Cf-Access-Jwt-Assertion`, then the `CF_Authorization`
+    /// cookie). `bearer` (`Authorization: Bearer`) is opt-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x == y))").message("tokenSources must not repeat"))]
+    pub token_sources: Option<Vec<TokenSource>>,
+
+    /// Which kinds of token are admitted. Default `[app]` (a person's session). Add `service`
+    /// to admit Cloudflare service tokens (`common_name` set, empty `sub`). Cloudflare `org`
+    /// tokens (the team-domain session) are never admitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x == y))").message("tokenTypes must not repeat"))]
+    pub token_types: Option<Vec<TokenType>>,
+
+    /// Signature algorithms accepted. Default `[RS256]` (what Cloudflare Access uses).
+    /// Only asymmetric algorithms exist here: `none` and HMAC are never accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 9))]
+    pub algorithms: Option<Vec<SigningAlgorithm>>,
+
+    /// Clock skew tolerated on `exp` and `nbf`, as a duration such as `60s` or `2m`.
+    /// Default `60s`, at most `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,4}(ms|s|m)$"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) <= duration('5m')").message("leeway must be at most 5m"))]
+    pub leeway: Option<String>,
+
+    /// Identity headers set on an allowed request, from token claims. Default when omitted:
+    /// `email` to `X-Auth-Request-Email` and `sub` to `X-Auth-Request-User`. List each header
+    /// in the Ingress `auth-response-headers` annotation so ingress-nginx forwards it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, lowerAscii(x.header) == lowerAscii(y.header)))").message("claimHeaders must not name a header twice"))]
+    pub claim_headers: Option<Vec<ClaimHeader>>,
+}
+
+/// The token issuer: exactly one of `teamDomain` or `url` (with `jwksUri`).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = kube::core::Rule::new("has(self.teamDomain) != has(self.url)").message("set exactly one of issuer.teamDomain or issuer.url"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.url) == has(self.jwksUri)").message("issuer.url and issuer.jwksUri go together"))]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerSpec {
+    /// Cloudflare Access team domain, such as `myteam.cloudflareaccess.com`. The token issuer
+    /// is then `https://<teamDomain>` and keys come from `https://<teamDomain>/cdn-cgi/access/certs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$')").message("teamDomain must be a lowercase DNS name such as myteam.cloudflareaccess.com, without scheme or path"))]
+    pub team_domain: Option<String>,
+
+    /// Issuer URL for a non-Cloudflare issuer; the token's `iss` must equal it exactly.
+    /// Must be `https://`, except on loopback hosts (for local tests and demos).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("issuer.url must be an https URL (http only on loopback)"))]
+    pub url: Option<String>,
+
+    /// JWKS endpoint for `url` (a plain JWKS or Cloudflare's certs document).
+    /// Same scheme rule as `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("issuer.jwksUri must be an https URL (http only on loopback)"))]
+    pub jwks_uri: Option<String>,
+}
+
+/// A place the token may be carried.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenSource {
+    /// The `Cf-Access-Jwt-Assertion` request header.
+    Header,
+    /// The `CF_Authorization` cookie.
+    Cookie,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+}
+
+/// A kind of Access token.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenType {
+    /// A person's application session.
+    App,
+    /// A Cloudflare service token (machine client).
+    Service,
+}
+
+/// An asymmetric JWS algorithm.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigningAlgorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+/// One identity header built from a claim.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = kube::core::Rule::new("!(has(self.join) && has(self.format) && self.format == 'json')").message("join and format: json are exclusive"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimHeader {
+    /// Header name sent to the upstream, such as `X-Auth-Request-Email`. Letters, digits and
+    /// dashes only (ingress-nginx drops names with underscores); hop-by-hop and
+    /// security-sensitive names (Host, Cookie, Authorization, Set-Cookie, ...) are refused.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')").message("header must contain only letters, digits and dashes"))]
+    #[x_kube(validation = kube::core::Rule::new("!(lowerAscii(self) in ['host', 'cookie', 'authorization', 'set-cookie', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate', 'www-authenticate', 'cache-control', 'cf-access-jwt-assertion', 'x-original-url', 'x-original-method', 'x-forwarded-for', 'x-real-ip'])").message("this header name is reserved"))]
+    pub header: String,
+
+    /// Claim to read, as a dotted path into nested objects (`email`, `custom.groups`).
+    #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[^.]+(\\\\.[^.]+)*$')").message("claim must be a dotted path without empty segments"))]
+    pub claim: String,
+
+    /// For array claims: join the elements with this separator (default `,`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8))]
+    pub join: Option<String>,
+
+    /// How non-string values are written: `text` (default; arrays joined) or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ClaimFormat>,
+}
+
+/// How a claim value becomes header text.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimFormat {
+    /// Strings as-is, numbers and booleans as JSON text, arrays joined, objects as JSON.
+    Text,
+    /// The claim's JSON text.
+    Json,
+}
+
+/// What accessgate observed about this policy. Written by the elected controller replica.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessPolicyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the policy is enforced) and `KeysAvailable` (signing keys are loaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The issuer (`iss`) tokens must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The value for the Ingress `nginx.ingress.kubernetes.io/auth-url` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
+    /// Signing keys in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<KeysStatus>,
+    /// Decisions taken since the reporting replica started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decisions: Option<DecisionsStatus>,
+}
+
+/// The key set fetched from the issuer.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeysStatus {
+    /// Key IDs (`kid`) currently accepted.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// When the key set was last fetched successfully (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<String>,
+    /// The last fetch error, if the most recent fetch failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Decision counters.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionsStatus {
+    /// Requests allowed.
+    pub allowed: u64,
+    /// Requests denied.
+    pub denied: u64,
+    /// Start of the counting window (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The most recent denial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_denial: Option<LastDenial>,
+}
+
+/// The most recent denial.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LastDenial {
+    /// Reason code, such as `audience_mismatch`.
+    pub reason: String,
+    /// When it happened (RFC 3339).
+    pub at: String,
+}
+
+/// The CustomResourceDefinition as YAML, exactly what `accessgate crd` prints and
+/// `crds/accesspolicy.yaml` holds.
+pub fn crd_yaml() -> String {
+    let crd = AccessPolicy::crd();
+    let body = serde_saphyr::to_string(&crd).expect("the CRD always serialises");
+    format!(
+        "# Generated by `accessgate crd`; do not edit. Regenerate after changing src/policy.\n{body}"
+    )
+}

@@ -1,0 +1,164 @@
+//! HTTP: the auth listener (what the proxy calls) and the admin listener (probes, metrics).
+//!
+//! The data path reads top to bottom in [`authorize`]: dialect → index → decision (verify
+//! with keys, then headers) → response.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+
+use crate::decision::{self, Decision};
+use crate::dialect::{self, OriginalRequest};
+use crate::metrics::DroppedHeaderLabels;
+use crate::reason::Reason;
+use crate::state::AppState;
+
+/// Response header naming the deny reason (the proxy does not show it to the client).
+pub const REASON_HEADER: &str = "x-accessgate-reason";
+
+pub fn auth_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/auth", any(auth_by_route))
+        .route("/auth/{namespace}/{name}", any(auth_by_name))
+        .fallback(|| async { deny_response(Reason::PolicyUnknown) })
+        .with_state(state)
+}
+
+pub fn admin_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no policy set loaded yet\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// How the policy is chosen.
+enum Select<'a> {
+    Name { namespace: &'a str, name: &'a str },
+    Route,
+}
+
+async fn auth_by_name(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    authorize(&state, &headers, Select::Name { namespace: &namespace, name: &name }).await
+}
+
+async fn auth_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    authorize(&state, &headers, Select::Route).await
+}
+
+async fn authorize(state: &AppState, headers: &HeaderMap, select: Select<'_>) -> Response {
+    let started = Instant::now();
+    let request = dialect::nginx(headers);
+    let (policy_label, decision) = match &request {
+        Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
+        Ok(req) => decide(state, headers, req, &select).await,
+    };
+    state.metrics.count_decision(&policy_label, decision.outcome());
+    state.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+    log_decision(&policy_label, request.as_ref().ok(), &decision);
+    match decision {
+        Decision::Allow { headers: rendered, .. } => {
+            for (name, why) in &rendered.dropped {
+                state
+                    .metrics
+                    .headers_dropped
+                    .get_or_create(&DroppedHeaderLabels { policy: policy_label.clone(), header: name.to_string(), reason: why.code() })
+                    .inc();
+            }
+            let mut resp = Response::new(Body::empty());
+            let h = resp.headers_mut();
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            for (name, value) in rendered.set {
+                h.insert(name, value);
+            }
+            resp
+        }
+        Decision::Deny(reason) => deny_response(reason),
+    }
+}
+
+async fn decide(state: &AppState, headers: &HeaderMap, req: &OriginalRequest, select: &Select<'_>) -> (String, Decision) {
+    let index = state.index();
+    let policy = match select {
+        Select::Name { namespace, name } => index.by_name(namespace, name),
+        Select::Route => index.by_route(&req.host, &req.path),
+    };
+    let policy = match policy {
+        Ok(p) => p.clone(),
+        Err(reason) => {
+            let label = match select {
+                Select::Name { namespace, name } if reason == Reason::PolicyInvalid => format!("{namespace}/{name}"),
+                _ => "-".to_owned(),
+            };
+            return (label, Decision::Deny(reason));
+        }
+    };
+    drop(index);
+    let label = policy.key.to_string();
+    let mut decision = decision::decide(&policy, headers, &state.keys, unix_now());
+    // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is still
+    // running. One (coalesced, rate-limited) refetch, then decide again.
+    if matches!(decision, Decision::Deny(Reason::KeyUnknown | Reason::KeysUnavailable))
+        && state.keys.refetch(&policy.jwks_uri).await
+    {
+        decision = decision::decide(&policy, headers, &state.keys, unix_now());
+    }
+    (label, decision)
+}
+
+fn log_decision(policy: &str, req: Option<&OriginalRequest>, decision: &Decision) {
+    let (host, path, method, client_ip, request_id) = match req {
+        Some(r) => (r.host.as_str(), r.path.as_str(), r.method.as_str(), r.client_ip.as_deref(), r.request_id.as_deref()),
+        None => ("", "", "", None, None),
+    };
+    match decision {
+        Decision::Allow { kind, .. } => {
+            tracing::debug!(policy, host, path, method, client_ip, request_id, kind = ?kind, "allow")
+        }
+        Decision::Deny(reason) => tracing::info!(
+            policy, host, path, method, client_ip, request_id, reason = reason.code(), status = reason.status(), "deny"
+        ),
+    }
+}
+
+fn deny_response(reason: Reason) -> Response {
+    let status = StatusCode::from_u16(reason.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut resp = (status, format!("{}\n", reason.code())).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(REASON_HEADER, HeaderValue::from_static(reason.code()));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"accessgate\""));
+    }
+    resp
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}

@@ -1,0 +1,204 @@
+//! The standalone source: every AccessPolicy manifest in a directory (`*.yaml`, `*.yml`,
+//! `*.json`; multi-document; other kinds skipped, as `kubectl apply -f DIR` files often mix
+//! them), reloaded when the directory changes.
+//!
+//! The set is all-or-nothing: if any file or policy is invalid the previous good set stays
+//! in force and the error names the file and field. At start-up there is no previous set,
+//! so `serve` refuses to start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use serde::Deserialize;
+
+use crate::index::{Entry, PolicyIndex};
+use crate::metrics::ReloadLabels;
+use crate::policy::{AccessPolicy, PolicyKey, compile};
+use crate::state::AppState;
+
+const API_VERSION: &str = "accessgate.dev/v1alpha1";
+const KIND: &str = "AccessPolicy";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct LoadError {
+    pub file: String,
+    pub message: String,
+}
+
+fn load_err(file: &Path, message: impl Into<String>) -> LoadError {
+    LoadError { file: file.display().to_string(), message: message.into() }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Reads and validates every policy in `dir`.
+pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| load_err(dir, e.to_string()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        })
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+
+    let mut seen: HashMap<PolicyKey, PathBuf> = HashMap::new();
+    let mut entries = Vec::new();
+    for file in &files {
+        for (key, entry) in load_file(file)? {
+            if let Some(first) = seen.insert(key.clone(), file.clone()) {
+                return Err(load_err(file, format!("policy {key} is also defined in {}", first.display())));
+            }
+            entries.push((key, entry));
+        }
+    }
+    Ok(PolicyIndex::build(entries))
+}
+
+fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+    let text = std::fs::read_to_string(file).map_err(|e| load_err(file, e.to_string()))?;
+    let docs: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| load_err(file, format!("not valid YAML: {e}")))?;
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue; // empty document, e.g. a trailing `---`
+        }
+        let at = |msg: String| load_err(file, format!("document {}: {msg}", i + 1));
+        let meta: TypeMeta = serde_json::from_value(doc.clone()).map_err(|e| at(e.to_string()))?;
+        if meta.kind != KIND {
+            continue;
+        }
+        if meta.api_version != API_VERSION {
+            return Err(at(format!("apiVersion {:?} is not {API_VERSION}", meta.api_version)));
+        }
+        let policy: AccessPolicy =
+            serde_path_to_error::deserialize(doc).map_err(|e| at(format!("{}: {}", e.path(), e.inner())))?;
+        let name = policy.metadata.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| at("metadata.name is required".into()))?;
+        let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let key = PolicyKey::new(namespace, name);
+        let compiled = compile(key.clone(), policy.metadata.generation, &policy.spec)
+            .map_err(|e| at(format!("policy {key}: {e}")))?;
+        out.push((key, Entry::Ready(Arc::new(compiled))));
+    }
+    Ok(out)
+}
+
+/// Loads `dir` once and installs it; the caller decides what a failure means.
+pub fn reload(dir: &Path, state: &AppState) -> Result<usize, LoadError> {
+    let result = load_dir(dir);
+    let label = if result.is_ok() { "success" } else { "error" };
+    state.metrics.policy_reloads.get_or_create(&ReloadLabels { result: label }).inc();
+    let index = result?;
+    let n = index.len();
+    state.install(index);
+    Ok(n)
+}
+
+/// Watches `dir` and reloads on every change, debounced. Runs until the process ends.
+/// A bad reload logs the file and field and keeps the set in force.
+pub async fn watch(dir: PathBuf, state: Arc<AppState>) -> notify::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })?;
+    // Watching the directory (not the files) also sees ConfigMap-style symlink swaps.
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    while rx.recv().await.is_some() {
+        // Editors write in several steps; settle before reading.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        while rx.try_recv().is_ok() {}
+        match reload(&dir, &state) {
+            Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
+            Err(e) => tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: accessgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: grafana, namespace: monitoring }
+spec:
+  issuer: { teamDomain: myteam.cloudflareaccess.com }
+  audiences: ["4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2"]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: { name: grafana }
+---
+apiVersion: accessgate.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: other }
+spec:
+  issuer: { url: "http://127.0.0.1:9400", jwksUri: "http://127.0.0.1:9400/cdn-cgi/access/certs" }
+  audiences: [my-app]
+"#;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            std::fs::write(d.path().join(name), body).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn loads_multi_document_files_and_skips_other_kinds() {
+        let d = dir_with(&[("p.yaml", GOOD), ("README.md", "not yaml: [")]);
+        let idx = load_dir(d.path()).unwrap();
+        assert_eq!(idx.len(), 2);
+        assert!(idx.by_name("monitoring", "grafana").is_ok());
+        assert!(idx.by_name("default", "other").is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let bad = GOOD.replace("audiences: [my-app]", "audiences: [my-app]\n  algorithms: [HS256]");
+        let d = dir_with(&[("p.yaml", &bad)]);
+        let e = load_dir(d.path()).unwrap_err();
+        assert!(e.file.ends_with("p.yaml"));
+        assert!(e.message.contains("spec.algorithms"), "{}", e.message);
+
+        let bad = GOOD.replace("[\"4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2\"]", "[nope]");
+        let e = load_dir(dir_with(&[("p.yaml", &bad)]).path()).unwrap_err();
+        assert!(e.message.contains("spec.audiences[0]"), "{}", e.message);
+    }
+
+    #[test]
+    fn duplicate_policies_across_files_are_refused() {
+        let d = dir_with(&[("a.yaml", GOOD), ("b.yaml", GOOD)]);
+        assert!(load_dir(d.path()).unwrap_err().message.contains("also defined"));
+    }
+
+    #[test]
+    fn wrong_api_version_is_refused() {
+        let bad = GOOD.replacen("accessgate.dev/v1alpha1", "accessgate.dev/v1", 1);
+        assert!(load_dir(dir_with(&[("p.yaml", &bad)]).path()).unwrap_err().message.contains("apiVersion"));
+    }
+
+    #[test]
+    fn broken_yaml_is_refused() {
+        assert!(load_dir(dir_with(&[("p.yaml", "a: [")]).path()).unwrap_err().message.contains("YAML"));
+    }
+}

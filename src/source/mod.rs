@@ -1,0 +1,3 @@
+//! Where policies come from. `files`: a directory of AccessPolicy manifests.
+
+pub mod files;

@@ -1,0 +1,52 @@
+//! The state every request handler shares: the live policy index (swapped whole), the key
+//! caches and the metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::index::{Entry, PolicyIndex};
+use crate::keys::KeyStore;
+use crate::metrics::{Metrics, PolicyStateLabels};
+
+pub struct AppState {
+    index: ArcSwap<PolicyIndex>,
+    pub keys: KeyStore,
+    pub metrics: Arc<Metrics>,
+    loaded: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(keys: KeyStore, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self { index: ArcSwap::from_pointee(PolicyIndex::default()), keys, metrics, loaded: AtomicBool::new(false) })
+    }
+
+    /// The index as of now; requests hold it for their whole decision.
+    pub fn index(&self) -> arc_swap::Guard<Arc<PolicyIndex>> {
+        self.index.load()
+    }
+
+    /// Makes `index` the live policy set. Key caches for new issuers start fetching first,
+    /// so the first request under a new policy finds a fetch already under way.
+    pub fn install(&self, index: PolicyIndex) {
+        self.keys.retain(&index.jwks_uris());
+        let (ready, invalid) = index.entries().fold((0, 0), |(r, i), (_, e)| match e {
+            Entry::Ready(_) => (r + 1, i),
+            Entry::Invalid(_) => (r, i + 1),
+        });
+        for conflict in index.conflicts() {
+            tracing::warn!(host = %conflict.host, path = %conflict.path, policies = ?conflict.policies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "several policies claim the same route; requests on it are denied with policy_invalid");
+        }
+        self.metrics.policies.get_or_create(&PolicyStateLabels { state: "ready" }).set(ready);
+        self.metrics.policies.get_or_create(&PolicyStateLabels { state: "invalid" }).set(invalid);
+        self.index.store(Arc::new(index));
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Ready once a policy set has been installed (it may be empty).
+    pub fn is_ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,399 @@
+//! Token extraction and JWT verification. Pure: keys come in as arguments, time as `now`.
+//!
+//! jsonwebtoken does the JOSE parsing and the signature; the claim checks are ours, so that
+//! each failure has its exact reason code and the clock can be injected in tests.
+
+use std::fmt;
+
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::keys::{MAX_KID_LEN, VerifyingKey};
+use crate::policy::{CompiledPolicy, IssuerKind, TokenSource};
+use crate::reason::Reason;
+
+/// Cloudflare's header carrying the application token.
+pub const ASSERTION_HEADER: &str = "cf-access-jwt-assertion";
+/// Cloudflare's cookie carrying the application token.
+pub const AUTH_COOKIE: &str = "CF_Authorization";
+/// Longest token accepted. Access tokens with custom claims stay well under 8 KiB.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The first token found in the configured sources, in order. A source that is present
+/// but ambiguous (two different values) is malformed rather than silently resolved.
+pub fn extract_token<'h>(headers: &'h HeaderMap, sources: &[TokenSource]) -> Result<&'h str, Reason> {
+    for source in sources {
+        let found = match source {
+            TokenSource::Header => from_assertion_header(headers)?,
+            TokenSource::Cookie => from_cookie(headers)?,
+            TokenSource::Bearer => from_bearer(headers)?,
+        };
+        if let Some(token) = found {
+            if token.len() > MAX_TOKEN_BYTES {
+                return Err(Reason::TokenTooLarge);
+            }
+            return Ok(token);
+        }
+    }
+    Err(Reason::TokenMissing)
+}
+
+/// At most one distinct non-empty value.
+fn single<'h>(mut values: impl Iterator<Item = &'h str>) -> Result<Option<&'h str>, Reason> {
+    let Some(first) = values.next() else { return Ok(None) };
+    if values.any(|v| v != first) {
+        return Err(Reason::TokenMalformed);
+    }
+    Ok(Some(first))
+}
+
+fn from_assertion_header(headers: &HeaderMap) -> Result<Option<&str>, Reason> {
+    let mut values = Vec::new();
+    for v in headers.get_all(ASSERTION_HEADER) {
+        let s = v.to_str().map_err(|_| Reason::TokenMalformed)?.trim();
+        if !s.is_empty() {
+            values.push(s);
+        }
+    }
+    single(values.into_iter())
+}
+
+fn from_cookie(headers: &HeaderMap) -> Result<Option<&str>, Reason> {
+    let mut values = Vec::new();
+    for v in headers.get_all(COOKIE) {
+        // A cookie header that is not text cannot hold our cookie; other cookies are not ours to judge.
+        let Ok(s) = v.to_str() else { continue };
+        for cookie in cookie::Cookie::split_parse(s).flatten() {
+            if cookie.name() == AUTH_COOKIE
+                && let Some(value) = cookie.value_raw()
+            {
+                let value = value.trim_matches('"');
+                if !value.is_empty() {
+                    values.push(value);
+                }
+            }
+        }
+    }
+    single(values.into_iter())
+}
+
+fn from_bearer(headers: &HeaderMap) -> Result<Option<&str>, Reason> {
+    let mut values = Vec::new();
+    for v in headers.get_all(AUTHORIZATION) {
+        let s = v.to_str().map_err(|_| Reason::TokenMalformed)?;
+        let Some((scheme, rest)) = s.split_once(' ') else { continue };
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let token = rest.trim();
+            if !token.is_empty() {
+                values.push(token);
+            }
+        }
+    }
+    single(values.into_iter())
+}
+
+/// The parts of the JOSE header needed to pick a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHeader {
+    pub alg: Algorithm,
+    pub kid: String,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Value,
+    #[serde(default)]
+    kid: Option<Value>,
+}
+
+/// Reads `alg` and `kid` without trusting anything: structure, algorithm allow-list, kid
+/// shape. Header fields that point at keys (`jku`, `x5u`, `jwk`, `x5c`) are never used.
+pub fn read_header(token: &str, allowed: &[Algorithm]) -> Result<TokenHeader, Reason> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Reason::TokenMalformed);
+    };
+    if header.is_empty() || payload.is_empty() {
+        return Err(Reason::TokenMalformed);
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| Reason::TokenMalformed)?;
+    let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| Reason::TokenMalformed)?;
+    let Value::String(alg) = raw.alg else { return Err(Reason::TokenMalformed) };
+    // Parsing "none" or an unknown name fails, and HMAC is never in a policy's list.
+    let alg: Algorithm = alg.parse().map_err(|_| Reason::AlgorithmNotAllowed)?;
+    if !allowed.contains(&alg) {
+        return Err(Reason::AlgorithmNotAllowed);
+    }
+    if signature.is_empty() {
+        return Err(Reason::SignatureInvalid);
+    }
+    let kid = match raw.kid {
+        Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LEN => kid,
+        Some(Value::String(_)) | None | Some(Value::Null) => return Err(Reason::KeyUnknown),
+        Some(_) => return Err(Reason::TokenMalformed),
+    };
+    Ok(TokenHeader { alg, kid })
+}
+
+/// Claims of a verified token. Duplicate top-level keys are refused: two parsers could
+/// disagree on which value counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims(pub Map<String, Value>);
+
+impl<'de> Deserialize<'de> for Claims {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Claims;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object of claims")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
+                let mut out = Map::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if out.contains_key(&k) {
+                        return Err(de::Error::custom(format!("duplicate claim {k}")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(Claims(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl Claims {
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name)
+    }
+
+    /// A dotted path into nested objects.
+    pub fn path(&self, path: &[String]) -> Option<&Value> {
+        let (first, rest) = path.split_first()?;
+        let mut v = self.0.get(first)?;
+        for seg in rest {
+            v = v.as_object()?.get(seg)?;
+        }
+        Some(v)
+    }
+}
+
+/// Checks the signature with `key` and returns the claims. Nothing about the claims is
+/// trusted before this succeeds.
+pub fn verify_signature(token: &str, header: &TokenHeader, key: &VerifyingKey) -> Result<Claims, Reason> {
+    if key.alg.is_some_and(|a| a != header.alg) {
+        return Err(Reason::AlgorithmNotAllowed);
+    }
+    if key.key.family() != header.alg.family() {
+        return Err(Reason::AlgorithmNotAllowed);
+    }
+    let mut validation = Validation::new(header.alg);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+        Ok(data) => Ok(data.claims),
+        Err(e) => Err(match e.kind() {
+            ErrorKind::InvalidSignature
+            | ErrorKind::InvalidRsaKey(_)
+            | ErrorKind::InvalidEcdsaKey
+            | ErrorKind::InvalidEddsaKey
+            | ErrorKind::InvalidKeyFormat => Reason::SignatureInvalid,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
+                Reason::AlgorithmNotAllowed
+            }
+            _ => Reason::TokenMalformed,
+        }),
+    }
+}
+
+/// What kind of principal a verified token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A person's session.
+    App,
+    /// A service token (`common_name` set, `sub` empty).
+    Service,
+}
+
+fn number(v: Option<&Value>) -> Result<Option<f64>, Reason> {
+    match v {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or(Reason::TokenMalformed),
+        Some(_) => Err(Reason::TokenMalformed),
+    }
+}
+
+/// The policy's claim checks, in an order that reports authentication failures (401)
+/// before authorisation ones (403).
+pub fn check_claims(claims: &Claims, policy: &CompiledPolicy, now: u64) -> Result<TokenKind, Reason> {
+    let now = now as f64;
+    let leeway = policy.leeway_secs as f64;
+
+    match claims.get("iss") {
+        Some(Value::String(iss)) if *iss == policy.issuer => {}
+        _ => return Err(Reason::IssuerMismatch),
+    }
+    let exp = number(claims.get("exp"))?.ok_or(Reason::TokenMalformed)?;
+    if now > exp + leeway {
+        return Err(Reason::TokenExpired);
+    }
+    if let Some(nbf) = number(claims.get("nbf"))?
+        && now + leeway < nbf
+    {
+        return Err(Reason::TokenNotYetValid);
+    }
+    if let Some(iat) = number(claims.get("iat"))?
+        && now + leeway < iat
+    {
+        return Err(Reason::TokenNotYetValid);
+    }
+
+    let audience_ok = match claims.get("aud") {
+        Some(Value::String(a)) => policy.audiences.contains(a),
+        Some(Value::Array(list)) => {
+            let mut any = false;
+            for a in list {
+                let Value::String(a) = a else { return Err(Reason::TokenMalformed) };
+                any |= policy.audiences.contains(a);
+            }
+            any
+        }
+        None => false,
+        Some(_) => return Err(Reason::TokenMalformed),
+    };
+    if !audience_ok {
+        return Err(Reason::AudienceMismatch);
+    }
+
+    let kind = token_kind(claims, policy.issuer_kind)?;
+    let admitted = match kind {
+        TokenKind::App => policy.admit_app,
+        TokenKind::Service => policy.admit_service,
+    };
+    if !admitted {
+        return Err(Reason::TokenTypeNotAllowed);
+    }
+    Ok(kind)
+}
+
+/// Cloudflare marks both application and service tokens `type: app` and tells a service
+/// token by its `common_name` and empty `sub`; `org` (the team-domain session) and any
+/// other type are refused. Generic issuers may omit `type`.
+fn token_kind(claims: &Claims, issuer: IssuerKind) -> Result<TokenKind, Reason> {
+    match claims.get("type") {
+        Some(Value::String(t)) if t == "app" => {}
+        None if issuer == IssuerKind::Generic => {}
+        Some(Value::String(_)) | None => return Err(Reason::TokenTypeNotAllowed),
+        Some(_) => return Err(Reason::TokenMalformed),
+    }
+    let common_name = matches!(claims.get("common_name"), Some(Value::String(cn)) if !cn.is_empty());
+    let no_subject = match claims.get("sub") {
+        None => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(_) => return Err(Reason::TokenMalformed),
+    };
+    Ok(if common_name && no_subject { TokenKind::Service } else { TokenKind::App })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    const DEFAULT: [TokenSource; 2] = [TokenSource::Header, TokenSource::Cookie];
+
+    #[test]
+    fn header_wins_over_cookie() {
+        let h = headers(&[("cf-access-jwt-assertion", "a.b.c"), ("cookie", "CF_Authorization=x.y.z")]);
+        assert_eq!(extract_token(&h, &DEFAULT), Ok("a.b.c"));
+    }
+
+    #[test]
+    fn cookie_is_found_among_others() {
+        let h = headers(&[("cookie", "theme=dark; CF_Authorization=x.y.z; other=1")]);
+        assert_eq!(extract_token(&h, &DEFAULT), Ok("x.y.z"));
+        let h = headers(&[("cookie", "CF_Authorization_old=nope; CF_AuthorizationX=nope")]);
+        assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMissing));
+    }
+
+    #[test]
+    fn conflicting_cookies_are_malformed() {
+        let h = headers(&[("cookie", "CF_Authorization=a.b.c"), ("cookie", "CF_Authorization=d.e.f")]);
+        assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMalformed));
+        let h = headers(&[("cookie", "CF_Authorization=a.b.c; CF_Authorization=a.b.c")]);
+        assert_eq!(extract_token(&h, &DEFAULT), Ok("a.b.c"));
+    }
+
+    #[test]
+    fn bearer_only_when_opted_in() {
+        let h = headers(&[("authorization", "Bearer a.b.c")]);
+        assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMissing));
+        assert_eq!(extract_token(&h, &[TokenSource::Bearer]), Ok("a.b.c"));
+        let h = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
+        assert_eq!(extract_token(&h, &[TokenSource::Bearer]), Err(Reason::TokenMissing));
+    }
+
+    #[test]
+    fn oversized_token_is_refused() {
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        let h = headers(&[("cf-access-jwt-assertion", &big)]);
+        assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenTooLarge));
+    }
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn header_checks() {
+        let rs = [Algorithm::RS256];
+        let tok = |h: &str| format!("{}.{}.sig", b64(h), b64("{}"));
+        assert_eq!(
+            read_header(&tok(r#"{"alg":"RS256","kid":"k1"}"#), &rs),
+            Ok(TokenHeader { alg: Algorithm::RS256, kid: "k1".into() })
+        );
+        assert_eq!(read_header(&tok(r#"{"alg":"none","kid":"k1"}"#), &rs), Err(Reason::AlgorithmNotAllowed));
+        assert_eq!(read_header(&tok(r#"{"alg":"HS256","kid":"k1"}"#), &rs), Err(Reason::AlgorithmNotAllowed));
+        assert_eq!(read_header(&tok(r#"{"alg":"RS256"}"#), &rs), Err(Reason::KeyUnknown));
+        assert_eq!(read_header(&tok(r#"{"alg":"RS256","kid":7}"#), &rs), Err(Reason::TokenMalformed));
+        assert_eq!(read_header(&tok(r#"{"alg":"RS256","alg":"none"}"#), &rs), Err(Reason::TokenMalformed));
+        assert_eq!(read_header(&tok("not json"), &rs), Err(Reason::TokenMalformed));
+        assert_eq!(read_header("a.b", &rs), Err(Reason::TokenMalformed));
+        assert_eq!(read_header("a.b.c.d", &rs), Err(Reason::TokenMalformed));
+        assert_eq!(read_header("!!.b.c", &rs), Err(Reason::TokenMalformed));
+        let unsigned = format!("{}.{}.", b64(r#"{"alg":"RS256","kid":"k"}"#), b64("{}"));
+        assert_eq!(read_header(&unsigned, &rs), Err(Reason::SignatureInvalid));
+    }
+
+    #[test]
+    fn duplicate_claims_are_refused() {
+        assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","sub":"b"}"#).is_err());
+        assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","email":"b"}"#).is_ok());
+    }
+
+    #[test]
+    fn claim_paths_walk_objects() {
+        let c: Claims = serde_json::from_str(r#"{"custom":{"groups":["a","b"]},"email":"x"}"#).unwrap();
+        assert_eq!(c.path(&["custom".into(), "groups".into()]), Some(&serde_json::json!(["a", "b"])));
+        assert_eq!(c.path(&["email".into(), "x".into()]), None);
+    }
+}

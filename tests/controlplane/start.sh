@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Start a loopback control plane (etcd + kube-apiserver) with its state in DIR.
+#
+#   ./start.sh DIR
+#
+# Writes into DIR:
+#   admin.kubeconfig      cluster-admin (client cert, O=system:masters), certs embedded
+#   controlplane.env      shell-sourceable: ACCESSGATE_CP_APISERVER_URL, ports, paths, KUBECTL
+#   pki/                  ca.crt/ca.key (kept so tests can mint more client certs),
+#                         apiserver.crt/.key, admin.crt/.key, sa.key/sa.pub
+#   etcd/                 etcd data
+#   etcd.log kube-apiserver.log, etcd.pid kube-apiserver.pid
+#
+# Environment (all optional):
+#   ACCESSGATE_CP_BIN             dir with kube-apiserver, etcd, kubectl (default: ./build.sh output)
+#   ACCESSGATE_CP_APISERVER_PORT  kube-apiserver secure port     (default: a free port)
+#   ACCESSGATE_CP_ETCD_PORT       etcd client port               (default: a free port)
+#   ACCESSGATE_CP_ETCD_PEER_PORT  etcd peer port                 (default: a free port)
+#   ACCESSGATE_CP_READY_TIMEOUT   seconds to wait for /readyz    (default: 90)
+#   ACCESSGATE_CP_APISERVER_ARGS  extra kube-apiserver flags (word-split)
+#
+# Re-running on a DIR whose processes were stopped restarts them on the same ports,
+# certs and data. Running it on a DIR that is already running is an error.
+# Stop with ./stop.sh DIR. Non-interactive; fine to run as root.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+[ $# -eq 1 ] || { echo "usage: $0 DIR" >&2; exit 2; }
+mkdir -p "$1"
+dir="$(cd "$1" && pwd)"
+
+die() { echo "start.sh: $*" >&2; exit 1; }
+for tool in openssl curl base64; do command -v "$tool" >/dev/null || die "'$tool' is required"; done
+
+bin="${ACCESSGATE_CP_BIN:-}"
+if [ -z "$bin" ]; then
+  bin="$("$here/build.sh" | tail -n1)" || die "build.sh failed"
+fi
+for b in kube-apiserver etcd kubectl; do [ -x "$bin/$b" ] || die "$bin/$b missing (run $here/build.sh)"; done
+
+# Refuse to start twice on the same DIR.
+for name in etcd kube-apiserver; do
+  if [ -f "$dir/$name.pid" ]; then
+    pid="$(cat "$dir/$name.pid")"
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -qa "$name" "/proc/$pid/cmdline" 2>/dev/null; then
+      die "$name is already running for $dir (pid $pid); run stop.sh first"
+    fi
+    rm -f "$dir/$name.pid"
+  fi
+done
+
+# ---------------------------------------------------------------- ports
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+taken=" "
+pick_port() {
+  # Below the Linux ephemeral range (32768+) so outgoing connections cannot hold it.
+  local p i
+  for i in $(seq 1 200); do
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 12000 ))
+    case "$taken" in *" $p "*) continue ;; esac
+    if port_free "$p"; then taken+="$p "; echo "$p"; return 0; fi
+  done
+  die "no free port found"
+}
+if [ -f "$dir/controlplane.env" ]; then
+  # Restart: keep the ports baked into etcd's member data and the kubeconfig.
+  # shellcheck disable=SC1091
+  . "$dir/controlplane.env"
+fi
+api_port="${ACCESSGATE_CP_APISERVER_PORT:-$(pick_port)}"; taken+="$api_port "
+etcd_port="${ACCESSGATE_CP_ETCD_PORT:-$(pick_port)}"; taken+="$etcd_port "
+peer_port="${ACCESSGATE_CP_ETCD_PEER_PORT:-$(pick_port)}"; taken+="$peer_port "
+for p in "$api_port" "$etcd_port" "$peer_port"; do port_free "$p" || die "port $p on 127.0.0.1 is in use"; done
+
+api_url="https://127.0.0.1:${api_port}"
+etcd_url="http://127.0.0.1:${etcd_port}"
+peer_url="http://127.0.0.1:${peer_port}"
+
+# ---------------------------------------------------------------- certs
+pki="$dir/pki"
+mkdir -p "$pki"
+chmod 700 "$pki"
+if [ ! -f "$pki/admin.crt" ]; then
+  (
+    cd "$pki"
+    umask 077
+    exec >openssl.log 2>&1
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -sha256 \
+      -subj "/CN=accessgate-test-ca" \
+      -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"
+
+    cat >apiserver.ext <<'EOF'
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+EOF
+    openssl req -new -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver"
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt \
+      -days 3650 -sha256 -extfile apiserver.ext
+
+    cat >client.ext <<'EOF'
+basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
+EOF
+    openssl req -new -newkey rsa:2048 -nodes -keyout admin.key -out admin.csr -subj "/O=system:masters/CN=accessgate-admin"
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out admin.crt \
+      -days 3650 -sha256 -extfile client.ext
+
+    # Service-account token signing key pair (TokenRequest / kubectl create token).
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
+    openssl pkey -in sa.key -pubout -out sa.pub
+    rm -f ./*.csr
+  ) || die "openssl failed, see $pki/openssl.log"
+fi
+
+# ---------------------------------------------------------------- helpers
+start_bg() { # name, argv...  -> runs detached (own session), all fds to DIR/name.log
+  local name="$1"; shift
+  setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+alive() { kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+fail_with_log() { # name, message
+  echo "start.sh: $2; last lines of $dir/$1.log:" >&2
+  tail -n 40 "$dir/$1.log" >&2 || true
+  "$here/stop.sh" "$dir" >/dev/null 2>&1 || true
+  exit 1
+}
+
+t0=$(date +%s.%N)
+
+# ---------------------------------------------------------------- etcd
+mkdir -p "$dir/etcd"
+chmod 700 "$dir/etcd"
+start_bg etcd "$bin/etcd" \
+  --name=default \
+  --data-dir="$dir/etcd" \
+  --listen-client-urls="$etcd_url" \
+  --advertise-client-urls="$etcd_url" \
+  --listen-peer-urls="$peer_url" \
+  --initial-advertise-peer-urls="$peer_url" \
+  --initial-cluster="default=$peer_url" \
+  --initial-cluster-state=new \
+  --unsafe-no-fsync=true \
+  --log-level=warn
+
+for _ in $(seq 1 300); do
+  alive etcd || fail_with_log etcd "etcd exited"
+  if curl -fsS --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"'; then break; fi
+  sleep 0.1
+done
+curl -fsS --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"' || fail_with_log etcd "etcd not healthy after 30 s"
+
+# ---------------------------------------------------------------- kube-apiserver
+# shellcheck disable=SC2206
+extra=(${ACCESSGATE_CP_APISERVER_ARGS:-})
+start_bg kube-apiserver "$bin/kube-apiserver" \
+  --etcd-servers="$etcd_url" \
+  --bind-address=127.0.0.1 \
+  --advertise-address=127.0.0.1 \
+  --secure-port="$api_port" \
+  --tls-cert-file="$pki/apiserver.crt" \
+  --tls-private-key-file="$pki/apiserver.key" \
+  --client-ca-file="$pki/ca.crt" \
+  --authorization-mode=RBAC \
+  --service-cluster-ip-range=10.0.0.0/24 \
+  --allow-privileged=true \
+  --disable-admission-plugins=ServiceAccount \
+  --service-account-issuer="$api_url" \
+  --service-account-key-file="$pki/sa.pub" \
+  --service-account-signing-key-file="$pki/sa.key" \
+  --profiling=false \
+  "${extra[@]}"
+
+timeout="${ACCESSGATE_CP_READY_TIMEOUT:-90}"
+deadline=$(( $(date +%s) + timeout ))
+ready=0
+while [ "$(date +%s)" -lt "$deadline" ]; do
+  alive kube-apiserver || fail_with_log kube-apiserver "kube-apiserver exited"
+  if [ "$(curl -sS --max-time 5 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+          "$api_url/readyz" 2>/dev/null)" = "ok" ]; then
+    ready=1; break
+  fi
+  sleep 0.25
+done
+[ "$ready" = 1 ] || fail_with_log kube-apiserver "kube-apiserver not ready (/readyz) after ${timeout} s"
+t1=$(date +%s.%N)
+
+# ---------------------------------------------------------------- outputs
+b64() { base64 -w0 <"$1"; }
+umask 077
+cat >"$dir/admin.kubeconfig.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: accessgate-test
+  cluster:
+    server: $api_url
+    certificate-authority-data: $(b64 "$pki/ca.crt")
+users:
+- name: accessgate-admin
+  user:
+    client-certificate-data: $(b64 "$pki/admin.crt")
+    client-key-data: $(b64 "$pki/admin.key")
+contexts:
+- name: accessgate-test
+  context:
+    cluster: accessgate-test
+    user: accessgate-admin
+    namespace: default
+current-context: accessgate-test
+EOF
+mv -f "$dir/admin.kubeconfig.tmp" "$dir/admin.kubeconfig"
+
+cat >"$dir/controlplane.env" <<EOF
+ACCESSGATE_CP_DIR=$dir
+ACCESSGATE_CP_BIN=$bin
+ACCESSGATE_CP_APISERVER_URL=$api_url
+ACCESSGATE_CP_APISERVER_PORT=$api_port
+ACCESSGATE_CP_ETCD_URL=$etcd_url
+ACCESSGATE_CP_ETCD_PORT=$etcd_port
+ACCESSGATE_CP_ETCD_PEER_PORT=$peer_port
+ACCESSGATE_CP_CA_CERT=$pki/ca.crt
+ACCESSGATE_CP_CA_KEY=$pki/ca.key
+ACCESSGATE_CP_KUBECONFIG=$dir/admin.kubeconfig
+KUBECTL=$bin/kubectl
+EOF
+
+printf 'start.sh: control plane ready at %s after %.1f s (kubeconfig: %s)\n' \
+  "$api_url" "$(awk "BEGIN{print $t1 - $t0}")" "$dir/admin.kubeconfig" >&2
