@@ -13,7 +13,11 @@ use crate::standalone::{self, ServeConfig};
 use crate::{demo, policy};
 
 #[derive(Parser, Debug)]
-#[command(name = "accessgate", version, about = "Validates Cloudflare Access JWTs for ingress-nginx auth-url")]
+#[command(
+    name = "accessgate",
+    version,
+    about = "Validates Cloudflare Access JWTs for ingress-nginx auth-url"
+)]
 pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "ACCESSGATE_LOG_FORMAT")]
@@ -113,23 +117,47 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { policies, listen, admin_listen, keys } => {
-            standalone::start(ServeConfig { policies, listen, admin_listen, keys: keys.into() }).await?;
+        Command::Serve {
+            policies,
+            listen,
+            admin_listen,
+            keys,
+        } => {
+            standalone::start(ServeConfig {
+                policies,
+                listen,
+                admin_listen,
+                keys: keys.into(),
+            })
+            .await?;
             shutdown_signal().await;
         }
         Command::DevIssuer { listen } => {
-            let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listen on {listen}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listen on {listen}"))?;
             let addr = listener.local_addr()?;
             let state = IssuerState::new(devissuer::issuer_url(addr))?;
             tracing::warn!(issuer = %devissuer::issuer_url(addr), "dev issuer running: it signs anything it is asked to; loopback only");
-            println!("dev issuer on http://{addr} (certs at /cdn-cgi/access/certs; POST /mint, /sign, /rotate, /certs-mode)");
+            println!(
+                "dev issuer on http://{addr} (certs at /cdn-cgi/access/certs; POST /mint, /sign, /rotate, /certs-mode)"
+            );
             tokio::select! {
                 _ = standalone::serve_http(listener, devissuer::router(state)) => {}
                 _ = shutdown_signal() => {}
             }
         }
-        Command::Demo { issuer_listen, listen, admin_listen } => {
-            let _dir = demo::start(demo::DemoConfig { issuer_listen, listen, admin_listen }).await?;
+        Command::Demo {
+            issuer_listen,
+            listen,
+            admin_listen,
+        } => {
+            let _dir = demo::start(demo::DemoConfig {
+                issuer_listen,
+                listen,
+                admin_listen,
+            })
+            .await?;
             shutdown_signal().await;
         }
         Command::Crd => unreachable!("handled before the runtime starts"),
@@ -139,7 +167,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -151,7 +181,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

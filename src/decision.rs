@@ -25,7 +25,12 @@ impl Decision {
 }
 
 /// Decides one request. `now` is seconds since the Unix epoch.
-pub fn decide(policy: &CompiledPolicy, request_headers: &HeaderMap, keys: &impl KeyLookup, now: u64) -> Decision {
+pub fn decide(
+    policy: &CompiledPolicy,
+    request_headers: &HeaderMap,
+    keys: &impl KeyLookup,
+    now: u64,
+) -> Decision {
     match evaluate(policy, request_headers, keys, now) {
         Ok((kind, headers)) => Decision::Allow { kind, headers },
         Err(reason) => Decision::Deny(reason),
@@ -48,4 +53,212 @@ fn evaluate(
     let claims = verify::verify_signature(token, &header, &key)?;
     let kind = verify::check_claims(&claims, policy, now)?;
     Ok((kind, headers::render(&claims, &policy.claim_headers)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devissuer::{MintRequest, Signer};
+    use crate::keys::{KeySet, parse_key_set};
+    use crate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use axum::http::HeaderValue;
+    use url::Url;
+
+    const ISS: &str = "http://127.0.0.1:9";
+    const NOW: u64 = 1_800_000_000;
+
+    /// A key lookup over a fixed key set: the decision needs nothing else.
+    struct Fixed(Option<KeySet>);
+    impl KeyLookup for Fixed {
+        fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
+            match &self.0 {
+                None => KeyAnswer::Unavailable,
+                Some(set) => set
+                    .get(kid)
+                    .cloned()
+                    .map(KeyAnswer::Found)
+                    .unwrap_or(KeyAnswer::Unknown),
+            }
+        }
+    }
+
+    fn policy() -> CompiledPolicy {
+        let spec = AccessPolicySpec {
+            issuer: IssuerSpec {
+                team_domain: None,
+                url: Some(ISS.into()),
+                jwks_uri: Some(format!("{ISS}/certs")),
+            },
+            audiences: vec!["aud-1".into()],
+            hosts: vec![],
+            paths: vec![],
+            token_sources: None,
+            token_types: None,
+            algorithms: None,
+            leeway: None,
+            claim_headers: None,
+        };
+        compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
+    }
+
+    fn setup() -> (Signer, Fixed) {
+        let signer = Signer::new(ISS).unwrap();
+        let keys = parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap();
+        (signer, Fixed(Some(keys)))
+    }
+
+    fn with_token(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cf-access-jwt-assertion",
+            HeaderValue::from_str(token).unwrap(),
+        );
+        h
+    }
+
+    fn mint(signer: &Signer, req: MintRequest) -> String {
+        signer
+            .mint(
+                &MintRequest {
+                    aud: vec!["aud-1".into()],
+                    ..req
+                },
+                NOW as i64,
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn valid_token_is_allowed_with_default_headers() {
+        let (signer, keys) = setup();
+        let t = mint(
+            &signer,
+            MintRequest {
+                email: Some("a@b.c".into()),
+                sub: Some("u1".into()),
+                ..Default::default()
+            },
+        );
+        let Decision::Allow { kind, headers } = decide(&policy(), &with_token(&t), &keys, NOW)
+        else {
+            panic!()
+        };
+        assert_eq!(kind, TokenKind::App);
+        let got: Vec<(String, String)> = headers
+            .set
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x-auth-request-email".into(), "a@b.c".into()),
+                ("x-auth-request-user".into(), "u1".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn each_failure_has_its_reason() {
+        let (signer, keys) = setup();
+        let p = policy();
+        let deny = |t: &str, now: u64| decide(&p, &with_token(t), &keys, now);
+        let ok = mint(&signer, MintRequest::default());
+        assert_eq!(
+            deny(&ok, NOW + 3600 + 61),
+            Decision::Deny(Reason::TokenExpired)
+        );
+        assert!(
+            matches!(deny(&ok, NOW + 3600 + 59), Decision::Allow { .. }),
+            "inside the 60 s leeway"
+        );
+        assert_eq!(
+            deny(&ok, NOW - 61),
+            Decision::Deny(Reason::TokenNotYetValid)
+        );
+        let other_aud = signer
+            .mint(
+                &MintRequest {
+                    aud: vec!["x".into()],
+                    ..Default::default()
+                },
+                NOW as i64,
+            )
+            .unwrap();
+        assert_eq!(
+            deny(&other_aud, NOW),
+            Decision::Deny(Reason::AudienceMismatch)
+        );
+        let service = mint(
+            &signer,
+            MintRequest {
+                token_type: Some("service".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            deny(&service, NOW),
+            Decision::Deny(Reason::TokenTypeNotAllowed)
+        );
+        let org = mint(
+            &signer,
+            MintRequest {
+                token_type: Some("org".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(deny(&org, NOW), Decision::Deny(Reason::TokenTypeNotAllowed));
+        let exp_text = mint(
+            &signer,
+            MintRequest {
+                claims: serde_json::from_str(r#"{"exp":"never"}"#).unwrap(),
+                ..Default::default()
+            },
+        );
+        assert_eq!(deny(&exp_text, NOW), Decision::Deny(Reason::TokenMalformed));
+        let mut tampered = ok.clone();
+        tampered.replace_range(ok.len() - 4.., "AAAA");
+        assert_eq!(
+            deny(&tampered, NOW),
+            Decision::Deny(Reason::SignatureInvalid)
+        );
+        assert_eq!(
+            decide(&p, &HeaderMap::new(), &keys, NOW),
+            Decision::Deny(Reason::TokenMissing)
+        );
+        assert_eq!(
+            decide(&p, &with_token(&ok), &Fixed(None), NOW),
+            Decision::Deny(Reason::KeysUnavailable)
+        );
+    }
+
+    #[test]
+    fn a_rotated_out_key_is_unknown() {
+        let (mut signer, keys) = setup();
+        signer.rotate().unwrap();
+        let t = mint(&signer, MintRequest::default());
+        assert_eq!(
+            decide(&policy(), &with_token(&t), &keys, NOW),
+            Decision::Deny(Reason::KeyUnknown)
+        );
+    }
+
+    #[test]
+    fn another_issuers_key_does_not_verify() {
+        let (_, keys) = setup();
+        let stranger = Signer::new(ISS).unwrap();
+        // Same kid as ours, different key: the signature must not verify.
+        let our_kid = keys.0.as_ref().unwrap().ids()[0].clone();
+        let t = stranger
+            .sign_raw(
+                &format!(r#"{{"alg":"RS256","kid":"{our_kid}"}}"#),
+                &format!(r#"{{"iss":"{ISS}","aud":"aud-1","exp":{}}}"#, NOW + 60),
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            decide(&policy(), &with_token(&t), &keys, NOW),
+            Decision::Deny(Reason::SignatureInvalid)
+        );
+    }
 }

@@ -26,10 +26,18 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
     let issuer_listener = tokio::net::TcpListener::bind(config.issuer_listen).await?;
     let issuer_url = devissuer::issuer_url(issuer_listener.local_addr()?);
     let issuer = IssuerState::new(issuer_url.clone())?;
-    tokio::spawn(standalone::serve_http(issuer_listener, devissuer::router(issuer.clone())));
+    tokio::spawn(standalone::serve_http(
+        issuer_listener,
+        devissuer::router(issuer.clone()),
+    ));
 
-    let dir = tempfile::Builder::new().prefix("accessgate-demo-").tempdir()?;
-    std::fs::write(dir.path().join("policy.yaml"), POLICY_TEMPLATE.replace("${ISSUER}", &issuer_url))?;
+    let dir = tempfile::Builder::new()
+        .prefix("accessgate-demo-")
+        .tempdir()?;
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        POLICY_TEMPLATE.replace("${ISSUER}", &issuer_url),
+    )?;
     let running = standalone::start(ServeConfig {
         policies: dir.path().to_owned(),
         listen: config.listen,
@@ -37,7 +45,11 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
         keys: KeyConfig::default(),
     })
     .await?;
-    running.state.keys.wait_first_fetch(Duration::from_secs(5)).await;
+    running
+        .state
+        .keys
+        .wait_first_fetch(Duration::from_secs(5))
+        .await;
 
     let token = issuer.mint(&MintRequest {
         aud: vec![DEMO_AUDIENCE.into()],

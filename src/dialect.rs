@@ -24,7 +24,11 @@ pub struct OriginalRequest {
 
 /// Headers that only other proxies' dialects send. Seeing one on the nginx endpoint means
 /// the proxy was configured for another endpoint: refuse rather than guess.
-const FOREIGN_HEADERS: &[&str] = &["x-forwarded-uri", "x-forwarded-method", "x-envoy-expected-rq-timeout-ms"];
+const FOREIGN_HEADERS: &[&str] = &[
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-envoy-expected-rq-timeout-ms",
+];
 
 /// ingress-nginx `auth-url`: `X-Original-URL` (`$scheme://$http_host$request_uri`),
 /// `X-Original-Method`, `X-Real-IP`, `X-Request-ID`.
@@ -52,8 +56,14 @@ pub fn nginx(headers: &HeaderMap) -> Result<OriginalRequest, Reason> {
         scheme: url.scheme().to_owned(),
         host,
         path: normalise_path(url.path())?,
-        client_ip: one_header(headers, "x-real-ip").ok().flatten().map(str::to_owned),
-        request_id: one_header(headers, "x-request-id").ok().flatten().map(str::to_owned),
+        client_ip: one_header(headers, "x-real-ip")
+            .ok()
+            .flatten()
+            .map(str::to_owned),
+        request_id: one_header(headers, "x-request-id")
+            .ok()
+            .flatten()
+            .map(str::to_owned),
     })
 }
 
@@ -61,18 +71,25 @@ pub fn nginx(headers: &HeaderMap) -> Result<OriginalRequest, Reason> {
 /// set one too.
 fn one_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Reason> {
     let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else { return Ok(None) };
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
         return Err(Reason::RequestMalformed);
     }
-    first.to_str().map(Some).map_err(|_| Reason::RequestMalformed)
+    first
+        .to_str()
+        .map(Some)
+        .map_err(|_| Reason::RequestMalformed)
 }
 
 /// The path as the proxy routed it: percent-decoded, dot segments resolved and slashes
 /// merged (nginx's `$uri`), so a policy chosen by path prefix cannot be dodged with
 /// `%2e%2e`, `//` or `%2F`. Refuses what does not decode to text.
 pub fn normalise_path(raw: &str) -> Result<String, Reason> {
-    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| Reason::RequestMalformed)?;
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| Reason::RequestMalformed)?;
     if decoded.chars().any(char::is_control) {
         return Err(Reason::RequestMalformed);
     }
@@ -130,16 +147,32 @@ mod tests {
     #[test]
     fn missing_or_bad_original_url_is_malformed() {
         assert_eq!(nginx(&h(&[])), Err(Reason::RequestMalformed));
-        for bad in ["/relative", "not a url", "ftp://x/y", "http://", "https://exa mple.com/"] {
-            assert_eq!(nginx(&h(&[("x-original-url", bad)])), Err(Reason::RequestMalformed), "{bad}");
+        for bad in [
+            "/relative",
+            "not a url",
+            "ftp://x/y",
+            "http://",
+            "https://exa mple.com/",
+        ] {
+            assert_eq!(
+                nginx(&h(&[("x-original-url", bad)])),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
         }
-        let two = h(&[("x-original-url", "https://a/"), ("x-original-url", "https://b/")]);
+        let two = h(&[
+            ("x-original-url", "https://a/"),
+            ("x-original-url", "https://b/"),
+        ]);
         assert_eq!(nginx(&two), Err(Reason::RequestMalformed));
     }
 
     #[test]
     fn foreign_dialect_headers_are_refused() {
-        let r = nginx(&h(&[("x-original-url", "https://a/"), ("x-forwarded-uri", "/")]));
+        let r = nginx(&h(&[
+            ("x-original-url", "https://a/"),
+            ("x-forwarded-uri", "/"),
+        ]));
         assert_eq!(r, Err(Reason::DialectMismatch));
     }
 

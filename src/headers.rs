@@ -41,7 +41,9 @@ pub struct Rendered {
 pub fn render(claims: &Claims, mapping: &[CompiledClaimHeader]) -> Rendered {
     let mut out = Rendered::default();
     for m in mapping {
-        let Some(text) = claims.path(&m.path).and_then(|v| encode(v, &m.encoding)) else { continue };
+        let Some(text) = claims.path(&m.path).and_then(|v| encode(v, &m.encoding)) else {
+            continue;
+        };
         match sanitise(&text) {
             Ok(value) => out.set.push((m.header.clone(), value)),
             Err(reason) => out.dropped.push((m.header.clone(), reason)),
@@ -98,9 +100,18 @@ mod tests {
         assert_eq!(encode(&json!("a@b.c"), &text()).as_deref(), Some("a@b.c"));
         assert_eq!(encode(&json!(42), &text()).as_deref(), Some("42"));
         assert_eq!(encode(&json!(true), &text()).as_deref(), Some("true"));
-        assert_eq!(encode(&json!(["a", "b", 3]), &text()).as_deref(), Some("a,b,3"));
-        assert_eq!(encode(&json!(["a", "b"]), &ClaimEncoding::Json).as_deref(), Some(r#"["a","b"]"#));
-        assert_eq!(encode(&json!({"k": 1}), &text()).as_deref(), Some(r#"{"k":1}"#));
+        assert_eq!(
+            encode(&json!(["a", "b", 3]), &text()).as_deref(),
+            Some("a,b,3")
+        );
+        assert_eq!(
+            encode(&json!(["a", "b"]), &ClaimEncoding::Json).as_deref(),
+            Some(r#"["a","b"]"#)
+        );
+        assert_eq!(
+            encode(&json!({"k": 1}), &text()).as_deref(),
+            Some(r#"{"k":1}"#)
+        );
         assert_eq!(encode(&json!(null), &text()), None);
         assert_eq!(encode(&json!(""), &text()), None);
         assert_eq!(encode(&json!([]), &text()), None);
@@ -108,11 +119,21 @@ mod tests {
 
     #[test]
     fn control_characters_are_never_emitted() {
-        for bad in ["a\r\nX-Evil: 1", "a\nb", "nul\0", "tab\there", "del\u{7f}", "c1\u{85}"] {
+        for bad in [
+            "a\r\nX-Evil: 1",
+            "a\nb",
+            "nul\0",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
+        ] {
             assert_eq!(sanitise(bad), Err(DropReason::ControlCharacter), "{bad:?}");
         }
         assert!(sanitise("José Müller").is_ok());
-        assert_eq!(sanitise(&"x".repeat(MAX_VALUE_BYTES + 1)), Err(DropReason::TooLong));
+        assert_eq!(
+            sanitise(&"x".repeat(MAX_VALUE_BYTES + 1)),
+            Err(DropReason::TooLong)
+        );
     }
 
     #[test]
@@ -124,14 +145,39 @@ mod tests {
 
     #[test]
     fn render_skips_missing_and_reports_dropped() {
-        let claims: Claims = serde_json::from_value(json!({"email": "a@b.c", "name": "bad\r\nname"})).unwrap();
+        let claims: Claims =
+            serde_json::from_value(json!({"email": "a@b.c", "name": "bad\r\nname"})).unwrap();
         let mapping = vec![
-            CompiledClaimHeader { header: HeaderName::from_static("x-email"), path: vec!["email".into()], encoding: text() },
-            CompiledClaimHeader { header: HeaderName::from_static("x-name"), path: vec!["name".into()], encoding: text() },
-            CompiledClaimHeader { header: HeaderName::from_static("x-groups"), path: vec!["groups".into()], encoding: text() },
+            CompiledClaimHeader {
+                header: HeaderName::from_static("x-email"),
+                path: vec!["email".into()],
+                encoding: text(),
+            },
+            CompiledClaimHeader {
+                header: HeaderName::from_static("x-name"),
+                path: vec!["name".into()],
+                encoding: text(),
+            },
+            CompiledClaimHeader {
+                header: HeaderName::from_static("x-groups"),
+                path: vec!["groups".into()],
+                encoding: text(),
+            },
         ];
         let r = render(&claims, &mapping);
-        assert_eq!(r.set, vec![(HeaderName::from_static("x-email"), HeaderValue::from_static("a@b.c"))]);
-        assert_eq!(r.dropped, vec![(HeaderName::from_static("x-name"), DropReason::ControlCharacter)]);
+        assert_eq!(
+            r.set,
+            vec![(
+                HeaderName::from_static("x-email"),
+                HeaderValue::from_static("a@b.c")
+            )]
+        );
+        assert_eq!(
+            r.dropped,
+            vec![(
+                HeaderName::from_static("x-name"),
+                DropReason::ControlCharacter
+            )]
+        );
     }
 }

@@ -47,10 +47,17 @@ impl PolicyIndex {
         for (key, entry) in entries {
             if let Entry::Ready(p) = &entry {
                 for (host, path) in &p.routes {
-                    claims.entry((host.clone(), path.clone())).or_default().push(p.clone());
+                    claims
+                        .entry((host.clone(), path.clone()))
+                        .or_default()
+                        .push(p.clone());
                 }
             }
-            index.by_name.entry(key.namespace).or_default().insert(key.name, entry);
+            index
+                .by_name
+                .entry(key.namespace)
+                .or_default()
+                .insert(key.name, entry);
             index.len += 1;
         }
         for ((host, path), mut policies) in claims {
@@ -59,7 +66,11 @@ impl PolicyIndex {
             } else {
                 let mut keys: Vec<PolicyKey> = policies.iter().map(|p| p.key.clone()).collect();
                 keys.sort();
-                index.conflicts.push(RouteConflict { host: host.clone(), path: path.clone(), policies: keys });
+                index.conflicts.push(RouteConflict {
+                    host: host.clone(),
+                    path: path.clone(),
+                    policies: keys,
+                });
                 Route::Conflict
             };
             index.by_host.entry(host).or_default().push((path, route));
@@ -67,7 +78,9 @@ impl PolicyIndex {
         for routes in index.by_host.values_mut() {
             routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         }
-        index.conflicts.sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
+        index
+            .conflicts
+            .sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
         index
     }
 
@@ -107,9 +120,10 @@ impl PolicyIndex {
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (PolicyKey, &Entry)> {
-        self.by_name
-            .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(name, e)| (PolicyKey::new(ns.clone(), name.clone()), e)))
+        self.by_name.iter().flat_map(|(ns, m)| {
+            m.iter()
+                .map(move |(name, e)| (PolicyKey::new(ns.clone(), name.clone()), e))
+        })
     }
 
     pub fn conflicts(&self) -> &[RouteConflict] {
@@ -131,7 +145,9 @@ impl PolicyIndex {
 
 /// `/api` matches `/api` and `/api/x`, not `/apix`. Both sides are normalised (no trailing slash but `/`).
 fn segment_prefix(prefix: &str, path: &str) -> bool {
-    prefix == "/" || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
+    prefix == "/"
+        || (path.starts_with(prefix)
+            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
 }
 
 #[cfg(test)]
@@ -141,7 +157,10 @@ mod tests {
 
     fn policy(name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, Entry) {
         let spec = AccessPolicySpec {
-            issuer: IssuerSpec { team_domain: Some("t.cloudflareaccess.com".into()), ..Default::default() },
+            issuer: IssuerSpec {
+                team_domain: Some("t.cloudflareaccess.com".into()),
+                ..Default::default()
+            },
             audiences: vec!["a".repeat(64)],
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             paths: paths.iter().map(|s| s.to_string()).collect(),
@@ -152,16 +171,25 @@ mod tests {
             claim_headers: None,
         };
         let key = PolicyKey::new("ns", name);
-        (key.clone(), Entry::Ready(Arc::new(compile(key, None, &spec).unwrap())))
+        (
+            key.clone(),
+            Entry::Ready(Arc::new(compile(key, None, &spec).unwrap())),
+        )
     }
 
     #[test]
     fn lookup_by_name() {
-        let idx = PolicyIndex::build([policy("a", &[], &[]), (PolicyKey::new("ns", "bad"), Entry::Invalid("x".into()))]);
+        let idx = PolicyIndex::build([
+            policy("a", &[], &[]),
+            (PolicyKey::new("ns", "bad"), Entry::Invalid("x".into())),
+        ]);
         assert_eq!(idx.by_name("ns", "a").unwrap().key.name, "a");
         assert_eq!(idx.by_name("ns", "bad").unwrap_err(), Reason::PolicyInvalid);
         assert_eq!(idx.by_name("ns", "zzz").unwrap_err(), Reason::PolicyUnknown);
-        assert_eq!(idx.by_name("other", "a").unwrap_err(), Reason::PolicyUnknown);
+        assert_eq!(
+            idx.by_name("other", "a").unwrap_err(),
+            Reason::PolicyUnknown
+        );
     }
 
     #[test]
@@ -171,13 +199,19 @@ mod tests {
             policy("api", &["app.example.com"], &["/api"]),
             policy("admin", &["app.example.com"], &["/api/admin"]),
         ]);
-        let name = |path: &str| idx.by_route("app.example.com", path).map(|p| p.key.name.clone());
+        let name = |path: &str| {
+            idx.by_route("app.example.com", path)
+                .map(|p| p.key.name.clone())
+        };
         assert_eq!(name("/").unwrap(), "root");
         assert_eq!(name("/apix").unwrap(), "root");
         assert_eq!(name("/api").unwrap(), "api");
         assert_eq!(name("/api/v1").unwrap(), "api");
         assert_eq!(name("/api/admin/users").unwrap(), "admin");
-        assert_eq!(idx.by_route("other.example.com", "/").unwrap_err(), Reason::PolicyUnknown);
+        assert_eq!(
+            idx.by_route("other.example.com", "/").unwrap_err(),
+            Reason::PolicyUnknown
+        );
     }
 
     #[test]
@@ -187,10 +221,19 @@ mod tests {
             policy("two", &["app.example.com"], &["/x"]),
             policy("root", &["app.example.com"], &[]),
         ]);
-        assert_eq!(idx.by_route("app.example.com", "/x/y").unwrap_err(), Reason::PolicyInvalid);
-        assert_eq!(idx.by_route("app.example.com", "/z").unwrap().key.name, "root");
+        assert_eq!(
+            idx.by_route("app.example.com", "/x/y").unwrap_err(),
+            Reason::PolicyInvalid
+        );
+        assert_eq!(
+            idx.by_route("app.example.com", "/z").unwrap().key.name,
+            "root"
+        );
         assert_eq!(idx.conflicts().len(), 1);
-        assert_eq!(idx.conflicts()[0].policies, vec![PolicyKey::new("ns", "one"), PolicyKey::new("ns", "two")]);
+        assert_eq!(
+            idx.conflicts()[0].policies,
+            vec![PolicyKey::new("ns", "one"), PolicyKey::new("ns", "two")]
+        );
     }
 
     #[test]

@@ -65,14 +65,30 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("accessgate");
         let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register("decisions", "Auth decisions by policy, outcome and reason code", decisions.clone());
+        registry.register(
+            "decisions",
+            "Auth decisions by policy, outcome and reason code",
+            decisions.clone(),
+        );
         // 10 µs .. ~5 s: a cached decision is microseconds, a cold fetch can be seconds.
         let decision_seconds = Histogram::new(exponential_buckets(0.00001, 2.5, 15));
-        registry.register("decision_duration_seconds", "Time to answer an auth request", decision_seconds.clone());
+        registry.register(
+            "decision_duration_seconds",
+            "Time to answer an auth request",
+            decision_seconds.clone(),
+        );
         let key_fetches = Family::<KeyFetchLabels, Counter>::default();
-        registry.register("key_fetches", "JWKS fetches by URL and result", key_fetches.clone());
+        registry.register(
+            "key_fetches",
+            "JWKS fetches by URL and result",
+            key_fetches.clone(),
+        );
         let keys_loaded = Family::<JwksLabels, Gauge>::default();
-        registry.register("keys_loaded", "Signing keys currently held per JWKS URL", keys_loaded.clone());
+        registry.register(
+            "keys_loaded",
+            "Signing keys currently held per JWKS URL",
+            keys_loaded.clone(),
+        );
         let headers_dropped = Family::<DroppedHeaderLabels, Counter>::default();
         registry.register(
             "header_values_dropped",
@@ -80,7 +96,11 @@ impl Metrics {
             headers_dropped.clone(),
         );
         let policy_reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("policy_reloads", "Policy set reloads by result", policy_reloads.clone());
+        registry.register(
+            "policy_reloads",
+            "Policy set reloads by result",
+            policy_reloads.clone(),
+        );
         let policies = Family::<PolicyStateLabels, Gauge>::default();
         registry.register("policies", "Policies loaded, by state", policies.clone());
         Arc::new(Self {
@@ -100,13 +120,20 @@ impl Metrics {
             Ok(()) => ("allow", "ok"),
             Err(r) => ("deny", r.code()),
         };
-        self.decisions.get_or_create(&DecisionLabels { policy: policy.to_owned(), decision, reason }).inc();
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                policy: policy.to_owned(),
+                decision,
+                reason,
+            })
+            .inc();
     }
 
     /// OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

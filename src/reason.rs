@@ -104,7 +104,11 @@ mod tests {
     #[test]
     fn codes_are_unique_snake_case() {
         let mut codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
-        assert!(codes.iter().all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')));
+        assert!(
+            codes
+                .iter()
+                .all(|c| c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'))
+        );
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());

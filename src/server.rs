@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::Router;
 
 use crate::decision::{self, Decision};
 use crate::dialect::{self, OriginalRequest};
@@ -42,13 +42,20 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
         "ready\n".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no policy set loaded yet\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no policy set loaded yet\n",
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response()
@@ -65,7 +72,15 @@ async fn auth_by_name(
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    authorize(&state, &headers, Select::Name { namespace: &namespace, name: &name }).await
+    authorize(
+        &state,
+        &headers,
+        Select::Name {
+            namespace: &namespace,
+            name: &name,
+        },
+    )
+    .await
 }
 
 async fn auth_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -79,16 +94,27 @@ async fn authorize(state: &AppState, headers: &HeaderMap, select: Select<'_>) ->
         Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
         Ok(req) => decide(state, headers, req, &select).await,
     };
-    state.metrics.count_decision(&policy_label, decision.outcome());
-    state.metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .count_decision(&policy_label, decision.outcome());
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
     log_decision(&policy_label, request.as_ref().ok(), &decision);
     match decision {
-        Decision::Allow { headers: rendered, .. } => {
+        Decision::Allow {
+            headers: rendered, ..
+        } => {
             for (name, why) in &rendered.dropped {
                 state
                     .metrics
                     .headers_dropped
-                    .get_or_create(&DroppedHeaderLabels { policy: policy_label.clone(), header: name.to_string(), reason: why.code() })
+                    .get_or_create(&DroppedHeaderLabels {
+                        policy: policy_label.clone(),
+                        header: name.to_string(),
+                        reason: why.code(),
+                    })
                     .inc();
             }
             let mut resp = Response::new(Body::empty());
@@ -103,7 +129,12 @@ async fn authorize(state: &AppState, headers: &HeaderMap, select: Select<'_>) ->
     }
 }
 
-async fn decide(state: &AppState, headers: &HeaderMap, req: &OriginalRequest, select: &Select<'_>) -> (String, Decision) {
+async fn decide(
+    state: &AppState,
+    headers: &HeaderMap,
+    req: &OriginalRequest,
+    select: &Select<'_>,
+) -> (String, Decision) {
     let index = state.index();
     let policy = match select {
         Select::Name { namespace, name } => index.by_name(namespace, name),
@@ -113,7 +144,9 @@ async fn decide(state: &AppState, headers: &HeaderMap, req: &OriginalRequest, se
         Ok(p) => p.clone(),
         Err(reason) => {
             let label = match select {
-                Select::Name { namespace, name } if reason == Reason::PolicyInvalid => format!("{namespace}/{name}"),
+                Select::Name { namespace, name } if reason == Reason::PolicyInvalid => {
+                    format!("{namespace}/{name}")
+                }
                 _ => "-".to_owned(),
             };
             return (label, Decision::Deny(reason));
@@ -124,8 +157,10 @@ async fn decide(state: &AppState, headers: &HeaderMap, req: &OriginalRequest, se
     let mut decision = decision::decide(&policy, headers, &state.keys, unix_now());
     // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is still
     // running. One (coalesced, rate-limited) refetch, then decide again.
-    if matches!(decision, Decision::Deny(Reason::KeyUnknown | Reason::KeysUnavailable))
-        && state.keys.refetch(&policy.jwks_uri).await
+    if matches!(
+        decision,
+        Decision::Deny(Reason::KeyUnknown | Reason::KeysUnavailable)
+    ) && state.keys.refetch(&policy.jwks_uri).await
     {
         decision = decision::decide(&policy, headers, &state.keys, unix_now());
     }
@@ -134,7 +169,13 @@ async fn decide(state: &AppState, headers: &HeaderMap, req: &OriginalRequest, se
 
 fn log_decision(policy: &str, req: Option<&OriginalRequest>, decision: &Decision) {
     let (host, path, method, client_ip, request_id) = match req {
-        Some(r) => (r.host.as_str(), r.path.as_str(), r.method.as_str(), r.client_ip.as_deref(), r.request_id.as_deref()),
+        Some(r) => (
+            r.host.as_str(),
+            r.path.as_str(),
+            r.method.as_str(),
+            r.client_ip.as_deref(),
+            r.request_id.as_deref(),
+        ),
         None => ("", "", "", None, None),
     };
     match decision {
@@ -142,7 +183,15 @@ fn log_decision(policy: &str, req: Option<&OriginalRequest>, decision: &Decision
             tracing::debug!(policy, host, path, method, client_ip, request_id, kind = ?kind, "allow")
         }
         Decision::Deny(reason) => tracing::info!(
-            policy, host, path, method, client_ip, request_id, reason = reason.code(), status = reason.status(), "deny"
+            policy,
+            host,
+            path,
+            method,
+            client_ip,
+            request_id,
+            reason = reason.code(),
+            status = reason.status(),
+            "deny"
         ),
     }
 }
@@ -154,11 +203,17 @@ fn deny_response(reason: Reason) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(REASON_HEADER, HeaderValue::from_static(reason.code()));
     if status == StatusCode::UNAUTHORIZED {
-        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"accessgate\""));
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"accessgate\""),
+        );
     }
     resp
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

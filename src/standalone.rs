@@ -17,7 +17,10 @@ pub enum ServeError {
     #[error("cannot load policies: {0}")]
     Policies(#[from] files::LoadError),
     #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: std::io::Error },
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
     #[error("cannot watch the policy directory: {0}")]
@@ -42,7 +45,9 @@ pub struct Running {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
 }
 
 /// Loads the policies (refusing to start on a bad set), binds both listeners and spawns
@@ -56,7 +61,11 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
 
     let auth = bind(config.listen).await?;
     let admin = bind(config.admin_listen).await?;
-    let running = Running { auth_addr: auth.local_addr()?, admin_addr: admin.local_addr()?, state: state.clone() };
+    let running = Running {
+        auth_addr: auth.local_addr()?,
+        admin_addr: admin.local_addr()?,
+        state: state.clone(),
+    };
     tracing::info!(auth = %running.auth_addr, admin = %running.admin_addr, "listening");
 
     tokio::spawn(serve_http(auth, server::auth_router(state.clone())));

@@ -19,7 +19,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(keys: KeyStore, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self { index: ArcSwap::from_pointee(PolicyIndex::default()), keys, metrics, loaded: AtomicBool::new(false) })
+        Arc::new(Self {
+            index: ArcSwap::from_pointee(PolicyIndex::default()),
+            keys,
+            metrics,
+            loaded: AtomicBool::new(false),
+        })
     }
 
     /// The index as of now; requests hold it for their whole decision.
@@ -39,8 +44,14 @@ impl AppState {
             tracing::warn!(host = %conflict.host, path = %conflict.path, policies = ?conflict.policies.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "several policies claim the same route; requests on it are denied with policy_invalid");
         }
-        self.metrics.policies.get_or_create(&PolicyStateLabels { state: "ready" }).set(ready);
-        self.metrics.policies.get_or_create(&PolicyStateLabels { state: "invalid" }).set(invalid);
+        self.metrics
+            .policies
+            .get_or_create(&PolicyStateLabels { state: "ready" })
+            .set(ready);
+        self.metrics
+            .policies
+            .get_or_create(&PolicyStateLabels { state: "invalid" })
+            .set(invalid);
         self.index.store(Arc::new(index));
         self.loaded.store(true, Ordering::Release);
     }

@@ -11,8 +11,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::keys::{MAX_KID_LEN, VerifyingKey};
@@ -28,7 +28,10 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// The first token found in the configured sources, in order. A source that is present
 /// but ambiguous (two different values) is malformed rather than silently resolved.
-pub fn extract_token<'h>(headers: &'h HeaderMap, sources: &[TokenSource]) -> Result<&'h str, Reason> {
+pub fn extract_token<'h>(
+    headers: &'h HeaderMap,
+    sources: &[TokenSource],
+) -> Result<&'h str, Reason> {
     for source in sources {
         let found = match source {
             TokenSource::Header => from_assertion_header(headers)?,
@@ -47,7 +50,9 @@ pub fn extract_token<'h>(headers: &'h HeaderMap, sources: &[TokenSource]) -> Res
 
 /// At most one distinct non-empty value.
 fn single<'h>(mut values: impl Iterator<Item = &'h str>) -> Result<Option<&'h str>, Reason> {
-    let Some(first) = values.next() else { return Ok(None) };
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
     if values.any(|v| v != first) {
         return Err(Reason::TokenMalformed);
     }
@@ -88,7 +93,9 @@ fn from_bearer(headers: &HeaderMap) -> Result<Option<&str>, Reason> {
     let mut values = Vec::new();
     for v in headers.get_all(AUTHORIZATION) {
         let s = v.to_str().map_err(|_| Reason::TokenMalformed)?;
-        let Some((scheme, rest)) = s.split_once(' ') else { continue };
+        let Some((scheme, rest)) = s.split_once(' ') else {
+            continue;
+        };
         if scheme.eq_ignore_ascii_case("bearer") {
             let token = rest.trim();
             if !token.is_empty() {
@@ -117,16 +124,21 @@ struct RawHeader {
 /// shape. Header fields that point at keys (`jku`, `x5u`, `jwk`, `x5c`) are never used.
 pub fn read_header(token: &str, allowed: &[Algorithm]) -> Result<TokenHeader, Reason> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Reason::TokenMalformed);
     };
     if header.is_empty() || payload.is_empty() {
         return Err(Reason::TokenMalformed);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| Reason::TokenMalformed)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| Reason::TokenMalformed)?;
     let raw: RawHeader = serde_json::from_slice(&bytes).map_err(|_| Reason::TokenMalformed)?;
-    let Value::String(alg) = raw.alg else { return Err(Reason::TokenMalformed) };
+    let Value::String(alg) = raw.alg else {
+        return Err(Reason::TokenMalformed);
+    };
     // Parsing "none" or an unknown name fails, and HMAC is never in a policy's list.
     let alg: Algorithm = alg.parse().map_err(|_| Reason::AlgorithmNotAllowed)?;
     if !allowed.contains(&alg) {
@@ -189,7 +201,11 @@ impl Claims {
 
 /// Checks the signature with `key` and returns the claims. Nothing about the claims is
 /// trusted before this succeeds.
-pub fn verify_signature(token: &str, header: &TokenHeader, key: &VerifyingKey) -> Result<Claims, Reason> {
+pub fn verify_signature(
+    token: &str,
+    header: &TokenHeader,
+    key: &VerifyingKey,
+) -> Result<Claims, Reason> {
     if key.alg.is_some_and(|a| a != header.alg) {
         return Err(Reason::AlgorithmNotAllowed);
     }
@@ -209,9 +225,9 @@ pub fn verify_signature(token: &str, header: &TokenHeader, key: &VerifyingKey) -
             | ErrorKind::InvalidEcdsaKey
             | ErrorKind::InvalidEddsaKey
             | ErrorKind::InvalidKeyFormat => Reason::SignatureInvalid,
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::UnsupportedAlgorithm => {
-                Reason::AlgorithmNotAllowed
-            }
+            ErrorKind::InvalidAlgorithm
+            | ErrorKind::InvalidAlgorithmName
+            | ErrorKind::UnsupportedAlgorithm => Reason::AlgorithmNotAllowed,
             _ => Reason::TokenMalformed,
         }),
     }
@@ -229,14 +245,22 @@ pub enum TokenKind {
 fn number(v: Option<&Value>) -> Result<Option<f64>, Reason> {
     match v {
         None => Ok(None),
-        Some(Value::Number(n)) => n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or(Reason::TokenMalformed),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(Some)
+            .ok_or(Reason::TokenMalformed),
         Some(_) => Err(Reason::TokenMalformed),
     }
 }
 
 /// The policy's claim checks, in an order that reports authentication failures (401)
 /// before authorisation ones (403).
-pub fn check_claims(claims: &Claims, policy: &CompiledPolicy, now: u64) -> Result<TokenKind, Reason> {
+pub fn check_claims(
+    claims: &Claims,
+    policy: &CompiledPolicy,
+    now: u64,
+) -> Result<TokenKind, Reason> {
     let now = now as f64;
     let leeway = policy.leeway_secs as f64;
 
@@ -264,7 +288,9 @@ pub fn check_claims(claims: &Claims, policy: &CompiledPolicy, now: u64) -> Resul
         Some(Value::Array(list)) => {
             let mut any = false;
             for a in list {
-                let Value::String(a) = a else { return Err(Reason::TokenMalformed) };
+                let Value::String(a) = a else {
+                    return Err(Reason::TokenMalformed);
+                };
                 any |= policy.audiences.contains(a);
             }
             any
@@ -297,13 +323,18 @@ fn token_kind(claims: &Claims, issuer: IssuerKind) -> Result<TokenKind, Reason> 
         Some(Value::String(_)) | None => return Err(Reason::TokenTypeNotAllowed),
         Some(_) => return Err(Reason::TokenMalformed),
     }
-    let common_name = matches!(claims.get("common_name"), Some(Value::String(cn)) if !cn.is_empty());
+    let common_name =
+        matches!(claims.get("common_name"), Some(Value::String(cn)) if !cn.is_empty());
     let no_subject = match claims.get("sub") {
         None => true,
         Some(Value::String(s)) => s.is_empty(),
         Some(_) => return Err(Reason::TokenMalformed),
     };
-    Ok(if common_name && no_subject { TokenKind::Service } else { TokenKind::App })
+    Ok(if common_name && no_subject {
+        TokenKind::Service
+    } else {
+        TokenKind::App
+    })
 }
 
 #[cfg(test)]
@@ -323,7 +354,10 @@ mod tests {
 
     #[test]
     fn header_wins_over_cookie() {
-        let h = headers(&[("cf-access-jwt-assertion", "a.b.c"), ("cookie", "CF_Authorization=x.y.z")]);
+        let h = headers(&[
+            ("cf-access-jwt-assertion", "a.b.c"),
+            ("cookie", "CF_Authorization=x.y.z"),
+        ]);
         assert_eq!(extract_token(&h, &DEFAULT), Ok("a.b.c"));
     }
 
@@ -331,13 +365,19 @@ mod tests {
     fn cookie_is_found_among_others() {
         let h = headers(&[("cookie", "theme=dark; CF_Authorization=x.y.z; other=1")]);
         assert_eq!(extract_token(&h, &DEFAULT), Ok("x.y.z"));
-        let h = headers(&[("cookie", "CF_Authorization_old=nope; CF_AuthorizationX=nope")]);
+        let h = headers(&[(
+            "cookie",
+            "CF_Authorization_old=nope; CF_AuthorizationX=nope",
+        )]);
         assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMissing));
     }
 
     #[test]
     fn conflicting_cookies_are_malformed() {
-        let h = headers(&[("cookie", "CF_Authorization=a.b.c"), ("cookie", "CF_Authorization=d.e.f")]);
+        let h = headers(&[
+            ("cookie", "CF_Authorization=a.b.c"),
+            ("cookie", "CF_Authorization=d.e.f"),
+        ]);
         assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMalformed));
         let h = headers(&[("cookie", "CF_Authorization=a.b.c; CF_Authorization=a.b.c")]);
         assert_eq!(extract_token(&h, &DEFAULT), Ok("a.b.c"));
@@ -349,7 +389,10 @@ mod tests {
         assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMissing));
         assert_eq!(extract_token(&h, &[TokenSource::Bearer]), Ok("a.b.c"));
         let h = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
-        assert_eq!(extract_token(&h, &[TokenSource::Bearer]), Err(Reason::TokenMissing));
+        assert_eq!(
+            extract_token(&h, &[TokenSource::Bearer]),
+            Err(Reason::TokenMissing)
+        );
     }
 
     #[test]
@@ -369,14 +412,35 @@ mod tests {
         let tok = |h: &str| format!("{}.{}.sig", b64(h), b64("{}"));
         assert_eq!(
             read_header(&tok(r#"{"alg":"RS256","kid":"k1"}"#), &rs),
-            Ok(TokenHeader { alg: Algorithm::RS256, kid: "k1".into() })
+            Ok(TokenHeader {
+                alg: Algorithm::RS256,
+                kid: "k1".into()
+            })
         );
-        assert_eq!(read_header(&tok(r#"{"alg":"none","kid":"k1"}"#), &rs), Err(Reason::AlgorithmNotAllowed));
-        assert_eq!(read_header(&tok(r#"{"alg":"HS256","kid":"k1"}"#), &rs), Err(Reason::AlgorithmNotAllowed));
-        assert_eq!(read_header(&tok(r#"{"alg":"RS256"}"#), &rs), Err(Reason::KeyUnknown));
-        assert_eq!(read_header(&tok(r#"{"alg":"RS256","kid":7}"#), &rs), Err(Reason::TokenMalformed));
-        assert_eq!(read_header(&tok(r#"{"alg":"RS256","alg":"none"}"#), &rs), Err(Reason::TokenMalformed));
-        assert_eq!(read_header(&tok("not json"), &rs), Err(Reason::TokenMalformed));
+        assert_eq!(
+            read_header(&tok(r#"{"alg":"none","kid":"k1"}"#), &rs),
+            Err(Reason::AlgorithmNotAllowed)
+        );
+        assert_eq!(
+            read_header(&tok(r#"{"alg":"HS256","kid":"k1"}"#), &rs),
+            Err(Reason::AlgorithmNotAllowed)
+        );
+        assert_eq!(
+            read_header(&tok(r#"{"alg":"RS256"}"#), &rs),
+            Err(Reason::KeyUnknown)
+        );
+        assert_eq!(
+            read_header(&tok(r#"{"alg":"RS256","kid":7}"#), &rs),
+            Err(Reason::TokenMalformed)
+        );
+        assert_eq!(
+            read_header(&tok(r#"{"alg":"RS256","alg":"none"}"#), &rs),
+            Err(Reason::TokenMalformed)
+        );
+        assert_eq!(
+            read_header(&tok("not json"), &rs),
+            Err(Reason::TokenMalformed)
+        );
         assert_eq!(read_header("a.b", &rs), Err(Reason::TokenMalformed));
         assert_eq!(read_header("a.b.c.d", &rs), Err(Reason::TokenMalformed));
         assert_eq!(read_header("!!.b.c", &rs), Err(Reason::TokenMalformed));
@@ -392,8 +456,12 @@ mod tests {
 
     #[test]
     fn claim_paths_walk_objects() {
-        let c: Claims = serde_json::from_str(r#"{"custom":{"groups":["a","b"]},"email":"x"}"#).unwrap();
-        assert_eq!(c.path(&["custom".into(), "groups".into()]), Some(&serde_json::json!(["a", "b"])));
+        let c: Claims =
+            serde_json::from_str(r#"{"custom":{"groups":["a","b"]},"email":"x"}"#).unwrap();
+        assert_eq!(
+            c.path(&["custom".into(), "groups".into()]),
+            Some(&serde_json::json!(["a", "b"]))
+        );
         assert_eq!(c.path(&["email".into(), "x".into()]), None);
     }
 }

@@ -38,11 +38,17 @@ pub type SharedIssuer = Arc<IssuerState>;
 
 impl IssuerState {
     pub fn new(issuer: impl Into<String>) -> Result<SharedIssuer, SignerError> {
-        Ok(Arc::new(Self { signer: RwLock::new(Signer::new(issuer)?), certs_mode: RwLock::new(CertsMode::Ok) }))
+        Ok(Arc::new(Self {
+            signer: RwLock::new(Signer::new(issuer)?),
+            certs_mode: RwLock::new(CertsMode::Ok),
+        }))
     }
 
     pub fn mint(&self, req: &MintRequest) -> Result<String, SignerError> {
-        self.signer.read().expect("signer lock").mint(req, unix_now())
+        self.signer
+            .read()
+            .expect("signer lock")
+            .mint(req, unix_now())
     }
 
     pub fn rotate(&self) -> Result<String, SignerError> {
@@ -55,7 +61,10 @@ impl IssuerState {
 }
 
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The issuer URL for a listener: `http://<addr>`.
@@ -77,9 +86,15 @@ pub fn router(state: SharedIssuer) -> Router {
 
 async fn certs(State(s): State<SharedIssuer>) -> Response {
     match *s.certs_mode.read().expect("mode lock") {
-        CertsMode::Ok => Json(s.signer.read().expect("signer lock").certs_document()).into_response(),
+        CertsMode::Ok => {
+            Json(s.signer.read().expect("signer lock").certs_document()).into_response()
+        }
         CertsMode::Fail => (StatusCode::SERVICE_UNAVAILABLE, "simulated outage").into_response(),
-        CertsMode::Garbage => ([(header::CONTENT_TYPE, "text/html")], "<html>not keys</html>").into_response(),
+        CertsMode::Garbage => (
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html>not keys</html>",
+        )
+            .into_response(),
     }
 }
 
@@ -116,7 +131,11 @@ struct SignRequest {
 }
 
 async fn sign(State(s): State<SharedIssuer>, Json(req): Json<SignRequest>) -> Response {
-    match s.signer.read().expect("signer lock").sign_raw(&req.header, &req.payload, req.kid.as_deref()) {
+    match s.signer.read().expect("signer lock").sign_raw(
+        &req.header,
+        &req.payload,
+        req.kid.as_deref(),
+    ) {
         Ok(token) => token.into_response(),
         Err(e) => signer_error(e),
     }
@@ -124,7 +143,8 @@ async fn sign(State(s): State<SharedIssuer>, Json(req): Json<SignRequest>) -> Re
 
 async fn rotate(State(s): State<SharedIssuer>) -> Response {
     match s.rotate() {
-        Ok(kid) => Json(json!({"kid": kid, "kids": s.signer.read().expect("signer lock").kids()})).into_response(),
+        Ok(kid) => Json(json!({"kid": kid, "kids": s.signer.read().expect("signer lock").kids()}))
+            .into_response(),
         Err(e) => signer_error(e),
     }
 }

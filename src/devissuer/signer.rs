@@ -30,7 +30,8 @@ impl IssuerKey {
     fn generate() -> Result<Self, SignerError> {
         let kg = |e: &dyn std::fmt::Display| SignerError::KeyGen(e.to_string());
         let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).map_err(|e| kg(&e))?;
-        let encoding = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).map_err(|e| kg(&e))?;
+        let encoding =
+            EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes()).map_err(|e| kg(&e))?;
         let jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| kg(&e))?;
         let mut jwk = serde_json::to_value(jwk).map_err(|e| kg(&e))?;
         // Cloudflare's kid is 64 hex characters; a digest of the modulus gives the same shape.
@@ -39,9 +40,15 @@ impl IssuerKey {
         let kid: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         jwk["kid"] = json!(kid);
         jwk["use"] = json!("sig");
-        let params = rcgen::CertificateParams::new(vec!["accessgate-dev-issuer".to_owned()]).map_err(|e| kg(&e))?;
+        let params = rcgen::CertificateParams::new(vec!["accessgate-dev-issuer".to_owned()])
+            .map_err(|e| kg(&e))?;
         let cert_pem = params.self_signed(&pair).map_err(|e| kg(&e))?.pem();
-        Ok(Self { kid, encoding, jwk, cert_pem })
+        Ok(Self {
+            kid,
+            encoding,
+            jwk,
+            cert_pem,
+        })
     }
 }
 
@@ -76,7 +83,10 @@ pub struct Signer {
 
 impl Signer {
     pub fn new(issuer: impl Into<String>) -> Result<Self, SignerError> {
-        Ok(Self { issuer: issuer.into(), keys: vec![IssuerKey::generate()?] })
+        Ok(Self {
+            issuer: issuer.into(),
+            keys: vec![IssuerKey::generate()?],
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -100,7 +110,11 @@ impl Signer {
 
     /// Cloudflare's `/cdn-cgi/access/certs` document.
     pub fn certs_document(&self) -> Value {
-        let certs: Vec<Value> = self.keys.iter().map(|k| json!({"kid": k.kid, "cert": k.cert_pem})).collect();
+        let certs: Vec<Value> = self
+            .keys
+            .iter()
+            .map(|k| json!({"kid": k.kid, "cert": k.cert_pem}))
+            .collect();
         json!({
             "keys": self.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>(),
             "public_cert": certs[0],
@@ -110,7 +124,10 @@ impl Signer {
 
     /// A token shaped like Cloudflare Access issues, with `now` as the issue time.
     pub fn mint(&self, req: &MintRequest, now: i64) -> Result<String, SignerError> {
-        let kid = req.kid.clone().unwrap_or_else(|| self.current_kid().to_owned());
+        let kid = req
+            .kid
+            .clone()
+            .unwrap_or_else(|| self.current_kid().to_owned());
         let mut header = Map::new();
         header.insert("alg".into(), json!("RS256"));
         header.insert("kid".into(), json!(kid));
@@ -127,34 +144,64 @@ impl Signer {
             "service" => {
                 claims.insert("type".into(), json!("app"));
                 claims.insert("sub".into(), json!(""));
-                let cn = req.common_name.clone().unwrap_or_else(|| "dev-client.access".into());
+                let cn = req
+                    .common_name
+                    .clone()
+                    .unwrap_or_else(|| "dev-client.access".into());
                 claims.insert("common_name".into(), json!(cn));
                 claims.remove("nbf");
             }
             other => {
-                let email = req.email.clone().unwrap_or_else(|| "dev@example.com".into());
-                let sub = req.sub.clone().unwrap_or_else(|| format!("user-{}", &hex_digest(&email)[..12]));
+                let email = req
+                    .email
+                    .clone()
+                    .unwrap_or_else(|| "dev@example.com".into());
+                let sub = req
+                    .sub
+                    .clone()
+                    .unwrap_or_else(|| format!("user-{}", &hex_digest(&email)[..12]));
                 claims.insert("type".into(), json!(other));
                 claims.insert("email".into(), json!(email));
                 claims.insert("sub".into(), json!(sub));
-                claims.insert("identity_nonce".into(), json!(hex_digest(&format!("{now}{kid}"))[..16]));
+                claims.insert(
+                    "identity_nonce".into(),
+                    json!(hex_digest(&format!("{now}{kid}"))[..16]),
+                );
                 claims.insert("country".into(), json!("US"));
             }
         }
         claims.extend(req.claims.clone());
-        self.sign_raw(&Value::Object(header).to_string(), &Value::Object(claims).to_string(), Some(&kid))
+        self.sign_raw(
+            &Value::Object(header).to_string(),
+            &Value::Object(claims).to_string(),
+            Some(&kid),
+        )
     }
 
     /// Signs exactly these header and payload texts (which may be invalid or hostile JSON)
     /// with RS256 under `kid` (default: current key).
-    pub fn sign_raw(&self, header: &str, payload: &str, kid: Option<&str>) -> Result<String, SignerError> {
+    pub fn sign_raw(
+        &self,
+        header: &str,
+        payload: &str,
+        kid: Option<&str>,
+    ) -> Result<String, SignerError> {
         let key = match kid {
             None => &self.keys[0],
-            Some(kid) => self.keys.iter().find(|k| k.kid == kid).ok_or_else(|| SignerError::UnknownKid(kid.into()))?,
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid == kid)
+                .ok_or_else(|| SignerError::UnknownKid(kid.into()))?,
         };
-        let message = format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(payload));
-        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, Algorithm::RS256)
-            .map_err(|e| SignerError::Sign(e.to_string()))?;
+        let message = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let signature =
+            jsonwebtoken::crypto::sign(message.as_bytes(), &key.encoding, Algorithm::RS256)
+                .map_err(|e| SignerError::Sign(e.to_string()))?;
         Ok(format!("{message}.{signature}"))
     }
 }

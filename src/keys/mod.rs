@@ -110,7 +110,14 @@ impl KeyStore {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("accessgate/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { inner: Arc::new(Inner { http, config, caches: RwLock::new(HashMap::new()), metrics }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                config,
+                caches: RwLock::new(HashMap::new()),
+                metrics,
+            }),
+        })
     }
 
     /// Makes the set of cached URLs exactly `urls`: new ones start fetching at once, ones no
@@ -123,7 +130,9 @@ impl KeyStore {
                 if let Some(task) = cache.refresher.lock().expect("refresher lock").take() {
                     task.abort();
                 }
-                self.inner.metrics.keys_loaded.remove(&JwksLabels { jwks_uri: url.to_string() });
+                self.inner.metrics.keys_loaded.remove(&JwksLabels {
+                    jwks_uri: url.to_string(),
+                });
             }
             keep
         });
@@ -146,7 +155,12 @@ impl KeyStore {
     }
 
     fn cache(&self, url: &Url) -> Option<Arc<Cache>> {
-        self.inner.caches.read().expect("key cache lock poisoned").get(url).cloned()
+        self.inner
+            .caches
+            .read()
+            .expect("key cache lock poisoned")
+            .get(url)
+            .cloned()
     }
 
     /// Called when a decision hit an unknown `kid` or no keys: fetches again unless a fetch
@@ -154,14 +168,19 @@ impl KeyStore {
     /// whether a fetch completed since the caller looked, i.e. whether deciding again can
     /// give a different answer.
     pub async fn refetch(&self, url: &Url) -> bool {
-        let Some(cache) = self.cache(url) else { return false };
+        let Some(cache) = self.cache(url) else {
+            return false;
+        };
         let seen = cache.attempts.load(Ordering::Acquire);
         let _guard = cache.fetch_lock.lock().await;
         if cache.attempts.load(Ordering::Acquire) != seen {
             return true; // someone else fetched while we waited
         }
         {
-            let mut last = cache.last_unknown_kid_fetch.lock().expect("rate limit lock");
+            let mut last = cache
+                .last_unknown_kid_fetch
+                .lock()
+                .expect("rate limit lock");
             let now = Instant::now();
             if let Some(t) = *last
                 && now.duration_since(t) < self.inner.config.unknown_kid_min_interval
@@ -180,7 +199,9 @@ impl KeyStore {
         loop {
             let pending = {
                 let caches = self.inner.caches.read().expect("key cache lock poisoned");
-                caches.values().any(|c| c.attempts.load(Ordering::Acquire) == 0)
+                caches
+                    .values()
+                    .any(|c| c.attempts.load(Ordering::Acquire) == 0)
             };
             if !pending || Instant::now() >= deadline {
                 return;
@@ -202,7 +223,9 @@ impl KeyStore {
 
 impl KeyLookup for KeyStore {
     fn lookup(&self, jwks_uri: &Url, kid: &str) -> KeyAnswer {
-        let Some(cache) = self.cache(jwks_uri) else { return KeyAnswer::Unavailable };
+        let Some(cache) = self.cache(jwks_uri) else {
+            return KeyAnswer::Unavailable;
+        };
         let loaded = cache.loaded.load();
         match loaded.as_ref() {
             None => KeyAnswer::Unavailable,
@@ -221,7 +244,11 @@ async fn refresh_loop(inner: Arc<Inner>, cache: Arc<Cache>) {
             let _guard = cache.fetch_lock.lock().await;
             fetch_into(&inner, &cache).await
         };
-        let base = if ok { inner.config.refresh_interval } else { inner.config.retry_interval };
+        let base = if ok {
+            inner.config.refresh_interval
+        } else {
+            inner.config.retry_interval
+        };
         tokio::time::sleep(jittered(base)).await;
     }
 }
@@ -244,8 +271,18 @@ async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
             if old_ids.as_ref() != Some(&new_ids) {
                 tracing::info!(jwks_uri = %url, kids = ?new_ids, previous = ?old_ids, "signing keys loaded");
             }
-            inner.metrics.keys_loaded.get_or_create(&JwksLabels { jwks_uri: url.clone() }).set(set.len() as i64);
-            cache.loaded.store(Some(Arc::new(Loaded { set, fetched_at: SystemTime::now(), fetched: Instant::now() })));
+            inner
+                .metrics
+                .keys_loaded
+                .get_or_create(&JwksLabels {
+                    jwks_uri: url.clone(),
+                })
+                .set(set.len() as i64);
+            cache.loaded.store(Some(Arc::new(Loaded {
+                set,
+                fetched_at: SystemTime::now(),
+                fetched: Instant::now(),
+            })));
             *cache.last_error.lock().expect("error lock") = None;
         }
         Err(e) => {
@@ -254,7 +291,14 @@ async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
         }
     }
     let result = if ok { "success" } else { "error" };
-    inner.metrics.key_fetches.get_or_create(&KeyFetchLabels { jwks_uri: url, result }).inc();
+    inner
+        .metrics
+        .key_fetches
+        .get_or_create(&KeyFetchLabels {
+            jwks_uri: url,
+            result,
+        })
+        .inc();
     cache.attempts.fetch_add(1, Ordering::AcqRel);
     ok
 }
@@ -272,13 +316,22 @@ pub enum FetchError {
 }
 
 async fn fetch_key_set(inner: &Inner, url: &Url) -> Result<KeySet, FetchError> {
-    let mut resp = inner.http.get(url.clone()).send().await.map_err(|e| FetchError::Http(error_chain(&e)))?;
+    let mut resp = inner
+        .http
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| FetchError::Http(error_chain(&e)))?;
     if resp.status() != reqwest::StatusCode::OK {
         return Err(FetchError::Status(resp.status().as_u16()));
     }
     let cap = inner.config.max_body_bytes;
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Http(error_chain(&e)))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| FetchError::Http(error_chain(&e)))?
+    {
         if body.len() + chunk.len() > cap {
             return Err(FetchError::TooLarge(cap));
         }

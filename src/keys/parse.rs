@@ -18,7 +18,10 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("alg", &self.alg).finish()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
     }
 }
 
@@ -80,7 +83,8 @@ pub const MAX_KID_LEN: usize = 256;
 /// `kid` are skipped (an issuer may publish keys of kinds we do not use); a document with
 /// no usable key at all is an error, so a garbage response never replaces a good set.
 pub fn parse_key_set(body: &[u8]) -> Result<KeySet, KeyParseError> {
-    let doc: CertsDocument = serde_json::from_slice(body).map_err(|e| KeyParseError::NotJson(e.to_string()))?;
+    let doc: CertsDocument =
+        serde_json::from_slice(body).map_err(|e| KeyParseError::NotJson(e.to_string()))?;
     let mut keys = HashMap::new();
     for value in doc.keys {
         if let Some(k) = from_jwk(value) {
@@ -117,10 +121,16 @@ fn from_jwk(value: serde_json::Value) -> Option<VerifyingKey> {
     };
     // A symmetric key in a public key set is never usable: it would let anyone who can
     // read the set forge tokens.
-    if matches!(alg, Some(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)) {
+    if matches!(
+        alg,
+        Some(Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    ) {
         return None;
     }
-    if matches!(jwk.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
+    if matches!(
+        jwk.algorithm,
+        jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+    ) {
         return None;
     }
     let key = DecodingKey::from_jwk(&jwk).ok()?;
@@ -133,7 +143,11 @@ fn from_pem_cert(value: serde_json::Value) -> Option<VerifyingKey> {
         return None;
     }
     let key = DecodingKey::from_rsa_pem(cert.cert.as_bytes()).ok()?;
-    Some(VerifyingKey { kid: cert.kid, key, alg: None })
+    Some(VerifyingKey {
+        kid: cert.kid,
+        key,
+        alg: None,
+    })
 }
 
 #[cfg(test)]
@@ -156,7 +170,10 @@ mod tests {
         });
         let set = parse_key_set(doc.to_string().as_bytes()).unwrap();
         assert_eq!(set.ids(), vec!["a".repeat(64), "b".repeat(64)]);
-        assert_eq!(set.get(&"a".repeat(64)).unwrap().alg, Some(Algorithm::RS256));
+        assert_eq!(
+            set.get(&"a".repeat(64)).unwrap().alg,
+            Some(Algorithm::RS256)
+        );
     }
 
     #[test]
@@ -176,9 +193,18 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(matches!(parse_key_set(b"<html>"), Err(KeyParseError::NotJson(_))));
-        assert_eq!(parse_key_set(b"{}").unwrap_err(), KeyParseError::NoUsableKeys);
-        assert_eq!(parse_key_set(br#"{"keys": [{"kty": "oct", "kid": "x", "k": "AA"}]}"#).unwrap_err(), KeyParseError::NoUsableKeys);
+        assert!(matches!(
+            parse_key_set(b"<html>"),
+            Err(KeyParseError::NotJson(_))
+        ));
+        assert_eq!(
+            parse_key_set(b"{}").unwrap_err(),
+            KeyParseError::NoUsableKeys
+        );
+        assert_eq!(
+            parse_key_set(br#"{"keys": [{"kty": "oct", "kid": "x", "k": "AA"}]}"#).unwrap_err(),
+            KeyParseError::NoUsableKeys
+        );
         assert!(parse_key_set(b"[]").is_err());
     }
 }

@@ -20,7 +20,10 @@ pub struct PolicyKey {
 
 impl PolicyKey {
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -39,7 +42,10 @@ pub struct CompileError {
 }
 
 fn err(field: impl Into<String>, message: impl Into<String>) -> CompileError {
-    CompileError { field: field.into(), message: message.into() }
+    CompileError {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Whether the issuer is Cloudflare Access (which always sets `type`) or generic OIDC.
@@ -125,13 +131,21 @@ pub fn compile(
 
     let token_sources = no_repeats(
         "spec.tokenSources",
-        spec.token_sources.clone().unwrap_or_else(|| vec![TokenSource::Header, TokenSource::Cookie]),
+        spec.token_sources
+            .clone()
+            .unwrap_or_else(|| vec![TokenSource::Header, TokenSource::Cookie]),
     )?;
-    let token_types =
-        no_repeats("spec.tokenTypes", spec.token_types.clone().unwrap_or_else(|| vec![TokenType::App]))?;
+    let token_types = no_repeats(
+        "spec.tokenTypes",
+        spec.token_types
+            .clone()
+            .unwrap_or_else(|| vec![TokenType::App]),
+    )?;
     let algorithms = no_repeats(
         "spec.algorithms",
-        spec.algorithms.clone().unwrap_or_else(|| vec![SigningAlgorithm::RS256]),
+        spec.algorithms
+            .clone()
+            .unwrap_or_else(|| vec![SigningAlgorithm::RS256]),
     )?
     .into_iter()
     .map(jws_algorithm)
@@ -174,9 +188,18 @@ fn compile_issuer(spec: &AccessPolicySpec) -> Result<(String, IssuerKind, Url), 
             let jwks = check_issuer_url("spec.issuer.jwksUri", jwks)?;
             Ok((url.clone(), IssuerKind::Generic, jwks))
         }
-        (None, None, None) => Err(err("spec.issuer", "set exactly one of issuer.teamDomain or issuer.url")),
-        (Some(_), Some(_), _) => Err(err("spec.issuer", "set exactly one of issuer.teamDomain or issuer.url")),
-        _ => Err(err("spec.issuer", "issuer.url and issuer.jwksUri go together")),
+        (None, None, None) => Err(err(
+            "spec.issuer",
+            "set exactly one of issuer.teamDomain or issuer.url",
+        )),
+        (Some(_), Some(_), _) => Err(err(
+            "spec.issuer",
+            "set exactly one of issuer.teamDomain or issuer.url",
+        )),
+        _ => Err(err(
+            "spec.issuer",
+            "issuer.url and issuer.jwksUri go together",
+        )),
     }
 }
 
@@ -196,7 +219,10 @@ fn check_issuer_url(field: &str, raw: &str) -> Result<Url, CompileError> {
     }
 }
 
-fn compile_audiences(spec: &AccessPolicySpec, kind: IssuerKind) -> Result<HashSet<String>, CompileError> {
+fn compile_audiences(
+    spec: &AccessPolicySpec,
+    kind: IssuerKind,
+) -> Result<HashSet<String>, CompileError> {
     if spec.audiences.is_empty() {
         return Err(err("spec.audiences", "at least one audience is required"));
     }
@@ -205,7 +231,10 @@ fn compile_audiences(spec: &AccessPolicySpec, kind: IssuerKind) -> Result<HashSe
     }
     for (i, aud) in spec.audiences.iter().enumerate() {
         if aud.is_empty() || aud.len() > 256 {
-            return Err(err(format!("spec.audiences[{i}]"), "audiences must be 1 to 256 characters"));
+            return Err(err(
+                format!("spec.audiences[{i}]"),
+                "audiences must be 1 to 256 characters",
+            ));
         }
         if kind == IssuerKind::CloudflareAccess && !is_aud_tag(aud) {
             return Err(err(
@@ -218,7 +247,9 @@ fn compile_audiences(spec: &AccessPolicySpec, kind: IssuerKind) -> Result<HashSe
 }
 
 fn is_aud_tag(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn compile_routes(spec: &AccessPolicySpec) -> Result<Vec<(String, String)>, CompileError> {
@@ -226,11 +257,17 @@ fn compile_routes(spec: &AccessPolicySpec) -> Result<Vec<(String, String)>, Comp
         return Err(err("spec.hosts", "at most 64 hosts and 64 paths"));
     }
     if !spec.paths.is_empty() && spec.hosts.is_empty() {
-        return Err(err("spec.paths", "paths route the bare /auth endpoint and need hosts"));
+        return Err(err(
+            "spec.paths",
+            "paths route the bare /auth endpoint and need hosts",
+        ));
     }
     for (i, host) in spec.hosts.iter().enumerate() {
         if !is_dns_name(host) {
-            return Err(err(format!("spec.hosts[{i}]"), "hosts must be lowercase DNS names without port"));
+            return Err(err(
+                format!("spec.hosts[{i}]"),
+                "hosts must be lowercase DNS names without port",
+            ));
         }
     }
     for (i, path) in spec.paths.iter().enumerate() {
@@ -239,7 +276,11 @@ fn compile_routes(spec: &AccessPolicySpec) -> Result<Vec<(String, String)>, Comp
         }
     }
     let default_paths = ["/".to_string()];
-    let paths: &[String] = if spec.paths.is_empty() { &default_paths } else { &spec.paths };
+    let paths: &[String] = if spec.paths.is_empty() {
+        &default_paths
+    } else {
+        &spec.paths
+    };
     Ok(spec
         .hosts
         .iter()
@@ -250,7 +291,11 @@ fn compile_routes(spec: &AccessPolicySpec) -> Result<Vec<(String, String)>, Comp
 /// `/app/` and `/app` are the same segment prefix.
 fn normalise_prefix(p: &str) -> String {
     let trimmed = p.trim_end_matches('/');
-    if trimmed.is_empty() { "/".into() } else { trimmed.into() }
+    if trimmed.is_empty() {
+        "/".into()
+    } else {
+        trimmed.into()
+    }
 }
 
 fn is_dns_name(s: &str) -> bool {
@@ -261,17 +306,25 @@ fn is_dns_name(s: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
 }
 
-fn no_repeats<T: PartialEq + fmt::Debug>(field: &str, items: Vec<T>) -> Result<Vec<T>, CompileError> {
+fn no_repeats<T: PartialEq + fmt::Debug>(
+    field: &str,
+    items: Vec<T>,
+) -> Result<Vec<T>, CompileError> {
     if items.is_empty() {
         return Err(err(field, "must not be empty"));
     }
     for (i, item) in items.iter().enumerate() {
         if items[..i].contains(item) {
-            return Err(err(format!("{field}[{i}]"), format!("{item:?} is listed twice")));
+            return Err(err(
+                format!("{field}[{i}]"),
+                format!("{item:?} is listed twice"),
+            ));
         }
     }
     Ok(items)
@@ -291,17 +344,34 @@ fn jws_algorithm(a: SigningAlgorithm) -> Algorithm {
     }
 }
 
+/// `<1-4 digits><ms|s|m>`, the same pattern the CRD schema enforces.
 fn compile_leeway(raw: Option<&str>) -> Result<u64, CompileError> {
-    let Some(raw) = raw else { return Ok(DEFAULT_LEEWAY_SECS) };
-    let d = humantime::parse_duration(raw)
-        .map_err(|e| err("spec.leeway", format!("not a duration such as 60s: {e}")))?;
-    if d > MAX_LEEWAY {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_LEEWAY_SECS);
+    };
+    let bad = || err("spec.leeway", "not a duration such as 60s, 500ms or 2m");
+    let (digits, millis_per_unit) = if let Some(d) = raw.strip_suffix("ms") {
+        (d, 1)
+    } else if let Some(d) = raw.strip_suffix('s') {
+        (d, 1_000)
+    } else if let Some(d) = raw.strip_suffix('m') {
+        (d, 60_000)
+    } else {
+        return Err(bad());
+    };
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let millis: u64 = digits.parse::<u64>().map_err(|_| bad())? * millis_per_unit;
+    if millis > MAX_LEEWAY.as_millis() as u64 {
         return Err(err("spec.leeway", "leeway must be at most 5m"));
     }
-    Ok(d.as_secs())
+    Ok(millis / 1_000)
 }
 
-fn compile_claim_headers(spec: &AccessPolicySpec) -> Result<Vec<CompiledClaimHeader>, CompileError> {
+fn compile_claim_headers(
+    spec: &AccessPolicySpec,
+) -> Result<Vec<CompiledClaimHeader>, CompileError> {
     let Some(list) = &spec.claim_headers else {
         return Ok(vec![
             default_header("x-auth-request-email", "email"),
@@ -318,36 +388,60 @@ fn compile_claim_headers(spec: &AccessPolicySpec) -> Result<Vec<CompiledClaimHea
         let valid_name = !lower.is_empty()
             && lower.len() <= 128
             && !lower.starts_with('-')
-            && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && lower
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !valid_name {
-            return Err(err(format!("{field}.header"), "header must contain only letters, digits and dashes"));
+            return Err(err(
+                format!("{field}.header"),
+                "header must contain only letters, digits and dashes",
+            ));
         }
         if RESERVED_HEADERS.contains(&lower.as_str()) {
-            return Err(err(format!("{field}.header"), format!("{} is reserved", ch.header)));
+            return Err(err(
+                format!("{field}.header"),
+                format!("{} is reserved", ch.header),
+            ));
         }
         let header = HeaderName::from_bytes(lower.as_bytes())
             .map_err(|e| err(format!("{field}.header"), e.to_string()))?;
         if out.iter().any(|o| o.header == header) {
-            return Err(err(format!("{field}.header"), "claimHeaders must not name a header twice"));
+            return Err(err(
+                format!("{field}.header"),
+                "claimHeaders must not name a header twice",
+            ));
         }
         let path: Vec<String> = ch.claim.split('.').map(str::to_owned).collect();
         if ch.claim.len() > 256 || path.iter().any(String::is_empty) {
-            return Err(err(format!("{field}.claim"), "claim must be a dotted path without empty segments"));
+            return Err(err(
+                format!("{field}.claim"),
+                "claim must be a dotted path without empty segments",
+            ));
         }
         let encoding = match (ch.format, &ch.join) {
             (Some(ClaimFormat::Json), Some(_)) => {
-                return Err(err(format!("{field}.join"), "join and format: json are exclusive"));
+                return Err(err(
+                    format!("{field}.join"),
+                    "join and format: json are exclusive",
+                ));
             }
             (Some(ClaimFormat::Json), None) => ClaimEncoding::Json,
             (_, join) => {
                 let join = join.clone().unwrap_or_else(|| ",".into());
                 if join.len() > 8 || join.chars().any(char::is_control) {
-                    return Err(err(format!("{field}.join"), "join must be at most 8 printable characters"));
+                    return Err(err(
+                        format!("{field}.join"),
+                        "join must be at most 8 printable characters",
+                    ));
                 }
                 ClaimEncoding::Text { join }
             }
         };
-        out.push(CompiledClaimHeader { header, path, encoding });
+        out.push(CompiledClaimHeader {
+            header,
+            path,
+            encoding,
+        });
     }
     Ok(out)
 }
@@ -369,7 +463,10 @@ mod tests {
 
     fn spec() -> AccessPolicySpec {
         AccessPolicySpec {
-            issuer: IssuerSpec { team_domain: Some("myteam.cloudflareaccess.com".into()), ..Default::default() },
+            issuer: IssuerSpec {
+                team_domain: Some("myteam.cloudflareaccess.com".into()),
+                ..Default::default()
+            },
             audiences: vec![AUD.into()],
             hosts: vec![],
             paths: vec![],
@@ -389,8 +486,14 @@ mod tests {
     fn cloudflare_defaults() {
         let p = compile_spec(&spec()).unwrap();
         assert_eq!(p.issuer, "https://myteam.cloudflareaccess.com");
-        assert_eq!(p.jwks_uri.as_str(), "https://myteam.cloudflareaccess.com/cdn-cgi/access/certs");
-        assert_eq!(p.token_sources, vec![TokenSource::Header, TokenSource::Cookie]);
+        assert_eq!(
+            p.jwks_uri.as_str(),
+            "https://myteam.cloudflareaccess.com/cdn-cgi/access/certs"
+        );
+        assert_eq!(
+            p.token_sources,
+            vec![TokenSource::Header, TokenSource::Cookie]
+        );
         assert!(p.admit_app && !p.admit_service);
         assert_eq!(p.algorithms, vec![Algorithm::RS256]);
         assert_eq!(p.leeway_secs, 60);
@@ -436,16 +539,30 @@ mod tests {
 
     #[test]
     fn team_domain_is_a_bare_hostname() {
-        for bad in ["https://myteam.cloudflareaccess.com", "myteam", "MyTeam.cloudflareaccess.com", "a.b/c"] {
+        for bad in [
+            "https://myteam.cloudflareaccess.com",
+            "myteam",
+            "MyTeam.cloudflareaccess.com",
+            "a.b/c",
+        ] {
             let mut s = spec();
             s.issuer.team_domain = Some(bad.into());
-            assert_eq!(compile_spec(&s).unwrap_err().field, "spec.issuer.teamDomain", "{bad}");
+            assert_eq!(
+                compile_spec(&s).unwrap_err().field,
+                "spec.issuer.teamDomain",
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn header_names_are_checked() {
-        for (bad, why) in [("X_Auth", "underscore"), ("Host", "reserved"), ("set-cookie", "reserved"), ("", "empty")] {
+        for (bad, why) in [
+            ("X_Auth", "underscore"),
+            ("Host", "reserved"),
+            ("set-cookie", "reserved"),
+            ("", "empty"),
+        ] {
             let mut s = spec();
             s.claim_headers = Some(vec![ClaimHeader {
                 header: bad.into(),
@@ -453,16 +570,28 @@ mod tests {
                 join: None,
                 format: None,
             }]);
-            assert_eq!(compile_spec(&s).unwrap_err().field, "spec.claimHeaders[0].header", "{why}");
+            assert_eq!(
+                compile_spec(&s).unwrap_err().field,
+                "spec.claimHeaders[0].header",
+                "{why}"
+            );
         }
     }
 
     #[test]
     fn duplicate_header_is_refused_case_insensitively() {
         let mut s = spec();
-        let h = |name: &str| ClaimHeader { header: name.into(), claim: "email".into(), join: None, format: None };
+        let h = |name: &str| ClaimHeader {
+            header: name.into(),
+            claim: "email".into(),
+            join: None,
+            format: None,
+        };
         s.claim_headers = Some(vec![h("X-Email"), h("x-email")]);
-        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.claimHeaders[1].header");
+        assert_eq!(
+            compile_spec(&s).unwrap_err().field,
+            "spec.claimHeaders[1].header"
+        );
     }
 
     #[test]
@@ -476,9 +605,15 @@ mod tests {
         }]);
         let p = compile_spec(&s).unwrap();
         assert_eq!(p.claim_headers[0].path, vec!["custom", "groups"]);
-        assert_eq!(p.claim_headers[0].encoding, ClaimEncoding::Text { join: ";".into() });
+        assert_eq!(
+            p.claim_headers[0].encoding,
+            ClaimEncoding::Text { join: ";".into() }
+        );
         s.claim_headers.as_mut().unwrap()[0].claim = "custom..groups".into();
-        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.claimHeaders[0].claim");
+        assert_eq!(
+            compile_spec(&s).unwrap_err().field,
+            "spec.claimHeaders[0].claim"
+        );
     }
 
     #[test]
@@ -488,6 +623,8 @@ mod tests {
         assert_eq!(compile_spec(&s).unwrap().leeway_secs, 120);
         s.leeway = Some("10m".into());
         assert_eq!(compile_spec(&s).unwrap_err().field, "spec.leeway");
+        s.leeway = Some("1m30s".into());
+        assert_eq!(compile_spec(&s).unwrap_err().field, "spec.leeway");
         s.leeway = Some("soon".into());
         assert_eq!(compile_spec(&s).unwrap_err().field, "spec.leeway");
     }
@@ -496,9 +633,15 @@ mod tests {
     fn routes_default_to_root_and_need_hosts() {
         let mut s = spec();
         s.hosts = vec!["app.example.com".into()];
-        assert_eq!(compile_spec(&s).unwrap().routes, vec![("app.example.com".into(), "/".into())]);
+        assert_eq!(
+            compile_spec(&s).unwrap().routes,
+            vec![("app.example.com".into(), "/".into())]
+        );
         s.paths = vec!["/api/".into()];
-        assert_eq!(compile_spec(&s).unwrap().routes, vec![("app.example.com".into(), "/api".into())]);
+        assert_eq!(
+            compile_spec(&s).unwrap().routes,
+            vec![("app.example.com".into(), "/api".into())]
+        );
         s.hosts.clear();
         assert_eq!(compile_spec(&s).unwrap_err().field, "spec.paths");
     }

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 /// Protects an application behind Cloudflare Access (or any OIDC-style issuer): which tokens
 /// the auth endpoint accepts for it, and which identity headers it hands to the upstream.
+// The derive's repeated `printcolumn(type_ = "string")` trips a clippy false positive.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "accessgate.dev",
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
     namespaced,
     shortname = "ap",
     category = "accessgate",
+    doc = "Protects an application behind Cloudflare Access: which tokens accessgate accepts for it and which identity headers it sends upstream.",
     status = "AccessPolicyStatus",
     printcolumn(
         name = "Ready",
@@ -36,7 +39,11 @@ use serde::{Deserialize, Serialize};
     ),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer"),
     printcolumn(name = "Audiences", type_ = "string", json_path = ".spec.audiences"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.issuer.teamDomain) || self.audiences.all(a, a.matches('^[0-9a-f]{64}$'))"
@@ -51,21 +58,21 @@ pub struct AccessPolicySpec {
 
     /// Accepted audiences. The token's `aud` (a string or an array) must contain at least one.
     /// For Cloudflare Access these are the application's AUD tags (64 hex characters).
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0 && size(a) <= 256)").message("audiences must be 1 to 256 characters"))]
     pub audiences: Vec<String>,
 
     /// Hosts this policy serves on the bare `/auth` endpoint, chosen by the host of
     /// `X-Original-URL`. Lowercase DNS names. Not needed for `/auth/{namespace}/{name}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 253)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(h, h.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'))").message("hosts must be lowercase DNS names without port"))]
     pub hosts: Vec<String>,
 
     /// Path prefixes (matched by whole segments, like an Ingress `Prefix`) under `hosts`;
     /// the longest match wins. Defaults to `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 1024)))]
     #[x_kube(validation = kube::core::Rule::new("self.all(p, p.startsWith('/') && size(p) <= 1024)").message("paths must start with '/'"))]
     pub paths: Vec<String>,
 

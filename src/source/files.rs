@@ -30,7 +30,10 @@ pub struct LoadError {
 }
 
 fn load_err(file: &Path, message: impl Into<String>) -> LoadError {
-    LoadError { file: file.display().to_string(), message: message.into() }
+    LoadError {
+        file: file.display().to_string(),
+        message: message.into(),
+    }
 }
 
 #[derive(Deserialize)]
@@ -49,7 +52,11 @@ pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.starts_with('.') && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+            !name.starts_with('.')
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
         })
         .filter(|p| p.is_file())
         .collect();
@@ -60,7 +67,10 @@ pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
     for file in &files {
         for (key, entry) in load_file(file)? {
             if let Some(first) = seen.insert(key.clone(), file.clone()) {
-                return Err(load_err(file, format!("policy {key} is also defined in {}", first.display())));
+                return Err(load_err(
+                    file,
+                    format!("policy {key} is also defined in {}", first.display()),
+                ));
             }
             entries.push((key, entry));
         }
@@ -70,8 +80,8 @@ pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
 
 fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|e| load_err(file, e.to_string()))?;
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&text).map_err(|e| load_err(file, format!("not valid YAML: {e}")))?;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| load_err(file, format!("not valid YAML: {e}")))?;
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
@@ -83,12 +93,24 @@ fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
             continue;
         }
         if meta.api_version != API_VERSION {
-            return Err(at(format!("apiVersion {:?} is not {API_VERSION}", meta.api_version)));
+            return Err(at(format!(
+                "apiVersion {:?} is not {API_VERSION}",
+                meta.api_version
+            )));
         }
-        let policy: AccessPolicy =
-            serde_path_to_error::deserialize(doc).map_err(|e| at(format!("{}: {}", e.path(), e.inner())))?;
-        let name = policy.metadata.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| at("metadata.name is required".into()))?;
-        let namespace = policy.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let policy: AccessPolicy = serde_path_to_error::deserialize(doc)
+            .map_err(|e| at(format!("{}: {}", e.path(), e.inner())))?;
+        let name = policy
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| at("metadata.name is required".into()))?;
+        let namespace = policy
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let key = PolicyKey::new(namespace, name);
         let compiled = compile(key.clone(), policy.metadata.generation, &policy.spec)
             .map_err(|e| at(format!("policy {key}: {e}")))?;
@@ -101,7 +123,11 @@ fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
 pub fn reload(dir: &Path, state: &AppState) -> Result<usize, LoadError> {
     let result = load_dir(dir);
     let label = if result.is_ok() { "success" } else { "error" };
-    state.metrics.policy_reloads.get_or_create(&ReloadLabels { result: label }).inc();
+    state
+        .metrics
+        .policy_reloads
+        .get_or_create(&ReloadLabels { result: label })
+        .inc();
     let index = result?;
     let n = index.len();
     state.install(index);
@@ -125,7 +151,9 @@ pub async fn watch(dir: PathBuf, state: Arc<AppState>) -> notify::Result<()> {
         while rx.try_recv().is_ok() {}
         match reload(&dir, &state) {
             Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
-            Err(e) => tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set"),
+            Err(e) => {
+                tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set")
+            }
         }
     }
     Ok(())
@@ -174,13 +202,19 @@ spec:
 
     #[test]
     fn errors_name_the_file_and_field() {
-        let bad = GOOD.replace("audiences: [my-app]", "audiences: [my-app]\n  algorithms: [HS256]");
+        let bad = GOOD.replace(
+            "audiences: [my-app]",
+            "audiences: [my-app]\n  algorithms: [HS256]",
+        );
         let d = dir_with(&[("p.yaml", &bad)]);
         let e = load_dir(d.path()).unwrap_err();
         assert!(e.file.ends_with("p.yaml"));
         assert!(e.message.contains("spec.algorithms"), "{}", e.message);
 
-        let bad = GOOD.replace("[\"4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2\"]", "[nope]");
+        let bad = GOOD.replace(
+            "[\"4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2\"]",
+            "[nope]",
+        );
         let e = load_dir(dir_with(&[("p.yaml", &bad)]).path()).unwrap_err();
         assert!(e.message.contains("spec.audiences[0]"), "{}", e.message);
     }
@@ -188,17 +222,32 @@ spec:
     #[test]
     fn duplicate_policies_across_files_are_refused() {
         let d = dir_with(&[("a.yaml", GOOD), ("b.yaml", GOOD)]);
-        assert!(load_dir(d.path()).unwrap_err().message.contains("also defined"));
+        assert!(
+            load_dir(d.path())
+                .unwrap_err()
+                .message
+                .contains("also defined")
+        );
     }
 
     #[test]
     fn wrong_api_version_is_refused() {
         let bad = GOOD.replacen("accessgate.dev/v1alpha1", "accessgate.dev/v1", 1);
-        assert!(load_dir(dir_with(&[("p.yaml", &bad)]).path()).unwrap_err().message.contains("apiVersion"));
+        assert!(
+            load_dir(dir_with(&[("p.yaml", &bad)]).path())
+                .unwrap_err()
+                .message
+                .contains("apiVersion")
+        );
     }
 
     #[test]
     fn broken_yaml_is_refused() {
-        assert!(load_dir(dir_with(&[("p.yaml", "a: [")]).path()).unwrap_err().message.contains("YAML"));
+        assert!(
+            load_dir(dir_with(&[("p.yaml", "a: [")]).path())
+                .unwrap_err()
+                .message
+                .contains("YAML")
+        );
     }
 }

@@ -1,0 +1,526 @@
+//! The auth server over real HTTP against the real dev issuer: the contract of design §4.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::*;
+use serde_json::json;
+
+const NAMED: &str = "/auth/apps/web";
+
+fn setup(extra: &str) -> (Issuer, Server) {
+    let issuer = Issuer::start();
+    let server = Server::start(
+        &[("web.yaml", &policy_yaml("apps", "web", &issuer.url, extra))],
+        &[],
+    );
+    (issuer, server)
+}
+
+fn groups_mapping() -> &'static str {
+    "  hosts: [app.example.test]\n  claimHeaders:\n    - { header: X-Auth-Request-Email, claim: email }\n    - { header: X-Auth-Request-User, claim: sub }\n    - { header: X-Auth-Request-Groups, claim: custom.groups, join: \",\" }\n    - { header: X-Auth-Request-Name, claim: name }\n"
+}
+
+#[test]
+fn valid_header_token_is_200_with_identity_headers() {
+    let (issuer, server) = setup(groups_mapping());
+    let token =
+        issuer.token(json!({"sub": "u-1", "claims": {"custom": {"groups": ["eng", "sre"]}}}));
+    let a = server.with_token(NAMED, &token);
+    a.assert_allow();
+    assert_eq!(a.header("x-auth-request-email"), Some("alice@example.com"));
+    assert_eq!(a.header("x-auth-request-user"), Some("u-1"));
+    assert_eq!(a.header("x-auth-request-groups"), Some("eng,sre"));
+    assert_eq!(
+        a.header("x-auth-request-name"),
+        None,
+        "absent claim, absent header"
+    );
+}
+
+#[test]
+fn valid_cookie_token_is_200() {
+    let (issuer, server) = setup("");
+    let token = issuer.token(json!({}));
+    let cookie = format!("theme=dark; CF_Authorization={token}; lang=en");
+    let a = server.auth(NAMED, "https://app.example.test/x", &[("cookie", &cookie)]);
+    a.assert_allow();
+    assert_eq!(a.header("x-auth-request-email"), Some("alice@example.com"));
+}
+
+#[test]
+fn bearer_is_ignored_unless_opted_in() {
+    let issuer = Issuer::start();
+    let server = Server::start(
+        &[
+            ("a.yaml", &policy_yaml("apps", "web", &issuer.url, "")),
+            (
+                "b.yaml",
+                &policy_yaml("apps", "api", &issuer.url, "  tokenSources: [bearer]\n"),
+            ),
+        ],
+        &[],
+    );
+    let token = issuer.token(json!({}));
+    let bearer = format!("Bearer {token}");
+    server
+        .auth(NAMED, "https://a/", &[("authorization", &bearer)])
+        .assert_deny(401, "token_missing");
+    server
+        .auth(
+            "/auth/apps/api",
+            "https://a/",
+            &[("authorization", &bearer)],
+        )
+        .assert_allow();
+}
+
+#[test]
+fn missing_token_is_401() {
+    let (_issuer, server) = setup("");
+    server
+        .auth(NAMED, "https://app.example.test/", &[])
+        .assert_deny(401, "token_missing");
+}
+
+#[test]
+fn time_claims_are_enforced_with_leeway() {
+    let (issuer, server) = setup("  leeway: 30s\n");
+    server
+        .with_token(NAMED, &issuer.token(json!({"ttl": -120})))
+        .assert_deny(401, "token_expired");
+    // Expired 10 s ago: inside the 30 s leeway.
+    server
+        .with_token(NAMED, &issuer.token(json!({"ttl": -10})))
+        .assert_allow();
+    server
+        .with_token(NAMED, &issuer.token(json!({"nbf_offset": 600})))
+        .assert_deny(401, "token_not_yet_valid");
+}
+
+#[test]
+fn audience_type_and_issuer_are_enforced() {
+    let (issuer, server) = setup("");
+    server
+        .with_token(NAMED, &issuer.mint(json!({"aud": ["f".repeat(64)]})))
+        .assert_deny(403, "audience_mismatch");
+    server
+        .with_token(NAMED, &issuer.mint(json!({"aud": []})))
+        .assert_deny(403, "audience_mismatch");
+    server
+        .with_token(NAMED, &issuer.token(json!({"type": "service"})))
+        .assert_deny(403, "token_type_not_allowed");
+    server
+        .with_token(NAMED, &issuer.token(json!({"type": "org"})))
+        .assert_deny(403, "token_type_not_allowed");
+    let other_iss = issuer.token(json!({"claims": {"iss": format!("{}/", issuer.url)}}));
+    server
+        .with_token(NAMED, &other_iss)
+        .assert_deny(401, "issuer_mismatch");
+}
+
+#[test]
+fn service_tokens_are_admitted_only_when_listed() {
+    let (issuer, server) = setup(
+        "  tokenTypes: [service]\n  claimHeaders:\n    - { header: X-Service, claim: common_name }\n",
+    );
+    let a = server.with_token(
+        NAMED,
+        &issuer.token(json!({"type": "service", "common_name": "ci.access"})),
+    );
+    a.assert_allow();
+    assert_eq!(a.header("x-service"), Some("ci.access"));
+    server
+        .with_token(NAMED, &issuer.token(json!({})))
+        .assert_deny(403, "token_type_not_allowed");
+}
+
+#[test]
+fn forged_and_broken_tokens_are_401() {
+    let (issuer, server) = setup("");
+    let good = issuer.token(json!({}));
+    let parts: Vec<&str> = good.split('.').collect();
+    let kid = issuer.certs()["keys"][0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // alg: none, with and without a signature segment.
+    let none_header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"none","kid":"{kid}"}}"#));
+    server
+        .with_token(NAMED, &format!("{none_header}.{}.", parts[1]))
+        .assert_deny(401, "algorithm_not_allowed");
+    // HS256 signed with the issuer's public certificate as the secret (key confusion).
+    let pem = issuer.certs()["public_cert"]["cert"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some(kid.clone());
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let hs = jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    server
+        .with_token(NAMED, &hs)
+        .assert_deny(401, "algorithm_not_allowed");
+    // Payload swapped after signing.
+    let evil = URL_SAFE_NO_PAD.encode(
+        String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap())
+            .unwrap()
+            .replace("alice", "mallory"),
+    );
+    server
+        .with_token(NAMED, &format!("{}.{evil}.{}", parts[0], parts[2]))
+        .assert_deny(401, "signature_invalid");
+    // Truncated, garbage, wrong segment counts, oversized.
+    server
+        .with_token(NAMED, &good[..good.len() - 10])
+        .assert_deny(401, "signature_invalid");
+    server
+        .with_token(NAMED, "garbage")
+        .assert_deny(401, "token_malformed");
+    server
+        .with_token(NAMED, &format!("{}.{}", parts[0], parts[1]))
+        .assert_deny(401, "token_malformed");
+    server
+        .with_token(NAMED, &format!("{good}.x"))
+        .assert_deny(401, "token_malformed");
+    server
+        .with_token(NAMED, &"a".repeat(20_000))
+        .assert_deny(401, "token_too_large");
+    // A kid the issuer never published, signed by the real key.
+    let unknown = issuer.token(json!({"header": {"kid": "../../etc/passwd"}}));
+    server
+        .with_token(NAMED, &unknown)
+        .assert_deny(401, "key_unknown");
+    // Signed, but the claims are not JSON.
+    let header = format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#);
+    server
+        .with_token(NAMED, &issuer.sign_raw(&header, "not json"))
+        .assert_deny(401, "token_malformed");
+    // Duplicate claim names: two parsers could disagree, so refuse.
+    let dup = format!(
+        r#"{{"iss":"{}","aud":["{AUD}"],"exp":9999999999,"type":"app","email":"a@x","email":"b@x"}}"#,
+        issuer.url
+    );
+    server
+        .with_token(NAMED, &issuer.sign_raw(&header, &dup))
+        .assert_deny(401, "token_malformed");
+    assert!(server.is_healthy());
+}
+
+#[test]
+fn unsafe_claim_values_never_become_headers() {
+    let (issuer, server) = setup(groups_mapping());
+    let token = issuer.token(
+        json!({"claims": {"name": "Eve\r\nX-Admin: true", "custom": {"groups": ["a\u{0}b"]}}}),
+    );
+    let a = server.with_token(NAMED, &token);
+    a.assert_allow();
+    assert_eq!(a.header("x-auth-request-name"), None);
+    assert_eq!(a.header("x-admin"), None);
+    assert_eq!(a.header("x-auth-request-groups"), None);
+    assert_eq!(a.header("x-auth-request-email"), Some("alice@example.com"));
+    let m = server.metrics();
+    assert!(m.contains(r#"accessgate_header_values_dropped_total{policy="apps/web",header="x-auth-request-name",reason="control_character"} 1"#), "{m}");
+}
+
+#[test]
+fn request_problems_are_400_and_503() {
+    let (issuer, server) = setup("");
+    let token = issuer.token(json!({}));
+    let t = [("cf-access-jwt-assertion", token.as_str())];
+    let resp = http()
+        .get(format!("{}{NAMED}", server.auth))
+        .header("cf-access-jwt-assertion", &token)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400, "no X-Original-URL");
+    server
+        .auth(NAMED, "not a url", &t)
+        .assert_deny(400, "request_malformed");
+    server
+        .auth(NAMED, "https://app.example.test/%ff", &t)
+        .assert_deny(400, "request_malformed");
+    let mut both = t.to_vec();
+    both.push(("x-forwarded-uri", "/"));
+    server
+        .auth(NAMED, "https://app.example.test/", &both)
+        .assert_deny(400, "dialect_mismatch");
+    server
+        .auth("/auth/apps/nope", "https://app.example.test/", &t)
+        .assert_deny(503, "policy_unknown");
+    server
+        .auth("/auth/other/web", "https://app.example.test/", &t)
+        .assert_deny(503, "policy_unknown");
+    server
+        .auth("/elsewhere", "https://app.example.test/", &t)
+        .assert_deny(503, "policy_unknown");
+}
+
+#[test]
+fn unreachable_or_garbage_jwks_is_503_keys_unavailable() {
+    // A port nobody listens on.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let issuer = Issuer::start();
+    let token = issuer.token(json!({"claims": {"iss": format!("http://{free}")}}));
+    let server = Server::start(
+        &[(
+            "p.yaml",
+            &policy_yaml("apps", "web", &format!("http://{free}"), ""),
+        )],
+        &["--jwks-timeout", "1s"],
+    );
+    server
+        .with_token(NAMED, &token)
+        .assert_deny(503, "keys_unavailable");
+
+    issuer.certs_mode("garbage");
+    let server2 = Server::start(
+        &[("p.yaml", &policy_yaml("apps", "web", &issuer.url, ""))],
+        &[],
+    );
+    server2
+        .with_token(NAMED, &issuer.token(json!({})))
+        .assert_deny(503, "keys_unavailable");
+    let m = server2.metrics();
+    assert!(m.contains("result=\"error\""), "{m}");
+}
+
+#[test]
+fn rotation_new_kid_works_first_time_and_previous_key_still_verifies() {
+    let (issuer, server) = setup("");
+    let old = issuer.token(json!({}));
+    server.with_token(NAMED, &old).assert_allow();
+    let new_kid = issuer.rotate();
+    let new = issuer.token(json!({}));
+    assert!(new.len() > 10);
+    // Unknown kid → one refetch → allowed on the very first request.
+    server.with_token(NAMED, &new).assert_allow();
+    // The previous key is still published, so its tokens keep working.
+    server.with_token(NAMED, &old).assert_allow();
+    // Rotate again: the first key is no longer published; its tokens fail once the set is refetched.
+    issuer.rotate();
+    let newest = issuer.token(json!({}));
+    std::thread::sleep(Duration::from_millis(1100)); // past the refetch rate limit used below
+    let _ = new_kid;
+    let server2 = Server::start(
+        &[("p.yaml", &policy_yaml("apps", "web", &issuer.url, ""))],
+        &["--jwks-refetch-min-interval", "1s"],
+    );
+    server2.with_token(NAMED, &newest).assert_allow();
+    server2
+        .with_token(NAMED, &old)
+        .assert_deny(401, "key_unknown");
+}
+
+#[test]
+fn unknown_kid_refetches_are_rate_limited() {
+    let (issuer, server) = setup("");
+    server
+        .with_token(NAMED, &issuer.token(json!({})))
+        .assert_allow();
+    let fetches = |m: &str| {
+        m.lines()
+            .filter(|l| l.starts_with("accessgate_key_fetches_total"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    let before = fetches(&server.metrics());
+    for i in 0..20 {
+        let t = issuer.token(json!({"header": {"kid": format!("nope-{i}")}}));
+        server.with_token(NAMED, &t).assert_deny(401, "key_unknown");
+    }
+    let after = fetches(&server.metrics());
+    assert!(
+        after - before <= 1,
+        "20 unknown kids caused {} fetches",
+        after - before
+    );
+}
+
+#[test]
+fn jwks_outage_after_success_keeps_serving_from_cache() {
+    let (issuer, server) = setup("");
+    let token = issuer.token(json!({}));
+    server.with_token(NAMED, &token).assert_allow();
+    issuer.certs_mode("fail");
+    server.with_token(NAMED, &token).assert_allow();
+    issuer.proc.pid();
+    drop(issuer); // the issuer is gone entirely
+    server.with_token(NAMED, &token).assert_allow();
+}
+
+#[test]
+fn host_routing_on_bare_auth_picks_the_policy() {
+    let issuer = Issuer::start();
+    let server = Server::start(
+        &[
+            (
+                "a.yaml",
+                &policy_yaml(
+                    "apps",
+                    "a",
+                    &issuer.url,
+                    "  hosts: [a.example.test]\n  claimHeaders:\n    - { header: X-Policy-A, claim: email }\n",
+                ),
+            ),
+            (
+                "b.yaml",
+                &policy_yaml(
+                    "apps",
+                    "b",
+                    &issuer.url,
+                    "  hosts: [b.example.test]\n  paths: [/admin]\n  tokenTypes: [service]\n",
+                ),
+            ),
+        ],
+        &[],
+    );
+    let user = issuer.token(json!({}));
+    let t = [("cf-access-jwt-assertion", user.as_str())];
+    let a = server.auth("/auth", "https://A.example.test:443/any/path", &t);
+    a.assert_allow();
+    assert_eq!(a.header("x-policy-a"), Some("alice@example.com"));
+    // b's /admin admits only service tokens; a path-normalisation trick cannot dodge it.
+    server
+        .auth("/auth", "https://b.example.test/admin/x", &t)
+        .assert_deny(403, "token_type_not_allowed");
+    server
+        .auth("/auth", "https://b.example.test/public/..%2Fadmin", &t)
+        .assert_deny(403, "token_type_not_allowed");
+    server
+        .auth("/auth", "https://b.example.test/other", &t)
+        .assert_deny(503, "policy_unknown");
+    server
+        .auth("/auth", "https://c.example.test/", &t)
+        .assert_deny(503, "policy_unknown");
+}
+
+#[test]
+fn policy_edits_take_effect_without_restart_and_bad_edits_keep_the_last_good_set() {
+    let (issuer, server) = setup("");
+    let token = issuer.token(json!({"claims": {"department": "R&D"}}));
+    server.with_token(NAMED, &token).assert_allow();
+
+    // New header mapping.
+    let mapped = policy_yaml(
+        "apps",
+        "web",
+        &issuer.url,
+        "  claimHeaders:\n    - { header: X-Department, claim: department }\n",
+    );
+    server.write_policy("web.yaml", &mapped);
+    assert!(eventually(Duration::from_secs(3), || server
+        .with_token(NAMED, &token)
+        .header("x-department")
+        == Some("R&D")));
+
+    // A broken edit is refused; the previous set stays in force.
+    server.write_policy("web.yaml", "apiVersion: accessgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: web, namespace: apps}\nspec:\n  audiences: []\n");
+    assert!(eventually(Duration::from_secs(3), || server
+        .metrics()
+        .contains("accessgate_policy_reloads_total{result=\"error\"}")));
+    server.with_token(NAMED, &token).assert_allow();
+    assert!(server.proc.output().contains("keeping the previous set"));
+
+    // Audience removed: the same token is now refused.
+    let other_aud = policy_yaml("apps", "web", &issuer.url, "").replace(AUD, &"e".repeat(64));
+    server.write_policy("web.yaml", &other_aud);
+    assert!(eventually(Duration::from_secs(3), || server
+        .with_token(NAMED, &token)
+        .status
+        == 403));
+
+    // Deleted: unknown at once.
+    std::fs::remove_file(server.path().join("web.yaml")).unwrap();
+    assert!(eventually(Duration::from_secs(3), || server
+        .with_token(NAMED, &token)
+        .reason()
+        == "policy_unknown"));
+}
+
+#[test]
+fn serve_refuses_to_start_on_an_invalid_policy_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), "apiVersion: accessgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: x}\nspec:\n  issuer: {teamDomain: t.cloudflareaccess.com}\n  audiences: [not-a-tag]\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--policies",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml") && err.contains("spec.audiences[0]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn admin_endpoints_report_health_readiness_and_metrics() {
+    let (issuer, server) = setup("");
+    assert!(server.is_healthy());
+    assert_eq!(
+        http()
+            .get(format!("{}/readyz", server.admin))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    server
+        .with_token(NAMED, &issuer.token(json!({})))
+        .assert_allow();
+    server
+        .auth(NAMED, "https://app.example.test/", &[])
+        .assert_deny(401, "token_missing");
+    let m = server.metrics();
+    for needle in [
+        r#"accessgate_decisions_total{policy="apps/web",decision="allow",reason="ok"} 1"#,
+        r#"accessgate_decisions_total{policy="apps/web",decision="deny",reason="token_missing"} 1"#,
+        "accessgate_decision_duration_seconds_count 2",
+        "accessgate_key_fetches_total{",
+        "accessgate_keys_loaded{",
+        r#"accessgate_policies{state="ready"} 1"#,
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+}
+
+#[test]
+fn logs_never_contain_tokens() {
+    let (issuer, server) = setup("");
+    let token = issuer.token(json!({}));
+    server.with_token(NAMED, &token).assert_allow();
+    let mut tampered = token.clone().into_bytes();
+    let i = tampered.len() - 20;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    server
+        .with_token(NAMED, std::str::from_utf8(&tampered).unwrap())
+        .assert_deny(401, "signature_invalid");
+    std::thread::sleep(Duration::from_millis(100));
+    let out = server.proc.output();
+    assert!(out.contains("\"reason\":\"signature_invalid\""), "{out}");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!out.contains(&signature[..20]));
+    assert!(!out.contains(token.split('.').nth(1).unwrap()));
+}
