@@ -9,8 +9,16 @@ use std::time::Duration;
 use common::Proc;
 
 fn run_curl(line: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(format!("{} -s -S", line.trim())).output().expect("sh");
-    assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} -s -S", line.trim()))
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -28,14 +36,23 @@ fn demo_prints_working_curl_lines() {
     demo.wait_line("Mint more tokens", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(200));
     let output = demo.output();
-    let curls: Vec<&str> = output.lines().filter(|l| l.trim_start().starts_with("curl -i")).collect();
+    let curls: Vec<&str> = output
+        .lines()
+        .filter(|l| l.trim_start().starts_with("curl -i"))
+        .collect();
     assert_eq!(curls.len(), 2, "{output}");
 
     let allowed = run_curl(curls[0]);
     assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
     let lower = allowed.to_ascii_lowercase();
-    assert!(lower.contains("x-auth-request-email: alice@example.com"), "{allowed}");
-    assert!(lower.contains("x-auth-request-groups: engineering,sre"), "{allowed}");
+    assert!(
+        lower.contains("x-auth-request-email: alice@example.com"),
+        "{allowed}"
+    );
+    assert!(
+        lower.contains("x-auth-request-groups: engineering,sre"),
+        "{allowed}"
+    );
 
     let denied = run_curl(curls[1]);
     assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
