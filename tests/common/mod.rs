@@ -371,3 +371,6 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+pub mod echo;
+pub mod nginx;

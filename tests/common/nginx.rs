@@ -1,0 +1,230 @@
+//! Real nginx configured as ingress-nginx v1.15 generates it for `auth-url` +
+//! `auth-response-headers` (see shared/research/ingress-nginx-equivalent.conf): an internal
+//! auth location doing a body-less GET subrequest with the X-Original-* headers, and
+//! `auth_request_set` + `proxy_set_header` per response header.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, http};
+
+/// One Ingress: a host whose `/` is protected by `auth_url`.
+pub struct Site {
+    pub host: String,
+    /// Full auth URL, e.g. `http://127.0.0.1:PORT/auth/apps/web` (IP literal: no resolver).
+    pub auth_url: String,
+    pub response_headers: Vec<String>,
+}
+
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub prefix: tempfile::TempDir,
+}
+
+fn nginx_binary() -> &'static str {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(candidate).exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "nginx is not installed: run tests/run.sh (it installs Debian's nginx) or `apt-get install nginx`"
+    );
+}
+
+impl Nginx {
+    pub fn start(sites: &[Site], upstream_port: u16) -> Nginx {
+        let prefix = tempfile::tempdir().unwrap();
+        for d in ["logs", "run"] {
+            std::fs::create_dir_all(prefix.path().join(d)).unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conf = config(prefix.path(), port, sites, upstream_port);
+        let conf_path = prefix.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let p = prefix.path().to_str().unwrap();
+        let child = Command::new(nginx_binary())
+            .args([
+                "-p",
+                p,
+                "-e",
+                &format!("{p}/logs/error.log"),
+                "-c",
+                conf_path.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Nginx {
+            child,
+            port,
+            prefix,
+        };
+        let up = eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !up {
+            let _ = nginx.child.kill();
+            let out = nginx.child.wait_with_output_lossy();
+            panic!("nginx did not start: {out}\n{}", nginx.error_log());
+        }
+        nginx
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// A request to `host` through nginx.
+    pub fn get(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::blocking::Response {
+        let mut req = http().get(self.url(path)).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().expect("request through nginx")
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.path().join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+trait LossyOutput {
+    fn wait_with_output_lossy(&mut self) -> String;
+}
+
+impl LossyOutput for Child {
+    fn wait_with_output_lossy(&mut self) -> String {
+        let mut s = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16) -> String {
+    let p = prefix.display();
+    let mut servers = String::new();
+    for site in sites {
+        let mut auth_set = String::new();
+        for (i, name) in site.response_headers.iter().enumerate() {
+            let var = name.to_ascii_lowercase().replace('-', "_");
+            writeln!(
+                auth_set,
+                "            auth_request_set    $authHeader{i} $upstream_http_{var};"
+            )
+            .unwrap();
+            writeln!(
+                auth_set,
+                "            proxy_set_header    '{name}' $authHeader{i};"
+            )
+            .unwrap();
+        }
+        write!(
+            servers,
+            r#"
+    server {{
+        listen 127.0.0.1:{port};
+        server_name {host};
+
+        location = /_external-auth-Lw-Prefix {{
+            internal;
+            access_log off;
+            proxy_intercept_errors      off;
+            proxy_pass_request_body     off;
+            proxy_set_header            Content-Length          "";
+            proxy_set_header            X-Forwarded-Proto       "";
+            proxy_set_header            X-Request-ID            $req_id;
+            proxy_set_header            Host                    127.0.0.1;
+            proxy_set_header            X-Original-URL          $scheme://$http_host$request_uri;
+            proxy_set_header            X-Original-Method       $request_method;
+            proxy_set_header            X-Sent-From             "nginx-ingress-controller";
+            proxy_set_header            X-Real-IP               $remote_addr;
+            proxy_set_header            X-Forwarded-For         $remote_addr;
+            proxy_set_header            X-Auth-Request-Redirect $request_uri;
+            proxy_buffering             off;
+            proxy_buffer_size           4k;
+            proxy_buffers               4 4k;
+            proxy_request_buffering     on;
+            proxy_ssl_server_name       on;
+            proxy_pass_request_headers  on;
+            client_max_body_size        1m;
+            proxy_http_version          1.1;
+            set $target "{auth_url}";
+            proxy_pass $target;
+        }}
+
+        location / {{
+            set $pass_access_scheme $scheme;
+            set $best_http_host     $http_host;
+            set $pass_port          $server_port;
+
+            auth_request        /_external-auth-Lw-Prefix;
+            auth_request_set    $auth_cookie $upstream_http_set_cookie;
+            add_header          Set-Cookie $auth_cookie;
+{auth_set}
+            client_max_body_size      1m;
+            proxy_set_header Host                     $best_http_host;
+            proxy_set_header Upgrade                  $http_upgrade;
+            proxy_set_header Connection               $connection_upgrade;
+            proxy_set_header X-Request-ID             $req_id;
+            proxy_set_header X-Real-IP                $remote_addr;
+            proxy_set_header X-Forwarded-For          $remote_addr;
+            proxy_set_header X-Forwarded-Host         $best_http_host;
+            proxy_set_header X-Forwarded-Port         $pass_port;
+            proxy_set_header X-Forwarded-Proto        $pass_access_scheme;
+            proxy_set_header X-Forwarded-Scheme       $pass_access_scheme;
+            proxy_set_header X-Scheme                 $pass_access_scheme;
+            proxy_set_header X-Original-Forwarded-For $http_x_forwarded_for;
+            proxy_set_header Proxy                    "";
+            proxy_buffering off;
+            proxy_http_version 1.1;
+            proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+    }}
+"#,
+            host = site.host,
+            auth_url = site.auth_url,
+        )
+        .unwrap();
+    }
+    format!(
+        r#"# ingress-nginx v1.15 equivalent (auth-url + auth-response-headers), for tests.
+daemon off;
+master_process off;
+pid {p}/run/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    client_body_temp_path {p}/run/body;  proxy_temp_path {p}/run/proxy;
+    fastcgi_temp_path {p}/run/fcgi;  uwsgi_temp_path {p}/run/uwsgi;  scgi_temp_path {p}/run/scgi;
+    access_log {p}/logs/access.log;
+
+    underscores_in_headers off;
+    ignore_invalid_headers on;
+    map $http_x_request_id $req_id {{ default $http_x_request_id; "" $request_id; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+{servers}}}
+"#
+    )
+}
