@@ -180,4 +180,39 @@ mod tests {
             )]
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                "\\PC*|[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}a-z]{0,20}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                    prop::collection::btree_map("[a-z]{1,5}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn emitted_values_never_hold_control_characters(v in any_json(), json in any::<bool>()) {
+                let enc = if json { ClaimEncoding::Json } else { ClaimEncoding::Text { join: ",".into() } };
+                if let Some(text) = encode(&v, &enc)
+                    && let Ok(value) = sanitise(&text)
+                {
+                    prop_assert!(value.as_bytes().iter().all(|b| *b >= 0x20 && *b != 0x7f));
+                    prop_assert!(!String::from_utf8_lossy(value.as_bytes()).chars().any(char::is_control));
+                    prop_assert!(value.len() <= MAX_VALUE_BYTES);
+                }
+            }
+        }
+    }
 }

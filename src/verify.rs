@@ -464,4 +464,53 @@ mod tests {
         );
         assert_eq!(c.path(&["email".into(), "x".into()]), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn read_header_never_panics_and_only_admits_allowed(token in "\\PC{0,200}") {
+                if let Ok(h) = read_header(&token, &[Algorithm::RS256]) {
+                    prop_assert_eq!(h.alg, Algorithm::RS256);
+                    prop_assert!(!h.kid.is_empty() && h.kid.len() <= MAX_KID_LEN);
+                }
+            }
+
+            #[test]
+            fn structured_headers_round_trip(kid in "[ -~]{1,64}", alg in prop::sample::select(vec!["RS256", "HS256", "none", "ES256", "rs256"])) {
+                let header = serde_json::json!({"alg": alg, "kid": kid}).to_string();
+                let token = format!("{}.{}.c2ln", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode("{}"));
+                let got = read_header(&token, &[Algorithm::RS256]);
+                if alg == "RS256" {
+                    prop_assert_eq!(got, Ok(TokenHeader { alg: Algorithm::RS256, kid }));
+                } else {
+                    prop_assert_eq!(got, Err(Reason::AlgorithmNotAllowed));
+                }
+            }
+
+            #[test]
+            fn our_cookie_is_found_among_any_others(
+                others in prop::collection::vec(("[A-Za-z][A-Za-z0-9_]{0,10}", "[A-Za-z0-9._-]{0,20}"), 0..20),
+                pos in 0usize..20,
+                token in "[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{1,40}\\.[A-Za-z0-9_-]{1,40}",
+            ) {
+                let mut pairs: Vec<String> = others.iter().filter(|(k, _)| k != AUTH_COOKIE).map(|(k, v)| format!("{k}={v}")).collect();
+                let at = pos.min(pairs.len());
+                pairs.insert(at, format!("{AUTH_COOKIE}={token}"));
+                let h = headers(&[("cookie", &pairs.join("; "))]);
+                prop_assert_eq!(extract_token(&h, &[TokenSource::Cookie]), Ok(token.as_str()));
+            }
+
+            #[test]
+            fn extract_never_panics(cookie in "[ -~]{0,300}", assertion in "[ -~]{0,100}", auth in "[ -~]{0,100}") {
+                let mut h = HeaderMap::new();
+                for (name, v) in [("cookie", &cookie), ("cf-access-jwt-assertion", &assertion), ("authorization", &auth)] {
+                    if let Ok(v) = HeaderValue::from_str(v) { h.append(name, v); }
+                }
+                let _ = extract_token(&h, &[TokenSource::Header, TokenSource::Cookie, TokenSource::Bearer]);
+            }
+        }
+    }
 }
