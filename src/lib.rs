@@ -18,4 +18,5 @@ pub mod server;
 pub mod source;
 pub mod standalone;
 pub mod state;
+pub mod stats;
 pub mod verify;

@@ -97,6 +97,9 @@ async fn authorize(state: &AppState, headers: &HeaderMap, select: Select<'_>) ->
     state
         .metrics
         .count_decision(&policy_label, decision.outcome());
+    if policy_label != "-" {
+        state.stats.record(&policy_label, decision.outcome());
+    }
     state
         .metrics
         .decision_seconds

@@ -9,11 +9,13 @@ use arc_swap::ArcSwap;
 use crate::index::{Entry, PolicyIndex};
 use crate::keys::KeyStore;
 use crate::metrics::{Metrics, PolicyStateLabels};
+use crate::stats::DecisionStats;
 
 pub struct AppState {
     index: ArcSwap<PolicyIndex>,
     pub keys: KeyStore,
     pub metrics: Arc<Metrics>,
+    pub stats: DecisionStats,
     loaded: AtomicBool,
 }
 
@@ -23,6 +25,7 @@ impl AppState {
             index: ArcSwap::from_pointee(PolicyIndex::default()),
             keys,
             metrics,
+            stats: DecisionStats::default(),
             loaded: AtomicBool::new(false),
         })
     }
