@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::controller::{self, RunConfig};
 use crate::devissuer::{self, IssuerState};
 use crate::keys::KeyConfig;
 use crate::standalone::{self, ServeConfig};
@@ -48,6 +49,41 @@ enum Command {
         /// Admin listener: /healthz, /readyz, /metrics.
         #[arg(long, default_value = "0.0.0.0:9090")]
         admin_listen: SocketAddr,
+        #[command(flatten)]
+        keys: KeyFlags,
+    },
+    /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
+    Run {
+        /// Auth listener (what the proxy calls).
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+        /// Admin listener: /healthz, /readyz, /metrics.
+        #[arg(long, default_value = "0.0.0.0:9090")]
+        admin_listen: SocketAddr,
+        /// Namespaces to watch (comma-separated); all when empty.
+        #[arg(long, value_delimiter = ',', env = "ACCESSGATE_NAMESPACES")]
+        namespaces: Vec<String>,
+        /// The namespace accessgate runs in (Lease and Service live there).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "accessgate-system")]
+        pod_namespace: String,
+        /// This replica's name, the leader-election identity.
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Service that fronts the auth port, for the `authUrl` status field.
+        #[arg(long, default_value = "accessgate")]
+        service_name: String,
+        /// Port of that Service (omitted from the URL when 80).
+        #[arg(long, default_value_t = 80)]
+        service_port: u16,
+        /// Lease used for leader election.
+        #[arg(long, default_value = "accessgate-leader")]
+        lease_name: String,
+        /// How long a leader holds the Lease without renewing it.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        lease_duration: Duration,
+        /// Counter-only status updates are written at most this often per policy.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        status_interval: Duration,
         #[command(flatten)]
         keys: KeyFlags,
     },
@@ -132,6 +168,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             .await?;
             shutdown_signal().await;
         }
+        Command::Run {
+            listen,
+            admin_listen,
+            namespaces,
+            pod_namespace,
+            identity,
+            service_name,
+            service_port,
+            lease_name,
+            lease_duration,
+            status_interval,
+            keys,
+        } => {
+            let port = if service_port == 80 {
+                String::new()
+            } else {
+                format!(":{service_port}")
+            };
+            let identity = identity.unwrap_or_else(default_identity);
+            controller::start(RunConfig {
+                listen,
+                admin_listen,
+                keys: keys.into(),
+                namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                auth_base_url: format!(
+                    "http://{service_name}.{pod_namespace}.svc.cluster.local{port}"
+                ),
+                lease_name,
+                lease_namespace: pod_namespace,
+                lease_duration,
+                identity,
+                status_interval,
+            })
+            .await?;
+            shutdown_signal().await;
+        }
         Command::DevIssuer { listen } => {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -163,6 +235,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Crd => unreachable!("handled before the runtime starts"),
     }
     Ok(())
+}
+
+/// Outside a pod: the host name and process id, unique enough for a Lease holder.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{}-{}",
+        if host.is_empty() { "accessgate" } else { &host },
+        std::process::id()
+    )
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {

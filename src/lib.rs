@@ -4,6 +4,7 @@
 //! (→ [`verify`] with [`keys`], → [`headers`]) → response.
 
 pub mod cli;
+pub mod controller;
 pub mod decision;
 pub mod demo;
 pub mod devissuer;

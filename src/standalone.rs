@@ -59,17 +59,12 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let n = files::reload(&config.policies, &state)?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 
-    let auth = bind(config.listen).await?;
-    let admin = bind(config.admin_listen).await?;
+    let (auth_addr, admin_addr) = listen(&state, config.listen, config.admin_listen).await?;
     let running = Running {
-        auth_addr: auth.local_addr()?,
-        admin_addr: admin.local_addr()?,
+        auth_addr,
+        admin_addr,
         state: state.clone(),
     };
-    tracing::info!(auth = %running.auth_addr, admin = %running.admin_addr, "listening");
-
-    tokio::spawn(serve_http(auth, server::auth_router(state.clone())));
-    tokio::spawn(serve_http(admin, server::admin_router(state.clone())));
     let dir = config.policies.clone();
     tokio::spawn(async move {
         if let Err(e) = files::watch(dir, state).await {
@@ -77,6 +72,21 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         }
     });
     Ok(running)
+}
+
+/// Binds the auth and admin listeners and serves them in the background.
+pub async fn listen(
+    state: &Arc<AppState>,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+) -> Result<(SocketAddr, SocketAddr), ServeError> {
+    let auth = bind(listen).await?;
+    let admin = bind(admin_listen).await?;
+    let addrs = (auth.local_addr()?, admin.local_addr()?);
+    tracing::info!(auth = %addrs.0, admin = %addrs.1, "listening");
+    tokio::spawn(serve_http(auth, server::auth_router(state.clone())));
+    tokio::spawn(serve_http(admin, server::admin_router(state.clone())));
+    Ok(addrs)
 }
 
 pub async fn serve_http(listener: TcpListener, router: axum::Router) {

@@ -31,7 +31,10 @@ pub struct DecisionStats {
 
 impl Default for DecisionStats {
     fn default() -> Self {
-        Self { since: SystemTime::now(), by_policy: RwLock::default() }
+        Self {
+            since: SystemTime::now(),
+            by_policy: RwLock::default(),
+        }
     }
 }
 
@@ -42,10 +45,21 @@ impl DecisionStats {
 
     /// Counts one decision for `policy` (`namespace/name`).
     pub fn record(&self, policy: &str, outcome: Result<(), Reason>) {
-        let existing = self.by_policy.read().expect("stats lock").get(policy).cloned();
+        let existing = self
+            .by_policy
+            .read()
+            .expect("stats lock")
+            .get(policy)
+            .cloned();
         let counters = match existing {
             Some(c) => c,
-            None => self.by_policy.write().expect("stats lock").entry(policy.to_owned()).or_default().clone(),
+            None => self
+                .by_policy
+                .write()
+                .expect("stats lock")
+                .entry(policy.to_owned())
+                .or_default()
+                .clone(),
         };
         match outcome {
             Ok(()) => {
@@ -53,14 +67,19 @@ impl DecisionStats {
             }
             Err(reason) => {
                 counters.denied.fetch_add(1, Ordering::Relaxed);
-                *counters.last_denial.lock().expect("stats lock") = Some((reason, SystemTime::now()));
+                *counters.last_denial.lock().expect("stats lock") =
+                    Some((reason, SystemTime::now()));
             }
         }
     }
 
     pub fn snapshot(&self, policy: &str) -> Snapshot {
         match self.by_policy.read().expect("stats lock").get(policy) {
-            None => Snapshot { allowed: 0, denied: 0, last_denial: None },
+            None => Snapshot {
+                allowed: 0,
+                denied: 0,
+                last_denial: None,
+            },
             Some(c) => Snapshot {
                 allowed: c.allowed.load(Ordering::Relaxed),
                 denied: c.denied.load(Ordering::Relaxed),
@@ -84,6 +103,13 @@ mod tests {
         let ab = s.snapshot("a/b");
         assert_eq!((ab.allowed, ab.denied), (2, 1));
         assert_eq!(ab.last_denial.unwrap().0, Reason::TokenExpired);
-        assert_eq!(s.snapshot("x/y"), Snapshot { allowed: 0, denied: 0, last_denial: None });
+        assert_eq!(
+            s.snapshot("x/y"),
+            Snapshot {
+                allowed: 0,
+                denied: 0,
+                last_denial: None
+            }
+        );
     }
 }

@@ -1,0 +1,430 @@
+//! What a policy's status should say, and which Events a change deserves. Pure: all inputs
+//! are passed in, including the time.
+
+use std::time::SystemTime;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::index::{Entry, RouteConflict};
+use crate::keys::KeyStatus;
+use crate::policy::{AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial};
+use crate::stats::Snapshot;
+
+/// Everything the status of one policy is computed from.
+pub struct Inputs<'a> {
+    pub generation: Option<i64>,
+    pub previous: Option<&'a AccessPolicyStatus>,
+    pub entry: Option<&'a Entry>,
+    pub conflicts: Vec<&'a RouteConflict>,
+    pub keys: Option<KeyStatus>,
+    pub stats: Snapshot,
+    pub stats_since: SystemTime,
+    pub auth_url: String,
+    pub now: Timestamp,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    Timestamp::try_from(t)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// The status to write.
+pub fn desired(i: &Inputs) -> AccessPolicyStatus {
+    let policy = match i.entry {
+        Some(Entry::Ready(p)) => Some(p),
+        _ => None,
+    };
+    let keys = i.keys.as_ref();
+    let keys_loaded = keys.is_some_and(|k| !k.ids.is_empty());
+
+    let keys_condition = match (policy, keys) {
+        (None, _) => (
+            "Unknown",
+            "PolicyInvalid",
+            "the policy is not valid, so no keys are fetched for it".to_owned(),
+        ),
+        (Some(p), Some(k)) if !k.ids.is_empty() => match &k.error {
+            None => (
+                "True",
+                "Fetched",
+                format!("{} signing key(s) loaded from {}", k.ids.len(), p.jwks_uri),
+            ),
+            Some(e) => (
+                "True",
+                "Stale",
+                format!(
+                    "using the last good key set; the latest fetch from {} failed: {e}",
+                    p.jwks_uri
+                ),
+            ),
+        },
+        (Some(p), Some(k)) if k.error.is_some() => (
+            "False",
+            "FetchFailed",
+            format!(
+                "cannot fetch signing keys from {}: {}",
+                p.jwks_uri,
+                k.error.as_deref().unwrap_or_default()
+            ),
+        ),
+        (Some(p), _) => (
+            "Unknown",
+            "Pending",
+            format!("fetching signing keys from {}", p.jwks_uri),
+        ),
+    };
+
+    let ready_condition = match (i.entry, policy) {
+        (Some(Entry::Invalid(msg)), _) => ("False", "Invalid", msg.clone()),
+        (None, _) => ("False", "NotLoaded", "this replica has not loaded the policy yet".to_owned()),
+        (_, Some(_)) if !i.conflicts.is_empty() => {
+            let c = i.conflicts[0];
+            let others: Vec<String> = c.policies.iter().map(ToString::to_string).collect();
+            (
+                "False",
+                "RouteConflict",
+                format!(
+                    "host {} path {} is also claimed by {}; the bare /auth endpoint denies it (policy_invalid)",
+                    c.host,
+                    c.path,
+                    others.join(", ")
+                ),
+            )
+        }
+        (_, Some(_)) if !keys_loaded => (
+            "False",
+            "KeysUnavailable",
+            "no signing keys loaded: every request is denied with keys_unavailable (see KeysAvailable)".to_owned(),
+        ),
+        (_, Some(_)) => ("True", "Enforced", format!("enforced at {}", i.auth_url)),
+        _ => unreachable!("entry Ready implies policy"),
+    };
+
+    let conditions = vec![
+        condition(i, "Ready", ready_condition),
+        condition(i, "KeysAvailable", keys_condition),
+    ];
+    AccessPolicyStatus {
+        observed_generation: i.generation,
+        conditions,
+        issuer: policy.map(|p| p.issuer.clone()),
+        auth_url: Some(i.auth_url.clone()),
+        keys: policy.map(|_| KeysStatus {
+            ids: keys.map(|k| k.ids.clone()).unwrap_or_default(),
+            fetched_at: keys.and_then(|k| k.fetched_at).map(rfc3339),
+            error: keys.and_then(|k| k.error.clone()),
+        }),
+        decisions: Some(DecisionsStatus {
+            allowed: i.stats.allowed,
+            denied: i.stats.denied,
+            since: Some(rfc3339(i.stats_since)),
+            last_denial: i.stats.last_denial.map(|(r, at)| LastDenial {
+                reason: r.code().to_owned(),
+                at: rfc3339(at),
+            }),
+        }),
+    }
+}
+
+/// A condition whose transition time moves only when its status does.
+fn condition(
+    i: &Inputs,
+    type_: &str,
+    (status, reason, message): (&str, &str, String),
+) -> Condition {
+    let previous = i
+        .previous
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match previous {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(i.now),
+    };
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: i.generation,
+        last_transition_time,
+    }
+}
+
+/// The parts of a status a user acts on; everything else (counters, fetch times) is noise
+/// that is written at most once per throttle interval.
+fn significant(s: &AccessPolicyStatus) -> AccessPolicyStatus {
+    AccessPolicyStatus {
+        keys: s.keys.as_ref().map(|k| KeysStatus {
+            fetched_at: None,
+            ..k.clone()
+        }),
+        decisions: None,
+        ..s.clone()
+    }
+}
+
+/// How a new status relates to the one on the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// Only counters or fetch times moved.
+    Noise,
+    Significant,
+}
+
+pub fn change(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Change {
+    match old {
+        None => Change::Significant,
+        Some(old) if old == new => Change::None,
+        Some(old) if significant(old) == significant(new) => Change::Noise,
+        Some(_) => Change::Significant,
+    }
+}
+
+/// An Event to publish about a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSpec {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+fn ready(s: &AccessPolicyStatus) -> Option<&Condition> {
+    s.conditions.iter().find(|c| c.type_ == "Ready")
+}
+
+/// Events for the transition from the status on the object to the new one. Derived from the
+/// stored status, not from memory, so a new leader does not repeat what was already said.
+pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec<EventSpec> {
+    let mut out = Vec::new();
+    let old_ready = old.and_then(ready);
+    let new_ready = ready(new);
+    let generation_moved = old.and_then(|s| s.observed_generation) != new.observed_generation;
+    if let Some(nr) = new_ready {
+        let reason_moved =
+            old_ready.map(|c| (&c.reason, &c.message)) != Some((&nr.reason, &nr.message));
+        if nr.reason == "Invalid" && (generation_moved || reason_moved) {
+            out.push(EventSpec {
+                warning: true,
+                reason: "PolicyRejected",
+                note: nr.message.clone(),
+            });
+        } else if nr.reason != "Invalid"
+            && (generation_moved || old_ready.is_some_and(|c| c.reason == "Invalid"))
+        {
+            out.push(EventSpec {
+                warning: false,
+                reason: "PolicyAccepted",
+                note: format!(
+                    "generation {} accepted",
+                    new.observed_generation.unwrap_or_default()
+                ),
+            });
+        }
+    }
+    let old_keys = old.and_then(|s| s.keys.as_ref());
+    if let Some(nk) = &new.keys {
+        let old_ids = old_keys.map(|k| k.ids.as_slice()).unwrap_or_default();
+        if old_ids.is_empty() && !nk.ids.is_empty() {
+            out.push(EventSpec {
+                warning: false,
+                reason: "KeysFetched",
+                note: format!("signing keys loaded: {}", nk.ids.join(", ")),
+            });
+        } else if !old_ids.is_empty() && !nk.ids.is_empty() && old_ids != nk.ids.as_slice() {
+            out.push(EventSpec {
+                warning: false,
+                reason: "KeyRotation",
+                note: format!(
+                    "signing keys changed from [{}] to [{}]",
+                    old_ids.join(", "),
+                    nk.ids.join(", ")
+                ),
+            });
+        }
+        if nk.error.is_some() && old_keys.and_then(|k| k.error.as_ref()).is_none() {
+            out.push(EventSpec {
+                warning: true,
+                reason: "KeyFetchFailing",
+                note: nk.error.clone().unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use crate::reason::Reason;
+    use std::sync::Arc;
+
+    fn entry() -> Entry {
+        let spec = AccessPolicySpec {
+            issuer: IssuerSpec {
+                team_domain: Some("t.cloudflareaccess.com".into()),
+                ..Default::default()
+            },
+            audiences: vec!["a".repeat(64)],
+            hosts: vec![],
+            paths: vec![],
+            token_sources: None,
+            token_types: None,
+            algorithms: None,
+            leeway: None,
+            claim_headers: None,
+        };
+        Entry::Ready(Arc::new(
+            compile(PolicyKey::new("ns", "p"), Some(2), &spec).unwrap(),
+        ))
+    }
+
+    fn inputs<'a>(
+        entry: Option<&'a Entry>,
+        keys: Option<KeyStatus>,
+        previous: Option<&'a AccessPolicyStatus>,
+    ) -> Inputs<'a> {
+        Inputs {
+            generation: Some(2),
+            previous,
+            entry,
+            conflicts: vec![],
+            keys,
+            stats: Snapshot {
+                allowed: 3,
+                denied: 1,
+                last_denial: Some((Reason::TokenExpired, SystemTime::UNIX_EPOCH)),
+            },
+            stats_since: SystemTime::UNIX_EPOCH,
+            auth_url: "http://accessgate.sys.svc.cluster.local/auth/ns/p".into(),
+            now: Timestamp::from_second(1_800_000_000).unwrap(),
+        }
+    }
+
+    fn loaded() -> KeyStatus {
+        KeyStatus {
+            ids: vec!["k1".into()],
+            fetched_at: Some(SystemTime::UNIX_EPOCH),
+            error: None,
+        }
+    }
+
+    fn cond<'s>(s: &'s AccessPolicyStatus, t: &str) -> &'s Condition {
+        s.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn ready_when_valid_with_keys() {
+        let e = entry();
+        let s = desired(&inputs(Some(&e), Some(loaded()), None));
+        assert_eq!(
+            (
+                cond(&s, "Ready").status.as_str(),
+                cond(&s, "Ready").reason.as_str()
+            ),
+            ("True", "Enforced")
+        );
+        assert_eq!(cond(&s, "KeysAvailable").status, "True");
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.issuer.as_deref(), Some("https://t.cloudflareaccess.com"));
+        assert_eq!(s.keys.as_ref().unwrap().ids, vec!["k1"]);
+        let d = s.decisions.unwrap();
+        assert_eq!((d.allowed, d.denied), (3, 1));
+        assert_eq!(d.last_denial.unwrap().reason, "token_expired");
+    }
+
+    #[test]
+    fn invalid_policy_says_why() {
+        let e = Entry::Invalid("spec.audiences[0]: must be an AUD tag".into());
+        let s = desired(&inputs(Some(&e), None, None));
+        let r = cond(&s, "Ready");
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "Invalid"));
+        assert!(r.message.contains("spec.audiences[0]"));
+        assert_eq!(
+            events(None, &s),
+            vec![EventSpec {
+                warning: true,
+                reason: "PolicyRejected",
+                note: r.message.clone()
+            }]
+        );
+    }
+
+    #[test]
+    fn key_fetch_failure_is_not_ready() {
+        let e = entry();
+        let failing = KeyStatus {
+            ids: vec![],
+            fetched_at: None,
+            error: Some("answered HTTP 503".into()),
+        };
+        let s = desired(&inputs(Some(&e), Some(failing), None));
+        assert_eq!(cond(&s, "Ready").reason, "KeysUnavailable");
+        assert_eq!(cond(&s, "KeysAvailable").reason, "FetchFailed");
+    }
+
+    #[test]
+    fn counters_alone_are_noise_and_transition_time_is_kept() {
+        let e = entry();
+        let first = desired(&inputs(Some(&e), Some(loaded()), None));
+        let mut later_inputs = inputs(Some(&e), Some(loaded()), Some(&first));
+        later_inputs.stats.allowed = 100;
+        later_inputs.now = Timestamp::from_second(1_800_000_100).unwrap();
+        let later = desired(&later_inputs);
+        assert_eq!(change(Some(&first), &later), Change::Noise);
+        assert_eq!(
+            cond(&later, "Ready").last_transition_time,
+            cond(&first, "Ready").last_transition_time
+        );
+        assert_eq!(change(Some(&first), &first.clone()), Change::None);
+        assert_eq!(change(None, &first), Change::Significant);
+    }
+
+    #[test]
+    fn events_follow_transitions() {
+        let e = entry();
+        let pending = desired(&inputs(Some(&e), None, None));
+        assert_eq!(
+            events(None, &pending)
+                .iter()
+                .map(|e| e.reason)
+                .collect::<Vec<_>>(),
+            ["PolicyAccepted"]
+        );
+        let fetched = desired(&inputs(Some(&e), Some(loaded()), Some(&pending)));
+        assert_eq!(
+            events(Some(&pending), &fetched)
+                .iter()
+                .map(|e| e.reason)
+                .collect::<Vec<_>>(),
+            ["KeysFetched"]
+        );
+        let rotated_keys = KeyStatus {
+            ids: vec!["k2".into()],
+            ..loaded()
+        };
+        let rotated = desired(&inputs(Some(&e), Some(rotated_keys), Some(&fetched)));
+        assert_eq!(
+            events(Some(&fetched), &rotated)
+                .iter()
+                .map(|e| e.reason)
+                .collect::<Vec<_>>(),
+            ["KeyRotation"]
+        );
+        let failing_keys = KeyStatus {
+            error: Some("timeout".into()),
+            ..loaded()
+        };
+        let failing = desired(&inputs(Some(&e), Some(failing_keys), Some(&fetched)));
+        assert_eq!(
+            events(Some(&fetched), &failing)
+                .iter()
+                .map(|e| e.reason)
+                .collect::<Vec<_>>(),
+            ["KeyFetchFailing"]
+        );
+        assert!(events(Some(&fetched), &fetched).is_empty());
+    }
+}
