@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Every test accessgate has, from a fresh clone: installs what the tests need (idempotent),
-# then format and lint checks, then `cargo test` (unit, integration, end-to-end).
+# then format and lint checks, then `cargo test` (unit, integration, end-to-end behind real
+# nginx, controller against a real kube-apiserver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
-[ -x /usr/sbin/nginx ] || need_apt+=(nginx)            # end-to-end tests run real nginx
+command -v openssl >/dev/null || need_apt+=(openssl)     # control-plane certificates
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx)               # end-to-end tests run real nginx
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-for tool in cargo rustfmt cargo-clippy; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: install the Rust toolchain (rustup) with rustfmt and clippy" >&2; exit 1; }
+for tool in cargo rustfmt cargo-clippy go; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: the Rust toolchain (with rustfmt, clippy) and Go are required" >&2; exit 1; }
 done
+
+# kube-apiserver, etcd and kubectl from the Go module proxy; cached, so a no-op when built.
+echo "control plane binaries: $(ACCESSGATE_CP_GO_P="${ACCESSGATE_CP_GO_P:-2}" bash tests/controlplane/build.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

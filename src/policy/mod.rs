@@ -110,7 +110,7 @@ pub struct AccessPolicySpec {
     /// in the Ingress `auth-response-headers` annotation so ingress-nginx forwards it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, lowerAscii(x.header) == lowerAscii(y.header)))").message("claimHeaders must not name a header twice"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x.header.lowerAscii() == y.header.lowerAscii()))").message("claimHeaders must not name a header twice"))]
     pub claim_headers: Option<Vec<ClaimHeader>>,
 }
 
@@ -188,7 +188,7 @@ pub struct ClaimHeader {
     /// security-sensitive names (Host, Cookie, Authorization, Set-Cookie, ...) are refused.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')").message("header must contain only letters, digits and dashes"))]
-    #[x_kube(validation = kube::core::Rule::new("!(lowerAscii(self) in ['host', 'cookie', 'authorization', 'set-cookie', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate', 'www-authenticate', 'cache-control', 'cf-access-jwt-assertion', 'x-original-url', 'x-original-method', 'x-forwarded-for', 'x-real-ip'])").message("this header name is reserved"))]
+    #[x_kube(validation = kube::core::Rule::new("!(self.lowerAscii() in ['host', 'cookie', 'authorization', 'set-cookie', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate', 'www-authenticate', 'cache-control', 'cf-access-jwt-assertion', 'x-original-url', 'x-original-method', 'x-forwarded-for', 'x-real-ip'])").message("this header name is reserved"))]
     pub header: String,
 
     /// Claim to read, as a dotted path into nested objects (`email`, `custom.groups`).

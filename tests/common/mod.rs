@@ -22,8 +22,13 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
+        Self::spawn_env(args, &[])
+    }
+
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().copied())
             .env("ACCESSGATE_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -372,5 +377,6 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+pub mod cluster;
 pub mod echo;
 pub mod nginx;

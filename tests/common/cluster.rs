@@ -1,0 +1,182 @@
+//! A real control plane for tests: etcd + kube-apiserver built from Go modules
+//! (tests/controlplane), started on loopback, plus kubectl and a ServiceAccount bound to
+//! exactly the RBAC the Helm chart grants (charts/accessgate/files/rbac-rules.yaml).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+const CP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/controlplane");
+const RULES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/charts/accessgate/files/rbac-rules.yaml"
+);
+const CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/accesspolicy.yaml");
+
+pub struct ControlPlane {
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+}
+
+impl ControlPlane {
+    /// Starts etcd + kube-apiserver (building them first if the cache is empty, which
+    /// tests/run.sh does ahead of time) and installs the AccessPolicy CRD.
+    pub fn start() -> ControlPlane {
+        let dir = tempfile::Builder::new()
+            .prefix("accessgate-cp-")
+            .tempdir()
+            .unwrap();
+        let cp = ControlPlane {
+            env: HashMap::new(),
+            dir,
+        };
+        cp.run_script("start.sh");
+        let mut cp = cp;
+        cp.env = read_env(&cp.dir.path().join("controlplane.env"));
+        cp.kubectl_ok(&["apply", "--server-side", "-f", CRD]);
+        cp.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/accesspolicies.accessgate.dev",
+            "--timeout=60s",
+        ]);
+        cp
+    }
+
+    fn run_script(&self, script: &str) {
+        let out = Command::new("bash")
+            .arg(format!("{CP}/{script}"))
+            .arg(self.dir.path())
+            .output()
+            .unwrap_or_else(|e| panic!("run {script}: {e}"));
+        assert!(
+            out.status.success(),
+            "{script} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops etcd and kube-apiserver; [`ControlPlane::restart`] brings them back with the same data.
+    pub fn stop(&self) {
+        self.run_script("stop.sh");
+    }
+
+    pub fn restart(&self) {
+        self.run_script("start.sh");
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+
+    pub fn server(&self) -> &str {
+        &self.env["ACCESSGATE_CP_APISERVER_URL"]
+    }
+
+    fn kubectl_bin(&self) -> String {
+        format!("{}/kubectl", self.env["ACCESSGATE_CP_BIN"])
+    }
+
+    /// kubectl as cluster admin; returns (success, stdout, stderr).
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        let mut child = Command::new(self.kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[track_caller]
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.kubectl(args, None);
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    /// `kubectl apply -f -`.
+    pub fn apply(&self, manifest: &str) -> Result<String, String> {
+        let (ok, out, err) = self.kubectl(&["apply", "-f", "-"], Some(manifest));
+        if ok { Ok(out) } else { Err(err) }
+    }
+
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&a)).unwrap()
+    }
+
+    /// A ServiceAccount in `namespace` bound to exactly the chart's rules, and a kubeconfig
+    /// that authenticates as it.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let rules: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(RULES).unwrap()).unwrap();
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules["cluster"]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name, "namespace": namespace}, "rules": rules["lease"]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name, "namespace": namespace},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+        ]});
+        self.apply(&objects.to_string()).expect("apply RBAC");
+        let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=2h"]);
+        let path = self
+            .dir
+            .path()
+            .join(format!("{namespace}-{name}.kubeconfig"));
+        let kubeconfig = json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "test", "cluster": {"server": self.server(), "certificate-authority": self.dir.path().join("pki/ca.crt")}}],
+            "users": [{"name": name, "user": {"token": token.trim()}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": name, "namespace": namespace}}],
+            "current-context": "test",
+        });
+        std::fs::write(&path, kubeconfig.to_string()).unwrap();
+        path
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(format!("{CP}/stop.sh"))
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn read_env(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
+        .collect()
+}

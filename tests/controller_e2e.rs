@@ -1,0 +1,334 @@
+//! `accessgate run` against a real kube-apiserver + etcd (built from Go modules), running
+//! as a ServiceAccount with exactly the chart's RBAC: status, Events, enforcement of
+//! changes, leader election and API-server outages.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::cluster::ControlPlane;
+use common::*;
+use serde_json::{Value, json};
+
+/// Control planes are heavy on two cores: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const SYSTEM_NS: &str = "accessgate-system";
+
+struct Replica {
+    proc: Proc,
+    auth: String,
+    admin: String,
+}
+
+impl Replica {
+    fn start(kubeconfig: &std::path::Path, identity: &str) -> Replica {
+        let kc = kubeconfig.to_str().unwrap();
+        let proc = Proc::spawn_env(
+            &[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--pod-namespace",
+                SYSTEM_NS,
+                "--identity",
+                identity,
+                "--lease-duration",
+                "6s",
+                "--status-interval",
+                "1s",
+                "--jwks-refetch-min-interval",
+                "1s",
+            ],
+            &[("KUBECONFIG", kc)],
+        );
+        let line = proc.wait_line("\"listening\"", Duration::from_secs(30));
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let r = Replica {
+            auth: format!("http://{}", v["auth"].as_str().unwrap()),
+            admin: format!("http://{}", v["admin"].as_str().unwrap()),
+            proc,
+        };
+        let ready = eventually(Duration::from_secs(30), || {
+            http()
+                .get(format!("{}/readyz", r.admin))
+                .send()
+                .map(|x| x.status() == 200)
+                .unwrap_or(false)
+        });
+        assert!(
+            ready,
+            "replica {identity} never became ready:\n{}",
+            r.proc.output()
+        );
+        r
+    }
+
+    fn status(&self, path: &str, token: &str) -> u16 {
+        http()
+            .get(format!("{}{path}", self.auth))
+            .header("x-original-url", "https://app.example.test/")
+            .header("cf-access-jwt-assertion", token)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    }
+}
+
+fn policy(name: &str, issuer: &str, audience: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"accessgate.dev/v1alpha1","kind":"AccessPolicy","metadata":{{"name":"{name}","namespace":"apps"}},
+"spec":{{"issuer":{{"url":"{issuer}","jwksUri":"{issuer}/cdn-cgi/access/certs"}},"audiences":["{audience}"]}}}}"#
+    )
+}
+
+fn ready_condition(obj: &Value) -> Option<(String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_owned(),
+                c["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+}
+
+fn wait_status(
+    cp: &ControlPlane,
+    name: &str,
+    timeout: Duration,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let obj = cp.get_json(&["accesspolicy", name, "-n", "apps"]);
+        if f(&obj) {
+            return obj;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status of {name} never matched; last: {:#}",
+            obj["status"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn setup() -> (ControlPlane, Issuer, std::path::PathBuf) {
+    let cp = ControlPlane::start();
+    let issuer = Issuer::start();
+    let kc = cp.service_account_kubeconfig(SYSTEM_NS, "accessgate");
+    cp.kubectl_ok(&["create", "namespace", "apps"]);
+    (cp, issuer, kc)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn policies_get_status_events_and_changes_are_enforced() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (cp, issuer, kc) = setup();
+    let replica = Replica::start(&kc, "replica-a");
+    cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
+
+    let obj = wait_status(&cp, "web", Duration::from_secs(30), |o| {
+        ready_condition(o) == Some(("True".into(), "Enforced".into()))
+            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+    });
+    assert_eq!(
+        obj["status"]["authUrl"],
+        "http://accessgate.accessgate-system.svc.cluster.local/auth/apps/web"
+    );
+    assert_eq!(obj["status"]["issuer"], issuer.url.as_str());
+    assert!(!obj["status"]["keys"]["ids"].as_array().unwrap().is_empty());
+    let token = issuer.token(json!({}));
+    assert_eq!(replica.status("/auth/apps/web", &token), 200);
+
+    // The printer columns show Ready and Issuer.
+    let table = cp.kubectl_ok(&["get", "ap", "-n", "apps"]);
+    assert!(
+        table.contains("READY") && table.contains("True") && table.contains(&issuer.url),
+        "{table}"
+    );
+
+    // Nonsense is refused at apply time by the CRD's CEL rules, with a readable message.
+    let err = cp.apply(&policy("bad", "https://x.example", AUD).replace(r#""url":"https://x.example","jwksUri":"https://x.example/cdn-cgi/access/certs""#, r#""teamDomain":"t.cloudflareaccess.com""#).replace(AUD, "not-a-tag")).unwrap_err();
+    assert!(err.contains("AUD tag"), "{err}");
+    let err = cp
+        .apply(&policy("bad", "http://10.1.2.3", AUD))
+        .unwrap_err();
+    assert!(err.contains("https URL"), "{err}");
+
+    // Keys that cannot be fetched: accepted, but Ready=False with a reason to act on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    cp.apply(&policy("nokeys", &format!("http://{dead}"), AUD))
+        .unwrap();
+    let obj = wait_status(&cp, "nokeys", Duration::from_secs(30), |o| {
+        ready_condition(o).is_some_and(|(s, _)| s == "False")
+    });
+    assert_eq!(ready_condition(&obj).unwrap().1, "KeysUnavailable");
+
+    // Decision counters reach status (counter-only writes are throttled to --status-interval).
+    replica.status("/auth/apps/web", "garbage");
+    let obj = wait_status(&cp, "web", Duration::from_secs(10), |o| {
+        o["status"]["decisions"]["denied"].as_u64() >= Some(1)
+    });
+    assert_eq!(
+        obj["status"]["decisions"]["lastDenial"]["reason"],
+        "token_malformed"
+    );
+
+    // Events for accepted policies and fetched keys.
+    let events = cp.get_json(&["events.events.k8s.io", "-n", "apps"]);
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"PolicyAccepted") && reasons.contains(&"KeysFetched"),
+        "{reasons:?}"
+    );
+
+    // Updates are enforced without restart: flip the audience 20 times, time apply → decision.
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        let (aud, expect) = if i % 2 == 0 {
+            ("e".repeat(64), 403)
+        } else {
+            (AUD.to_owned(), 200)
+        };
+        cp.apply(&policy("web", &issuer.url, &aud)).unwrap();
+        let applied = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(5), || replica
+                .status("/auth/apps/web", &token)
+                == expect),
+            "change {i} not enforced"
+        );
+        latencies.push(applied.elapsed());
+    }
+    eprintln!(
+        "apply → enforced over 20 changes: median {:?}, max {:?}",
+        median(latencies.clone()),
+        latencies.iter().max().unwrap()
+    );
+
+    // Delete: denied at once.
+    cp.kubectl_ok(&["delete", "accesspolicy", "web", "-n", "apps"]);
+    let deleted = Instant::now();
+    assert!(eventually(Duration::from_secs(5), || replica
+        .status("/auth/apps/web", &token)
+        == 503));
+    eprintln!("delete → policy_unknown after {:?}", deleted.elapsed());
+
+    let lease = cp.get_json(&["lease", "accessgate-leader", "-n", SYSTEM_NS]);
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    assert!(!replica.proc.output().contains("panicked"));
+}
+
+#[test]
+fn only_the_leader_writes_status_and_a_standby_takes_over() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (cp, issuer, kc) = setup();
+    let a = Replica::start(&kc, "replica-a");
+    let b = Replica::start(&kc, "replica-b");
+    cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
+    wait_status(&cp, "web", Duration::from_secs(30), |o| {
+        ready_condition(o) == Some(("True".into(), "Enforced".into()))
+    });
+
+    let holder = || {
+        cp.get_json(&["lease", "accessgate-leader", "-n", SYSTEM_NS])["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let (mut leader, standby, standby_id) = match holder().as_deref() {
+        Some("replica-a") => (a, b, "replica-b"),
+        Some("replica-b") => (b, a, "replica-a"),
+        other => panic!("no leader: {other:?}"),
+    };
+    let token = issuer.token(json!({}));
+    // Both replicas serve auth; the status shows the leader's own counts only.
+    for _ in 0..5 {
+        assert_eq!(leader.status("/auth/apps/web", &token), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(standby.status("/auth/apps/web", &token), 200);
+    }
+    wait_status(&cp, "web", Duration::from_secs(10), |o| {
+        o["status"]["decisions"]["allowed"] == 5
+    });
+    std::thread::sleep(Duration::from_secs(2)); // give a standby write, if any, the chance to show
+    let again = cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
+    assert_eq!(
+        again["status"]["decisions"]["allowed"], 5,
+        "a standby wrote status: {:#}",
+        again["status"]
+    );
+
+    // Kill the leader: the standby takes the Lease and writes its own counts.
+    let killed = Instant::now();
+    leader.proc.kill();
+    wait_status(&cp, "web", Duration::from_secs(15), |o| {
+        o["status"]["decisions"]["allowed"] == 3
+    });
+    eprintln!(
+        "leader killed → standby writing status after {:?}",
+        killed.elapsed()
+    );
+    assert!(killed.elapsed() <= Duration::from_secs(15));
+    assert_eq!(holder().as_deref(), Some(standby_id));
+    assert!(
+        standby.proc.output().contains("\"leader\":true"),
+        "{}",
+        standby.proc.output()
+    );
+}
+
+#[test]
+fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (cp, issuer, kc) = setup();
+    let replica = Replica::start(&kc, "replica-a");
+    cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
+    cp.apply(&policy("other", &issuer.url, AUD)).unwrap();
+    wait_status(&cp, "web", Duration::from_secs(30), |o| {
+        ready_condition(o) == Some(("True".into(), "Enforced".into()))
+    });
+    let token = issuer.token(json!({}));
+    assert_eq!(replica.status("/auth/apps/web", &token), 200);
+
+    cp.stop();
+    for _ in 0..10 {
+        assert_eq!(
+            replica.status("/auth/apps/web", &token),
+            200,
+            "auth must keep answering while the API server is down"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    cp.restart();
+    // After the watch resyncs, a change made through the restarted API server is enforced.
+    cp.kubectl_ok(&["delete", "accesspolicy", "other", "-n", "apps"]);
+    assert!(
+        eventually(Duration::from_secs(60), || replica
+            .status("/auth/apps/other", &token)
+            == 503),
+        "watch did not resync:\n{}",
+        replica.proc.output()
+    );
+    assert_eq!(replica.status("/auth/apps/web", &token), 200);
+}
