@@ -42,6 +42,10 @@ impl Replica {
                 "1s",
                 "--jwks-refetch-min-interval",
                 "1s",
+                "--jwks-refresh",
+                "2s",
+                "--jwks-retry",
+                "1s",
             ],
             &[("KUBECONFIG", kc)],
         );
@@ -202,6 +206,42 @@ fn policies_get_status_events_and_changes_are_enforced() {
         "{reasons:?}"
     );
 
+    // Key rotation and a failing key endpoint are reported as Events (and in status).
+    issuer.rotate();
+    let rotated = wait_status(&cp, "web", Duration::from_secs(15), |o| {
+        o["status"]["keys"]["ids"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    });
+    assert!(rotated["status"]["keys"]["error"].is_null());
+    issuer.certs_mode("fail");
+    let failing = wait_status(&cp, "web", Duration::from_secs(15), |o| {
+        o["status"]["keys"]["error"].is_string()
+    });
+    assert_eq!(
+        ready_condition(&failing).unwrap(),
+        ("True".into(), "Enforced".into()),
+        "cached keys still serve"
+    );
+    assert_eq!(replica.status("/auth/apps/web", &token), 200);
+    issuer.certs_mode("ok");
+    let reasons = || -> Vec<String> {
+        cp.get_json(&["events.events.k8s.io", "-n", "apps"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let r = reasons();
+            r.iter().any(|x| x == "KeyRotation") && r.iter().any(|x| x == "KeyFetchFailing")
+        }),
+        "{:?}",
+        reasons()
+    );
+
     // Updates are enforced without restart: flip the audience 20 times, time apply → decision.
     let mut latencies = Vec::new();
     for i in 0..20 {
@@ -331,4 +371,158 @@ fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
         replica.proc.output()
     );
     assert_eq!(replica.status("/auth/apps/web", &token), 200);
+}
+
+/// The CRD's CEL rules and the code's validation refuse the same things.
+#[test]
+fn cel_rules_and_code_validation_agree() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cp = ControlPlane::start();
+    cp.kubectl_ok(&["create", "namespace", "apps"]);
+    let base = json!({"issuer": {"teamDomain": "t.cloudflareaccess.com"}, "audiences": [AUD]});
+    let with = |patch: Value| {
+        let mut spec = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                spec.as_object_mut().unwrap().remove(k);
+            } else {
+                spec[k] = v.clone();
+            }
+        }
+        spec
+    };
+    let cases: Vec<(&str, Value, bool)> = vec![
+        ("minimal cloudflare", with(json!({})), true),
+        (
+            "generic loopback issuer",
+            with(
+                json!({"issuer": {"url": "http://127.0.0.1:1", "jwksUri": "http://127.0.0.1:1/k"}, "audiences": ["app"]}),
+            ),
+            true,
+        ),
+        (
+            "full",
+            with(
+                json!({"hosts": ["a.example.com"], "paths": ["/api"], "tokenSources": ["cookie", "bearer"], "tokenTypes": ["app", "service"], "algorithms": ["RS256", "ES256"], "leeway": "90s", "claimHeaders": [{"header": "X-Groups", "claim": "custom.groups", "join": ";"}]}),
+            ),
+            true,
+        ),
+        ("no issuer", with(json!({"issuer": {}})), false),
+        (
+            "both issuers",
+            with(
+                json!({"issuer": {"teamDomain": "t.cloudflareaccess.com", "url": "https://i.example", "jwksUri": "https://i.example/k"}}),
+            ),
+            false,
+        ),
+        (
+            "url without jwksUri",
+            with(json!({"issuer": {"url": "https://i.example"}, "audiences": ["x"]})),
+            false,
+        ),
+        (
+            "plain http issuer",
+            with(
+                json!({"issuer": {"url": "http://i.example", "jwksUri": "http://i.example/k"}, "audiences": ["x"]}),
+            ),
+            false,
+        ),
+        (
+            "team domain with scheme",
+            with(json!({"issuer": {"teamDomain": "https://t.cloudflareaccess.com"}})),
+            false,
+        ),
+        ("no audiences", with(json!({"audiences": []})), false),
+        (
+            "audience not an AUD tag",
+            with(json!({"audiences": ["my-app"]})),
+            false,
+        ),
+        (
+            "uppercase host",
+            with(json!({"hosts": ["A.example.com"]})),
+            false,
+        ),
+        ("paths without hosts", with(json!({"paths": ["/x"]})), false),
+        (
+            "relative path",
+            with(json!({"hosts": ["a.example.com"], "paths": ["x"]})),
+            false,
+        ),
+        (
+            "repeated token source",
+            with(json!({"tokenSources": ["cookie", "cookie"]})),
+            false,
+        ),
+        (
+            "unknown token source",
+            with(json!({"tokenSources": ["query"]})),
+            false,
+        ),
+        (
+            "org token type",
+            with(json!({"tokenTypes": ["org"]})),
+            false,
+        ),
+        ("HS256", with(json!({"algorithms": ["HS256"]})), false),
+        ("none", with(json!({"algorithms": ["none"]})), false),
+        ("leeway too long", with(json!({"leeway": "10m"})), false),
+        (
+            "leeway not a duration",
+            with(json!({"leeway": "soon"})),
+            false,
+        ),
+        (
+            "header with underscore",
+            with(json!({"claimHeaders": [{"header": "X_Email", "claim": "email"}]})),
+            false,
+        ),
+        (
+            "reserved header",
+            with(json!({"claimHeaders": [{"header": "Authorization", "claim": "email"}]})),
+            false,
+        ),
+        (
+            "duplicate header",
+            with(
+                json!({"claimHeaders": [{"header": "X-A", "claim": "email"}, {"header": "x-a", "claim": "sub"}]}),
+            ),
+            false,
+        ),
+        (
+            "empty claim segment",
+            with(json!({"claimHeaders": [{"header": "X-A", "claim": "a..b"}]})),
+            false,
+        ),
+        (
+            "join with json",
+            with(
+                json!({"claimHeaders": [{"header": "X-A", "claim": "g", "join": ",", "format": "json"}]}),
+            ),
+            false,
+        ),
+    ];
+    let mut disagreements = Vec::new();
+    for (i, (name, spec, valid)) in cases.iter().enumerate() {
+        let obj = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": format!("case-{i}"), "namespace": "apps"}, "spec": spec});
+        let api = cp.apply(&obj.to_string());
+        let code = serde_json::from_value::<accessgate::policy::AccessPolicySpec>(spec.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                accessgate::policy::compile(
+                    accessgate::policy::PolicyKey::new("apps", "x"),
+                    None,
+                    &s,
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+            });
+        if api.is_ok() != *valid || code.is_ok() != *valid {
+            disagreements.push(format!(
+                "{name}: expected valid={valid}, API server: {api:?}, code: {code:?}"
+            ));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
