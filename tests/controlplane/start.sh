@@ -62,19 +62,29 @@ pick_port() {
   done
   die "no free port found"
 }
+restart=0
 if [ -f "$dir/controlplane.env" ]; then
   # Restart: keep the ports baked into etcd's member data and the kubeconfig.
+  restart=1
   # shellcheck disable=SC1091
   . "$dir/controlplane.env"
 fi
-api_port="${ACCESSGATE_CP_APISERVER_PORT:-$(pick_port)}"; taken+="$api_port "
-etcd_port="${ACCESSGATE_CP_ETCD_PORT:-$(pick_port)}"; taken+="$etcd_port "
-peer_port="${ACCESSGATE_CP_ETCD_PEER_PORT:-$(pick_port)}"; taken+="$peer_port "
-for p in "$api_port" "$etcd_port" "$peer_port"; do port_free "$p" || die "port $p on 127.0.0.1 is in use"; done
-
-api_url="https://127.0.0.1:${api_port}"
-etcd_url="http://127.0.0.1:${etcd_port}"
-peer_url="http://127.0.0.1:${peer_port}"
+# Ports picked here may race with another start.sh picking at the same moment; such a
+# clash is detected below (a process exits with "address already in use") and retried.
+auto_ports=0
+if [ "$restart" = 0 ] && [ -z "${ACCESSGATE_CP_APISERVER_PORT:-}${ACCESSGATE_CP_ETCD_PORT:-}${ACCESSGATE_CP_ETCD_PEER_PORT:-}" ]; then
+  auto_ports=1
+fi
+choose_ports() {
+  api_port="${ACCESSGATE_CP_APISERVER_PORT:-$(pick_port)}"; taken+="$api_port "
+  etcd_port="${ACCESSGATE_CP_ETCD_PORT:-$(pick_port)}"; taken+="$etcd_port "
+  peer_port="${ACCESSGATE_CP_ETCD_PEER_PORT:-$(pick_port)}"; taken+="$peer_port "
+  for p in "$api_port" "$etcd_port" "$peer_port"; do port_free "$p" || die "port $p on 127.0.0.1 is in use"; done
+  api_url="https://127.0.0.1:${api_port}"
+  etcd_url="http://127.0.0.1:${etcd_port}"
+  peer_url="http://127.0.0.1:${peer_port}"
+}
+choose_ports
 
 # ---------------------------------------------------------------- certs
 pki="$dir/pki"
@@ -119,74 +129,111 @@ fi
 # ---------------------------------------------------------------- helpers
 start_bg() { # name, argv...  -> runs detached (own session), all fds to DIR/name.log
   local name="$1"; shift
+  echo "=== start.sh: starting $name at $(date -u +%FT%TZ)" >>"$dir/$name.log"
   setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
 }
 alive() { kill -0 "$(cat "$dir/$1.pid")" 2>/dev/null; }
+stop_ours() { "$here/stop.sh" "$dir" >/dev/null 2>&1 || true; }
 fail_with_log() { # name, message
   echo "start.sh: $2; last lines of $dir/$1.log:" >&2
   tail -n 40 "$dir/$1.log" >&2 || true
-  "$here/stop.sh" "$dir" >/dev/null 2>&1 || true
+  stop_ours
   exit 1
+}
+port_clash() { # name: did it die because a port was taken after we checked it?
+  [ "$auto_ports" = 1 ] && ! alive "$1" &&
+    awk '/^=== start.sh: starting/{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' "$dir/$1.log" |
+      grep -q "address already in use"
 }
 
 t0=$(date +%s.%N)
 
-# ---------------------------------------------------------------- etcd
-mkdir -p "$dir/etcd"
-chmod 700 "$dir/etcd"
-start_bg etcd "$bin/etcd" \
-  --name=default \
-  --data-dir="$dir/etcd" \
-  --listen-client-urls="$etcd_url" \
-  --advertise-client-urls="$etcd_url" \
-  --listen-peer-urls="$peer_url" \
-  --initial-advertise-peer-urls="$peer_url" \
-  --initial-cluster="default=$peer_url" \
-  --initial-cluster-state=new \
-  --unsafe-no-fsync=true \
-  --log-level=warn
+for attempt in 1 2 3; do
+  # ---------------------------------------------------------------- etcd
+  [ "$restart" = 1 ] || rm -rf "$dir/etcd"
+  mkdir -p "$dir/etcd"
+  chmod 700 "$dir/etcd"
+  start_bg etcd "$bin/etcd" \
+    --name=accessgate-test \
+    --data-dir="$dir/etcd" \
+    --listen-client-urls="$etcd_url" \
+    --advertise-client-urls="$etcd_url" \
+    --listen-peer-urls="$peer_url" \
+    --initial-advertise-peer-urls="$peer_url" \
+    --initial-cluster="accessgate-test=$peer_url" \
+    --initial-cluster-state=new \
+    --unsafe-no-fsync=true \
+    --log-level=warn
 
-for _ in $(seq 1 300); do
-  alive etcd || fail_with_log etcd "etcd exited"
-  if curl -fsS --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"'; then break; fi
-  sleep 0.1
-done
-curl -fsS --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"' || fail_with_log etcd "etcd not healthy after 30 s"
-
-# ---------------------------------------------------------------- kube-apiserver
-# shellcheck disable=SC2206
-extra=(${ACCESSGATE_CP_APISERVER_ARGS:-})
-start_bg kube-apiserver "$bin/kube-apiserver" \
-  --etcd-servers="$etcd_url" \
-  --bind-address=127.0.0.1 \
-  --advertise-address=127.0.0.1 \
-  --secure-port="$api_port" \
-  --tls-cert-file="$pki/apiserver.crt" \
-  --tls-private-key-file="$pki/apiserver.key" \
-  --client-ca-file="$pki/ca.crt" \
-  --authorization-mode=RBAC \
-  --service-cluster-ip-range=10.0.0.0/24 \
-  --allow-privileged=true \
-  --disable-admission-plugins=ServiceAccount \
-  --service-account-issuer="$api_url" \
-  --service-account-key-file="$pki/sa.pub" \
-  --service-account-signing-key-file="$pki/sa.key" \
-  --profiling=false \
-  "${extra[@]}"
-
-timeout="${ACCESSGATE_CP_READY_TIMEOUT:-90}"
-deadline=$(( $(date +%s) + timeout ))
-ready=0
-while [ "$(date +%s)" -lt "$deadline" ]; do
-  alive kube-apiserver || fail_with_log kube-apiserver "kube-apiserver exited"
-  if [ "$(curl -sS --max-time 5 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
-          "$api_url/readyz" 2>/dev/null)" = "ok" ]; then
-    ready=1; break
+  # Healthy *and* ours: the member list must carry our peer URL (another etcd could have
+  # won a race for the client port).
+  etcd_ok() {
+    curl -fsS --max-time 2 "$etcd_url/health" 2>/dev/null | grep -q '"health":"true"' &&
+      curl -fsS --max-time 2 -X POST -d '{}' "$etcd_url/v3/cluster/member/list" 2>/dev/null | grep -qF "\"$peer_url\""
+  }
+  etcd_up=0
+  for _ in $(seq 1 300); do
+    alive etcd || break
+    if etcd_ok; then etcd_up=1; break; fi
+    sleep 0.1
+  done
+  if [ "$etcd_up" = 0 ]; then
+    if port_clash etcd && [ "$attempt" -lt 3 ]; then
+      echo "start.sh: etcd lost a port race; retrying with other ports" >&2
+      stop_ours; choose_ports; continue
+    fi
+    alive etcd && fail_with_log etcd "etcd not healthy after 30 s"
+    fail_with_log etcd "etcd exited"
   fi
-  sleep 0.25
+
+  # ---------------------------------------------------------------- kube-apiserver
+  # Flags follow envtest's defaults. No controller-manager runs: no default ServiceAccount per
+  # namespace (hence the ServiceAccount admission plugin is off), no GC, no pods scheduled.
+  # --endpoint-reconciler-type=none: the apiserver cannot publish a loopback address in the
+  # `kubernetes` Endpoints and would log an error every few seconds otherwise.
+  # shellcheck disable=SC2206
+  extra=(${ACCESSGATE_CP_APISERVER_ARGS:-})
+  start_bg kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="$etcd_url" \
+    --bind-address=127.0.0.1 \
+    --advertise-address=127.0.0.1 \
+    --secure-port="$api_port" \
+    --tls-cert-file="$pki/apiserver.crt" \
+    --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --authorization-mode=RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --allow-privileged=true \
+    --disable-admission-plugins=ServiceAccount \
+    --service-account-issuer="$api_url" \
+    --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" \
+    --profiling=false \
+    --endpoint-reconciler-type=none \
+    "${extra[@]}"
+
+  timeout="${ACCESSGATE_CP_READY_TIMEOUT:-90}"
+  deadline=$(( $(date +%s) + timeout ))
+  ready=0
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    alive kube-apiserver || break
+    if [ "$(curl -sS --max-time 5 --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
+            "$api_url/readyz" 2>/dev/null)" = "ok" ]; then
+      ready=1; break
+    fi
+    sleep 0.25
+  done
+  if [ "$ready" = 0 ]; then
+    if port_clash kube-apiserver && [ "$attempt" -lt 3 ]; then
+      echo "start.sh: kube-apiserver lost a port race; retrying with other ports" >&2
+      stop_ours; choose_ports; continue
+    fi
+    alive kube-apiserver && fail_with_log kube-apiserver "kube-apiserver not ready (/readyz) after ${timeout} s"
+    fail_with_log kube-apiserver "kube-apiserver exited"
+  fi
+  break
 done
-[ "$ready" = 1 ] || fail_with_log kube-apiserver "kube-apiserver not ready (/readyz) after ${timeout} s"
 t1=$(date +%s.%N)
 
 # ---------------------------------------------------------------- outputs
