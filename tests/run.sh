@@ -19,7 +19,10 @@ done
 
 # kube-apiserver, etcd and kubectl from the Go module proxy; cached, so a no-op when built.
 echo "control plane binaries: $(ACCESSGATE_CP_GO_P="${ACCESSGATE_CP_GO_P:-2}" bash tests/controlplane/build.sh | tail -n1)"
+echo "helm: $(bash tests/controlplane/build-helm.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
+# The Dockerfile's build stage, exactly (no engine builds images here; this keeps it honest).
+cargo build --release --locked

@@ -30,8 +30,12 @@ pub struct LoadError {
 }
 
 fn load_err(file: &Path, message: impl Into<String>) -> LoadError {
+    named_err(&file.display().to_string(), message)
+}
+
+fn named_err(file_name: &str, message: impl Into<String>) -> LoadError {
     LoadError {
-        file: file.display().to_string(),
+        file: file_name.to_owned(),
         message: message.into(),
     }
 }
@@ -80,14 +84,20 @@ pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
 
 fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
     let text = std::fs::read_to_string(file).map_err(|e| load_err(file, e.to_string()))?;
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
-        .map_err(|e| load_err(file, format!("not valid YAML: {e}")))?;
+    parse_manifests(&file.display().to_string(), &text)
+}
+
+/// Parses and validates the manifests in `text` (the contents of the file `file_name`, which
+/// only names the file in errors): every `AccessPolicy` document, compiled; other kinds skipped.
+pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| named_err(file_name, format!("not valid YAML: {e}")))?;
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue; // empty document, e.g. a trailing `---`
         }
-        let at = |msg: String| load_err(file, format!("document {}: {msg}", i + 1));
+        let at = |msg: String| named_err(file_name, format!("document {}: {msg}", i + 1));
         let meta: TypeMeta = serde_json::from_value(doc.clone()).map_err(|e| at(e.to_string()))?;
         if meta.kind != KIND {
             continue;

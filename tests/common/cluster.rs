@@ -146,6 +146,11 @@ impl ControlPlane {
              "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
         ]});
         self.apply(&objects.to_string()).expect("apply RBAC");
+        self.token_kubeconfig(namespace, name)
+    }
+
+    /// A kubeconfig authenticating as an existing ServiceAccount (a bound token, as a pod gets).
+    pub fn token_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
         let token = self.kubectl_ok(&["create", "token", name, "-n", namespace, "--duration=2h"]);
         let path = self
             .dir
