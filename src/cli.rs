@@ -50,7 +50,7 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:9090")]
         admin_listen: SocketAddr,
         #[command(flatten)]
-        keys: KeyFlags,
+        keys: VerifyFlags,
     },
     /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
     Run {
@@ -85,7 +85,7 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         status_interval: Duration,
         #[command(flatten)]
-        keys: KeyFlags,
+        keys: VerifyFlags,
     },
     /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
     DevIssuer {
@@ -106,7 +106,7 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug, Clone)]
-struct KeyFlags {
+struct VerifyFlags {
     /// Background refresh interval of each JWKS.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     jwks_refresh: Duration,
@@ -122,10 +122,19 @@ struct KeyFlags {
     /// Retry interval after a failed fetch.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     jwks_retry: Duration,
+    /// Memory for remembering verified signatures (MiB); 0 verifies every request.
+    #[arg(long, default_value_t = 32)]
+    token_cache_mib: u64,
 }
 
-impl From<KeyFlags> for KeyConfig {
-    fn from(f: KeyFlags) -> Self {
+impl VerifyFlags {
+    fn token_cache_bytes(&self) -> u64 {
+        self.token_cache_mib * 1024 * 1024
+    }
+}
+
+impl From<VerifyFlags> for KeyConfig {
+    fn from(f: VerifyFlags) -> Self {
         KeyConfig {
             refresh_interval: f.jwks_refresh,
             unknown_kid_min_interval: f.jwks_refetch_min_interval,
@@ -163,6 +172,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 policies,
                 listen,
                 admin_listen,
+                token_cache_bytes: keys.token_cache_bytes(),
                 keys: keys.into(),
             })
             .await?;
@@ -190,6 +200,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             controller::start(RunConfig {
                 listen,
                 admin_listen,
+                token_cache_bytes: keys.token_cache_bytes(),
                 keys: keys.into(),
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 auth_base_url: format!(

@@ -3,10 +3,13 @@
 
 use axum::http::HeaderMap;
 
+use std::sync::Arc;
+
 use crate::headers::{self, Rendered};
 use crate::keys::{KeyAnswer, KeyLookup};
 use crate::policy::CompiledPolicy;
 use crate::reason::Reason;
+use crate::tokencache::TokenCache;
 use crate::verify::{self, TokenKind};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -24,14 +27,16 @@ impl Decision {
     }
 }
 
-/// Decides one request. `now` is seconds since the Unix epoch.
+/// Decides one request. `now` is seconds since the Unix epoch. `verified` remembers
+/// signature checks across requests (it never skips a policy check).
 pub fn decide(
     policy: &CompiledPolicy,
     request_headers: &HeaderMap,
     keys: &impl KeyLookup,
+    verified: &TokenCache,
     now: u64,
 ) -> Decision {
-    match evaluate(policy, request_headers, keys, now) {
+    match evaluate(policy, request_headers, keys, verified, now) {
         Ok((kind, headers)) => Decision::Allow { kind, headers },
         Err(reason) => Decision::Deny(reason),
     }
@@ -41,6 +46,7 @@ fn evaluate(
     policy: &CompiledPolicy,
     request_headers: &HeaderMap,
     keys: &impl KeyLookup,
+    verified: &TokenCache,
     now: u64,
 ) -> Result<(TokenKind, Rendered), Reason> {
     let token = verify::extract_token(request_headers, &policy.token_sources)?;
@@ -50,7 +56,14 @@ fn evaluate(
         KeyAnswer::Unknown => return Err(Reason::KeyUnknown),
         KeyAnswer::Unavailable => return Err(Reason::KeysUnavailable),
     };
-    let claims = verify::verify_signature(token, &header, &key)?;
+    let claims = match verified.get(&policy.jwks_uri, token, &header.kid) {
+        Some(claims) => claims,
+        None => {
+            let claims = Arc::new(verify::verify_signature(token, &header, &key)?);
+            verified.put(&policy.jwks_uri, token, &header.kid, claims.clone());
+            claims
+        }
+    };
     let kind = verify::check_claims(&claims, policy, now)?;
     Ok((kind, headers::render(&claims, &policy.claim_headers)))
 }
@@ -139,8 +152,13 @@ mod tests {
                 ..Default::default()
             },
         );
-        let Decision::Allow { kind, headers } = decide(&policy(), &with_token(&t), &keys, NOW)
-        else {
+        let Decision::Allow { kind, headers } = decide(
+            &policy(),
+            &with_token(&t),
+            &keys,
+            &TokenCache::disabled(),
+            NOW,
+        ) else {
             panic!()
         };
         assert_eq!(kind, TokenKind::App);
@@ -162,7 +180,8 @@ mod tests {
     fn each_failure_has_its_reason() {
         let (signer, keys) = setup();
         let p = policy();
-        let deny = |t: &str, now: u64| decide(&p, &with_token(t), &keys, now);
+        let deny =
+            |t: &str, now: u64| decide(&p, &with_token(t), &keys, &TokenCache::disabled(), now);
         let ok = mint(&signer, MintRequest::default());
         assert_eq!(
             deny(&ok, NOW + 3600 + 61),
@@ -223,12 +242,53 @@ mod tests {
             Decision::Deny(Reason::SignatureInvalid)
         );
         assert_eq!(
-            decide(&p, &HeaderMap::new(), &keys, NOW),
+            decide(&p, &HeaderMap::new(), &keys, &TokenCache::disabled(), NOW),
             Decision::Deny(Reason::TokenMissing)
         );
         assert_eq!(
-            decide(&p, &with_token(&ok), &Fixed(None), NOW),
+            decide(
+                &p,
+                &with_token(&ok),
+                &Fixed(None),
+                &TokenCache::disabled(),
+                NOW
+            ),
             Decision::Deny(Reason::KeysUnavailable)
+        );
+    }
+
+    #[test]
+    fn cached_verification_still_applies_every_policy_check() {
+        let (signer, keys) = setup();
+        let cache = TokenCache::new(1 << 20);
+        let t = mint(&signer, MintRequest::default());
+        let p = policy();
+        assert!(matches!(
+            decide(&p, &with_token(&t), &keys, &cache, NOW),
+            Decision::Allow { .. }
+        ));
+        // Cached now; the time checks still run with the request's clock...
+        assert_eq!(
+            decide(&p, &with_token(&t), &keys, &cache, NOW + 7200),
+            Decision::Deny(Reason::TokenExpired)
+        );
+        // ...and another policy's audience is still enforced.
+        let mut other = policy();
+        other.audiences = ["aud-2".to_string()].into_iter().collect();
+        assert_eq!(
+            decide(&other, &with_token(&t), &keys, &cache, NOW),
+            Decision::Deny(Reason::AudienceMismatch)
+        );
+        // A key that left the set is refused even though the token is cached.
+        assert_eq!(
+            decide(
+                &p,
+                &with_token(&t),
+                &Fixed(Some(Default::default())),
+                &cache,
+                NOW
+            ),
+            Decision::Deny(Reason::KeyUnknown)
         );
     }
 
@@ -238,7 +298,13 @@ mod tests {
         signer.rotate().unwrap();
         let t = mint(&signer, MintRequest::default());
         assert_eq!(
-            decide(&policy(), &with_token(&t), &keys, NOW),
+            decide(
+                &policy(),
+                &with_token(&t),
+                &keys,
+                &TokenCache::disabled(),
+                NOW
+            ),
             Decision::Deny(Reason::KeyUnknown)
         );
     }
@@ -257,7 +323,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            decide(&policy(), &with_token(&t), &keys, NOW),
+            decide(
+                &policy(),
+                &with_token(&t),
+                &keys,
+                &TokenCache::disabled(),
+                NOW
+            ),
             Decision::Deny(Reason::SignatureInvalid)
         );
     }

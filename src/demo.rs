@@ -43,6 +43,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
         listen: config.listen,
         admin_listen: config.admin_listen,
         keys: KeyConfig::default(),
+        token_cache_bytes: 32 << 20,
     })
     .await?;
     running

@@ -20,4 +20,5 @@ pub mod source;
 pub mod standalone;
 pub mod state;
 pub mod stats;
+pub mod tokencache;
 pub mod verify;

@@ -157,7 +157,7 @@ async fn decide(
     };
     drop(index);
     let label = policy.key.to_string();
-    let mut decision = decision::decide(&policy, headers, &state.keys, unix_now());
+    let mut decision = decision::decide(&policy, headers, &state.keys, &state.tokens, unix_now());
     // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is still
     // running. One (coalesced, rate-limited) refetch, then decide again.
     if matches!(
@@ -165,7 +165,7 @@ async fn decide(
         Decision::Deny(Reason::KeyUnknown | Reason::KeysUnavailable)
     ) && state.keys.refetch(&policy.jwks_uri).await
     {
-        decision = decision::decide(&policy, headers, &state.keys, unix_now());
+        decision = decision::decide(&policy, headers, &state.keys, &state.tokens, unix_now());
     }
     (label, decision)
 }

@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::server;
 use crate::source::files;
 use crate::state::AppState;
+use crate::tokencache::TokenCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -35,6 +36,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub keys: KeyConfig,
+    pub token_cache_bytes: u64,
 }
 
 /// A started service: its bound addresses and shared state.
@@ -55,7 +57,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(config.keys.clone(), metrics.clone())?;
-    let state = AppState::new(keys, metrics);
+    let state = AppState::new(keys, metrics, TokenCache::new(config.token_cache_bytes));
     let n = files::reload(&config.policies, &state)?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 

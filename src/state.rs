@@ -10,22 +10,27 @@ use crate::index::{Entry, PolicyIndex};
 use crate::keys::KeyStore;
 use crate::metrics::{Metrics, PolicyStateLabels};
 use crate::stats::DecisionStats;
+use crate::tokencache::TokenCache;
 
 pub struct AppState {
     index: ArcSwap<PolicyIndex>,
     pub keys: KeyStore,
     pub metrics: Arc<Metrics>,
     pub stats: DecisionStats,
+    pub tokens: TokenCache,
     loaded: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(keys: KeyStore, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(keys: KeyStore, metrics: Arc<Metrics>, tokens: TokenCache) -> Arc<Self> {
+        let retained = tokens.clone();
+        keys.on_key_set_change(Arc::new(move |url, kids| retained.retain_kids(url, kids)));
         Arc::new(Self {
             index: ArcSwap::from_pointee(PolicyIndex::default()),
             keys,
             metrics,
             stats: DecisionStats::default(),
+            tokens,
             loaded: AtomicBool::new(false),
         })
     }

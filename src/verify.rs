@@ -188,6 +188,21 @@ impl Claims {
         self.0.get(name)
     }
 
+    /// Rough heap size, for cache accounting.
+    pub fn approx_bytes(&self) -> usize {
+        fn size(v: &Value) -> usize {
+            match v {
+                Value::String(s) => 24 + s.len(),
+                Value::Array(a) => 24 + a.iter().map(size).sum::<usize>(),
+                Value::Object(o) => {
+                    48 + o.iter().map(|(k, v)| 24 + k.len() + size(v)).sum::<usize>()
+                }
+                _ => 16,
+            }
+        }
+        self.0.iter().map(|(k, v)| 48 + k.len() + size(v)).sum()
+    }
+
     /// A dotted path into nested objects.
     pub fn path(&self, path: &[String]) -> Option<&Value> {
         let (first, rest) = path.split_first()?;

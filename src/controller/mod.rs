@@ -21,6 +21,7 @@ use crate::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
 use crate::source::kube::{self as kube_source, Policies};
 use crate::standalone;
 use crate::state::AppState;
+use crate::tokencache::TokenCache;
 
 use status::{Change, Inputs};
 
@@ -31,6 +32,7 @@ pub struct RunConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub keys: KeyConfig,
+    pub token_cache_bytes: u64,
     /// Namespaces to watch; empty for all.
     pub namespaces: Vec<String>,
     /// Base of the `authUrl` status field, e.g. `http://accessgate.accessgate-system.svc.cluster.local`.
@@ -59,7 +61,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(config.keys.clone(), metrics.clone())
         .map_err(standalone::ServeError::from)?;
-    let state = AppState::new(keys, metrics);
+    let state = AppState::new(keys, metrics, TokenCache::new(config.token_cache_bytes));
     let policies = kube_source::start(client.clone(), &config.namespaces, state.clone());
     standalone::listen(&state, config.listen, config.admin_listen).await?;
 

@@ -95,11 +95,15 @@ pub struct KeyStore {
     inner: Arc<Inner>,
 }
 
+/// Called with a JWKS URL and its new key IDs whenever its key set changes.
+pub type KeySetListener = Arc<dyn Fn(&Url, &[String]) + Send + Sync>;
+
 struct Inner {
     http: reqwest::Client,
     config: KeyConfig,
     caches: RwLock<HashMap<Url, Arc<Cache>>>,
     metrics: Arc<Metrics>,
+    listener: RwLock<Option<KeySetListener>>,
 }
 
 impl KeyStore {
@@ -116,8 +120,14 @@ impl KeyStore {
                 config,
                 caches: RwLock::new(HashMap::new()),
                 metrics,
+                listener: RwLock::new(None),
             }),
         })
+    }
+
+    /// Registers the one listener told about key set changes (the verified-token cache).
+    pub fn on_key_set_change(&self, listener: KeySetListener) {
+        *self.inner.listener.write().expect("listener lock") = Some(listener);
     }
 
     /// Makes the set of cached URLs exactly `urls`: new ones start fetching at once, ones no
@@ -270,6 +280,9 @@ async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
             let new_ids = set.ids();
             if old_ids.as_ref() != Some(&new_ids) {
                 tracing::info!(jwks_uri = %url, kids = ?new_ids, previous = ?old_ids, "signing keys loaded");
+                if let Some(listener) = inner.listener.read().expect("listener lock").as_ref() {
+                    listener(&cache.url, &new_ids);
+                }
             }
             inner
                 .metrics

@@ -1,0 +1,217 @@
+//! Verified-token cache: a token whose signature was verified against an issuer's key is not
+//! verified again until it expires. Only the signature (the expensive part) is cached; every
+//! policy check (issuer, time, audience, type) still runs on every request.
+//!
+//! - keyed by SHA-256 of (JWKS URL, token): a collision would let an unverified token borrow a
+//!   verified one's claims, so the hash must be cryptographic; the token itself is never kept
+//!   as a key, logged or counted;
+//! - bounded by memory (a weigher counts token and claim bytes), entries expire at the token's
+//!   `exp` (capped at one hour);
+//! - the key is looked up before the cache, so a `kid` that left the key set is refused at once,
+//!   and its entries are dropped when the set changes;
+//! - moka's sharded, lock-free-read cache: no global lock on the hot path.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use moka::sync::Cache;
+use url::Url;
+
+use crate::verify::Claims;
+
+/// Longest an entry lives regardless of `exp`.
+const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Bookkeeping per entry beyond token and claims.
+const ENTRY_OVERHEAD: usize = 160;
+
+type Key = [u8; 32];
+
+struct Verified {
+    jwks_uri: Url,
+    kid: String,
+    claims: Arc<Claims>,
+    ttl: Duration,
+}
+
+/// Cached signature verifications, or none (`disabled`).
+#[derive(Clone)]
+pub struct TokenCache {
+    inner: Option<Cache<Key, Arc<Verified>>>,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<Key, Arc<Verified>> for UntilExpiry {
+    fn expire_after_create(&self, _: &Key, value: &Arc<Verified>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl TokenCache {
+    /// A cache holding at most about `max_bytes` of tokens and claims.
+    pub fn new(max_bytes: u64) -> Self {
+        if max_bytes == 0 {
+            return Self::disabled();
+        }
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &Key, v: &Arc<Verified>| {
+                let bytes = ENTRY_OVERHEAD
+                    + v.kid.len()
+                    + v.jwks_uri.as_str().len()
+                    + v.claims.approx_bytes();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(UntilExpiry)
+            .support_invalidation_closures()
+            .build();
+        Self { inner: Some(cache) }
+    }
+
+    pub fn disabled() -> Self {
+        Self { inner: None }
+    }
+
+    fn key(jwks_uri: &Url, token: &str) -> Key {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(jwks_uri.as_str().as_bytes());
+        ctx.update(&[0]);
+        ctx.update(token.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(ctx.finish().as_ref());
+        key
+    }
+
+    /// The claims of `token` if it was verified before under the same key set and `kid`.
+    pub fn get(&self, jwks_uri: &Url, token: &str, kid: &str) -> Option<Arc<Claims>> {
+        let cache = self.inner.as_ref()?;
+        let hit = cache.get(&Self::key(jwks_uri, token))?;
+        (hit.kid == kid && hit.jwks_uri == *jwks_uri).then(|| hit.claims.clone())
+    }
+
+    /// Remembers a successful verification until the token's `exp`. Tokens without a usable
+    /// `exp` are not cached (they are refused by the claim checks anyway).
+    pub fn put(&self, jwks_uri: &Url, token: &str, kid: &str, claims: Arc<Claims>) {
+        let Some(cache) = &self.inner else { return };
+        let Some(exp) = claims.get("exp").and_then(|v| v.as_f64()) else {
+            return;
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        if !(exp > now) {
+            return;
+        }
+        let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
+        let entry = Verified {
+            jwks_uri: jwks_uri.clone(),
+            kid: kid.to_owned(),
+            claims,
+            ttl,
+        };
+        cache.insert(Self::key(jwks_uri, token), Arc::new(entry));
+    }
+
+    /// Drops entries verified with keys of `jwks_uri` that are no longer published.
+    pub fn retain_kids(&self, jwks_uri: &Url, kids: &[String]) {
+        let Some(cache) = &self.inner else { return };
+        let uri = jwks_uri.clone();
+        let kids = kids.to_vec();
+        // Only fails if invalidation closures were not enabled at build time.
+        let _ =
+            cache.invalidate_entries_if(move |_, v| v.jwks_uri == uri && !kids.contains(&v.kid));
+    }
+
+    /// Entries currently held (approximate; for metrics and tests).
+    pub fn len(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .map(|c| {
+                c.run_pending_tasks();
+                c.entry_count()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: f64) -> Arc<Claims> {
+        Arc::new(serde_json::from_value(serde_json::json!({"exp": exp, "email": "a@b.c"})).unwrap())
+    }
+
+    fn now() -> f64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    #[test]
+    fn hits_only_for_the_same_token_issuer_and_kid() {
+        let c = TokenCache::new(1 << 20);
+        let a = Url::parse("https://a.example/certs").unwrap();
+        let b = Url::parse("https://b.example/certs").unwrap();
+        c.put(&a, "t1", "k1", claims(now() + 60.0));
+        assert!(c.get(&a, "t1", "k1").is_some());
+        assert!(c.get(&a, "t2", "k1").is_none());
+        assert!(c.get(&b, "t1", "k1").is_none(), "another issuer's key set");
+        assert!(c.get(&a, "t1", "k2").is_none(), "another kid");
+    }
+
+    #[test]
+    fn expired_or_exp_less_tokens_are_not_cached() {
+        let c = TokenCache::new(1 << 20);
+        let a = Url::parse("https://a.example/certs").unwrap();
+        c.put(&a, "old", "k", claims(now() - 1.0));
+        assert!(c.get(&a, "old", "k").is_none());
+        c.put(
+            &a,
+            "none",
+            "k",
+            Arc::new(serde_json::from_str("{}").unwrap()),
+        );
+        assert!(c.get(&a, "none", "k").is_none());
+    }
+
+    #[test]
+    fn entries_of_a_retired_kid_are_dropped() {
+        let c = TokenCache::new(1 << 20);
+        let a = Url::parse("https://a.example/certs").unwrap();
+        c.put(&a, "t1", "old", claims(now() + 60.0));
+        c.put(&a, "t2", "new", claims(now() + 60.0));
+        c.retain_kids(&a, &["new".into()]);
+        assert!(c.get(&a, "t1", "old").is_none());
+        assert!(c.get(&a, "t2", "new").is_some());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let c = TokenCache::new(64 * 1024);
+        let a = Url::parse("https://a.example/certs").unwrap();
+        for i in 0..5000 {
+            c.put(&a, &format!("token-{i}"), "k", claims(now() + 60.0));
+        }
+        assert!(c.len() < 5000 * 64 * 1024 / (5000 * ENTRY_OVERHEAD as u64) + 1);
+        assert!(
+            c.len() <= 64 * 1024 / ENTRY_OVERHEAD as u64,
+            "{} entries",
+            c.len()
+        );
+    }
+
+    #[test]
+    fn disabled_cache_never_hits() {
+        let c = TokenCache::disabled();
+        let a = Url::parse("https://a.example/certs").unwrap();
+        c.put(&a, "t", "k", claims(now() + 60.0));
+        assert!(c.get(&a, "t", "k").is_none());
+    }
+}
