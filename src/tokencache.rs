@@ -100,7 +100,8 @@ impl TokenCache {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        if !(exp > now) {
+        // Also refuses NaN: only a finite `exp` in the future is cached.
+        if exp.partial_cmp(&now) != Some(std::cmp::Ordering::Greater) {
             return;
         }
         let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
