@@ -48,7 +48,7 @@ pub fn nginx(headers: &HeaderMap) -> Result<OriginalRequest, Reason> {
         None => return Err(Reason::RequestMalformed),
     };
     let method = one_header(headers, "x-original-method")?.unwrap_or("GET");
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !is_method_token(method) {
         return Err(Reason::RequestMalformed);
     }
     Ok(OriginalRequest {
@@ -65,6 +65,15 @@ pub fn nginx(headers: &HeaderMap) -> Result<OriginalRequest, Reason> {
             .flatten()
             .map(str::to_owned),
     })
+}
+
+/// A method as nginx parses one (`A-Z`, `_`, `-`): it forwards extension methods such as
+/// `VERSION-CONTROL`, `M-SEARCH` or `MY_METHOD`, and nothing else.
+fn is_method_token(m: &str) -> bool {
+    !m.is_empty()
+        && m.len() <= 32
+        && m.bytes()
+            .all(|b| b.is_ascii_uppercase() || b == b'_' || b == b'-')
 }
 
 /// Zero or one value, as text. Two values of a header the proxy sets means someone else
@@ -142,6 +151,24 @@ mod tests {
         assert_eq!(r.method, "POST");
         assert_eq!(r.scheme, "https");
         assert_eq!(r.client_ip.as_deref(), Some("203.0.113.9"));
+    }
+
+    #[test]
+    fn extension_methods_nginx_forwards_are_accepted() {
+        for m in ["VERSION-CONTROL", "M-SEARCH", "MY_METHOD", "PROPFIND"] {
+            let r = nginx(&h(&[
+                ("x-original-url", "https://a/"),
+                ("x-original-method", m),
+            ]));
+            assert_eq!(r.unwrap().method, m);
+        }
+        for bad in ["", "get", "GET POST", "G(ET", "GET\"x", "GET1"] {
+            let r = nginx(&h(&[
+                ("x-original-url", "https://a/"),
+                ("x-original-method", bad),
+            ]));
+            assert_eq!(r, Err(Reason::RequestMalformed), "{bad:?}");
+        }
     }
 
     #[test]

@@ -73,9 +73,15 @@ fn from_assertion_header(headers: &HeaderMap) -> Result<Option<&str>, Reason> {
 fn from_cookie(headers: &HeaderMap) -> Result<Option<&str>, Reason> {
     let mut values = Vec::new();
     for v in headers.get_all(COOKIE) {
-        // A cookie header that is not text cannot hold our cookie; other cookies are not ours to judge.
-        let Ok(s) = v.to_str() else { continue };
-        for cookie in cookie::Cookie::split_parse(s).flatten() {
+        // Pair by pair: another cookie's raw UTF-8 (or worse) is not ours to judge and must not
+        // hide ours, so the header is not required to be ASCII as a whole.
+        for pair in v.as_bytes().split(|b| *b == b';') {
+            let Ok(pair) = std::str::from_utf8(pair) else {
+                continue;
+            };
+            let Ok(cookie) = cookie::Cookie::parse(pair.trim()) else {
+                continue;
+            };
             if cookie.name() == AUTH_COOKIE
                 && let Some(value) = cookie.value_raw()
             {
@@ -385,6 +391,21 @@ mod tests {
             "CF_Authorization_old=nope; CF_AuthorizationX=nope",
         )]);
         assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenMissing));
+    }
+
+    #[test]
+    fn other_cookies_with_raw_utf8_do_not_hide_ours() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cookie",
+            HeaderValue::from_bytes("name=José; CF_Authorization=a.b.c".as_bytes()).unwrap(),
+        );
+        assert_eq!(extract_token(&h, &DEFAULT), Ok("a.b.c"));
+        h.insert(
+            "cookie",
+            HeaderValue::from_bytes(b"x=\xff\xfe; CF_Authorization=a.b.c").unwrap(),
+        );
+        assert_eq!(extract_token(&h, &DEFAULT), Ok("a.b.c"));
     }
 
     #[test]

@@ -223,6 +223,14 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str]) -> Server {
+        Self::start_in_env(dir, extra_args, &[])
+    }
+
+    pub fn start_in_env(
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let dir_arg = dir.path().to_str().unwrap().to_owned();
         let mut args = vec![
             "serve",
@@ -234,7 +242,7 @@ impl Server {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(extra_args);
-        let proc = Proc::spawn(&args);
+        let proc = Proc::spawn_env(&args, env);
         let line = proc.wait_line("\"listening\"", Duration::from_secs(20));
         let v: Value = serde_json::from_str(&line).expect("json log line");
         let auth = format!("http://{}", v["auth"].as_str().unwrap());

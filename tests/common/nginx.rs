@@ -13,10 +13,15 @@ use super::{eventually, http};
 /// One Ingress: a host whose `/` is protected by `auth_url`.
 pub struct Site {
     pub host: String,
-    /// Full auth URL, e.g. `http://127.0.0.1:PORT/auth/apps/web` (IP literal: no resolver).
+    /// Full auth URL, e.g. `http://127.0.0.1:PORT/auth/apps/web` (IP literal: no resolver),
+    /// or [`STATIC_ALLOW`] for an auth location that answers 200 itself (the ceiling).
     pub auth_url: String,
     pub response_headers: Vec<String>,
 }
+
+/// `auth_url` value for an auth location that allows everything without a subrequest
+/// leaving nginx: the best any auth service could do.
+pub const STATIC_ALLOW: &str = "static";
 
 pub struct Nginx {
     child: Child,
@@ -37,6 +42,20 @@ fn nginx_binary() -> &'static str {
 
 impl Nginx {
     pub fn start(sites: &[Site], upstream_port: u16) -> Nginx {
+        Self::start_with(|prefix, port| config(prefix, port, sites, upstream_port))
+    }
+
+    /// nginx answering `return 200` on every request: the floor of any HTTP answer.
+    pub fn start_return_200() -> Nginx {
+        Self::start_with(|prefix, port| {
+            let p = prefix.display();
+            format!(
+                "daemon off;\nmaster_process off;\npid {p}/run/nginx.pid;\nevents {{ worker_connections 1024; }}\nhttp {{\n    access_log off;\n    client_body_temp_path {p}/run/body; proxy_temp_path {p}/run/proxy;\n    fastcgi_temp_path {p}/run/fcgi; uwsgi_temp_path {p}/run/uwsgi; scgi_temp_path {p}/run/scgi;\n    server {{ listen 127.0.0.1:{port}; location / {{ return 200; }} }}\n}}\n"
+            )
+        })
+    }
+
+    fn start_with(render: impl FnOnce(&Path, u16) -> String) -> Nginx {
         let prefix = tempfile::tempdir().unwrap();
         for d in ["logs", "run"] {
             std::fs::create_dir_all(prefix.path().join(d)).unwrap();
@@ -46,7 +65,7 @@ impl Nginx {
             .local_addr()
             .unwrap()
             .port();
-        let conf = config(prefix.path(), port, sites, upstream_port);
+        let conf = render(prefix.path(), port);
         let conf_path = prefix.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let p = prefix.path().to_str().unwrap();
@@ -171,8 +190,7 @@ fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16) -> Strin
             proxy_pass_request_headers  on;
             client_max_body_size        1m;
             proxy_http_version          1.1;
-            set $target "{auth_url}";
-            proxy_pass $target;
+{auth_target}
         }}
 
         location / {{
@@ -205,7 +223,14 @@ fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16) -> Strin
     }}
 "#,
             host = site.host,
-            auth_url = site.auth_url,
+            auth_target = if site.auth_url == STATIC_ALLOW {
+                "            return 200;".to_owned()
+            } else {
+                format!(
+                    "            set $target \"{}\";\n            proxy_pass $target;",
+                    site.auth_url
+                )
+            },
         )
         .unwrap();
     }
@@ -214,7 +239,7 @@ fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16) -> Strin
 daemon off;
 master_process off;
 pid {p}/run/nginx.pid;
-events {{ worker_connections 256; }}
+events {{ worker_connections 1024; }}
 http {{
     client_body_temp_path {p}/run/body;  proxy_temp_path {p}/run/proxy;
     fastcgi_temp_path {p}/run/fcgi;  uwsgi_temp_path {p}/run/uwsgi;  scgi_temp_path {p}/run/scgi;

@@ -1,0 +1,83 @@
+//! Micro-benchmarks of one decision: with the verified-token cache (the steady state) and
+//! without it (a first sight of every token: signature verification). Not tests; run with
+//! `cargo bench --bench verify`.
+
+use std::hint::black_box;
+
+use accessgate::decision::decide;
+use accessgate::devissuer::{MintRequest, Signer};
+use accessgate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
+use accessgate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+use accessgate::tokencache::TokenCache;
+use axum::http::{HeaderMap, HeaderValue};
+use criterion::{Criterion, criterion_group, criterion_main};
+use url::Url;
+
+const ISS: &str = "http://127.0.0.1:9";
+
+struct Keys(KeySet);
+impl KeyLookup for Keys {
+    fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
+        self.0
+            .get(kid)
+            .cloned()
+            .map(KeyAnswer::Found)
+            .unwrap_or(KeyAnswer::Unknown)
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let signer = Signer::new(ISS).unwrap();
+    let keys = Keys(parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap());
+    let spec = AccessPolicySpec {
+        issuer: IssuerSpec {
+            team_domain: None,
+            url: Some(ISS.into()),
+            jwks_uri: Some(format!("{ISS}/certs")),
+        },
+        audiences: vec!["aud".into()],
+        hosts: vec![],
+        paths: vec![],
+        token_sources: None,
+        token_types: None,
+        algorithms: None,
+        leeway: None,
+        claim_headers: None,
+    };
+    let policy = compile(PolicyKey::new("ns", "p"), None, &spec).unwrap();
+    let now = accessgate::devissuer::unix_now();
+    let request = |token: &str| {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cf-access-jwt-assertion",
+            HeaderValue::from_str(token).unwrap(),
+        );
+        h
+    };
+    let tokens: Vec<HeaderMap> = (0..256)
+        .map(|i| {
+            let req = MintRequest {
+                aud: vec!["aud".into()],
+                email: Some(format!("user{i}@example.com")),
+                ..Default::default()
+            };
+            request(&signer.mint(&req, now).unwrap())
+        })
+        .collect();
+
+    let cache = TokenCache::new(32 << 20);
+    c.bench_function("decide_cached", |b| {
+        b.iter(|| black_box(decide(&policy, &tokens[0], &keys, &cache, now as u64)))
+    });
+    let off = TokenCache::disabled();
+    let mut i = 0;
+    c.bench_function("decide_cold_rs256", |b| {
+        b.iter(|| {
+            i = (i + 1) % tokens.len();
+            black_box(decide(&policy, &tokens[i], &keys, &off, now as u64))
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
