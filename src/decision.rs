@@ -9,6 +9,7 @@ use crate::headers::{self, Rendered};
 use crate::keys::{KeyAnswer, KeyLookup};
 use crate::policy::CompiledPolicy;
 use crate::reason::Reason;
+use crate::rules;
 use crate::tokencache::TokenCache;
 use crate::verify::{self, TokenKind};
 
@@ -65,6 +66,7 @@ fn evaluate(
         }
     };
     let kind = verify::check_claims(&claims, policy, now)?;
+    rules::check(&policy.rules, &claims, kind)?;
     Ok((kind, headers::render(&claims, &policy.claim_headers)))
 }
 
@@ -110,6 +112,7 @@ mod tests {
             algorithms: None,
             leeway: None,
             claim_headers: None,
+            rules: None,
         };
         compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
     }

@@ -169,6 +169,7 @@ mod tests {
             algorithms: None,
             leeway: None,
             claim_headers: None,
+            rules: None,
         };
         let key = PolicyKey::new("ns", name);
         (

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod metrics;
 pub mod policy;
 pub mod reason;
+pub mod rules;
 pub mod server;
 pub mod source;
 pub mod standalone;

@@ -524,3 +524,37 @@ fn logs_never_contain_tokens() {
     assert!(!out.contains(&signature[..20]));
     assert!(!out.contains(token.split('.').nth(1).unwrap()));
 }
+
+#[test]
+fn rules_allow_and_deny_with_deny_winning() {
+    let (issuer, server) = setup(
+        "  tokenTypes: [app, service]\n  rules:\n    allow:\n      - { emailDomain: example.com }\n      - { serviceToken: ci.access }\n    deny:\n      - { group: banned }\n      - { country: KP }\n",
+    );
+    server
+        .with_token(NAMED, &issuer.token(json!({})))
+        .assert_allow();
+    server
+        .with_token(NAMED, &issuer.token(json!({"email": "bob@other.com"})))
+        .assert_deny(403, "rule_denied");
+    server
+        .with_token(
+            NAMED,
+            &issuer.token(json!({"claims": {"custom": {"groups": ["eng", "banned"]}}})),
+        )
+        .assert_deny(403, "rule_denied");
+    server
+        .with_token(NAMED, &issuer.token(json!({"claims": {"country": "KP"}})))
+        .assert_deny(403, "rule_denied");
+    server
+        .with_token(
+            NAMED,
+            &issuer.token(json!({"type": "service", "common_name": "ci.access"})),
+        )
+        .assert_allow();
+    server
+        .with_token(
+            NAMED,
+            &issuer.token(json!({"type": "service", "common_name": "other.access"})),
+        )
+        .assert_deny(403, "rule_denied");
+}

@@ -275,6 +275,7 @@ mod tests {
             algorithms: None,
             leeway: None,
             claim_headers: None,
+            rules: None,
         };
         Entry::Ready(Arc::new(
             compile(PolicyKey::new("ns", "p"), Some(2), &spec).unwrap(),

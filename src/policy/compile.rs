@@ -9,7 +9,7 @@ use axum::http::HeaderName;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::{AccessPolicySpec, ClaimFormat, SigningAlgorithm, TokenSource, TokenType};
+use super::{AccessPolicySpec, ClaimFormat, Matcher, SigningAlgorithm, TokenSource, TokenType};
 
 /// `namespace/name` of a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -88,6 +88,26 @@ pub struct CompiledPolicy {
     pub algorithms: Vec<Algorithm>,
     pub leeway_secs: u64,
     pub claim_headers: Vec<CompiledClaimHeader>,
+    pub rules: CompiledRules,
+}
+
+/// One allow/deny condition, normalised for matching (emails, domains and countries
+/// lowercase).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompiledMatcher {
+    Email(String),
+    EmailDomain(String),
+    Group(String),
+    ServiceToken(String),
+    Country(String),
+}
+
+/// `spec.rules`, compiled. Empty lists: nothing denied, everything allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledRules {
+    pub groups_path: Vec<String>,
+    pub allow: Vec<CompiledMatcher>,
+    pub deny: Vec<CompiledMatcher>,
 }
 
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -165,6 +185,7 @@ pub fn compile(
         algorithms,
         leeway_secs: compile_leeway(spec.leeway.as_deref())?,
         claim_headers: compile_claim_headers(spec)?,
+        rules: compile_rules(spec)?,
     })
 }
 
@@ -446,6 +467,101 @@ fn compile_claim_headers(
     Ok(out)
 }
 
+fn compile_rules(spec: &AccessPolicySpec) -> Result<CompiledRules, CompileError> {
+    let rules = spec.rules.clone().unwrap_or_default();
+    let groups_claim = rules.groups_claim.as_deref().unwrap_or("custom.groups");
+    let groups_path: Vec<String> = groups_claim.split('.').map(str::to_owned).collect();
+    if groups_claim.len() > 256 || groups_path.iter().any(String::is_empty) {
+        return Err(err(
+            "spec.rules.groupsClaim",
+            "must be a dotted path without empty segments",
+        ));
+    }
+    if rules.allow.len() > 256 || rules.deny.len() > 256 {
+        return Err(err("spec.rules", "at most 256 allow and 256 deny matchers"));
+    }
+    let compile_list =
+        |list: &[Matcher], field: &str| -> Result<Vec<CompiledMatcher>, CompileError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, m)| compile_matcher(m, &format!("spec.rules.{field}[{i}]")))
+                .collect()
+        };
+    Ok(CompiledRules {
+        groups_path,
+        allow: compile_list(&rules.allow, "allow")?,
+        deny: compile_list(&rules.deny, "deny")?,
+    })
+}
+
+fn compile_matcher(m: &Matcher, field: &str) -> Result<CompiledMatcher, CompileError> {
+    let set = [
+        &m.email,
+        &m.email_domain,
+        &m.group,
+        &m.service_token,
+        &m.country,
+    ]
+    .iter()
+    .filter(|f| f.is_some())
+    .count();
+    if set != 1 {
+        return Err(err(
+            field,
+            "a matcher sets exactly one of email, emailDomain, group, serviceToken, country",
+        ));
+    }
+    let nonempty = |v: &str, max: usize, what: &str| {
+        if v.is_empty() || v.len() > max || v.chars().any(char::is_control) {
+            Err(err(
+                field,
+                format!("{what} must be 1 to {max} printable characters"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(e) = &m.email {
+        let ok = e.len() <= 254
+            && e.split_once('@')
+                .is_some_and(|(u, d)| !u.is_empty() && !d.is_empty() && !d.contains('@'))
+            && !e.chars().any(char::is_whitespace);
+        if !ok {
+            return Err(err(
+                format!("{field}.email"),
+                "email must look like user@domain",
+            ));
+        }
+        return Ok(CompiledMatcher::Email(e.to_lowercase()));
+    }
+    if let Some(d) = &m.email_domain {
+        let lower = d.to_ascii_lowercase();
+        if !is_dns_name(&lower) {
+            return Err(err(
+                format!("{field}.emailDomain"),
+                "emailDomain must be a domain name without '@'",
+            ));
+        }
+        return Ok(CompiledMatcher::EmailDomain(lower));
+    }
+    if let Some(g) = &m.group {
+        nonempty(g, 256, "group")?;
+        return Ok(CompiledMatcher::Group(g.clone()));
+    }
+    if let Some(cn) = &m.service_token {
+        nonempty(cn, 256, "serviceToken")?;
+        return Ok(CompiledMatcher::ServiceToken(cn.clone()));
+    }
+    let country = m.country.as_deref().unwrap_or_default();
+    if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(err(
+            format!("{field}.country"),
+            "country must be an ISO 3166-1 alpha-2 code such as US",
+        ));
+    }
+    Ok(CompiledMatcher::Country(country.to_ascii_uppercase()))
+}
+
 fn default_header(name: &'static str, claim: &str) -> CompiledClaimHeader {
     CompiledClaimHeader {
         header: HeaderName::from_static(name),
@@ -475,6 +591,7 @@ mod tests {
             algorithms: None,
             leeway: None,
             claim_headers: None,
+            rules: None,
         }
     }
 

@@ -8,8 +8,8 @@
 mod compile;
 
 pub use compile::{
-    ClaimEncoding, CompileError, CompiledClaimHeader, CompiledPolicy, IssuerKind, PolicyKey,
-    compile,
+    ClaimEncoding, CompileError, CompiledClaimHeader, CompiledMatcher, CompiledPolicy,
+    CompiledRules, IssuerKind, PolicyKey, compile,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -112,6 +112,60 @@ pub struct AccessPolicySpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x.header.lowerAscii() == y.header.lowerAscii()))").message("claimHeaders must not name a header twice"))]
     pub claim_headers: Option<Vec<ClaimHeader>>,
+
+    /// Who may pass, beyond holding a valid token for the audience: `deny` matchers are
+    /// checked first and win; then, if `allow` is not empty, one of its matchers must match.
+    /// No rules: any valid token is allowed. A refused token gets 403 `rule_denied`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesSpec>,
+}
+
+/// Allow and deny matchers.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RulesSpec {
+    /// Claim holding the user's groups, as a dotted path. Default `custom.groups` (Cloudflare
+    /// puts identity-provider groups there when configured to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub groups_claim: Option<String>,
+    /// A token must match one of these (when any are listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub allow: Vec<Matcher>,
+    /// A token matching any of these is refused, whatever `allow` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub deny: Vec<Matcher>,
+}
+
+/// One condition on the token: set exactly one field. A claim the token lacks never matches.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = kube::core::Rule::new("[has(self.email), has(self.emailDomain), has(self.group), has(self.serviceToken), has(self.country)].filter(x, x).size() == 1").message("a matcher sets exactly one of email, emailDomain, group, serviceToken, country"))]
+#[serde(rename_all = "camelCase")]
+pub struct Matcher {
+    /// The `email` claim equals this (case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 3, max = 254))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[^@\\\\s]+@[^@\\\\s]+$')").message("email must look like user@domain"))]
+    pub email: Option<String>,
+    /// The `email` claim is in this domain (exactly; `example.com` does not match `a.example.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$')").message("emailDomain must be a domain name without '@'"))]
+    pub email_domain: Option<String>,
+    /// The groups claim (`groupsClaim`) contains this group (exact, case-sensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub group: Option<String>,
+    /// A service token with this `common_name` (the Cloudflare service token's Client ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub service_token: Option<String>,
+    /// The `country` claim (ISO 3166-1 alpha-2, as Cloudflare sets it) equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Za-z]{2}$"))]
+    pub country: Option<String>,
 }
 
 /// The token issuer: exactly one of `teamDomain` or `url` (with `jwksUri`).
