@@ -43,6 +43,7 @@ fn bench(c: &mut Criterion) {
         algorithms: None,
         leeway: None,
         claim_headers: None,
+        rules: None,
     };
     let policy = compile(PolicyKey::new("ns", "p"), None, &spec).unwrap();
     let now = accessgate::devissuer::unix_now();
