@@ -1,7 +1,15 @@
 //! Turning a proxy's auth subrequest into the original request it stands for. Pure.
 //!
 //! Each dialect reads only the headers its proxy sets (and overwrites), never headers a
-//! client could add unchecked. Today: ingress-nginx `auth-url`.
+//! client could add unchecked:
+//! - `nginx`: ingress-nginx `auth-url` (`X-Original-URL`, `X-Original-Method`);
+//! - `forward`: Traefik ForwardAuth and Caddy `forward_auth` (`X-Forwarded-Method`, `-Proto`,
+//!   `-Host`, `-Uri`);
+//! - `envoy`: Envoy ext_authz over HTTP (the original method and path on the request line,
+//!   the original authority in `Host`).
+//!
+//! A request carrying another dialect's headers is refused (`dialect_mismatch`), so a proxy
+//! left pointing at the wrong endpoint after a migration fails closed instead of guessing.
 
 use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -22,20 +30,104 @@ pub struct OriginalRequest {
     pub request_id: Option<String>,
 }
 
-/// Headers that only other proxies' dialects send. Seeing one on the nginx endpoint means
-/// the proxy was configured for another endpoint: refuse rather than guess.
-const FOREIGN_HEADERS: &[&str] = &[
-    "x-forwarded-uri",
-    "x-forwarded-method",
-    "x-envoy-expected-rq-timeout-ms",
-];
+/// Headers only ingress-nginx's auth subrequest carries.
+const NGINX_HEADERS: &[&str] = &["x-original-url", "x-original-method"];
+/// Headers only the forward-auth proxies (Traefik, Caddy) send.
+const FORWARD_HEADERS: &[&str] = &["x-forwarded-uri", "x-forwarded-method"];
+/// Headers only Envoy adds.
+const ENVOY_HEADERS: &[&str] = &["x-envoy-expected-rq-timeout-ms", "x-envoy-internal"];
+
+fn refuse_foreign(headers: &HeaderMap, foreign: &[&[&str]]) -> Result<(), Reason> {
+    if foreign
+        .iter()
+        .flat_map(|set| set.iter())
+        .any(|h| headers.contains_key(*h))
+    {
+        return Err(Reason::DialectMismatch);
+    }
+    Ok(())
+}
+
+fn host_of(url: &Url) -> Result<String, Reason> {
+    match url.host() {
+        Some(url::Host::Domain(d)) => Ok(d.trim_end_matches('.').to_ascii_lowercase()),
+        Some(url::Host::Ipv4(ip)) => Ok(ip.to_string()),
+        Some(url::Host::Ipv6(ip)) => Ok(ip.to_string()),
+        None => Err(Reason::RequestMalformed),
+    }
+}
+
+/// An absolute URL from its parts, parsed (and so validated) by the URL parser.
+fn url_from_parts(scheme: &str, authority: &str, path_and_query: &str) -> Result<Url, Reason> {
+    if !matches!(scheme, "http" | "https")
+        || authority.is_empty()
+        || !path_and_query.starts_with('/')
+    {
+        return Err(Reason::RequestMalformed);
+    }
+    if authority.contains(['/', '?', '#', '@', '\\']) {
+        return Err(Reason::RequestMalformed);
+    }
+    Url::parse(&format!("{scheme}://{authority}{path_and_query}"))
+        .map_err(|_| Reason::RequestMalformed)
+}
+
+fn original(
+    method: &str,
+    url: &Url,
+    headers: &HeaderMap,
+    client_ip_header: &str,
+) -> Result<OriginalRequest, Reason> {
+    if !is_method_token(method) {
+        return Err(Reason::RequestMalformed);
+    }
+    Ok(OriginalRequest {
+        method: method.to_owned(),
+        scheme: url.scheme().to_owned(),
+        host: host_of(url)?,
+        path: normalise_path(url.path())?,
+        client_ip: one_header(headers, client_ip_header)
+            .ok()
+            .flatten()
+            .map(str::to_owned),
+        request_id: one_header(headers, "x-request-id")
+            .ok()
+            .flatten()
+            .map(str::to_owned),
+    })
+}
+
+/// Traefik ForwardAuth / Caddy `forward_auth`: `X-Forwarded-Method`, `X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, `X-Forwarded-Uri` (both proxies overwrite client copies by default).
+pub fn forward(headers: &HeaderMap) -> Result<OriginalRequest, Reason> {
+    refuse_foreign(headers, &[NGINX_HEADERS, ENVOY_HEADERS])?;
+    let uri = one_header(headers, "x-forwarded-uri")?.ok_or(Reason::RequestMalformed)?;
+    let host = one_header(headers, "x-forwarded-host")?.ok_or(Reason::RequestMalformed)?;
+    let proto = one_header(headers, "x-forwarded-proto")?.unwrap_or("https");
+    let method = one_header(headers, "x-forwarded-method")?.unwrap_or("GET");
+    let url = url_from_parts(proto, host, uri)?;
+    original(method, &url, headers, "x-forwarded-for")
+}
+
+/// Envoy ext_authz (HTTP service): the check request keeps the original method, its path is
+/// the configured prefix plus the original path, and `Host` is the original authority.
+/// `path_and_query` is what follows the prefix.
+pub fn envoy(
+    headers: &HeaderMap,
+    method: &str,
+    path_and_query: &str,
+) -> Result<OriginalRequest, Reason> {
+    refuse_foreign(headers, &[NGINX_HEADERS, FORWARD_HEADERS])?;
+    let host = one_header(headers, "host")?.ok_or(Reason::RequestMalformed)?;
+    let proto = one_header(headers, "x-forwarded-proto")?.unwrap_or("https");
+    let url = url_from_parts(proto, host, path_and_query)?;
+    original(method, &url, headers, "x-forwarded-for")
+}
 
 /// ingress-nginx `auth-url`: `X-Original-URL` (`$scheme://$http_host$request_uri`),
 /// `X-Original-Method`, `X-Real-IP`, `X-Request-ID`.
 pub fn nginx(headers: &HeaderMap) -> Result<OriginalRequest, Reason> {
-    if FOREIGN_HEADERS.iter().any(|h| headers.contains_key(*h)) {
-        return Err(Reason::DialectMismatch);
-    }
+    refuse_foreign(headers, &[FORWARD_HEADERS, ENVOY_HEADERS])?;
     let raw_url = one_header(headers, "x-original-url")?.ok_or(Reason::RequestMalformed)?;
     let url = Url::parse(raw_url).map_err(|_| Reason::RequestMalformed)?;
     if !matches!(url.scheme(), "http" | "https") {
@@ -199,6 +291,73 @@ mod tests {
         let r = nginx(&h(&[
             ("x-original-url", "https://a/"),
             ("x-forwarded-uri", "/"),
+        ]));
+        assert_eq!(r, Err(Reason::DialectMismatch));
+    }
+
+    #[test]
+    fn forward_reads_what_traefik_and_caddy_send() {
+        let r = forward(&h(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "App.Example.com"),
+            ("x-forwarded-uri", "/api/../admin?x=1"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.host.as_str(), r.path.as_str()),
+            ("POST", "app.example.com", "/admin")
+        );
+        assert_eq!(r.client_ip.as_deref(), Some("198.51.100.7"));
+        assert_eq!(
+            forward(&h(&[("x-forwarded-host", "a")])),
+            Err(Reason::RequestMalformed),
+            "no uri"
+        );
+        assert_eq!(
+            forward(&h(&[("x-forwarded-host", "a@b"), ("x-forwarded-uri", "/")])),
+            Err(Reason::RequestMalformed),
+            "userinfo smuggled into the host"
+        );
+        assert_eq!(
+            forward(&h(&[
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-uri", "/"),
+                ("x-original-url", "https://a/")
+            ])),
+            Err(Reason::DialectMismatch)
+        );
+    }
+
+    #[test]
+    fn envoy_reads_method_path_and_authority() {
+        let r = envoy(
+            &h(&[("host", "app.example.com:8443")]),
+            "DELETE",
+            "/items/7?force=1",
+        )
+        .unwrap();
+        assert_eq!(
+            (r.method.as_str(), r.host.as_str(), r.path.as_str()),
+            ("DELETE", "app.example.com", "/items/7")
+        );
+        assert_eq!(
+            envoy(&h(&[("host", "a"), ("x-forwarded-uri", "/")]), "GET", "/"),
+            Err(Reason::DialectMismatch)
+        );
+        assert_eq!(
+            envoy(&h(&[]), "GET", "/"),
+            Err(Reason::RequestMalformed),
+            "no Host"
+        );
+    }
+
+    #[test]
+    fn nginx_refuses_other_dialects() {
+        let r = nginx(&h(&[
+            ("x-original-url", "https://a/"),
+            ("x-envoy-internal", "true"),
         ]));
         assert_eq!(r, Err(Reason::DialectMismatch));
     }

@@ -35,6 +35,9 @@ impl DropReason {
 pub struct Rendered {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub dropped: Vec<(HeaderName, DropReason)>,
+    /// Mapped headers not set (claim absent or value dropped): a proxy that only overwrites
+    /// the headers it is given (Envoy) must be told to remove client copies of these.
+    pub absent: Vec<HeaderName>,
 }
 
 /// Builds every configured header whose claim is present and non-empty.
@@ -42,11 +45,15 @@ pub fn render(claims: &Claims, mapping: &[CompiledClaimHeader]) -> Rendered {
     let mut out = Rendered::default();
     for m in mapping {
         let Some(text) = claims.path(&m.path).and_then(|v| encode(v, &m.encoding)) else {
+            out.absent.push(m.header.clone());
             continue;
         };
         match sanitise(&text) {
             Ok(value) => out.set.push((m.header.clone(), value)),
-            Err(reason) => out.dropped.push((m.header.clone(), reason)),
+            Err(reason) => {
+                out.dropped.push((m.header.clone(), reason));
+                out.absent.push(m.header.clone());
+            }
         }
     }
     out

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
@@ -21,11 +21,17 @@ use crate::state::AppState;
 
 /// Response header naming the deny reason (the proxy does not show it to the client).
 pub const REASON_HEADER: &str = "x-accessgate-reason";
+/// Envoy ext_authz: request headers to remove before the request goes upstream.
+const ENVOY_REMOVE_HEADER: &str = "x-envoy-auth-headers-to-remove";
 
 pub fn auth_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/auth", any(auth_by_route))
         .route("/auth/{namespace}/{name}", any(auth_by_name))
+        .route("/forward", any(forward_by_route))
+        .route("/forward/{namespace}/{name}", any(forward_by_name))
+        .route("/envoy/{namespace}/{name}", any(envoy_by_name))
+        .route("/envoy/{namespace}/{name}/{*path}", any(envoy_by_name))
         .fallback(|| async { deny_response(Reason::PolicyUnknown) })
         .with_state(state)
 }
@@ -67,29 +73,109 @@ enum Select<'a> {
     Route,
 }
 
+/// Which proxy is asking: how to read the original request and shape the answer.
+enum Dialect {
+    /// ingress-nginx `auth-url`.
+    Nginx,
+    /// Traefik ForwardAuth, Caddy `forward_auth`.
+    Forward,
+    /// Envoy ext_authz (HTTP): the original method and path arrive on the request line.
+    Envoy {
+        method: String,
+        path_and_query: String,
+    },
+}
+
 async fn auth_by_name(
     State(state): State<Arc<AppState>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
+    let select = Select::Name {
+        namespace: &namespace,
+        name: &name,
+    };
+    authorize(&state, &headers, select, Dialect::Nginx).await
+}
+
+async fn auth_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    authorize(&state, &headers, Select::Route, Dialect::Nginx).await
+}
+
+async fn forward_by_name(
+    State(state): State<Arc<AppState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let select = Select::Name {
+        namespace: &namespace,
+        name: &name,
+    };
+    authorize(&state, &headers, select, Dialect::Forward).await
+}
+
+async fn forward_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    authorize(&state, &headers, Select::Route, Dialect::Forward).await
+}
+
+async fn envoy_by_name(
+    State(state): State<Arc<AppState>>,
+    Path(params): Path<Vec<(String, String)>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let param = |k: &str| {
+        params
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    // The original path is everything after /envoy/{ns}/{name}, taken raw from the URI so
+    // that its encoding reaches the normaliser untouched.
+    let prefix_len = format!("/envoy/{}/{}", param("namespace"), param("name")).len();
+    let raw_path = uri.path();
+    let rest = if raw_path.len() > prefix_len && raw_path.is_char_boundary(prefix_len) {
+        &raw_path[prefix_len..]
+    } else {
+        "/"
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_owned(),
+    };
+    let select = Select::Name {
+        namespace: param("namespace"),
+        name: param("name"),
+    };
     authorize(
         &state,
         &headers,
-        Select::Name {
-            namespace: &namespace,
-            name: &name,
+        select,
+        Dialect::Envoy {
+            method: method.to_string(),
+            path_and_query,
         },
     )
     .await
 }
 
-async fn auth_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    authorize(&state, &headers, Select::Route).await
-}
-
-async fn authorize(state: &AppState, headers: &HeaderMap, select: Select<'_>) -> Response {
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    select: Select<'_>,
+    dialect: Dialect,
+) -> Response {
     let started = Instant::now();
-    let request = dialect::nginx(headers);
+    let request = match &dialect {
+        Dialect::Nginx => dialect::nginx(headers),
+        Dialect::Forward => dialect::forward(headers),
+        Dialect::Envoy {
+            method,
+            path_and_query,
+        } => dialect::envoy(headers, method, path_and_query),
+    };
     let (policy_label, decision) = match &request {
         Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
         Ok(req) => decide(state, headers, req, &select).await,
@@ -125,6 +211,14 @@ async fn authorize(state: &AppState, headers: &HeaderMap, select: Select<'_>) ->
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             for (name, value) in rendered.set {
                 h.insert(name, value);
+            }
+            // Envoy overwrites only the headers we send; it removes client copies of the
+            // others only when told to.
+            if matches!(dialect, Dialect::Envoy { .. }) && !rendered.absent.is_empty() {
+                let names: Vec<&str> = rendered.absent.iter().map(HeaderName::as_str).collect();
+                if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
+                    h.insert(ENVOY_REMOVE_HEADER, v);
+                }
             }
             resp
         }

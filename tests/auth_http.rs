@@ -558,3 +558,96 @@ fn rules_allow_and_deny_with_deny_winning() {
         )
         .assert_deny(403, "rule_denied");
 }
+
+#[test]
+fn forward_dialect_reads_x_forwarded_headers() {
+    let (issuer, server) = setup("  hosts: [app.example.test]\n");
+    let token = issuer.token(json!({}));
+    let fwd = |path: &str, extra: &[(&str, &str)]| {
+        let mut req = http()
+            .get(format!("{}{path}", server.auth))
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "app.example.test")
+            .header("x-forwarded-uri", "/dashboards?x=1");
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().unwrap();
+        (
+            resp.status().as_u16(),
+            resp.headers()
+                .get("x-accessgate-reason")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        )
+    };
+    let t = ("cf-access-jwt-assertion", token.as_str());
+    assert_eq!(fwd("/forward/apps/web", &[t]).0, 200);
+    assert_eq!(
+        fwd("/forward", &[t]).0,
+        200,
+        "host routing on the bare endpoint"
+    );
+    assert_eq!(
+        fwd("/forward/apps/web", &[]),
+        (401, Some("token_missing".into()))
+    );
+    // An nginx-shaped request on the forward endpoint (or the reverse) is refused.
+    assert_eq!(
+        fwd(
+            "/forward/apps/web",
+            &[t, ("x-original-url", "https://app.example.test/")]
+        ),
+        (400, Some("dialect_mismatch".into()))
+    );
+    server
+        .auth(
+            NAMED,
+            "https://app.example.test/",
+            &[t, ("x-forwarded-uri", "/")],
+        )
+        .assert_deny(400, "dialect_mismatch");
+}
+
+#[test]
+fn envoy_dialect_reads_method_path_and_host_and_lists_headers_to_remove() {
+    let (issuer, server) = setup(groups_mapping());
+    let token = issuer.token(json!({}));
+    // Shaped as Envoy's ext_authz HTTP service sends it: original method, path_prefix +
+    // original path, Host = original authority, allowed headers only.
+    let resp = http()
+        .delete(format!("{}/envoy/apps/web/items/7?force=1", server.auth))
+        .header("host", "app.example.test")
+        .header("cf-access-jwt-assertion", &token)
+        .header("x-forwarded-proto", "https")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-auth-request-email"], "alice@example.com");
+    // The token has no groups or name claim: Envoy must remove client copies of those.
+    let remove = resp.headers()["x-envoy-auth-headers-to-remove"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(remove, "x-auth-request-groups,x-auth-request-name");
+    let resp = http()
+        .get(format!("{}/envoy/apps/web", server.auth))
+        .header("host", "app.example.test")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = http()
+        .get(format!("{}/envoy/apps/web/x", server.auth))
+        .header("host", "app.example.test")
+        .header("x-original-url", "https://app.example.test/x")
+        .header("cf-access-jwt-assertion", &token)
+        .send()
+        .unwrap();
+    assert_eq!(
+        (
+            resp.status().as_u16(),
+            resp.headers()["x-accessgate-reason"].to_str().unwrap()
+        ),
+        (400, "dialect_mismatch")
+    );
+}
