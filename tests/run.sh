@@ -9,6 +9,7 @@ need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)     # control-plane certificates
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)               # end-to-end tests run real nginx
+command -v caddy >/dev/null || need_apt+=(caddy)        # ... and real Caddy (forward_auth)
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null

@@ -385,6 +385,7 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+pub mod caddy;
 pub mod cluster;
 pub mod echo;
 pub mod nginx;

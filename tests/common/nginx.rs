@@ -42,7 +42,13 @@ fn nginx_binary() -> &'static str {
 
 impl Nginx {
     pub fn start(sites: &[Site], upstream_port: u16) -> Nginx {
-        Self::start_with(|prefix, port| config(prefix, port, sites, upstream_port))
+        Self::start_with(|prefix, port| config(prefix, port, sites, upstream_port, false))
+    }
+
+    /// As ingress-nginx renders it with the `auth-keepalive` annotation: the auth subrequests
+    /// reuse connections from an upstream pool instead of opening one each.
+    pub fn start_keepalive(sites: &[Site], upstream_port: u16) -> Nginx {
+        Self::start_with(|prefix, port| config(prefix, port, sites, upstream_port, true))
     }
 
     /// nginx answering `return 200` on every request: the floor of any HTTP answer.
@@ -142,10 +148,11 @@ impl Drop for Nginx {
     }
 }
 
-fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16) -> String {
+fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16, keepalive: bool) -> String {
     let p = prefix.display();
     let mut servers = String::new();
-    for site in sites {
+    let mut upstreams = String::new();
+    for (n, site) in sites.iter().enumerate() {
         let mut auth_set = String::new();
         for (i, name) in site.response_headers.iter().enumerate() {
             let var = name.to_ascii_lowercase().replace('-', "_");
@@ -225,6 +232,13 @@ fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16) -> Strin
             host = site.host,
             auth_target = if site.auth_url == STATIC_ALLOW {
                 "            return 200;".to_owned()
+            } else if keepalive {
+                let rest = site.auth_url.strip_prefix("http://").expect("http auth url");
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                writeln!(upstreams, "    upstream auth_{n} {{ server {authority}; keepalive 32; }}").unwrap();
+                format!(
+                    "            proxy_set_header Connection \"\";\n            proxy_pass http://auth_{n}{path};"
+                )
             } else {
                 format!(
                     "            set $target \"{}\";\n            proxy_pass $target;",
@@ -249,7 +263,7 @@ http {{
     ignore_invalid_headers on;
     map $http_x_request_id $req_id {{ default $http_x_request_id; "" $request_id; }}
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
-{servers}}}
+{upstreams}{servers}}}
 "#
     )
 }

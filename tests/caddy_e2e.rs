@@ -1,0 +1,134 @@
+//! End to end behind real Caddy (`forward_auth`) on the forward dialect: the nginx suite's
+//! scenarios that apply (identity headers, spoofing, 401/403, rotation).
+
+mod common;
+
+use common::caddy::Caddy;
+use common::echo::{Echo, received};
+use common::*;
+use serde_json::json;
+
+const HEADERS: [&str; 3] = [
+    "X-Auth-Request-Email",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Groups",
+];
+
+struct Stack {
+    issuer: Issuer,
+    _server: Server,
+    echo: Echo,
+    caddy: Caddy,
+}
+
+fn stack() -> Stack {
+    let issuer = Issuer::start();
+    let mapping = "  hosts: [app.example.test]\n  claimHeaders:\n    - { header: X-Auth-Request-Email, claim: email }\n    - { header: X-Auth-Request-User, claim: sub }\n    - { header: X-Auth-Request-Groups, claim: custom.groups, join: \",\" }\n";
+    let server = Server::start(
+        &[(
+            "web.yaml",
+            &policy_yaml("apps", "web", &issuer.url, mapping),
+        )],
+        &[],
+    );
+    let echo = Echo::start();
+    let auth = server.auth.trim_start_matches("http://").to_owned();
+    let caddy = Caddy::start(
+        "app.example.test",
+        &auth,
+        "/forward/apps/web",
+        &HEADERS,
+        echo.port(),
+    );
+    Stack {
+        issuer,
+        _server: server,
+        echo,
+        caddy,
+    }
+}
+
+impl Stack {
+    fn through(&self, headers: &[(&str, &str)]) -> serde_json::Value {
+        let before = self.echo.count();
+        let resp = self.caddy.get("app.example.test", "/page?q=1", headers);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(self.echo.count(), before + 1);
+        resp.json().unwrap()
+    }
+
+    fn refused(&self, headers: &[(&str, &str)], status: u16) {
+        let before = self.echo.count();
+        let resp = self.caddy.get("app.example.test", "/page", headers);
+        assert_eq!(resp.status().as_u16(), status);
+        assert_eq!(
+            self.echo.count(),
+            before,
+            "a refused request reached the upstream"
+        );
+    }
+}
+
+#[test]
+fn valid_tokens_reach_upstream_with_identity_headers() {
+    let s = stack();
+    let token = s
+        .issuer
+        .token(json!({"sub": "u-9", "claims": {"custom": {"groups": ["eng"]}}}));
+    let seen = s.through(&[("cf-access-jwt-assertion", &token)]);
+    assert_eq!(
+        received(&seen, "x-auth-request-email"),
+        ["alice@example.com"]
+    );
+    assert_eq!(received(&seen, "x-auth-request-user"), ["u-9"]);
+    assert_eq!(received(&seen, "x-auth-request-groups"), ["eng"]);
+    let seen = s.through(&[("cookie", &format!("CF_Authorization={token}"))]);
+    assert_eq!(
+        received(&seen, "x-auth-request-email"),
+        ["alice@example.com"]
+    );
+}
+
+#[test]
+fn client_cannot_spoof_identity_headers_through_caddy() {
+    let s = stack();
+    let token = s.issuer.token(json!({}));
+    let seen = s.through(&[
+        ("cf-access-jwt-assertion", &token),
+        ("x-auth-request-email", "ceo@example.com"),
+        ("x-auth-request-groups", "admins"),
+    ]);
+    assert_eq!(
+        received(&seen, "x-auth-request-email"),
+        ["alice@example.com"]
+    );
+    assert!(
+        !received(&seen, "x-auth-request-groups").contains(&"admins".to_string()),
+        "a client-sent header without a claim behind it reached the upstream: {seen}"
+    );
+}
+
+#[test]
+fn denials_and_rotation() {
+    let s = stack();
+    s.refused(&[], 401);
+    s.refused(
+        &[(
+            "cf-access-jwt-assertion",
+            &s.issuer.mint(json!({"aud": ["0".repeat(64)]})),
+        )],
+        403,
+    );
+    s.refused(
+        &[(
+            "cf-access-jwt-assertion",
+            &s.issuer.token(json!({"ttl": -3600})),
+        )],
+        401,
+    );
+    let old = s.issuer.token(json!({}));
+    s.through(&[("cf-access-jwt-assertion", &old)]);
+    s.issuer.rotate();
+    s.through(&[("cf-access-jwt-assertion", &s.issuer.token(json!({})))]);
+    s.through(&[("cf-access-jwt-assertion", &old)]);
+}

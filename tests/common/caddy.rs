@@ -1,0 +1,92 @@
+//! Real Caddy (Debian's package) with `forward_auth` in front of an upstream, as its docs
+//! describe for external auth services.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::{eventually, http};
+
+pub struct Caddy {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+fn caddy_binary() -> &'static str {
+    for candidate in ["/usr/bin/caddy", "/usr/local/bin/caddy"] {
+        if Path::new(candidate).exists() {
+            return candidate;
+        }
+    }
+    panic!(
+        "caddy is not installed: run tests/run.sh (it installs Debian's caddy) or `apt-get install caddy`"
+    );
+}
+
+impl Caddy {
+    /// `host` protected by `forward_auth` to `auth` (`127.0.0.1:PORT`) at `uri`, copying
+    /// `copy_headers` to the upstream at `upstream_port`.
+    pub fn start(
+        host: &str,
+        auth: &str,
+        uri: &str,
+        copy_headers: &[&str],
+        upstream_port: u16,
+    ) -> Caddy {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let caddyfile = format!(
+            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/data\n}}\n\n\
+             http://{host}:{port} {{\n\tbind 127.0.0.1\n\tforward_auth {auth} {{\n\t\turi {uri}\n\t\tcopy_headers {}\n\t}}\n\treverse_proxy 127.0.0.1:{upstream_port}\n}}\n",
+            copy_headers.join(" ")
+        );
+        std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();
+        let child = Command::new(caddy_binary())
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(dir.path().join("Caddyfile"))
+            .env("HOME", dir.path())
+            .env("XDG_DATA_HOME", dir.path().join("data"))
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start caddy");
+        let mut caddy = Caddy { child, port, dir };
+        let up = eventually(Duration::from_secs(15), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !up {
+            let _ = caddy.child.kill();
+            panic!("caddy did not start on port {port}");
+        }
+        caddy
+    }
+
+    pub fn get(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::blocking::Response {
+        let mut req = http()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .header("host", format!("{host}:{}", self.port));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().expect("request through caddy")
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
