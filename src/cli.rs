@@ -11,7 +11,7 @@ use crate::controller::{self, RunConfig};
 use crate::devissuer::{self, IssuerState};
 use crate::keys::KeyConfig;
 use crate::standalone::{self, ServeConfig};
-use crate::{demo, policy};
+use crate::{check, demo, policy};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -103,6 +103,23 @@ enum Command {
     },
     /// Print the AccessPolicy CustomResourceDefinition.
     Crd,
+    /// Explain the decision for one token, step by step; exits 0 on allow, 1 on deny.
+    Check {
+        /// Policy file (AccessPolicy YAML); with --name, picks that policy from it.
+        #[arg(long, conflicts_with = "namespace")]
+        policy: Option<PathBuf>,
+        /// Namespace of the policy in the cluster (with --name; uses KUBECONFIG).
+        #[arg(long, requires = "name")]
+        namespace: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        /// The JWT to check (as Cloudflare would send it).
+        #[arg(long)]
+        token: String,
+        /// Original URL, to show whether the bare /auth endpoint would route to this policy.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -152,7 +169,13 @@ pub fn main() -> anyhow::Result<()> {
         print!("{}", policy::crd_yaml());
         return Ok(());
     }
-    init_logging(cli.log_format, &cli.log)?;
+    // `check` talks to a person: keep its output free of log lines unless asked.
+    let log = if matches!(cli.command, Command::Check { .. }) && cli.log == "info" {
+        "warn"
+    } else {
+        &cli.log
+    };
+    init_logging(cli.log_format, log)?;
     // Fail at start-up, not at the first token, if the JWT crypto backend is missing.
     jsonwebtoken::crypto::CryptoProvider::try_get_default()
         .context("jsonwebtoken has no crypto provider; build with the aws_lc_rs feature")?;
@@ -242,6 +265,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await?;
             shutdown_signal().await;
+        }
+        Command::Check {
+            policy,
+            namespace,
+            name,
+            token,
+            url,
+        } => {
+            let target = match (policy, namespace, name) {
+                (Some(path), _, name) => check::PolicyRef::File { path, name },
+                (None, Some(namespace), Some(name)) => {
+                    check::PolicyRef::Cluster { namespace, name }
+                }
+                _ => anyhow::bail!("give --policy FILE, or --namespace NS --name NAME"),
+            };
+            let allowed = check::run(target, &token, url.as_deref()).await?;
+            std::process::exit(if allowed { 0 } else { 1 });
         }
         Command::Crd => unreachable!("handled before the runtime starts"),
     }

@@ -3,6 +3,7 @@
 //! Data path, top to bottom: [`server`] → [`dialect`] → [`index`] → [`decision`]
 //! (→ [`verify`] with [`keys`], → [`headers`]) → response.
 
+pub mod check;
 pub mod cli;
 pub mod controller;
 pub mod decision;
@@ -22,4 +23,5 @@ pub mod standalone;
 pub mod state;
 pub mod stats;
 pub mod tokencache;
+pub mod trace;
 pub mod verify;

@@ -1,0 +1,168 @@
+//! `accessgate check`: explain the decision for one token under one policy (from a file or
+//! the cluster), fetching the issuer's keys live. Prints each step; the exit status is the
+//! verdict. Nothing here is reachable over HTTP.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue};
+use url::Url;
+
+use crate::index::{Entry, PolicyIndex};
+use crate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
+use crate::policy::{AccessPolicy, CompiledPolicy, PolicyKey, TokenSource, compile};
+use crate::source::files::parse_manifests;
+use crate::trace::trace;
+use crate::verify::{ASSERTION_HEADER, AUTH_COOKIE};
+
+#[derive(Debug, Clone)]
+pub enum PolicyRef {
+    File { path: PathBuf, name: Option<String> },
+    Cluster { namespace: String, name: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0}")]
+    Policy(String),
+    #[error("cannot read the policy from the cluster: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+struct Fetched(Option<KeySet>);
+
+impl KeyLookup for Fetched {
+    fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
+        match &self.0 {
+            None => KeyAnswer::Unavailable,
+            Some(set) => set
+                .get(kid)
+                .cloned()
+                .map(KeyAnswer::Found)
+                .unwrap_or(KeyAnswer::Unknown),
+        }
+    }
+}
+
+async fn load(policy: &PolicyRef) -> Result<CompiledPolicy, CheckError> {
+    match policy {
+        PolicyRef::File { path, name } => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CheckError::Policy(format!("{}: {e}", path.display())))?;
+            let entries = parse_manifests(&path.display().to_string(), &text)
+                .map_err(|e| CheckError::Policy(e.to_string()))?;
+            let chosen = entries
+                .into_iter()
+                .find(|(k, _)| name.as_ref().is_none_or(|n| &k.name == n))
+                .ok_or_else(|| {
+                    CheckError::Policy(format!("{}: no matching AccessPolicy", path.display()))
+                })?;
+            match chosen.1 {
+                Entry::Ready(p) => Ok((*p).clone()),
+                Entry::Invalid(msg) => Err(CheckError::Policy(msg)),
+            }
+        }
+        PolicyRef::Cluster { namespace, name } => {
+            let client = kube::Client::try_default().await?;
+            let obj = kube::Api::<AccessPolicy>::namespaced(client, namespace)
+                .get(name)
+                .await?;
+            compile(
+                PolicyKey::new(namespace.clone(), name.clone()),
+                obj.metadata.generation,
+                &obj.spec,
+            )
+            .map_err(|e| CheckError::Policy(format!("policy {namespace}/{name} is invalid: {e}")))
+        }
+    }
+}
+
+/// The request a proxy would send with `token` in the policy's first token source.
+fn request_with(policy: &CompiledPolicy, token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let value = |v: String| {
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    };
+    match policy.token_sources.first() {
+        Some(TokenSource::Cookie) => h.insert("cookie", value(format!("{AUTH_COOKIE}={token}"))),
+        Some(TokenSource::Bearer) => h.insert("authorization", value(format!("Bearer {token}"))),
+        _ => h.insert(ASSERTION_HEADER, value(token.to_owned())),
+    };
+    h
+}
+
+async fn fetch_keys(url: &Url) -> Result<KeySet, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("HTTP {}", resp.status().as_u16()));
+    }
+    let body = resp.bytes().await.map_err(|e| e.to_string())?;
+    parse_key_set(&body).map_err(|e| e.to_string())
+}
+
+/// Runs the check and prints the trace; `Ok(true)` when the token would be allowed.
+pub async fn run(policy: PolicyRef, token: &str, url: Option<&str>) -> Result<bool, CheckError> {
+    let policy = load(&policy).await?;
+    println!(
+        "policy   {} (issuer {}, audiences {})",
+        policy.key,
+        policy.issuer,
+        policy.audiences.len()
+    );
+    if let Some(u) = url {
+        let index = PolicyIndex::build([(
+            policy.key.clone(),
+            Entry::Ready(std::sync::Arc::new(policy.clone())),
+        )]);
+        let routed = Url::parse(u).ok().and_then(|u| {
+            let path = crate::dialect::normalise_path(u.path()).ok()?;
+            index.by_route(u.host_str()?, &path).ok().map(|_| ())
+        });
+        let note = if routed.is_some() {
+            "routes to this policy on the bare /auth endpoint"
+        } else {
+            "does not route to this policy on the bare /auth endpoint (use /auth/{namespace}/{name})"
+        };
+        println!("url      {u}: {note}");
+    }
+    let started = Instant::now();
+    let keys = match fetch_keys(&policy.jwks_uri).await {
+        Ok(set) => {
+            println!(
+                "keys     {} fetched from {} in {:?} (age 0 s): {}",
+                set.len(),
+                policy.jwks_uri,
+                started.elapsed(),
+                set.ids().join(", ")
+            );
+            Fetched(Some(set))
+        }
+        Err(e) => {
+            println!("keys     FAILED to fetch {}: {e}", policy.jwks_uri);
+            Fetched(None)
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (steps, decision) = trace(&policy, &request_with(&policy, token), &keys, now);
+    for s in &steps {
+        println!(
+            "{} {:<10} {}",
+            if s.ok { "ok  " } else { "FAIL" },
+            s.what,
+            s.detail
+        );
+    }
+    Ok(decision.outcome().is_ok())
+}
