@@ -11,7 +11,7 @@ use crate::policy::CompiledPolicy;
 use crate::reason::Reason;
 use crate::rules;
 use crate::tokencache::TokenCache;
-use crate::verify::{self, TokenKind};
+use crate::verify::{self, Claims, TokenKind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -28,6 +28,14 @@ impl Decision {
     }
 }
 
+/// A request whose token verified and passed the policy's claim checks; rules and headers
+/// come next (possibly after identity enrichment).
+pub struct Verified<'h> {
+    pub token: &'h str,
+    pub claims: Arc<Claims>,
+    pub kind: TokenKind,
+}
+
 /// Decides one request. `now` is seconds since the Unix epoch. `verified` remembers
 /// signature checks across requests (it never skips a policy check).
 pub fn decide(
@@ -37,19 +45,20 @@ pub fn decide(
     verified: &TokenCache,
     now: u64,
 ) -> Decision {
-    match evaluate(policy, request_headers, keys, verified, now) {
-        Ok((kind, headers)) => Decision::Allow { kind, headers },
+    match verify_request(policy, request_headers, keys, verified, now) {
+        Ok(v) => conclude(policy, &v.claims, v.kind),
         Err(reason) => Decision::Deny(reason),
     }
 }
 
-fn evaluate(
+/// Token → header → key → signature (or the cache) → claim checks.
+pub fn verify_request<'h>(
     policy: &CompiledPolicy,
-    request_headers: &HeaderMap,
+    request_headers: &'h HeaderMap,
     keys: &impl KeyLookup,
     verified: &TokenCache,
     now: u64,
-) -> Result<(TokenKind, Rendered), Reason> {
+) -> Result<Verified<'h>, Reason> {
     let token = verify::extract_token(request_headers, &policy.token_sources)?;
     let header = verify::read_header(token, &policy.algorithms)?;
     let key = match keys.lookup(&policy.jwks_uri, &header.kid) {
@@ -66,8 +75,22 @@ fn evaluate(
         }
     };
     let kind = verify::check_claims(&claims, policy, now)?;
-    rules::check(&policy.rules, &claims, kind)?;
-    Ok((kind, headers::render(&claims, &policy.claim_headers)))
+    Ok(Verified {
+        token,
+        claims,
+        kind,
+    })
+}
+
+/// Rules, then the identity headers.
+pub fn conclude(policy: &CompiledPolicy, claims: &Claims, kind: TokenKind) -> Decision {
+    match rules::check(&policy.rules, claims, kind) {
+        Ok(()) => Decision::Allow {
+            kind,
+            headers: headers::render(claims, &policy.claim_headers),
+        },
+        Err(reason) => Decision::Deny(reason),
+    }
 }
 
 #[cfg(test)]
@@ -113,6 +136,7 @@ mod tests {
             leeway: None,
             claim_headers: None,
             rules: None,
+            identity: None,
         };
         compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
     }

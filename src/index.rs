@@ -170,6 +170,7 @@ mod tests {
             leeway: None,
             claim_headers: None,
             rules: None,
+            identity: None,
         };
         let key = PolicyKey::new("ns", name);
         (

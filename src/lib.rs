@@ -11,6 +11,7 @@ pub mod demo;
 pub mod devissuer;
 pub mod dialect;
 pub mod headers;
+pub mod identity;
 pub mod index;
 pub mod keys;
 pub mod metrics;

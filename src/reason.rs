@@ -23,13 +23,15 @@ pub enum Reason {
     PolicyUnknown,
     PolicyInvalid,
     KeysUnavailable,
+    /// Cloudflare identity enrichment was required and could not be had.
+    IdentityUnavailable,
     // 400: the proxy's subrequest itself is unusable.
     RequestMalformed,
     DialectMismatch,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::TokenMissing,
         Reason::TokenMalformed,
         Reason::TokenTooLarge,
@@ -45,6 +47,7 @@ impl Reason {
         Reason::PolicyUnknown,
         Reason::PolicyInvalid,
         Reason::KeysUnavailable,
+        Reason::IdentityUnavailable,
         Reason::RequestMalformed,
         Reason::DialectMismatch,
     ];
@@ -67,6 +70,7 @@ impl Reason {
             Reason::PolicyUnknown => "policy_unknown",
             Reason::PolicyInvalid => "policy_invalid",
             Reason::KeysUnavailable => "keys_unavailable",
+            Reason::IdentityUnavailable => "identity_unavailable",
             Reason::RequestMalformed => "request_malformed",
             Reason::DialectMismatch => "dialect_mismatch",
         }
@@ -85,7 +89,10 @@ impl Reason {
             | Reason::TokenExpired
             | Reason::TokenNotYetValid => 401,
             Reason::AudienceMismatch | Reason::TokenTypeNotAllowed | Reason::RuleDenied => 403,
-            Reason::PolicyUnknown | Reason::PolicyInvalid | Reason::KeysUnavailable => 503,
+            Reason::PolicyUnknown
+            | Reason::PolicyInvalid
+            | Reason::KeysUnavailable
+            | Reason::IdentityUnavailable => 503,
             Reason::RequestMalformed | Reason::DialectMismatch => 400,
         }
     }

@@ -15,6 +15,7 @@ use axum::routing::{any, get};
 
 use crate::decision::{self, Decision};
 use crate::dialect::{self, OriginalRequest};
+use crate::identity;
 use crate::metrics::DroppedHeaderLabels;
 use crate::reason::Reason;
 use crate::state::AppState;
@@ -251,16 +252,33 @@ async fn decide(
     };
     drop(index);
     let label = policy.key.to_string();
-    let mut decision = decision::decide(&policy, headers, &state.keys, &state.tokens, unix_now());
+    let mut verified =
+        decision::verify_request(&policy, headers, &state.keys, &state.tokens, unix_now());
     // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is still
-    // running. One (coalesced, rate-limited) refetch, then decide again.
-    if matches!(
-        decision,
-        Decision::Deny(Reason::KeyUnknown | Reason::KeysUnavailable)
-    ) && state.keys.refetch(&policy.jwks_uri).await
+    // running. One (coalesced, rate-limited) refetch, then verify again.
+    if matches!(verified, Err(Reason::KeyUnknown | Reason::KeysUnavailable))
+        && state.keys.refetch(&policy.jwks_uri).await
     {
-        decision = decision::decide(&policy, headers, &state.keys, &state.tokens, unix_now());
+        verified =
+            decision::verify_request(&policy, headers, &state.keys, &state.tokens, unix_now());
     }
+    let decision = match verified {
+        Err(reason) => Decision::Deny(reason),
+        Ok(v) => match &policy.identity {
+            None => decision::conclude(&policy, &v.claims, v.kind),
+            Some(cfg) => match state.identity.get(cfg, v.token, &v.claims).await {
+                Ok(id) => decision::conclude(&policy, &identity::enrich(&v.claims, &id), v.kind),
+                Err(e) => {
+                    tracing::warn!(policy = %label, error = %e, deny = cfg.deny_on_error, "identity enrichment failed");
+                    if cfg.deny_on_error {
+                        Decision::Deny(Reason::IdentityUnavailable)
+                    } else {
+                        decision::conclude(&policy, &identity::without_identity(&v.claims), v.kind)
+                    }
+                }
+            },
+        },
+    };
     (label, decision)
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::identity::IdentityClient;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 use crate::server;
@@ -57,7 +58,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(config.keys.clone(), metrics.clone())?;
-    let state = AppState::new(keys, metrics, TokenCache::new(config.token_cache_bytes));
+    let state = AppState::new(
+        keys,
+        metrics,
+        TokenCache::new(config.token_cache_bytes),
+        IdentityClient::new().map_err(ServeError::from)?,
+    );
     let n = files::reload(&config.policies, &state)?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::identity::IdentityClient;
 use crate::index::{Entry, PolicyIndex};
 use crate::keys::KeyStore;
 use crate::metrics::{Metrics, PolicyStateLabels};
@@ -18,11 +19,17 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub stats: DecisionStats,
     pub tokens: TokenCache,
+    pub identity: IdentityClient,
     loaded: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(keys: KeyStore, metrics: Arc<Metrics>, tokens: TokenCache) -> Arc<Self> {
+    pub fn new(
+        keys: KeyStore,
+        metrics: Arc<Metrics>,
+        tokens: TokenCache,
+        identity: IdentityClient,
+    ) -> Arc<Self> {
         let retained = tokens.clone();
         keys.on_key_set_change(Arc::new(move |url, kids| retained.retain_kids(url, kids)));
         Arc::new(Self {
@@ -31,6 +38,7 @@ impl AppState {
             metrics,
             stats: DecisionStats::default(),
             tokens,
+            identity,
             loaded: AtomicBool::new(false),
         })
     }

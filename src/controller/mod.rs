@@ -15,6 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use serde_json::json;
 
+use crate::identity::IdentityClient;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 use crate::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
@@ -61,7 +62,12 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(config.keys.clone(), metrics.clone())
         .map_err(standalone::ServeError::from)?;
-    let state = AppState::new(keys, metrics, TokenCache::new(config.token_cache_bytes));
+    let state = AppState::new(
+        keys,
+        metrics,
+        TokenCache::new(config.token_cache_bytes),
+        IdentityClient::new().map_err(standalone::ServeError::from)?,
+    );
     let policies = kube_source::start(client.clone(), &config.namespaces, state.clone());
     standalone::listen(&state, config.listen, config.admin_listen).await?;
 

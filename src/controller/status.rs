@@ -276,6 +276,7 @@ mod tests {
             leeway: None,
             claim_headers: None,
             rules: None,
+            identity: None,
         };
         Entry::Ready(Arc::new(
             compile(PolicyKey::new("ns", "p"), Some(2), &spec).unwrap(),

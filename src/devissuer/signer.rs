@@ -163,10 +163,9 @@ impl Signer {
                 claims.insert("type".into(), json!(other));
                 claims.insert("email".into(), json!(email));
                 claims.insert("sub".into(), json!(sub));
-                claims.insert(
-                    "identity_nonce".into(),
-                    json!(hex_digest(&format!("{now}{kid}"))[..16]),
-                );
+                // Unique per token, like an Access session's nonce.
+                let nonce: u64 = rand::random();
+                claims.insert("identity_nonce".into(), json!(format!("{nonce:016x}")));
                 claims.insert("country".into(), json!("US"));
             }
         }

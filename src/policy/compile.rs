@@ -9,7 +9,10 @@ use axum::http::HeaderName;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::{AccessPolicySpec, ClaimFormat, Matcher, SigningAlgorithm, TokenSource, TokenType};
+use super::{
+    AccessPolicySpec, ClaimFormat, IdentityOnError, Matcher, SigningAlgorithm, TokenSource,
+    TokenType,
+};
 
 /// `namespace/name` of a policy.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,6 +92,15 @@ pub struct CompiledPolicy {
     pub leeway_secs: u64,
     pub claim_headers: Vec<CompiledClaimHeader>,
     pub rules: CompiledRules,
+    pub identity: Option<CompiledIdentity>,
+}
+
+/// `spec.identity`, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledIdentity {
+    pub url: Url,
+    pub deny_on_error: bool,
+    pub cache_for: Duration,
 }
 
 /// One allow/deny condition, normalised for matching (emails, domains and countries
@@ -146,6 +158,7 @@ pub fn compile(
     spec: &AccessPolicySpec,
 ) -> Result<CompiledPolicy, CompileError> {
     let (issuer, issuer_kind, jwks_uri) = compile_issuer(spec)?;
+    let identity = compile_identity(spec, &issuer)?;
     let audiences = compile_audiences(spec, issuer_kind)?;
     let routes = compile_routes(spec)?;
 
@@ -186,6 +199,7 @@ pub fn compile(
         leeway_secs: compile_leeway(spec.leeway.as_deref())?,
         claim_headers: compile_claim_headers(spec)?,
         rules: compile_rules(spec)?,
+        identity,
     })
 }
 
@@ -467,6 +481,59 @@ fn compile_claim_headers(
     Ok(out)
 }
 
+fn compile_identity(
+    spec: &AccessPolicySpec,
+    issuer: &str,
+) -> Result<Option<CompiledIdentity>, CompileError> {
+    let Some(id) = &spec.identity else {
+        return Ok(None);
+    };
+    let url = match &id.url {
+        Some(u) => check_issuer_url("spec.identity.url", u)?,
+        None => check_issuer_url(
+            "spec.identity.url",
+            &format!(
+                "{}/cdn-cgi/access/get-identity",
+                issuer.trim_end_matches('/')
+            ),
+        )?,
+    };
+    let cache_for = match id.cache_for.as_deref() {
+        None => Duration::from_secs(300),
+        Some(raw) => {
+            let bad = || {
+                err(
+                    "spec.identity.cacheFor",
+                    "a duration such as 90s or 5m, at most 60m",
+                )
+            };
+            let (digits, unit) = raw.split_at(raw.len().saturating_sub(1));
+            let n: u64 = if digits.is_empty()
+                || digits.len() > 4
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(bad());
+            } else {
+                digits.parse().map_err(|_| bad())?
+            };
+            let secs = match unit {
+                "s" => n,
+                "m" => n * 60,
+                _ => return Err(bad()),
+            };
+            if secs > 3600 {
+                return Err(bad());
+            }
+            Duration::from_secs(secs)
+        }
+    };
+    Ok(Some(CompiledIdentity {
+        url,
+        deny_on_error: id.on_error != Some(IdentityOnError::ContinueWithoutIdentity),
+        cache_for,
+    }))
+}
+
 fn compile_rules(spec: &AccessPolicySpec) -> Result<CompiledRules, CompileError> {
     let rules = spec.rules.clone().unwrap_or_default();
     let groups_claim = rules.groups_claim.as_deref().unwrap_or("custom.groups");
@@ -592,6 +659,7 @@ mod tests {
             leeway: None,
             claim_headers: None,
             rules: None,
+            identity: None,
         }
     }
 

@@ -8,8 +8,8 @@
 mod compile;
 
 pub use compile::{
-    ClaimEncoding, CompileError, CompiledClaimHeader, CompiledMatcher, CompiledPolicy,
-    CompiledRules, IssuerKind, PolicyKey, compile,
+    ClaimEncoding, CompileError, CompiledClaimHeader, CompiledIdentity, CompiledMatcher,
+    CompiledPolicy, CompiledRules, IssuerKind, PolicyKey, compile,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -118,6 +118,44 @@ pub struct AccessPolicySpec {
     /// No rules: any valid token is allowed. A refused token gets 403 `rule_denied`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<RulesSpec>,
+
+    /// Cloudflare identity enrichment: after the token verifies, fetch the user's full
+    /// identity (`get-identity`: group names, identity provider, device posture, country),
+    /// which Access JWTs do not carry reliably. Exposed to `claimHeaders` and `rules` under
+    /// the `identity.` prefix: `identity.groups`, `identity.idp.type`, `identity.country`,
+    /// `identity.devicePosture.<rule name>` (true/false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
+}
+
+/// Where and how to fetch the identity.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = kube::core::Rule::new("!has(self.cacheFor) || duration(self.cacheFor) <= duration('60m')").message("identity.cacheFor must be at most 60m"))]
+#[serde(rename_all = "camelCase")]
+pub struct IdentitySpec {
+    /// The get-identity endpoint. Default `<issuer>/cdn-cgi/access/get-identity`. https only,
+    /// except on loopback hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("identity.url must be an https URL (http only on loopback)"))]
+    pub url: Option<String>,
+    /// What to do when the identity cannot be fetched: `deny` (default; 503
+    /// `identity_unavailable`) or `continueWithoutIdentity` (decide on the token alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<IdentityOnError>,
+    /// How long a fetched identity is reused (per `identity_nonce`, never past the token's
+    /// `exp`), as `<n>s` or `<n>m`. Default `5m`, at most `60m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,4}(s|m)$"))]
+    pub cache_for: Option<String>,
+}
+
+/// Behaviour when the identity endpoint fails.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityOnError {
+    Deny,
+    ContinueWithoutIdentity,
 }
 
 /// Allow and deny matchers.
