@@ -430,6 +430,7 @@ fn cold_verifications_per_second(issuer: &Issuer) -> f64 {
         leeway: None,
         claim_headers: None,
         rules: None,
+        identity: None,
     };
     let policy = compile(PolicyKey::new("bench", "cold"), None, &spec).unwrap();
     let requests: Vec<axum::http::HeaderMap> = (0..2000)

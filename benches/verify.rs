@@ -44,6 +44,7 @@ fn bench(c: &mut Criterion) {
         leeway: None,
         claim_headers: None,
         rules: None,
+        identity: None,
     };
     let policy = compile(PolicyKey::new("ns", "p"), None, &spec).unwrap();
     let now = accessgate::devissuer::unix_now();
