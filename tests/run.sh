@@ -21,6 +21,7 @@ done
 # kube-apiserver, etcd and kubectl from the Go module proxy; cached, so a no-op when built.
 echo "control plane binaries: $(ACCESSGATE_CP_GO_P="${ACCESSGATE_CP_GO_P:-2}" bash tests/controlplane/build.sh | tail -n1)"
 echo "helm: $(bash tests/controlplane/build-helm.sh | tail -n1)"
+echo "traefik: $(bash tests/traefik/build.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

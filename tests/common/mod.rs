@@ -389,3 +389,4 @@ pub mod caddy;
 pub mod cluster;
 pub mod echo;
 pub mod nginx;
+pub mod traefik;
