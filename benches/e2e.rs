@@ -491,18 +491,22 @@ fn peers(r: &mut Report, issuer: &Issuer, token: &str, ours: &Load) {
             });
             continue;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("bash")
-            .args([&script, &port.to_string(), &issuer.url, AUD])
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = free();
+        // setsid: the peer runs in its own process group, so the whole group can be stopped.
+        let mut child = Command::new("setsid")
+            .args(["bash", &script, &port.to_string(), &issuer.url, AUD])
             .env("GOMAXPROCS", "1")
+            .env("OATHKEEPER_PROXY_PORT", free().to_string())
+            .env("OATHKEEPER_METRICS_PORT", free().to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start peer");
+        let stop = |child: &mut std::process::Child| {
+            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", child.id())]).status();
+            let _ = child.wait();
+        };
         let url = format!("http://127.0.0.1:{port}{path}");
         let up = eventually(Duration::from_secs(30), || {
             http()
@@ -513,7 +517,7 @@ fn peers(r: &mut Report, issuer: &Issuer, token: &str, ours: &Load) {
                 .unwrap_or(false)
         });
         if !up {
-            let _ = child.kill();
+            stop(&mut child);
             r.rows.push(Row {
                 scenario: "peers".into(),
                 subject: name.into(),
@@ -534,8 +538,7 @@ fn peers(r: &mut Report, issuer: &Issuer, token: &str, ours: &Load) {
             ),
             "",
         );
-        let _ = child.kill();
-        let _ = child.wait();
+        stop(&mut child);
         r.verdict(
             &format!("accessgate throughput vs {name}"),
             ours.rps / load.rps,
