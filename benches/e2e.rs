@@ -491,7 +491,13 @@ fn peers(r: &mut Report, issuer: &Issuer, token: &str, ours: &Load) {
             });
             continue;
         }
-        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
         let port = free();
         // setsid: the peer runs in its own process group, so the whole group can be stopped.
         let mut child = Command::new("setsid")
@@ -504,7 +510,9 @@ fn peers(r: &mut Report, issuer: &Issuer, token: &str, ours: &Load) {
             .spawn()
             .expect("start peer");
         let stop = |child: &mut std::process::Child| {
-            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", child.id())]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .status();
             let _ = child.wait();
         };
         let url = format!("http://127.0.0.1:{port}{path}");
