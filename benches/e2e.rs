@@ -422,15 +422,7 @@ fn cold_verifications_per_second(issuer: &Issuer) -> f64 {
             jwks_uri: Some(issuer.certs_url()),
         },
         audiences: vec![AUD.into()],
-        hosts: vec![],
-        paths: vec![],
-        token_sources: None,
-        token_types: None,
-        algorithms: None,
-        leeway: None,
-        claim_headers: None,
-        rules: None,
-        identity: None,
+        ..Default::default()
     };
     let policy = compile(PolicyKey::new("bench", "cold"), None, &spec).unwrap();
     let requests: Vec<axum::http::HeaderMap> = (0..2000)

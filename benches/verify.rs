@@ -36,15 +36,7 @@ fn bench(c: &mut Criterion) {
             jwks_uri: Some(format!("{ISS}/certs")),
         },
         audiences: vec!["aud".into()],
-        hosts: vec![],
-        paths: vec![],
-        token_sources: None,
-        token_types: None,
-        algorithms: None,
-        leeway: None,
-        claim_headers: None,
-        rules: None,
-        identity: None,
+        ..Default::default()
     };
     let policy = compile(PolicyKey::new("ns", "p"), None, &spec).unwrap();
     let now = accessgate::devissuer::unix_now();

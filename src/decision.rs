@@ -128,15 +128,7 @@ mod tests {
                 jwks_uri: Some(format!("{ISS}/certs")),
             },
             audiences: vec!["aud-1".into()],
-            hosts: vec![],
-            paths: vec![],
-            token_sources: None,
-            token_types: None,
-            algorithms: None,
-            leeway: None,
-            claim_headers: None,
-            rules: None,
-            identity: None,
+            ..Default::default()
         };
         compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
     }

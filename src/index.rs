@@ -164,13 +164,7 @@ mod tests {
             audiences: vec!["a".repeat(64)],
             hosts: hosts.iter().map(|s| s.to_string()).collect(),
             paths: paths.iter().map(|s| s.to_string()).collect(),
-            token_sources: None,
-            token_types: None,
-            algorithms: None,
-            leeway: None,
-            claim_headers: None,
-            rules: None,
-            identity: None,
+            ..Default::default()
         };
         let key = PolicyKey::new("ns", name);
         (

@@ -268,15 +268,7 @@ mod tests {
                 ..Default::default()
             },
             audiences: vec!["a".repeat(64)],
-            hosts: vec![],
-            paths: vec![],
-            token_sources: None,
-            token_types: None,
-            algorithms: None,
-            leeway: None,
-            claim_headers: None,
-            rules: None,
-            identity: None,
+            ..Default::default()
         };
         Entry::Ready(Arc::new(
             compile(PolicyKey::new("ns", "p"), Some(2), &spec).unwrap(),

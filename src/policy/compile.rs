@@ -651,15 +651,7 @@ mod tests {
                 ..Default::default()
             },
             audiences: vec![AUD.into()],
-            hosts: vec![],
-            paths: vec![],
-            token_sources: None,
-            token_types: None,
-            algorithms: None,
-            leeway: None,
-            claim_headers: None,
-            rules: None,
-            identity: None,
+            ..Default::default()
         }
     }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 /// the auth endpoint accepts for it, and which identity headers it hands to the upstream.
 // The derive's repeated `printcolumn(type_ = "string")` trips a clippy false positive.
 #[allow(clippy::duplicated_attributes)]
-#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "accessgate.dev",
     version = "v1alpha1",
