@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
 use crate::decision::{self, Decision};
-use crate::dialect::{self, OriginalRequest};
+use crate::dialect::{self, OriginalRequest, Routing};
 use crate::identity;
 use crate::metrics::DroppedHeaderLabels;
 use crate::reason::Reason;
@@ -75,9 +75,12 @@ enum Select<'a> {
 }
 
 /// Which proxy is asking: how to read the original request and shape the answer.
-enum Dialect {
-    /// ingress-nginx `auth-url`.
-    Nginx,
+enum Dialect<'q> {
+    /// ingress-nginx `auth-url`; on the bare `/auth`, the `host` query parameter carries
+    /// nginx's `$host` (what it routed on).
+    Nginx {
+        routed_host: Result<Option<&'q str>, Reason>,
+    },
     /// Traefik ForwardAuth, Caddy `forward_auth`.
     Forward,
     /// Envoy ext_authz (HTTP): the original method and path arrive on the request line.
@@ -96,11 +99,21 @@ async fn auth_by_name(
         namespace: &namespace,
         name: &name,
     };
-    authorize(&state, &headers, select, Dialect::Nginx).await
+    let dialect = Dialect::Nginx {
+        routed_host: Ok(None),
+    };
+    authorize(&state, &headers, select, dialect).await
 }
 
-async fn auth_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    authorize(&state, &headers, Select::Route, Dialect::Nginx).await
+async fn auth_by_route(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let dialect = Dialect::Nginx {
+        routed_host: dialect::host_param(uri.query()),
+    };
+    authorize(&state, &headers, Select::Route, dialect).await
 }
 
 async fn forward_by_name(
@@ -166,12 +179,18 @@ async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     select: Select<'_>,
-    dialect: Dialect,
+    dialect: Dialect<'_>,
 ) -> Response {
     let started = Instant::now();
+    let routing = match select {
+        Select::Name { .. } => Routing::Named,
+        Select::Route => Routing::Strict,
+    };
     let request = match &dialect {
-        Dialect::Nginx => dialect::nginx(headers),
-        Dialect::Forward => dialect::forward(headers),
+        Dialect::Nginx { routed_host } => {
+            routed_host.and_then(|host| dialect::nginx(headers, routing, host))
+        }
+        Dialect::Forward => dialect::forward(headers, routing),
         Dialect::Envoy {
             method,
             path_and_query,

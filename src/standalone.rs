@@ -64,7 +64,8 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         TokenCache::new(config.token_cache_bytes),
         IdentityClient::new().map_err(ServeError::from)?,
     );
-    let n = files::reload(&config.policies, &state)?;
+    let mut clock = files::ClaimClock::default();
+    let n = files::reload(&config.policies, &state, &mut clock)?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 
     let (auth_addr, admin_addr) = listen(&state, config.listen, config.admin_listen).await?;
@@ -75,7 +76,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     };
     let dir = config.policies.clone();
     tokio::spawn(async move {
-        if let Err(e) = files::watch(dir, state).await {
+        if let Err(e) = files::watch(dir, state, clock).await {
             tracing::error!(error = %e, "policy directory watch stopped; policies are no longer reloaded");
         }
     });

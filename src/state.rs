@@ -60,6 +60,10 @@ impl AppState {
             tracing::warn!(host = %conflict.host, path = %conflict.path, policies = ?conflict.policies.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "several policies claim the same route; requests on it are denied with policy_invalid");
         }
+        for (policy, hosts) in index.refusals() {
+            tracing::warn!(policy = %policy, hosts = ?hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
+                "host claims not routed: the hosts belong to another namespace or are outside this namespace's allowed hosts");
+        }
         self.metrics
             .policies
             .get_or_create(&PolicyStateLabels { state: "ready" })

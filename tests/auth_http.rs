@@ -390,22 +390,41 @@ fn host_routing_on_bare_auth_picks_the_policy() {
     );
     let user = issuer.token(json!({}));
     let t = [("cf-access-jwt-assertion", user.as_str())];
-    let a = server.auth("/auth", "https://A.example.test:443/any/path", &t);
+    // The bare endpoint is called as `/auth?host=$host`: nginx's own `$host` (lowercase,
+    // no port) alongside X-Original-URL built from the client's Host header.
+    let a = server.auth(
+        "/auth?host=a.example.test",
+        "https://A.example.test:443/any/path",
+        &t,
+    );
     a.assert_allow();
     assert_eq!(a.header("x-policy-a"), Some("alice@example.com"));
-    // b's /admin admits only service tokens; a path-normalisation trick cannot dodge it.
+    // b's /admin admits only service tokens; neither case nor path tricks dodge it.
+    let b = "/auth?host=b.example.test";
+    for path in ["/admin/x", "/ADMIN/x", "/Admin", "/x/../admin/y"] {
+        server
+            .auth(b, &format!("https://b.example.test{path}"), &t)
+            .assert_deny(403, "token_type_not_allowed");
+    }
+    for path in ["/public/..%2Fadmin", "/admin;/x", "/x/..;/admin", "/admin%3b", "/admin\\x"] {
+        server
+            .auth(b, &format!("https://b.example.test{path}"), &t)
+            .assert_deny(400, "request_malformed");
+    }
     server
-        .auth("/auth", "https://b.example.test/admin/x", &t)
-        .assert_deny(403, "token_type_not_allowed");
-    server
-        .auth("/auth", "https://b.example.test/public/..%2Fadmin", &t)
-        .assert_deny(403, "token_type_not_allowed");
-    server
-        .auth("/auth", "https://b.example.test/other", &t)
+        .auth(b, "https://b.example.test/other", &t)
         .assert_deny(503, "policy_unknown");
     server
-        .auth("/auth", "https://c.example.test/", &t)
+        .auth("/auth?host=c.example.test", "https://c.example.test/", &t)
         .assert_deny(503, "policy_unknown");
+    // Without nginx's `$host` the bare endpoint cannot know what nginx routed on.
+    server
+        .auth("/auth", "https://a.example.test/", &t)
+        .assert_deny(400, "request_malformed");
+    // nginx routed on another host than the client's Host header (absolute-form request).
+    server
+        .auth("/auth?host=b.example.test", "https://a.example.test/", &t)
+        .assert_deny(400, "request_malformed");
 }
 
 #[test]

@@ -277,7 +277,7 @@ fn bare_auth_routes_two_hosts_to_their_policies() {
     let echo = Echo::start();
     let site = |host: &str| Site {
         host: host.into(),
-        auth_url: format!("{}/auth", server.auth),
+        auth_url: format!("{}/auth?host=$host", server.auth),
         response_headers: vec!["X-Auth-Request-User".into()],
     };
     let nginx = Nginx::start(

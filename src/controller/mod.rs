@@ -149,6 +149,7 @@ impl StatusWriter {
                     .iter()
                     .filter(|c| c.policies.contains(&key))
                     .collect(),
+                refused_hosts: index.refused_hosts(&key),
                 keys: jwks.as_ref().and_then(|u| self.state.keys.status(u)),
                 stats: self.state.stats.snapshot(&label),
                 stats_since: self.state.stats.since(),

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::index::{Entry, RouteConflict};
+use crate::index::{Entry, HostRefusal, RouteConflict};
 use crate::keys::KeyStatus;
 use crate::policy::{AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial};
 use crate::stats::Snapshot;
@@ -17,6 +17,8 @@ pub struct Inputs<'a> {
     pub previous: Option<&'a AccessPolicyStatus>,
     pub entry: Option<&'a Entry>,
     pub conflicts: Vec<&'a RouteConflict>,
+    /// Hosts this policy claims that are not routed to it.
+    pub refused_hosts: &'a [(String, HostRefusal)],
     pub keys: Option<KeyStatus>,
     pub stats: Snapshot,
     pub stats_since: SystemTime,
@@ -79,6 +81,7 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
     let ready_condition = match (i.entry, policy) {
         (Some(Entry::Invalid(msg)), _) => ("False", "Invalid", msg.clone()),
         (None, _) => ("False", "NotLoaded", "this replica has not loaded the policy yet".to_owned()),
+        (_, Some(_)) if !i.refused_hosts.is_empty() => refused_hosts_condition(i.refused_hosts),
         (_, Some(_)) if !i.conflicts.is_empty() => {
             let c = i.conflicts[0];
             let others: Vec<String> = c.policies.iter().map(ToString::to_string).collect();
@@ -126,6 +129,32 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             }),
         }),
     }
+}
+
+/// Why some hosts are not routed to this policy. Names no other namespace's object: a
+/// tenant must not learn who owns a host by claiming it.
+fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (&'static str, &'static str, String) {
+    let list = |why: HostRefusal| {
+        refused
+            .iter()
+            .filter(|(_, w)| *w == why)
+            .map(|(h, _)| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (elsewhere, not_allowed) = (list(HostRefusal::OwnedElsewhere), list(HostRefusal::NotAllowed));
+    if !not_allowed.is_empty() {
+        return (
+            "False",
+            "HostNotAllowed",
+            format!("this namespace may not claim host(s) {not_allowed} (the operator's host-claim rules); the bare /auth endpoint does not route them to this policy"),
+        );
+    }
+    (
+        "False",
+        "HostOwnedElsewhere",
+        format!("host(s) {elsewhere} belong to another namespace, whose claim is older; the bare /auth endpoint does not route them to this policy (/auth/{{namespace}}/{{name}} still works)"),
+    )
 }
 
 /// A condition whose transition time moves only when its status does.
@@ -285,6 +314,7 @@ mod tests {
             previous,
             entry,
             conflicts: vec![],
+            refused_hosts: &[],
             keys,
             stats: Snapshot {
                 allowed: 3,
@@ -420,5 +450,17 @@ mod tests {
             ["KeyFetchFailing"]
         );
         assert!(events(Some(&fetched), &fetched).is_empty());
+    }
+
+    #[test]
+    fn a_host_owned_elsewhere_is_not_ready_and_names_no_foreign_object() {
+        let e = entry();
+        let refused = [("admin.example.com".to_owned(), HostRefusal::OwnedElsewhere)];
+        let mut i = inputs(Some(&e), Some(loaded()), None);
+        i.refused_hosts = &refused;
+        let s = desired(&i);
+        let r = cond(&s, "Ready");
+        assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "HostOwnedElsewhere"));
+        assert!(r.message.contains("admin.example.com"));
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 
-use crate::index::{Entry, PolicyIndex};
+use crate::index::{Entry, PolicyIndex, Seniority};
 use crate::metrics::ReloadLabels;
 use crate::policy::{AccessPolicy, PolicyKey, compile};
 use crate::state::AppState;
@@ -49,8 +49,49 @@ struct TypeMeta {
     kind: String,
 }
 
+/// File mode's host seniority: the reload in which this process first saw a namespace
+/// claim a host. A claim keeps its age while any policy of the namespace still makes it,
+/// so an owner editing its files keeps its hosts; claims seen together tie (nobody wins).
+#[derive(Debug, Default)]
+pub struct ClaimClock {
+    reloads: u64,
+    first_seen: HashMap<(String, String), u64>,
+}
+
+impl ClaimClock {
+    /// The index of a freshly loaded set, with this set's claims recorded.
+    pub fn index(&mut self, entries: Vec<(PolicyKey, Entry)>) -> PolicyIndex {
+        let now = self.reloads;
+        self.reloads += 1;
+        let mut current = HashMap::new();
+        for (key, entry) in &entries {
+            if let Entry::Ready(p) = entry {
+                for (host, _) in &p.routes {
+                    let claim = (key.namespace.clone(), host.clone());
+                    let since = self.first_seen.get(&claim).copied().unwrap_or(now);
+                    current.insert(claim, since);
+                }
+            }
+        }
+        self.first_seen = current;
+        let first_seen = &self.first_seen;
+        PolicyIndex::build_with(
+            entries,
+            |key, host| {
+                Seniority::FirstSeen(
+                    first_seen
+                        .get(&(key.namespace.clone(), host.to_owned()))
+                        .copied()
+                        .unwrap_or(now),
+                )
+            },
+            None,
+        )
+    }
+}
+
 /// Reads and validates every policy in `dir`.
-pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
+pub fn load_dir(dir: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| load_err(dir, e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -79,7 +120,7 @@ pub fn load_dir(dir: &Path) -> Result<PolicyIndex, LoadError> {
             entries.push((key, entry));
         }
     }
-    Ok(PolicyIndex::build(entries))
+    Ok(entries)
 }
 
 fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
@@ -130,7 +171,7 @@ pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, En
 }
 
 /// Loads `dir` once and installs it; the caller decides what a failure means.
-pub fn reload(dir: &Path, state: &AppState) -> Result<usize, LoadError> {
+pub fn reload(dir: &Path, state: &AppState, clock: &mut ClaimClock) -> Result<usize, LoadError> {
     let result = load_dir(dir);
     let label = if result.is_ok() { "success" } else { "error" };
     state
@@ -138,7 +179,7 @@ pub fn reload(dir: &Path, state: &AppState) -> Result<usize, LoadError> {
         .policy_reloads
         .get_or_create(&ReloadLabels { result: label })
         .inc();
-    let index = result?;
+    let index = clock.index(result?);
     let n = index.len();
     state.install(index);
     Ok(n)
@@ -146,7 +187,11 @@ pub fn reload(dir: &Path, state: &AppState) -> Result<usize, LoadError> {
 
 /// Watches `dir` and reloads on every change, debounced. Runs until the process ends.
 /// A bad reload logs the file and field and keeps the set in force.
-pub async fn watch(dir: PathBuf, state: Arc<AppState>) -> notify::Result<()> {
+pub async fn watch(
+    dir: PathBuf,
+    state: Arc<AppState>,
+    mut clock: ClaimClock,
+) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
@@ -159,7 +204,7 @@ pub async fn watch(dir: PathBuf, state: Arc<AppState>) -> notify::Result<()> {
         // Editors write in several steps; settle before reading.
         tokio::time::sleep(Duration::from_millis(150)).await;
         while rx.try_recv().is_ok() {}
-        match reload(&dir, &state) {
+        match reload(&dir, &state, &mut clock) {
             Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
             Err(e) => {
                 tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set")
@@ -204,7 +249,7 @@ spec:
     #[test]
     fn loads_multi_document_files_and_skips_other_kinds() {
         let d = dir_with(&[("p.yaml", GOOD), ("README.md", "not yaml: [")]);
-        let idx = load_dir(d.path()).unwrap();
+        let idx = PolicyIndex::build(load_dir(d.path()).unwrap());
         assert_eq!(idx.len(), 2);
         assert!(idx.by_name("monitoring", "grafana").is_ok());
         assert!(idx.by_name("default", "other").is_ok());
@@ -259,5 +304,53 @@ spec:
                 .message
                 .contains("YAML")
         );
+    }
+
+    fn claiming(ns: &str, host: &str) -> String {
+        format!(
+            "apiVersion: accessgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{ name: p, namespace: {ns} }}\nspec:\n  issuer: {{ teamDomain: t.cloudflareaccess.com }}\n  audiences: [\"{}\"]\n  hosts: [{host}]\n",
+            "a".repeat(64)
+        )
+    }
+
+    fn owner(idx: &PolicyIndex) -> Option<String> {
+        idx.by_route("admin.example.com", "/")
+            .ok()
+            .map(|p| p.key.namespace.clone())
+    }
+
+    #[test]
+    fn first_claim_seen_owns_the_host_across_reloads() {
+        let d = dir_with(&[("victim.yaml", &claiming("victim", "admin.example.com"))]);
+        let mut clock = ClaimClock::default();
+        let idx = clock.index(load_dir(d.path()).unwrap());
+        assert_eq!(owner(&idx).as_deref(), Some("victim"));
+
+        std::fs::write(d.path().join("tenant.yaml"), claiming("tenant", "admin.example.com")).unwrap();
+        let idx = clock.index(load_dir(d.path()).unwrap());
+        assert_eq!(owner(&idx).as_deref(), Some("victim"), "a later claim changes nothing");
+        assert_eq!(idx.refused_hosts(&PolicyKey::new("tenant", "p")).len(), 1);
+
+        // The owner goes away and comes back: now the tenant's claim is older.
+        std::fs::remove_file(d.path().join("victim.yaml")).unwrap();
+        let idx = clock.index(load_dir(d.path()).unwrap());
+        assert_eq!(owner(&idx).as_deref(), Some("tenant"));
+        std::fs::write(d.path().join("victim.yaml"), claiming("victim", "admin.example.com")).unwrap();
+        let idx = clock.index(load_dir(d.path()).unwrap());
+        assert_eq!(owner(&idx).as_deref(), Some("tenant"));
+    }
+
+    #[test]
+    fn claims_from_two_namespaces_at_start_up_are_refused_for_both() {
+        let d = dir_with(&[
+            ("a.yaml", &claiming("a", "admin.example.com")),
+            ("b.yaml", &claiming("b", "admin.example.com")),
+        ]);
+        let mut clock = ClaimClock::default();
+        let idx = clock.index(load_dir(d.path()).unwrap());
+        assert_eq!(owner(&idx), None);
+        std::fs::remove_file(d.path().join("b.yaml")).unwrap();
+        let idx = clock.index(load_dir(d.path()).unwrap());
+        assert_eq!(owner(&idx).as_deref(), Some("a"));
     }
 }

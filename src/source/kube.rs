@@ -5,6 +5,7 @@
 //! auth keeps answering from them; on reconnect the watcher re-lists and the stores (and so
 //! the index) resync, deletions included.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,21 +15,38 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::index::{Entry, PolicyIndex};
+use crate::index::{Entry, PolicyIndex, Seniority};
 use crate::policy::{AccessPolicy, PolicyKey, compile};
 use crate::state::AppState;
 
 /// Builds the index from API objects. A policy that fails validation stays in the index as
 /// invalid (its requests get `policy_invalid`, its status says why); the rest are unaffected.
+/// A host belongs to the namespace of the oldest policy claiming it (`creationTimestamp`,
+/// which every replica sees alike).
 pub fn index_from(objects: &[Arc<AccessPolicy>]) -> PolicyIndex {
-    PolicyIndex::build(objects.iter().map(|obj| {
-        let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
-        let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
-            Ok(p) => Entry::Ready(Arc::new(p)),
-            Err(e) => Entry::Invalid(e.to_string()),
-        };
-        (key, entry)
-    }))
+    let mut created = HashMap::new();
+    let entries: Vec<_> = objects
+        .iter()
+        .map(|obj| {
+            let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
+            let at = obj
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(i64::MAX, |t| t.0.as_second());
+            created.insert(key.clone(), at);
+            let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
+                Ok(p) => Entry::Ready(Arc::new(p)),
+                Err(e) => Entry::Invalid(e.to_string()),
+            };
+            (key, entry)
+        })
+        .collect();
+    PolicyIndex::build_with(
+        entries,
+        |key, _| Seniority::Created(created.get(key).copied().unwrap_or(i64::MAX)),
+        None,
+    )
 }
 
 /// What the index was built from: a rebuild is needed only when this changes (status

@@ -41,9 +41,14 @@ impl Caddy {
             .unwrap()
             .port();
         let d = dir.path().display();
+        // As examples/Caddyfile: client copies of the mapped headers are stripped first.
+        let strip: String = copy_headers
+            .iter()
+            .map(|h| format!("\t\trequest_header -{h}\n"))
+            .collect();
         let caddyfile = format!(
             "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/data\n}}\n\n\
-             http://{host}:{port} {{\n\tbind 127.0.0.1\n\tforward_auth {auth} {{\n\t\turi {uri}\n\t\tcopy_headers {}\n\t}}\n\treverse_proxy 127.0.0.1:{upstream_port}\n}}\n",
+             http://{host}:{port} {{\n\tbind 127.0.0.1\n\troute {{\n{strip}\t\tforward_auth {auth} {{\n\t\t\turi {uri}\n\t\t\tcopy_headers {}\n\t\t}}\n\t\treverse_proxy 127.0.0.1:{upstream_port}\n\t}}\n}}\n",
             copy_headers.join(" ")
         );
         std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();

@@ -122,6 +122,29 @@ impl Nginx {
         req.send().expect("request through nginx")
     }
 
+    /// Sends `request_target` with `host` byte for byte (no client library normalising
+    /// either), `Connection: close`; returns the status code.
+    pub fn raw_get(&self, request_target: &str, host: &str, headers: &[(&str, &str)]) -> u16 {
+        use std::io::{Read, Write};
+        let mut req =
+            format!("GET {request_target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        conn.write_all(req.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {text:?}"))
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.prefix.path().join("logs/error.log")).unwrap_or_default()
     }
