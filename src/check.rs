@@ -3,13 +3,13 @@
 //! verdict. Nothing here is reachable over HTTP.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue};
 use url::Url;
 
 use crate::index::{Entry, PolicyIndex};
-use crate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
+use crate::keys::{KeyAnswer, KeyConfig, KeyLookup, KeySet, fetch_once};
 use crate::policy::{AccessPolicy, CompiledPolicy, PolicyKey, TokenSource, compile};
 use crate::source::files::parse_manifests;
 use crate::trace::trace;
@@ -91,26 +91,15 @@ fn request_with(policy: &CompiledPolicy, token: &str) -> HeaderMap {
     h
 }
 
-async fn fetch_keys(url: &Url) -> Result<KeySet, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
-    let resp = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status().as_u16()));
-    }
-    let body = resp.bytes().await.map_err(|e| e.to_string())?;
-    parse_key_set(&body).map_err(|e| e.to_string())
-}
-
-/// Runs the check and prints the trace; `Ok(true)` when the token would be allowed.
-pub async fn run(policy: PolicyRef, token: &str, url: Option<&str>) -> Result<bool, CheckError> {
+/// Runs the check and prints the trace; `Ok(true)` when the token would be allowed. The keys
+/// are fetched the way the server fetches them (`keys`: timeout, body cap, no redirects, the
+/// address guard if configured).
+pub async fn run(
+    policy: PolicyRef,
+    token: &str,
+    url: Option<&str>,
+    keys: &KeyConfig,
+) -> Result<bool, CheckError> {
     let policy = load(&policy).await?;
     println!(
         "policy   {} (issuer {}, audiences {})",
@@ -123,19 +112,21 @@ pub async fn run(policy: PolicyRef, token: &str, url: Option<&str>) -> Result<bo
             policy.key.clone(),
             Entry::Ready(std::sync::Arc::new(policy.clone())),
         )]);
-        let routed = Url::parse(u).ok().and_then(|u| {
-            let path = crate::dialect::normalise_path(u.path()).ok()?;
-            index.by_route(u.host_str()?, &path).ok().map(|_| ())
-        });
-        let note = if routed.is_some() {
-            "routes to this policy on the bare /auth endpoint"
-        } else {
-            "does not route to this policy on the bare /auth endpoint (use /auth/{namespace}/{name})"
+        // Read the URL exactly as the bare /auth endpoint would, as if nginx had routed on
+        // its host (the same checks: authority, ambiguous paths, case-insensitive prefixes).
+        let routed = crate::dialect::original_url(u, crate::dialect::Routing::Strict)
+            .and_then(|r| index.by_route(&r.host, &r.path).map(|_| ()));
+        let note = match routed {
+            Ok(()) => "routes to this policy on the bare /auth endpoint".to_owned(),
+            Err(reason) => format!(
+                "does not route to this policy on the bare /auth endpoint ({}; use /auth/{{namespace}}/{{name}})",
+                reason.code()
+            ),
         };
         println!("url      {u}: {note}");
     }
     let started = Instant::now();
-    let keys = match fetch_keys(&policy.jwks_uri).await {
+    let keys = match fetch_once(keys, &policy.jwks_uri).await {
         Ok(set) => {
             println!(
                 "keys     {} fetched from {} in {:?} (age 0 s): {}",
@@ -147,7 +138,8 @@ pub async fn run(policy: PolicyRef, token: &str, url: Option<&str>) -> Result<bo
             Fetched(Some(set))
         }
         Err(e) => {
-            println!("keys     FAILED to fetch {}: {e}", policy.jwks_uri);
+            let detail = e.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+            println!("keys     FAILED to fetch {}: {e}{detail}", policy.jwks_uri);
             Fetched(None)
         }
     };

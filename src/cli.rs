@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::controller::{self, RunConfig};
 use crate::devissuer::{self, IssuerState};
+use crate::fetch::{AddressPolicy, AllowList};
+use crate::identity::IdentityConfig;
 use crate::keys::KeyConfig;
 use crate::standalone::{self, ServeConfig};
 use crate::{check, demo, policy};
@@ -49,6 +51,12 @@ enum Command {
         /// Admin listener: /healthz, /readyz, /metrics.
         #[arg(long, default_value = "0.0.0.0:9090")]
         admin_listen: SocketAddr,
+        /// Refuse JWKS and get-identity fetches to loopback, link-local, private and other
+        /// non-public addresses, as `run` always does (implied by --allow-fetch-cidr).
+        #[arg(long)]
+        fetch_guard: bool,
+        #[command(flatten)]
+        fetch: FetchFlags,
         #[command(flatten)]
         keys: VerifyFlags,
     },
@@ -85,6 +93,8 @@ enum Command {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         status_interval: Duration,
         #[command(flatten)]
+        fetch: FetchFlags,
+        #[command(flatten)]
         keys: VerifyFlags,
     },
     /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
@@ -119,7 +129,34 @@ enum Command {
         /// Original URL, to show whether the bare /auth endpoint would route to this policy.
         #[arg(long)]
         url: Option<String>,
+        /// Refuse the key fetch to non-public addresses, as `run` does (implied by
+        /// --allow-fetch-cidr).
+        #[arg(long)]
+        fetch_guard: bool,
+        #[command(flatten)]
+        fetch: FetchFlags,
     },
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct FetchFlags {
+    /// With the fetch guard on (always in `run`): a CIDR (or address) that JWKS and
+    /// get-identity fetches may reach although it is loopback, link-local, private or otherwise
+    /// non-public, e.g. an in-cluster issuer's range. Repeatable or comma-separated; none by
+    /// default.
+    #[arg(long = "allow-fetch-cidr", value_name = "CIDR", value_delimiter = ',', value_parser = crate::fetch::parse_net)]
+    allow_fetch_cidr: Vec<ipnet::IpNet>,
+}
+
+impl FetchFlags {
+    /// The address policy: guarded when `guard` or when any CIDR is allowed.
+    fn policy(&self, guard: bool) -> AddressPolicy {
+        if guard || !self.allow_fetch_cidr.is_empty() {
+            AddressPolicy::Guarded(AllowList::new(self.allow_fetch_cidr.iter().copied()))
+        } else {
+            AddressPolicy::AllowAll
+        }
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -142,23 +179,33 @@ struct VerifyFlags {
     /// Memory for remembering verified signatures (MiB); 0 verifies every request.
     #[arg(long, default_value_t = 32)]
     token_cache_mib: u64,
+    /// Memory for cached get-identity answers (MiB), weighed per identity.
+    #[arg(long, default_value_t = 16)]
+    identity_cache_mib: u64,
 }
 
 impl VerifyFlags {
     fn token_cache_bytes(&self) -> u64 {
         self.token_cache_mib * 1024 * 1024
     }
-}
 
-impl From<VerifyFlags> for KeyConfig {
-    fn from(f: VerifyFlags) -> Self {
+    fn key_config(&self, addresses: &AddressPolicy) -> KeyConfig {
         KeyConfig {
-            refresh_interval: f.jwks_refresh,
-            unknown_kid_min_interval: f.jwks_refetch_min_interval,
-            max_stale: f.jwks_max_stale,
-            fetch_timeout: f.jwks_timeout,
-            retry_interval: f.jwks_retry,
+            refresh_interval: self.jwks_refresh,
+            unknown_kid_min_interval: self.jwks_refetch_min_interval,
+            max_stale: self.jwks_max_stale,
+            fetch_timeout: self.jwks_timeout,
+            retry_interval: self.jwks_retry,
+            addresses: addresses.clone(),
             ..KeyConfig::default()
+        }
+    }
+
+    fn identity_config(&self, addresses: &AddressPolicy) -> IdentityConfig {
+        IdentityConfig {
+            cache_bytes: self.identity_cache_mib * 1024 * 1024,
+            addresses: addresses.clone(),
+            ..IdentityConfig::default()
         }
     }
 }
@@ -189,14 +236,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             policies,
             listen,
             admin_listen,
+            fetch_guard,
+            fetch,
             keys,
         } => {
+            // File mode: the operator writes the policies, so fetches may go anywhere unless
+            // the guard is asked for.
+            let addresses = fetch.policy(fetch_guard);
+            log_address_policy(&addresses);
             standalone::start(ServeConfig {
                 policies,
                 listen,
                 admin_listen,
                 token_cache_bytes: keys.token_cache_bytes(),
-                keys: keys.into(),
+                enrichment: keys.identity_config(&addresses),
+                keys: keys.key_config(&addresses),
             })
             .await?;
             shutdown_signal().await;
@@ -212,8 +266,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             lease_name,
             lease_duration,
             status_interval,
+            fetch,
             keys,
         } => {
+            // Cluster mode: tenants write the policies, so the guard is always on.
+            let addresses = fetch.policy(true);
+            log_address_policy(&addresses);
             let port = if service_port == 80 {
                 String::new()
             } else {
@@ -224,7 +282,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 listen,
                 admin_listen,
                 token_cache_bytes: keys.token_cache_bytes(),
-                keys: keys.into(),
+                enrichment: keys.identity_config(&addresses),
+                keys: keys.key_config(&addresses),
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 auth_base_url: format!(
                     "http://{service_name}.{pod_namespace}.svc.cluster.local{port}"
@@ -272,6 +331,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             name,
             token,
             url,
+            fetch_guard,
+            fetch,
         } => {
             let target = match (policy, namespace, name) {
                 (Some(path), _, name) => check::PolicyRef::File { path, name },
@@ -280,12 +341,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 _ => anyhow::bail!("give --policy FILE, or --namespace NS --name NAME"),
             };
-            let allowed = check::run(target, &token, url.as_deref()).await?;
+            let keys = KeyConfig {
+                addresses: fetch.policy(fetch_guard),
+                ..KeyConfig::default()
+            };
+            let allowed = check::run(target, &token, url.as_deref(), &keys).await?;
             std::process::exit(if allowed { 0 } else { 1 });
         }
         Command::Crd => unreachable!("handled before the runtime starts"),
     }
     Ok(())
+}
+
+fn log_address_policy(addresses: &AddressPolicy) {
+    match addresses {
+        AddressPolicy::AllowAll => {
+            tracing::info!("fetch guard off: JWKS and get-identity fetches may reach any address")
+        }
+        AddressPolicy::Guarded(allow) => tracing::info!(
+            allowed = ?allow.nets().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "fetch guard on: JWKS and get-identity fetches refuse non-public addresses outside the allowed CIDRs"
+        ),
+    }
 }
 
 /// Outside a pod: the host name and process id, unique enough for a Lease holder.

@@ -66,11 +66,11 @@ pub fn verify_request<'h>(
         KeyAnswer::Unknown => return Err(Reason::KeyUnknown),
         KeyAnswer::Unavailable => return Err(Reason::KeysUnavailable),
     };
-    let claims = match verified.get(&policy.jwks_uri, token, &header.kid) {
+    let claims = match verified.get(&policy.jwks_uri, token, &key) {
         Some(claims) => claims,
         None => {
             let claims = Arc::new(verify::verify_signature(token, &header, &key)?);
-            verified.put(&policy.jwks_uri, token, &header.kid, claims.clone());
+            verified.put(&policy.jwks_uri, token, &key, claims.clone());
             claims
         }
     };
@@ -351,5 +351,56 @@ mod tests {
             ),
             Decision::Deny(Reason::SignatureInvalid)
         );
+    }
+
+    #[test]
+    fn new_key_material_under_a_cached_kid_ends_the_cached_verification() {
+        let (signer, keys) = setup();
+        let cache = TokenCache::new(1 << 20);
+        let p = policy();
+        let t = mint(&signer, MintRequest::default());
+        assert!(matches!(
+            decide(&p, &with_token(&t), &keys, &cache, NOW),
+            Decision::Allow { .. }
+        ));
+        assert!(!cache.is_empty(), "the verification is cached");
+        // A refetch finds other key material published under the same kid.
+        let kid = keys.0.as_ref().unwrap().ids()[0].clone();
+        let other = Signer::new(ISS).unwrap();
+        let doc = other
+            .certs_document()
+            .to_string()
+            .replace(other.current_kid(), &kid);
+        let swapped = Fixed(Some(parse_key_set(doc.as_bytes()).unwrap()));
+        assert_eq!(swapped.0.as_ref().unwrap().ids(), vec![kid.clone()]);
+        // The cached verification no longer counts: verified again, and refused.
+        assert_eq!(
+            decide(&p, &with_token(&t), &swapped, &cache, NOW),
+            Decision::Deny(Reason::SignatureInvalid)
+        );
+        // A token really signed by the new key passes.
+        let fresh = other
+            .sign_raw(
+                &format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#),
+                &format!(
+                    r#"{{"iss":"{ISS}","aud":"aud-1","type":"app","email":"a@b.c","sub":"u","iat":{NOW},"exp":{}}}"#,
+                    NOW + 60
+                ),
+                Some(other.current_kid()),
+            )
+            .unwrap();
+        assert!(
+            matches!(
+                decide(&p, &with_token(&fresh), &swapped, &cache, NOW),
+                Decision::Allow { .. }
+            ),
+            "{:?}",
+            decide(&p, &with_token(&fresh), &swapped, &cache, NOW)
+        );
+        // And the old key's verification is still good against the old material.
+        assert!(matches!(
+            decide(&p, &with_token(&t), &keys, &cache, NOW),
+            Decision::Allow { .. }
+        ));
     }
 }

@@ -136,20 +136,18 @@ fn original(
     headers: &HeaderMap,
     client_ip_header: &str,
 ) -> Result<OriginalRequest, Reason> {
-    if !matches!(scheme, "http" | "https") || !is_method_token(method) {
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https") || !is_method_token(method) {
         return Err(Reason::RequestMalformed);
     }
     let host = routed_host(authority)?;
-    let raw_path = path_and_query
-        .split(['?', '#'])
-        .next()
-        .unwrap_or_default();
+    let raw_path = path_and_query.split(['?', '#']).next().unwrap_or_default();
     if !raw_path.starts_with('/') || (routing == Routing::Strict && is_ambiguous_path(raw_path)) {
         return Err(Reason::RequestMalformed);
     }
     Ok(OriginalRequest {
         method: method.to_owned(),
-        scheme: scheme.to_owned(),
+        scheme,
         host,
         path: normalise_path(raw_path)?,
         client_ip: one_header(headers, client_ip_header)
@@ -171,7 +169,15 @@ pub fn forward(headers: &HeaderMap, routing: Routing) -> Result<OriginalRequest,
     let host = one_header(headers, "x-forwarded-host")?.ok_or(Reason::RequestMalformed)?;
     let proto = one_header(headers, "x-forwarded-proto")?.unwrap_or("https");
     let method = one_header(headers, "x-forwarded-method")?.unwrap_or("GET");
-    original(method, proto, host, uri, routing, headers, "x-forwarded-for")
+    original(
+        method,
+        proto,
+        host,
+        uri,
+        routing,
+        headers,
+        "x-forwarded-for",
+    )
 }
 
 /// Envoy ext_authz (HTTP service): the check request keeps the original method, its path is
@@ -224,7 +230,10 @@ pub fn nginx(
         "x-real-ip",
     )?;
     if routing == Routing::Strict {
+        // nginx's `$host` never has a port; one here means the auth URL passed something
+        // else (such as `$http_host`, which is the client's header again).
         let routed = routed_host
+            .filter(|h| !h.rsplit(']').next().unwrap_or_default().contains(':'))
             .ok_or(Reason::RequestMalformed)
             .and_then(self::routed_host)?;
         if routed != request.host {
@@ -232,6 +241,24 @@ pub fn nginx(
         }
     }
     Ok(request)
+}
+
+/// `url` read as `X-Original-URL` is (method GET, no other headers): what `accessgate
+/// check --url` shows routing on.
+pub fn original_url(url: &str, routing: Routing) -> Result<OriginalRequest, Reason> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "x-original-url",
+        url.parse().map_err(|_| Reason::RequestMalformed)?,
+    );
+    let authority = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default());
+    let host = authority.map(|a| match a.find(']') {
+        Some(end) => &a[..=end],
+        None => a.split(':').next().unwrap_or_default(),
+    });
+    nginx(&headers, routing, host)
 }
 
 /// The raw value of the one `host` parameter in a query string, undecoded (a decoded
@@ -482,9 +509,13 @@ mod tests {
             "https://a..b/",
             "https:///x",
             "https://app.example.com",
-            "HTTPS://app.example.com/",
+            "ftp://app.example.com/",
         ] {
-            assert_eq!(named(&h(&[("x-original-url", bad)])), Err(Reason::RequestMalformed), "{bad}");
+            assert_eq!(
+                named(&h(&[("x-original-url", bad)])),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
         }
         let ok = named(&h(&[("x-original-url", "https://App.Example.com.:/x")])).unwrap();
         assert_eq!(ok.host, "app.example.com");
@@ -495,17 +526,54 @@ mod tests {
     #[test]
     fn bare_auth_needs_the_host_nginx_routed_on() {
         let r = routed("https://app.example.com/admin", Some("app.example.com")).unwrap();
-        assert_eq!((r.host.as_str(), r.path.as_str()), ("app.example.com", "/admin"));
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str()),
+            ("app.example.com", "/admin")
+        );
         // Absolute-form request line: nginx routed on admin, the Host header said public.
         assert_eq!(
             routed("http://public.example.com/dash", Some("admin.example.com")),
             Err(Reason::RequestMalformed)
         );
-        assert_eq!(routed("https://app.example.com/", None), Err(Reason::RequestMalformed));
-        for bad in ["", "adm%69n.example.com", "a?b", "$host", "app.example.com/x"] {
-            assert_eq!(routed("https://app.example.com/", Some(bad)), Err(Reason::RequestMalformed), "{bad}");
+        assert_eq!(
+            routed("https://app.example.com/", None),
+            Err(Reason::RequestMalformed)
+        );
+        for bad in [
+            "",
+            "adm%69n.example.com",
+            "a?b",
+            "$host",
+            "app.example.com/x",
+            "app.example.com:443",
+            "[::1]:80",
+        ] {
+            assert_eq!(
+                routed("https://app.example.com/", Some(bad)),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
         }
         assert!(routed("https://[::1]/", Some("[::1]")).is_ok());
+    }
+
+    #[test]
+    fn a_url_alone_is_read_as_the_bare_endpoint_would() {
+        let r = original_url("https://App.example.com:8443/ADMIN/x", Routing::Strict).unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.path.as_str()),
+            ("app.example.com", "/ADMIN/x")
+        );
+        assert!(original_url("http://[::1]:8080/", Routing::Strict).is_ok());
+        assert!(original_url("http://[::1]/", Routing::Strict).is_ok());
+        assert_eq!(
+            original_url("https://a:@b/", Routing::Strict),
+            Err(Reason::RequestMalformed)
+        );
+        assert_eq!(
+            original_url("https://a/x;y", Routing::Strict),
+            Err(Reason::RequestMalformed)
+        );
     }
 
     #[test]
@@ -513,7 +581,10 @@ mod tests {
         assert_eq!(host_param(Some("host=a.example")), Ok(Some("a.example")));
         assert_eq!(host_param(Some("x=1&host=a%62")), Ok(Some("a%62")));
         assert_eq!(host_param(None), Ok(None));
-        assert_eq!(host_param(Some("host=a&host=b")), Err(Reason::RequestMalformed));
+        assert_eq!(
+            host_param(Some("host=a&host=b")),
+            Err(Reason::RequestMalformed)
+        );
     }
 
     #[test]
@@ -530,17 +601,34 @@ mod tests {
             "/a%252e%252e/admin",
         ] {
             let url = format!("https://app.example.com{bad}");
-            assert_eq!(routed(&url, Some("app.example.com")), Err(Reason::RequestMalformed), "{bad}");
             assert_eq!(
-                forward(&h(&[("x-forwarded-host", "app.example.com"), ("x-forwarded-uri", bad)]), Routing::Strict),
+                routed(&url, Some("app.example.com")),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
+            assert_eq!(
+                forward(
+                    &h(&[
+                        ("x-forwarded-host", "app.example.com"),
+                        ("x-forwarded-uri", bad)
+                    ]),
+                    Routing::Strict
+                ),
                 Err(Reason::RequestMalformed),
                 "forward {bad}"
             );
             // Named endpoints choose no policy by path: apps with matrix parameters still work.
-            assert!(named(&h(&[("x-original-url", &url)])).is_ok(), "named {bad}");
+            assert!(
+                named(&h(&[("x-original-url", &url)])).is_ok(),
+                "named {bad}"
+            );
         }
         // Query and fragment are not part of the path.
-        let r = routed("https://app.example.com/a?x=;%2F#b;", Some("app.example.com")).unwrap();
+        let r = routed(
+            "https://app.example.com/a?x=;%2F#b;",
+            Some("app.example.com"),
+        )
+        .unwrap();
         assert_eq!(r.path, "/a");
     }
 
@@ -550,7 +638,7 @@ mod tests {
         assert_eq!(normalise_path("//admin//x/").unwrap(), "/admin/x");
         assert_eq!(normalise_path("/public/../admin").unwrap(), "/admin");
         assert_eq!(normalise_path("/public/%2e%2e/admin").unwrap(), "/admin");
-                assert_eq!(normalise_path("/%61dmin").unwrap(), "/admin");
+        assert_eq!(normalise_path("/%61dmin").unwrap(), "/admin");
         assert_eq!(normalise_path("/../../etc").unwrap(), "/etc");
         assert_eq!(normalise_path("/%ff"), Err(Reason::RequestMalformed));
         assert_eq!(normalise_path("/a%0d%0ab"), Err(Reason::RequestMalformed));

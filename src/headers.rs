@@ -1,9 +1,13 @@
 //! Identity headers from claims: value encoding and sanitising. Pure.
 //!
 //! A value that could smuggle a second header or confuse a proxy (any control character,
-//! including CR, LF, NUL, tab and C1 controls) is never emitted; neither is one longer
-//! than [`MAX_VALUE_BYTES`]. Such a header is dropped whole (not truncated: half a group
-//! list is a different group list) and reported so it can be counted.
+//! including CR, LF, NUL, tab and C1 controls such as NEL U+0085, and the Unicode line and
+//! paragraph separators U+2028 / U+2029, the only characters of categories Zl and Zp, which
+//! JavaScript, some log pipelines and line-oriented parsers treat as line ends) is never
+//! emitted; neither is one longer than [`MAX_VALUE_BYTES`]. Such a header is dropped whole
+//! (not truncated: half a group list is a different group list) and reported so it can be
+//! counted. Separators are counted as `control_character` too, so the metric's reason
+//! vocabulary stays `control_character` / `too_long`.
 
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -81,12 +85,18 @@ pub fn encode(value: &Value, encoding: &ClaimEncoding) -> Option<String> {
     if text.is_empty() { None } else { Some(text) }
 }
 
+/// A control character (Unicode Cc: C0, DEL, C1 including NEL U+0085) or a line or
+/// paragraph separator (Zl U+2028, Zp U+2029; no other character is in those categories).
+pub fn is_line_breaking(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
 /// Text → header value, or why it must not be sent.
 pub fn sanitise(text: &str) -> Result<HeaderValue, DropReason> {
     if text.len() > MAX_VALUE_BYTES {
         return Err(DropReason::TooLong);
     }
-    if text.chars().any(char::is_control) {
+    if text.chars().any(is_line_breaking) {
         return Err(DropReason::ControlCharacter);
     }
     // Non-ASCII (a name like "José") goes out as UTF-8 bytes, which HTTP/1.1 carries as obs-text.
@@ -144,6 +154,23 @@ mod tests {
     }
 
     #[test]
+    fn line_and_paragraph_separators_are_never_emitted() {
+        for bad in [
+            "Eve\u{2028}X-Admin: true",
+            "Eve\u{2029}",
+            "\u{2028}",
+            "NEL\u{85}X-Admin: true",
+            "eve@example.com\u{2029}",
+        ] {
+            assert_eq!(sanitise(bad), Err(DropReason::ControlCharacter), "{bad:?}");
+        }
+        // Other separators and format characters are ordinary text.
+        for ok in ["Jos\u{a0}é", "a\u{2027}b", "a\u{202a}b", "a\u{3000}b"] {
+            assert!(sanitise(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
     fn json_format_escapes_controls_so_they_are_safe() {
         let v = encode(&json!(["a\nb"]), &ClaimEncoding::Json).unwrap();
         assert_eq!(v, r#"["a\nb"]"#);
@@ -197,7 +224,8 @@ mod tests {
                 Just(Value::Null),
                 any::<bool>().prop_map(Value::from),
                 any::<i64>().prop_map(Value::from),
-                "\\PC*|[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}a-z]{0,20}".prop_map(Value::from),
+                "\\PC*|[\\x00-\\x1f\\x7f\\u{80}-\\u{9f}\\u{2028}\\u{2029}a-z]{0,20}"
+                    .prop_map(Value::from),
             ];
             leaf.prop_recursive(3, 24, 6, |inner| {
                 prop_oneof![
@@ -216,9 +244,20 @@ mod tests {
                     && let Ok(value) = sanitise(&text)
                 {
                     prop_assert!(value.as_bytes().iter().all(|b| *b >= 0x20 && *b != 0x7f));
-                    prop_assert!(!String::from_utf8_lossy(value.as_bytes()).chars().any(char::is_control));
+                    let text = String::from_utf8_lossy(value.as_bytes());
+                    prop_assert!(!text.chars().any(char::is_control));
+                    prop_assert!(!text.contains(['\u{2028}', '\u{2029}', '\u{85}']), "{:?}", text);
                     prop_assert!(value.len() <= MAX_VALUE_BYTES);
                 }
+            }
+
+            #[test]
+            fn a_separator_anywhere_drops_the_value(
+                before in "\\PC{0,20}",
+                sep in prop::sample::select(vec!['\u{2028}', '\u{2029}', '\u{85}', '\n', '\r']),
+                after in "\\PC{0,20}",
+            ) {
+                prop_assert_eq!(sanitise(&format!("{before}{sep}{after}")), Err(DropReason::ControlCharacter));
             }
         }
     }

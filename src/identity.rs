@@ -4,16 +4,51 @@
 //! headers and rules as an `identity` object:
 //! `{email, groups: [names], idp: {type, id}, country, devicePosture: {<rule name>: bool}}`.
 //!
-//! Fetches are cached per `identity_nonce` (per token when absent) for `cacheFor`, never past
-//! the token's `exp`, and concurrent fetches of one identity are coalesced.
+//! Fetches are cached per `identity_nonce` (per token when absent), never past the token's
+//! `exp`, and concurrent fetches of one identity are coalesced. What the cache and the answer
+//! may hold is bounded, because the answer comes from a URL a policy names:
+//!
+//! - the cache is bounded in bytes (`--identity-cache-mib`, default 16): a weigher counts each
+//!   normalised identity, so many sessions with large answers evict each other instead of
+//!   growing the process;
+//! - the answer is read up to 256 KiB ([`MAX_BODY_BYTES`]; more is `too_large`) before it is
+//!   parsed, and only the fields policies can use are kept;
+//! - at most [`MAX_GROUPS`] groups of at most [`MAX_GROUP_NAME_BYTES`] bytes each. An answer
+//!   beyond either cap is refused as a whole (`groups_over_limit`), handled like any failed
+//!   fetch (the policy's `onError`: deny by default). Not truncated: a truncated list could
+//!   leave out exactly the group a deny rule names, and a user who can join groups (self-service
+//!   groups exist in several IdPs) could push it out on purpose. Not dropped either, for the
+//!   same reason. Counted in `accessgate_identity_fetches{result="groups_over_limit"}`;
+//! - the cache key is a SHA-256 over the policy's issuer and JWKS URL, the get-identity URL,
+//!   the nonce, `sub` and `email`: policies with different issuers or key sets never share an
+//!   entry. (Through [`IdentityClient::get`], which does not know the policy's JWKS URL, the
+//!   token itself stands in for the nonce: the same token verifies under any key set only with
+//!   the same key.);
+//! - an entry records when it was fetched, and each policy's own `cacheFor` is checked when it
+//!   reads: an identity cached by a policy with `cacheFor: 60m` is fetched again for a policy
+//!   with `cacheFor: 1m` once it is a minute old.
+//!
+//! Failures are reported as categories ([`FetchError`]): never text from the answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use reqwest::header::{COOKIE, HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use crate::policy::CompiledIdentity;
+use crate::fetch::{AddressPolicy, FetchError, Fetcher};
+use crate::metrics::{IdentityFetchLabels, Metrics};
+use crate::policy::{CompiledIdentity, CompiledPolicy};
 use crate::verify::Claims;
+
+/// Most groups an identity may have; more refuses the answer (`groups_over_limit`).
+pub const MAX_GROUPS: usize = 1024;
+/// Longest group name, in bytes; longer refuses the answer (`groups_over_limit`).
+pub const MAX_GROUP_NAME_BYTES: usize = 256;
+/// Largest get-identity answer read.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// Bookkeeping per cache entry beyond the identity itself.
+const ENTRY_OVERHEAD: usize = 256;
 
 /// The claims with the fetched identity under `identity` (replacing any claim of that name).
 pub fn enrich(claims: &Claims, identity: &Value) -> Claims {
@@ -29,17 +64,23 @@ pub fn without_identity(claims: &Claims) -> Claims {
     c
 }
 
-/// get-identity's answer, reduced to the fields policies can use.
-pub fn normalise(resp: &Value) -> Value {
-    let groups: Vec<Value> = resp["groups"]
+/// get-identity's answer, reduced to the fields policies can use; refused when its groups
+/// exceed [`MAX_GROUPS`] or [`MAX_GROUP_NAME_BYTES`].
+pub fn normalise(resp: &Value) -> Result<Value, FetchError> {
+    let mut groups = Vec::new();
+    for g in resp["groups"]
         .as_array()
-        .map(|gs| {
-            gs.iter()
-                .filter_map(|g| g.get("name").and_then(Value::as_str).or_else(|| g.as_str()))
-                .map(|n| json!(n))
-                .collect()
-        })
-        .unwrap_or_default();
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let Some(name) = g.get("name").and_then(Value::as_str).or_else(|| g.as_str()) else {
+            continue;
+        };
+        if groups.len() == MAX_GROUPS || name.len() > MAX_GROUP_NAME_BYTES {
+            return Err(FetchError::GroupsOverLimit);
+        }
+        groups.push(json!(name));
+    }
     let mut posture = Map::new();
     if let Some(checks) = resp["devicePosture"].as_object() {
         for check in checks.values() {
@@ -65,131 +106,263 @@ pub fn normalise(resp: &Value) -> Value {
             json!({"type": resp["idp"]["type"], "id": resp["idp"]["id"]}),
         );
     }
-    Value::Object(out)
+    Ok(Value::Object(out))
+}
+
+/// Heap bytes a JSON value holds, roughly (slots, string bytes, allocator rounding).
+pub fn approx_bytes(v: &Value) -> usize {
+    const SLOT: usize = std::mem::size_of::<Value>();
+    match v {
+        Value::String(s) => SLOT + 16 + s.len(),
+        Value::Array(a) => SLOT + 16 + a.iter().map(approx_bytes).sum::<usize>(),
+        Value::Object(o) => {
+            SLOT + o
+                .iter()
+                .map(|(k, v)| 64 + k.len() + approx_bytes(v))
+                .sum::<usize>()
+        }
+        _ => SLOT,
+    }
 }
 
 #[derive(Clone)]
 struct Entry {
     identity: Arc<Value>,
+    /// When it was fetched: each reading policy checks the age against its own `cacheFor`.
+    fetched: Instant,
+    /// Lifetime in the cache: the fetching policy's `cacheFor`, never past its token's `exp`.
     ttl: Duration,
+    weight: u32,
 }
 
 struct Ttl;
 
-impl moka::Expiry<String, Entry> for Ttl {
-    fn expire_after_create(&self, _: &String, v: &Entry, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Key, Entry> for Ttl {
+    fn expire_after_create(&self, _: &Key, v: &Entry, _: Instant) -> Option<Duration> {
         Some(v.ttl)
+    }
+}
+
+type Key = [u8; 32];
+
+/// Tunables.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    pub fetch_timeout: Duration,
+    pub max_body_bytes: usize,
+    /// Memory for cached identities (weighed, approximate).
+    pub cache_bytes: u64,
+    pub addresses: AddressPolicy,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            fetch_timeout: Duration::from_secs(5),
+            max_body_bytes: MAX_BODY_BYTES,
+            cache_bytes: 16 << 20,
+            addresses: AddressPolicy::AllowAll,
+        }
     }
 }
 
 /// Fetches and caches identities.
 #[derive(Clone)]
 pub struct IdentityClient {
-    http: reqwest::Client,
-    cache: moka::future::Cache<String, Entry>,
+    fetcher: Fetcher,
+    max_body_bytes: usize,
+    cache: moka::future::Cache<Key, Entry>,
+    metrics: Arc<Metrics>,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct IdentityError(pub String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    #[error("token expired")]
+    TokenExpired,
+    #[error("the policy has no identity configuration")]
+    NotConfigured,
+    /// The category only (`timeout`, `http_status 401`, `groups_over_limit`, ...).
+    #[error("get-identity: {0}")]
+    Fetch(FetchError),
+}
 
-const MAX_BODY: usize = 256 * 1024;
+impl IdentityError {
+    /// Transport detail for a log line; never text from the answer.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            IdentityError::Fetch(e) => e.detail(),
+            _ => None,
+        }
+    }
+}
+
+/// Whose identity cache entries a lookup may share.
+struct Scope<'a> {
+    issuer: &'a str,
+    jwks_uri: &'a url::Url,
+    identity: &'a CompiledIdentity,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// SHA-256 over length-prefixed parts: no choice of parts collides with another.
+fn digest(parts: &[&[u8]]) -> Key {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
+}
 
 impl IdentityClient {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("accessgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    pub fn new(config: IdentityConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let fetcher = Fetcher::new(config.fetch_timeout, config.addresses.clone())?;
         let cache = moka::future::Cache::builder()
-            .max_capacity(50_000)
+            .max_capacity(config.cache_bytes)
+            .weigher(|_: &Key, e: &Entry| e.weight)
             .expire_after(Ttl)
             .build();
-        Ok(Self { http, cache })
+        Ok(Self {
+            fetcher,
+            max_body_bytes: config.max_body_bytes,
+            cache,
+            metrics,
+        })
     }
 
-    /// The identity behind a verified token.
-    pub async fn get(
+    /// The identity behind a token verified for `policy`, cached per policy issuer and key set.
+    pub async fn get_for_policy(
         &self,
-        cfg: &CompiledIdentity,
+        policy: &CompiledPolicy,
         token: &str,
         claims: &Claims,
     ) -> Result<Arc<Value>, IdentityError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let identity = policy
+            .identity
+            .as_ref()
+            .ok_or(IdentityError::NotConfigured)?;
+        let scope = Scope {
+            issuer: &policy.issuer,
+            jwks_uri: &policy.jwks_uri,
+            identity,
+        };
+        self.lookup(scope, token, claims).await
+    }
+
+    async fn lookup(
+        &self,
+        scope: Scope<'_>,
+        token: &str,
+        claims: &Claims,
+    ) -> Result<Arc<Value>, IdentityError> {
+        let cfg = scope.identity;
         let until_exp = claims
             .get("exp")
             .and_then(Value::as_f64)
-            .map(|e| e - now)
+            .map(|e| e - unix_now())
             .unwrap_or(0.0);
-        if until_exp <= 0.0 {
-            return Err(IdentityError("token expired".into()));
+        // Also refuses NaN.
+        if until_exp.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+            return Err(IdentityError::TokenExpired);
         }
-        let ttl = cfg.cache_for.min(Duration::from_secs_f64(until_exp));
-        let nonce = match claims.get("identity_nonce").and_then(Value::as_str) {
-            Some(n) => n.to_owned(),
-            None => {
-                let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-                d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-            }
-        };
-        // The nonce identifies the Access session; the subject and email are part of the key too,
+        let ttl = cfg
+            .cache_for
+            .min(Duration::from_secs_f64(until_exp.min(86_400.0)));
+        let token_hash;
+        // Without a nonce (service tokens) the token itself names the session.
+        let (session_kind, session): (&[u8], &[u8]) =
+            match claims.get("identity_nonce").and_then(Value::as_str) {
+                Some(nonce) => (b"nonce", nonce.as_bytes()),
+                None => {
+                    token_hash =
+                        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+                    (b"token", token_hash.as_ref())
+                }
+            };
+        // The nonce identifies the Access session; subject and email are part of the key too,
         // so a reused nonce can never hand one user another user's identity.
-        let who = |k: &str| {
-            claims
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let key = format!(
-            "{}\u{0}{nonce}\u{0}{}\u{0}{}",
-            cfg.url,
-            who("sub"),
-            who("email")
-        );
-        let entry = self
-            .cache
+        let who = |k: &str| claims.get(k).and_then(Value::as_str).unwrap_or_default();
+        let key = digest(&[
+            b"identity-v2",
+            scope.issuer.as_bytes(),
+            scope.jwks_uri.as_str().as_bytes(),
+            cfg.url.as_str().as_bytes(),
+            session_kind,
+            session,
+            who("sub").as_bytes(),
+            who("email").as_bytes(),
+        ]);
+        let entry = self.cached_or_fetch(key, cfg, token, ttl).await?;
+        if entry.fetched.elapsed() <= cfg.cache_for {
+            return Ok(entry.identity);
+        }
+        // Cached by a policy that keeps identities longer than this one: too old here.
+        self.cache.invalidate(&key).await;
+        Ok(self.cached_or_fetch(key, cfg, token, ttl).await?.identity)
+    }
+
+    async fn cached_or_fetch(
+        &self,
+        key: Key,
+        cfg: &CompiledIdentity,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<Entry, IdentityError> {
+        self.cache
             .try_get_with(key, async {
-                let identity = self.fetch(cfg, token).await?;
+                let identity = self.fetch(cfg, token).await;
+                let result = match &identity {
+                    Ok(_) => "ok",
+                    Err(e) => e.kind(),
+                };
+                self.metrics
+                    .identity_fetches
+                    .get_or_create(&IdentityFetchLabels { result })
+                    .inc();
+                self.metrics
+                    .identity_cache_bytes
+                    .set(i64::try_from(self.cache.weighted_size()).unwrap_or(i64::MAX));
+                let identity = identity.map_err(IdentityError::Fetch)?;
+                let weight = ENTRY_OVERHEAD + approx_bytes(&identity);
                 Ok::<_, IdentityError>(Entry {
                     identity: Arc::new(identity),
+                    fetched: Instant::now(),
                     ttl,
+                    weight: u32::try_from(weight).unwrap_or(u32::MAX),
                 })
             })
             .await
-            .map_err(|e: Arc<IdentityError>| (*e).clone())?;
-        Ok(entry.identity)
+            .map_err(|e: Arc<IdentityError>| (*e).clone())
     }
 
-    async fn fetch(&self, cfg: &CompiledIdentity, token: &str) -> Result<Value, IdentityError> {
-        let err =
-            |e: &dyn std::fmt::Display| IdentityError(format!("get-identity at {}: {e}", cfg.url));
-        let mut resp = self
-            .http
-            .get(cfg.url.clone())
-            .header("cookie", format!("{}={token}", crate::verify::AUTH_COOKIE))
-            .send()
-            .await
-            .map_err(|e| err(&e))?;
-        if resp.status() != reqwest::StatusCode::OK {
-            return Err(err(&format!("HTTP {}", resp.status().as_u16())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| err(&e))? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(err(&"response too large"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let v: Value = serde_json::from_slice(&body).map_err(|e| err(&e))?;
+    async fn fetch(&self, cfg: &CompiledIdentity, token: &str) -> Result<Value, FetchError> {
+        let mut headers = HeaderMap::new();
+        let cookie = HeaderValue::from_str(&format!("{}={token}", crate::verify::AUTH_COOKIE))
+            .map_err(|_| FetchError::Request("token is not a valid cookie value".into()))?;
+        headers.insert(COOKIE, cookie);
+        let body = self
+            .fetcher
+            .get(&cfg.url, headers, self.max_body_bytes)
+            .await?;
+        let v: Value = serde_json::from_slice(&body).map_err(|_| FetchError::NotIdentity)?;
         if !v.is_object() {
-            return Err(err(&"not a JSON object"));
+            return Err(FetchError::NotIdentity);
         }
-        Ok(normalise(&v))
+        normalise(&v)
+    }
+
+    /// Entries and weighed bytes currently cached (after pending evictions ran).
+    pub async fn cache_usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 }
 
@@ -207,7 +380,7 @@ mod tests {
             "devicePosture": {"u1": {"id": "u1", "type": "disk_encryption", "success": true, "rule_name": "disk-encryption"},
                               "u2": {"id": "u2", "type": "firewall", "success": false, "rule_name": "firewall"}}
         });
-        let n = normalise(&resp);
+        let n = normalise(&resp).unwrap();
         assert_eq!(n["groups"], json!(["sre", "eng"]));
         assert_eq!(n["idp"]["type"], "okta");
         assert_eq!(n["country"], "DE");
@@ -228,5 +401,266 @@ mod tests {
             e.path(&["identity".into(), "groups".into()]),
             Some(&json!(["eng"]))
         );
+    }
+
+    #[test]
+    fn group_caps_refuse_the_answer_instead_of_truncating() {
+        let groups = |n: usize, len: usize| json!({"groups": (0..n).map(|i| json!({"id": i, "name": format!("{i:0>len$}")})).collect::<Vec<_>>()});
+        assert_eq!(
+            normalise(&groups(MAX_GROUPS, 8)).unwrap()["groups"]
+                .as_array()
+                .unwrap()
+                .len(),
+            MAX_GROUPS
+        );
+        assert_eq!(
+            normalise(&groups(MAX_GROUPS + 1, 8)),
+            Err(FetchError::GroupsOverLimit)
+        );
+        assert!(normalise(&groups(3, MAX_GROUP_NAME_BYTES)).is_ok());
+        assert_eq!(
+            normalise(&groups(3, MAX_GROUP_NAME_BYTES + 1)),
+            Err(FetchError::GroupsOverLimit)
+        );
+        // Entries without a name are skipped, not counted.
+        let mut mixed = groups(MAX_GROUPS, 4);
+        mixed["groups"]
+            .as_array_mut()
+            .unwrap()
+            .extend((0..10).map(|i| json!({"id": i})));
+        assert!(normalise(&mixed).is_ok());
+    }
+
+    #[test]
+    fn weights_grow_with_the_identity() {
+        let small = normalise(&json!({"groups": ["a"]})).unwrap();
+        let big = normalise(
+            &json!({"groups": (0..100).map(|i| format!("group-{i:0>100}")).collect::<Vec<_>>()}),
+        )
+        .unwrap();
+        assert!(approx_bytes(&small) < 400, "{}", approx_bytes(&small));
+        assert!(approx_bytes(&big) > 100 * 100, "{}", approx_bytes(&big));
+    }
+
+    mod over_http {
+        use super::super::*;
+        use crate::policy::{AccessPolicySpec, IdentitySpec, IssuerSpec, PolicyKey, compile};
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        #[derive(Default)]
+        struct Endpoint {
+            calls: AtomicU64,
+            body: std::sync::RwLock<String>,
+        }
+
+        /// A get-identity stand-in on loopback that answers `body` and counts calls.
+        async fn endpoint(body: String) -> (Arc<Endpoint>, String) {
+            let state = Arc::new(Endpoint {
+                calls: AtomicU64::new(0),
+                body: std::sync::RwLock::new(body),
+            });
+            let s = state.clone();
+            let app = axum::Router::new().fallback(move || {
+                let s = s.clone();
+                async move {
+                    s.calls.fetch_add(1, Ordering::SeqCst);
+                    (
+                        [("content-type", "application/json")],
+                        s.body.read().unwrap().clone(),
+                    )
+                }
+            });
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!(
+                "http://{}/cdn-cgi/access/get-identity",
+                l.local_addr().unwrap()
+            );
+            tokio::spawn(async move { axum::serve(l, app).await });
+            (state, url)
+        }
+
+        fn policy(issuer: &str, jwks: &str, identity_url: &str, cache_for: &str) -> CompiledPolicy {
+            let spec = AccessPolicySpec {
+                issuer: IssuerSpec {
+                    team_domain: None,
+                    url: Some(issuer.into()),
+                    jwks_uri: Some(jwks.into()),
+                },
+                audiences: vec!["aud".into()],
+                identity: Some(IdentitySpec {
+                    url: Some(identity_url.into()),
+                    on_error: None,
+                    cache_for: Some(cache_for.into()),
+                }),
+                ..Default::default()
+            };
+            compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
+        }
+
+        fn claims(iss: &str, nonce: &str) -> Claims {
+            serde_json::from_value(json!({"iss": iss, "exp": unix_now() + 3600.0, "sub": "u-1",
+                "email": "a@example.com", "identity_nonce": nonce}))
+            .unwrap()
+        }
+
+        fn client(cache_bytes: u64) -> IdentityClient {
+            IdentityClient::new(
+                IdentityConfig {
+                    cache_bytes,
+                    ..IdentityConfig::default()
+                },
+                Metrics::new(),
+            )
+            .unwrap()
+        }
+
+        const IDENTITY: &str = r#"{"email":"a@example.com","groups":[{"name":"sre"}]}"#;
+
+        #[tokio::test]
+        async fn policies_with_other_issuers_or_key_sets_never_share_an_entry() {
+            let (ep, url) = endpoint(IDENTITY.into()).await;
+            let c = client(1 << 20);
+            let i1 = "http://127.0.0.1:1";
+            let i2 = "http://127.0.0.2:1";
+            let p1 = policy(i1, &format!("{i1}/certs"), &url, "5m");
+            let p1_again = policy(i1, &format!("{i1}/certs"), &url, "10m");
+            let p2 = policy(i2, &format!("{i2}/certs"), &url, "5m");
+            let p3 = policy(i1, "http://127.0.0.3:1/certs", &url, "5m");
+            let calls = || ep.calls.load(Ordering::SeqCst);
+            c.get_for_policy(&p1, "t1", &claims(i1, "n")).await.unwrap();
+            c.get_for_policy(&p1_again, "t2", &claims(i1, "n"))
+                .await
+                .unwrap();
+            assert_eq!(calls(), 1, "same issuer, key set and session: shared");
+            c.get_for_policy(&p2, "t3", &claims(i2, "n")).await.unwrap();
+            assert_eq!(calls(), 2, "another issuer");
+            c.get_for_policy(&p3, "t1", &claims(i1, "n")).await.unwrap();
+            assert_eq!(calls(), 3, "another key set");
+        }
+
+        #[tokio::test]
+        async fn each_policy_s_cache_for_applies_when_it_reads() {
+            let (ep, url) = endpoint(IDENTITY.into()).await;
+            let c = client(1 << 20);
+            let i = "http://127.0.0.1:1";
+            let long = policy(i, &format!("{i}/certs"), &url, "60m");
+            let short = policy(i, &format!("{i}/certs"), &url, "1s");
+            let calls = || ep.calls.load(Ordering::SeqCst);
+            let first = Instant::now();
+            c.get_for_policy(&long, "t", &claims(i, "n")).await.unwrap();
+            assert_eq!(calls(), 1);
+            let deadline = first + Duration::from_secs(20);
+            loop {
+                // The long-lived policy never refetches...
+                c.get_for_policy(&long, "t", &claims(i, "n")).await.unwrap();
+                assert_eq!(calls(), 1);
+                // ...the short-lived one does, once the entry is older than its cacheFor.
+                c.get_for_policy(&short, "t", &claims(i, "n"))
+                    .await
+                    .unwrap();
+                if calls() == 2 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "never refetched for cacheFor 1s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert!(first.elapsed() >= Duration::from_secs(1));
+            c.get_for_policy(&long, "t", &claims(i, "n")).await.unwrap();
+            assert_eq!(calls(), 2, "the refetched entry serves both");
+        }
+
+        #[tokio::test]
+        async fn answers_are_capped_and_reported_as_categories() {
+            let (ep, url) = endpoint(r#"{"error":"SECRET-INTERNAL-TEXT"}"#.into()).await;
+            let c = client(1 << 20);
+            let i = "http://127.0.0.1:1";
+            let p = policy(i, &format!("{i}/certs"), &url, "5m");
+            // A JSON object: normalised to what policies use; nothing of it is echoed.
+            let id = c.get_for_policy(&p, "t", &claims(i, "a")).await.unwrap();
+            assert_eq!(*id, json!({"groups": [], "devicePosture": {}}));
+
+            *ep.body.write().unwrap() = "[1, 2, 3]".into();
+            let e = c
+                .get_for_policy(&p, "t", &claims(i, "b"))
+                .await
+                .unwrap_err();
+            assert_eq!(e, IdentityError::Fetch(FetchError::NotIdentity));
+            assert_eq!(e.to_string(), "get-identity: not_identity");
+
+            let too_many: Vec<Value> = (0..=MAX_GROUPS)
+                .map(|i| json!({"name": format!("g{i}")}))
+                .collect();
+            *ep.body.write().unwrap() = json!({"groups": too_many}).to_string();
+            let e = c
+                .get_for_policy(&p, "t", &claims(i, "c"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.to_string(), "get-identity: groups_over_limit");
+
+            *ep.body.write().unwrap() = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+            let e = c
+                .get_for_policy(&p, "t", &claims(i, "d"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.to_string(), "get-identity: too_large");
+            let metrics = c.metrics.encode();
+            assert!(
+                metrics
+                    .contains(r#"accessgate_identity_fetches_total{result="groups_over_limit"} 1"#),
+                "{metrics}"
+            );
+        }
+
+        #[tokio::test]
+        async fn the_guard_refuses_a_loopback_identity_url_unless_allowed() {
+            let (ep, url) = endpoint(IDENTITY.into()).await;
+            let i = "http://127.0.0.1:1";
+            let p = policy(i, &format!("{i}/certs"), &url, "5m");
+            let guarded = |allow: &[&str]| {
+                IdentityClient::new(
+                    IdentityConfig {
+                        addresses: AddressPolicy::Guarded(
+                            crate::fetch::AllowList::parse(allow).unwrap(),
+                        ),
+                        ..IdentityConfig::default()
+                    },
+                    Metrics::new(),
+                )
+                .unwrap()
+            };
+            let e = guarded(&[])
+                .get_for_policy(&p, "t", &claims(i, "n"))
+                .await
+                .unwrap_err();
+            assert_eq!(e.to_string(), "get-identity: blocked_address");
+            assert_eq!(ep.calls.load(Ordering::SeqCst), 0);
+            guarded(&["127.0.0.0/8"])
+                .get_for_policy(&p, "t", &claims(i, "n"))
+                .await
+                .unwrap();
+            assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
+        }
+
+        #[tokio::test]
+        async fn the_cache_is_bounded_in_bytes() {
+            let groups: Vec<Value> = (0..200)
+                .map(|i| json!({"name": format!("{i:0>200}")}))
+                .collect();
+            let (_ep, url) = endpoint(json!({"groups": groups}).to_string()).await;
+            let c = client(512 * 1024);
+            let i = "http://127.0.0.1:1";
+            let p = policy(i, &format!("{i}/certs"), &url, "5m");
+            let one = normalise(&json!({"groups": groups})).unwrap();
+            let weight = (ENTRY_OVERHEAD + approx_bytes(&one)) as u64;
+            for n in 0..200 {
+                c.get_for_policy(&p, "t", &claims(i, &format!("nonce-{n}")))
+                    .await
+                    .unwrap();
+            }
+            let (entries, bytes) = c.cache_usage().await;
+            eprintln!("200 identities of {weight} bytes: {entries} cached, {bytes} bytes");
+            assert!(bytes <= 512 * 1024, "{bytes}");
+            assert!(entries <= 512 * 1024 / weight, "{entries}");
+        }
     }
 }

@@ -73,6 +73,61 @@ pub trait HostClaimRules {
     fn may_claim(&self, namespace: &str, host: &str) -> bool;
 }
 
+/// The operator's mapping of namespaces to the host patterns they may claim, e.g.
+/// `team-a=*.team-a.example.com,app.example.com` (flag `--host-claims`, repeatable). A
+/// pattern is a host name, or `*.` and a suffix matching one or more labels before it.
+/// Once any mapping is given, a namespace not listed may claim no host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamespaceHosts {
+    patterns: HashMap<String, Vec<String>>,
+}
+
+impl NamespaceHosts {
+    /// Parses `NAMESPACE=PATTERN[,PATTERN...]` specs.
+    pub fn parse<S: AsRef<str>>(specs: &[S]) -> Result<Self, String> {
+        let mut patterns: HashMap<String, Vec<String>> = HashMap::new();
+        for spec in specs {
+            let spec = spec.as_ref();
+            let (ns, list) = spec
+                .split_once('=')
+                .ok_or_else(|| format!("{spec:?}: expected NAMESPACE=PATTERN[,PATTERN...]"))?;
+            if ns.is_empty() {
+                return Err(format!("{spec:?}: empty namespace"));
+            }
+            for pattern in list.split(',') {
+                let name = pattern.strip_prefix("*.").unwrap_or(pattern);
+                if !crate::policy::is_dns_name(name) {
+                    return Err(format!(
+                        "{spec:?}: {pattern:?} is not a lowercase host name or *.suffix"
+                    ));
+                }
+                patterns
+                    .entry(ns.to_owned())
+                    .or_default()
+                    .push(pattern.to_owned());
+            }
+        }
+        Ok(NamespaceHosts { patterns })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+}
+
+impl HostClaimRules for NamespaceHosts {
+    fn may_claim(&self, namespace: &str, host: &str) -> bool {
+        self.patterns.get(namespace).is_some_and(|list| {
+            list.iter().any(|p| match p.strip_prefix("*.") {
+                Some(suffix) => host
+                    .strip_suffix(suffix)
+                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+                None => p == host,
+            })
+        })
+    }
+}
+
 /// Why a policy's claim on a host is not routed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HostRefusal {
@@ -268,7 +323,10 @@ fn owner(
     for (p, _) in claimants {
         let s = seniority(&p.key, host);
         let rank = s.rank();
-        match oldest.iter_mut().find(|(_, k, _)| k.namespace == p.key.namespace) {
+        match oldest
+            .iter_mut()
+            .find(|(_, k, _)| k.namespace == p.key.namespace)
+        {
             Some(o) if (rank, &p.key) < (o.0, o.1) => *o = (rank, &p.key, s.ties_refused()),
             Some(_) => {}
             None => oldest.push((rank, &p.key, s.ties_refused())),
@@ -401,27 +459,53 @@ mod tests {
                 in_ns("tenant", "same", &["admin.example.com"], &["/"]),
             ]
         };
-        let idx = PolicyIndex::build_with(entries(), created(&[("victim", 100), ("tenant", 200)]), None);
-        assert_eq!(routed_to(&idx, "admin.example.com", "/x/y").unwrap(), "victim/admin");
-        assert_eq!(routed_to(&idx, "admin.example.com", "/").unwrap(), "victim/admin");
-        assert!(idx.conflicts().is_empty(), "the owner's route is not a conflict");
+        let idx = PolicyIndex::build_with(
+            entries(),
+            created(&[("victim", 100), ("tenant", 200)]),
+            None,
+        );
+        assert_eq!(
+            routed_to(&idx, "admin.example.com", "/x/y").unwrap(),
+            "victim/admin"
+        );
+        assert_eq!(
+            routed_to(&idx, "admin.example.com", "/").unwrap(),
+            "victim/admin"
+        );
+        assert!(
+            idx.conflicts().is_empty(),
+            "the owner's route is not a conflict"
+        );
         assert_eq!(
             idx.refused_hosts(&PolicyKey::new("tenant", "grab")),
             &[("admin.example.com".to_owned(), HostRefusal::OwnedElsewhere)]
         );
-        assert!(idx.refused_hosts(&PolicyKey::new("victim", "admin")).is_empty());
+        assert!(
+            idx.refused_hosts(&PolicyKey::new("victim", "admin"))
+                .is_empty()
+        );
         // The tenant's policies are still usable by name: only host routing is refused.
         assert!(idx.by_name("tenant", "grab").is_ok());
 
         // Older tenant: the tenant owns the host, the victim's claim is refused.
-        let idx = PolicyIndex::build_with(entries(), created(&[("victim", 300), ("tenant", 200)]), None);
-        assert_eq!(routed_to(&idx, "admin.example.com", "/").unwrap(), "tenant/same");
+        let idx = PolicyIndex::build_with(
+            entries(),
+            created(&[("victim", 300), ("tenant", 200)]),
+            None,
+        );
+        assert_eq!(
+            routed_to(&idx, "admin.example.com", "/").unwrap(),
+            "tenant/same"
+        );
     }
 
     #[test]
     fn equal_creation_times_go_to_the_smaller_name() {
         let idx = PolicyIndex::build_with(
-            [in_ns("b", "p", &["h.example"], &[]), in_ns("a", "p", &["h.example"], &[])],
+            [
+                in_ns("b", "p", &["h.example"], &[]),
+                in_ns("a", "p", &["h.example"], &[]),
+            ],
             |_, _| Seniority::Created(5),
             None,
         );
@@ -430,13 +514,23 @@ mod tests {
 
     #[test]
     fn claims_first_seen_together_are_routed_to_nobody() {
-        let idx = PolicyIndex::build([in_ns("a", "p", &["h.example"], &[]), in_ns("b", "p", &["h.example"], &[])]);
-        assert_eq!(routed_to(&idx, "h.example", "/"), Err(Reason::PolicyUnknown));
+        let idx = PolicyIndex::build([
+            in_ns("a", "p", &["h.example"], &[]),
+            in_ns("b", "p", &["h.example"], &[]),
+        ]);
+        assert_eq!(
+            routed_to(&idx, "h.example", "/"),
+            Err(Reason::PolicyUnknown)
+        );
         assert_eq!(idx.refused_hosts(&PolicyKey::new("a", "p")).len(), 1);
         assert_eq!(idx.refused_hosts(&PolicyKey::new("b", "p")).len(), 1);
         // One namespace, several policies: ownership is per namespace, routes as before.
         let idx = PolicyIndex::build_with(
-            [in_ns("a", "p", &["h.example"], &[]), in_ns("a", "q", &["h.example"], &["/q"]), in_ns("b", "p", &["h.example"], &[])],
+            [
+                in_ns("a", "p", &["h.example"], &[]),
+                in_ns("a", "q", &["h.example"], &["/q"]),
+                in_ns("b", "p", &["h.example"], &[]),
+            ],
             |k, _| Seniority::FirstSeen(if k.namespace == "a" { 1 } else { 2 }),
             None,
         );
@@ -455,7 +549,10 @@ mod tests {
             created(&[("a", 1), ("z", 2)]),
             None,
         );
-        assert_eq!(routed_to(&idx, "h.example", "/x"), Err(Reason::PolicyInvalid));
+        assert_eq!(
+            routed_to(&idx, "h.example", "/x"),
+            Err(Reason::PolicyInvalid)
+        );
         assert_eq!(
             idx.conflicts()[0].policies,
             vec![PolicyKey::new("a", "one"), PolicyKey::new("a", "two")],
@@ -470,9 +567,16 @@ mod tests {
             policy("admin", &["app.example.com"], &["/Admin"]),
         ]);
         for path in ["/admin", "/ADMIN/users", "/Admin/users", "/aDmIn"] {
-            assert_eq!(routed_to(&idx, "app.example.com", path).unwrap(), "ns/admin", "{path}");
+            assert_eq!(
+                routed_to(&idx, "app.example.com", path).unwrap(),
+                "ns/admin",
+                "{path}"
+            );
         }
-        assert_eq!(routed_to(&idx, "app.example.com", "/adminx").unwrap(), "ns/root");
+        assert_eq!(
+            routed_to(&idx, "app.example.com", "/adminx").unwrap(),
+            "ns/root"
+        );
         // Kelvin sign is not an ASCII K.
         let idx = PolicyIndex::build([policy("root", &["h"], &[]), policy("k", &["h"], &["/k"])]);
         assert_eq!(routed_to(&idx, "h", "/\u{212A}").unwrap(), "ns/root");
@@ -488,7 +592,10 @@ mod tests {
     #[test]
     fn host_claim_rules_refuse_before_seniority() {
         let idx = PolicyIndex::build_with(
-            [in_ns("old", "p", &["admin.example.com"], &[]), in_ns("ops", "p", &["admin.example.com"], &[])],
+            [
+                in_ns("old", "p", &["admin.example.com"], &[]),
+                in_ns("ops", "p", &["admin.example.com"], &[]),
+            ],
             created(&[("old", 1), ("ops", 9)]),
             Some(&Only("ops", ".example.com")),
         );
@@ -497,5 +604,38 @@ mod tests {
             idx.refused_hosts(&PolicyKey::new("old", "p")),
             &[("admin.example.com".to_owned(), HostRefusal::NotAllowed)]
         );
+    }
+
+    #[test]
+    fn namespace_host_patterns() {
+        let rules = NamespaceHosts::parse(&[
+            "team-a=*.a.example.com,app.example.com",
+            "ops=admin.example.com",
+        ])
+        .unwrap();
+        assert!(rules.may_claim("team-a", "x.a.example.com"));
+        assert!(rules.may_claim("team-a", "x.y.a.example.com"));
+        assert!(rules.may_claim("team-a", "app.example.com"));
+        assert!(
+            !rules.may_claim("team-a", "a.example.com"),
+            "the wildcard needs a label"
+        );
+        assert!(!rules.may_claim("team-a", "xa.example.com"));
+        assert!(!rules.may_claim("team-a", "admin.example.com"));
+        assert!(
+            !rules.may_claim("other", "app.example.com"),
+            "unlisted namespaces claim nothing"
+        );
+        assert!(rules.may_claim("ops", "admin.example.com"));
+        for bad in [
+            "noequals",
+            "=a.example.com",
+            "ns=*",
+            "ns=A.example.com",
+            "ns=a..b",
+            "ns=*.*.a",
+        ] {
+            assert!(NamespaceHosts::parse(&[bad]).is_err(), "{bad}");
+        }
     }
 }

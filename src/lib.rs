@@ -10,6 +10,7 @@ pub mod decision;
 pub mod demo;
 pub mod devissuer;
 pub mod dialect;
+pub mod fetch;
 pub mod headers;
 pub mod identity;
 pub mod index;

@@ -28,6 +28,12 @@ pub struct KeyFetchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityFetchLabels {
+    /// `ok` or a failure category (`timeout`, `blocked_address`, `groups_over_limit`, ...).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JwksLabels {
     pub jwks_uri: String,
 }
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub key_fetches: Family<KeyFetchLabels, Counter>,
     pub keys_loaded: Family<JwksLabels, Gauge>,
+    pub identity_fetches: Family<IdentityFetchLabels, Counter>,
+    pub identity_cache_bytes: Gauge,
     pub headers_dropped: Family<DroppedHeaderLabels, Counter>,
     pub policy_reloads: Family<ReloadLabels, Counter>,
     pub policies: Family<PolicyStateLabels, Gauge>,
@@ -89,6 +97,18 @@ impl Metrics {
             "Signing keys currently held per JWKS URL",
             keys_loaded.clone(),
         );
+        let identity_fetches = Family::<IdentityFetchLabels, Counter>::default();
+        registry.register(
+            "identity_fetches",
+            "get-identity fetches by result (ok or failure category)",
+            identity_fetches.clone(),
+        );
+        let identity_cache_bytes = Gauge::default();
+        registry.register(
+            "identity_cache_bytes",
+            "Approximate bytes of cached identities (bounded by --identity-cache-mib)",
+            identity_cache_bytes.clone(),
+        );
         let headers_dropped = Family::<DroppedHeaderLabels, Counter>::default();
         registry.register(
             "header_values_dropped",
@@ -109,6 +129,8 @@ impl Metrics {
             decision_seconds,
             key_fetches,
             keys_loaded,
+            identity_fetches,
+            identity_cache_bytes,
             headers_dropped,
             policy_reloads,
             policies,

@@ -4,43 +4,121 @@
 //! match. A claim the token lacks never matches, so a deny on a missing claim does not fire
 //! and an allow on it does not admit (Cloudflare trims large custom claims: missing groups
 //! mean "unknown", not "none").
+//!
+//! Email matching folds ASCII case only: Unicode folding would let `eve@\u{212A}ube.io`
+//! (KELVIN SIGN, which lowercases to `k`) pass for `kube.io`. An `email` claim that is
+//! present but cannot be compared safely ([`EmailClaim::Unusable`]: not a string, not a
+//! plain ASCII address, or `email_verified` not true on a generic issuer) fails closed both
+//! ways: no `email` / `emailDomain` allow matcher matches it, and every such deny matcher
+//! does. Why deny too: a deny narrows who gets in; if an address it cannot read merely
+//! matched nothing, anyone who can get such an address from the issuer (a generic IdP with
+//! self-service or unverified emails, a look-alike IDN domain) would slip past a deny
+//! written for the real one. Failing closed costs only tokens whose email we could not
+//! have matched reliably anyway.
 
 use serde_json::Value;
 
-use crate::policy::{CompiledMatcher, CompiledRules};
+use crate::policy::{CompiledMatcher, CompiledRules, is_dns_name};
 use crate::reason::Reason;
 use crate::verify::{Claims, TokenKind};
 
+/// Which list a matcher sits in: an unusable email fails closed in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    Allow,
+    Deny,
+}
+
+/// The token's `email` claim as the email matchers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EmailClaim {
+    /// No `email` claim (or `null`): no email matcher matches, allow or deny.
+    Absent,
+    /// A plain ASCII address, lowercased (ASCII only).
+    Usable(String),
+    /// Present but not safely comparable; the text says why. Allow matchers do not match,
+    /// deny matchers do.
+    Unusable(&'static str),
+}
+
+/// Reads the token's `email` for matching. `rules.check_email_verified` (generic issuers)
+/// also requires `email_verified`, when present, to be `true` (or the string `"true"`, as
+/// some IdPs send it).
+pub fn email(rules: &CompiledRules, claims: &Claims) -> EmailClaim {
+    let raw = match claims.get("email") {
+        None | Some(Value::Null) => return EmailClaim::Absent,
+        Some(Value::String(e)) => e,
+        Some(_) => return EmailClaim::Unusable("email is not a string"),
+    };
+    if !raw.is_ascii() {
+        return EmailClaim::Unusable("email is not ASCII");
+    }
+    if !is_plain_address(raw) {
+        return EmailClaim::Unusable("email is not a plain user@domain address");
+    }
+    if rules.check_email_verified {
+        match claims.get("email_verified") {
+            None | Some(Value::Bool(true)) => {}
+            Some(Value::String(v)) if v == "true" => {}
+            Some(_) => return EmailClaim::Unusable("email_verified is not true"),
+        }
+    }
+    EmailClaim::Usable(raw.to_ascii_lowercase())
+}
+
+/// Printable ASCII, one `@`, a non-empty local part, and a domain that is a DNS name (no
+/// trailing dot, no empty label; the same test `emailDomain` values pass): the shapes a
+/// deny on `emailDomain` can be sure about.
+fn is_plain_address(e: &str) -> bool {
+    e.bytes().all(|b| b.is_ascii_graphic())
+        && e.split_once('@').is_some_and(|(user, domain)| {
+            !user.is_empty() && is_dns_name(&domain.to_ascii_lowercase())
+        })
+}
+
 /// Ok when the rules admit the token, `rule_denied` otherwise.
 pub fn check(rules: &CompiledRules, claims: &Claims, kind: TokenKind) -> Result<(), Reason> {
-    let matches = |m: &CompiledMatcher| matcher_matches(m, rules, claims, kind);
-    if rules.deny.iter().any(matches) {
+    let email = email(rules, claims);
+    let hit = |side: Side, m: &CompiledMatcher| matches_with(m, side, &email, rules, claims, kind);
+    if rules.deny.iter().any(|m| hit(Side::Deny, m)) {
         return Err(Reason::RuleDenied);
     }
-    if !rules.allow.is_empty() && !rules.allow.iter().any(matches) {
+    if !rules.allow.is_empty() && !rules.allow.iter().any(|m| hit(Side::Allow, m)) {
         return Err(Reason::RuleDenied);
     }
     Ok(())
 }
 
-/// Why a matcher matched or not, for `accessgate check`.
+/// Whether `m`, in the `side` list, matches the token; [`check`] decides with exactly this,
+/// and `accessgate check` shows it.
 pub fn matcher_matches(
     m: &CompiledMatcher,
+    side: Side,
     rules: &CompiledRules,
     claims: &Claims,
     kind: TokenKind,
 ) -> bool {
-    let email = || {
-        claims
-            .get("email")
-            .and_then(Value::as_str)
-            .map(str::to_lowercase)
+    matches_with(m, side, &email(rules, claims), rules, claims, kind)
+}
+
+fn matches_with(
+    m: &CompiledMatcher,
+    side: Side,
+    email: &EmailClaim,
+    rules: &CompiledRules,
+    claims: &Claims,
+    kind: TokenKind,
+) -> bool {
+    let on_email = |test: &dyn Fn(&str) -> bool| match email {
+        EmailClaim::Absent => false,
+        EmailClaim::Usable(e) => test(e),
+        EmailClaim::Unusable(_) => side == Side::Deny,
     };
     match m {
-        CompiledMatcher::Email(want) => email().is_some_and(|e| e == *want),
-        CompiledMatcher::EmailDomain(domain) => email()
-            .and_then(|e| e.rsplit_once('@').map(|(_, d)| d == domain))
-            .unwrap_or(false),
+        CompiledMatcher::Email(want) => on_email(&|e| e == want),
+        CompiledMatcher::EmailDomain(domain) => {
+            on_email(&|e| e.rsplit_once('@').is_some_and(|(_, d)| d == domain))
+        }
         CompiledMatcher::Group(group) => match claims.path(&rules.groups_path) {
             Some(Value::Array(list)) => list.iter().any(|g| g.as_str() == Some(group)),
             Some(Value::String(one)) => one == group,
@@ -65,9 +143,22 @@ mod tests {
     fn rules(allow: Vec<CompiledMatcher>, deny: Vec<CompiledMatcher>) -> CompiledRules {
         CompiledRules {
             groups_path: vec!["custom".into(), "groups".into()],
+            check_email_verified: false,
             allow,
             deny,
         }
+    }
+
+    /// As compiled for a generic (`issuer.url`) issuer.
+    fn generic(allow: Vec<CompiledMatcher>, deny: Vec<CompiledMatcher>) -> CompiledRules {
+        CompiledRules {
+            check_email_verified: true,
+            ..rules(allow, deny)
+        }
+    }
+
+    fn allowed(r: &CompiledRules, c: &Claims) -> bool {
+        check(r, c, TokenKind::App).is_ok()
     }
 
     fn claims(v: serde_json::Value) -> Claims {
@@ -169,5 +260,212 @@ mod tests {
             ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn kelvin_sign_email_does_not_match_domain() {
+        // U+212A KELVIN SIGN lowercases to 'k' under Unicode rules.
+        let eve = claims(serde_json::json!({"email": "eve@\u{212A}ube.io"}));
+        assert_eq!(
+            "eve@\u{212A}ube.io".to_lowercase(),
+            "eve@kube.io",
+            "the trap"
+        );
+        assert!(!allowed(
+            &rules(vec![EmailDomain("kube.io".into())], vec![]),
+            &eve
+        ));
+        assert!(!allowed(
+            &rules(vec![Email("eve@kube.io".into())], vec![]),
+            &eve
+        ));
+    }
+
+    #[test]
+    fn non_ascii_email_never_matches_an_allow_matcher() {
+        for email in [
+            "alice@example.com\u{200B}",
+            "alice@exa\u{0301}mple.com",
+            "\u{0430}lice@example.com", // Cyrillic a
+            "alice@example.com\u{FF0E}",
+            "ALİCE@example.com", // dotted capital I: lowercases to "i\u{307}"
+        ] {
+            let c = claims(serde_json::json!({ "email": email }));
+            for m in [
+                Email("alice@example.com".into()),
+                EmailDomain("example.com".into()),
+            ] {
+                assert!(
+                    !allowed(&rules(vec![m.clone()], vec![]), &c),
+                    "{email} {m:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn non_ascii_email_always_matches_an_email_deny_matcher() {
+        let eve = claims(
+            serde_json::json!({"email": "eve@\u{212A}ube.io", "custom": {"groups": ["sre"]}}),
+        );
+        for deny in [
+            EmailDomain("kube.io".into()),
+            EmailDomain("unrelated.example".into()),
+            Email("someone@else.example".into()),
+        ] {
+            assert_eq!(
+                check(
+                    &rules(vec![Group("sre".into())], vec![deny.clone()]),
+                    &eve,
+                    TokenKind::App
+                ),
+                Err(Reason::RuleDenied),
+                "{deny:?}"
+            );
+        }
+        // Matchers on other claims are unaffected: the group still admits without an
+        // email deny.
+        assert!(allowed(
+            &rules(vec![Group("sre".into())], vec![Country("KP".into())]),
+            &eve
+        ));
+    }
+
+    #[test]
+    fn email_matching_folds_ascii_case_only() {
+        let c = claims(serde_json::json!({"email": "ALICE@EXAMPLE.COM"}));
+        assert!(allowed(
+            &rules(vec![Email("alice@example.com".into())], vec![]),
+            &c
+        ));
+        assert!(allowed(
+            &rules(vec![EmailDomain("example.com".into())], vec![]),
+            &c
+        ));
+        assert_eq!(
+            email(&rules(vec![], vec![]), &c),
+            EmailClaim::Usable("alice@example.com".into())
+        );
+    }
+
+    #[test]
+    fn odd_ascii_emails_fail_closed() {
+        for email in [
+            "eve@evil.com.",     // trailing dot: the same DNS name as evil.com
+            "eve@evil.com ",     // trailing space
+            "eve@evil..com",     // empty label
+            "eve@evil.com\u{0}", // NUL
+            "eve@@evil.com",
+            "eve",
+            "@evil.com",
+            "eve@",
+            "eve@[127.0.0.1]",
+            "eve@evil_com.com",
+        ] {
+            let c = claims(serde_json::json!({ "email": email }));
+            assert!(
+                !allowed(&rules(vec![EmailDomain("evil.com".into())], vec![]), &c),
+                "{email:?} allowed"
+            );
+            assert!(
+                !allowed(&rules(vec![], vec![EmailDomain("evil.com".into())]), &c),
+                "{email:?} dodged the deny"
+            );
+        }
+    }
+
+    #[test]
+    fn non_string_email_fails_closed_and_null_is_absent() {
+        for v in [
+            serde_json::json!(["eve@evil.com"]),
+            serde_json::json!(7),
+            serde_json::json!({"a": 1}),
+        ] {
+            let c = claims(serde_json::json!({ "email": v }));
+            assert!(
+                !allowed(&rules(vec![], vec![EmailDomain("evil.com".into())]), &c),
+                "{v}"
+            );
+            assert!(
+                !allowed(&rules(vec![EmailDomain("evil.com".into())], vec![]), &c),
+                "{v}"
+            );
+        }
+        let null = claims(serde_json::json!({ "email": null }));
+        assert!(allowed(
+            &rules(vec![], vec![EmailDomain("evil.com".into())]),
+            &null
+        ));
+        assert!(!allowed(
+            &rules(vec![EmailDomain("evil.com".into())], vec![]),
+            &null
+        ));
+    }
+
+    #[test]
+    fn missing_email_matches_neither_allow_nor_deny() {
+        let svc = claims(serde_json::json!({"common_name": "ci.access", "sub": ""}));
+        assert!(allowed(
+            &generic(vec![], vec![EmailDomain("evil.com".into())]),
+            &svc
+        ));
+        assert!(!allowed(
+            &generic(vec![EmailDomain("evil.com".into())], vec![]),
+            &svc
+        ));
+    }
+
+    #[test]
+    fn unverified_email_fails_closed_with_generic_issuers() {
+        let c = |verified: serde_json::Value| {
+            claims(serde_json::json!({"email": "alice@example.com", "email_verified": verified}))
+        };
+        let allow = generic(vec![EmailDomain("example.com".into())], vec![]);
+        let deny = generic(vec![], vec![Email("bob@other.example".into())]);
+        for v in [
+            serde_json::json!(false),
+            serde_json::json!("false"),
+            serde_json::json!(null),
+            serde_json::json!(0),
+            serde_json::json!("yes"),
+        ] {
+            assert!(
+                !allowed(&allow, &c(v.clone())),
+                "allow with email_verified {v}"
+            );
+            assert!(
+                !allowed(&deny, &c(v.clone())),
+                "deny dodged with email_verified {v}"
+            );
+        }
+        for v in [serde_json::json!(true), serde_json::json!("true")] {
+            assert!(allowed(&allow, &c(v.clone())), "{v}");
+            assert!(allowed(&deny, &c(v.clone())), "{v}");
+        }
+        let absent = claims(serde_json::json!({"email": "alice@example.com"}));
+        assert!(allowed(&allow, &absent) && allowed(&deny, &absent));
+    }
+
+    #[test]
+    fn email_verified_is_ignored_for_cloudflare_issuers() {
+        // Cloudflare Access does not send it; a stray one changes nothing.
+        let c = claims(serde_json::json!({"email": "alice@example.com", "email_verified": false}));
+        assert!(allowed(
+            &rules(vec![EmailDomain("example.com".into())], vec![]),
+            &c
+        ));
+        assert!(allowed(
+            &rules(vec![], vec![Email("bob@other.example".into())]),
+            &c
+        ));
+    }
+
+    #[test]
+    fn matcher_matches_reports_each_side_as_check_decides() {
+        let eve = claims(serde_json::json!({"email": "eve@\u{212A}ube.io"}));
+        let r = rules(vec![], vec![]);
+        let m = EmailDomain("kube.io".into());
+        assert!(!matcher_matches(&m, Side::Allow, &r, &eve, TokenKind::App));
+        assert!(matcher_matches(&m, Side::Deny, &r, &eve, TokenKind::App));
     }
 }

@@ -285,7 +285,11 @@ async fn decide(
         Err(reason) => Decision::Deny(reason),
         Ok(v) => match &policy.identity {
             None => decision::conclude(&policy, &v.claims, v.kind),
-            Some(cfg) => match state.identity.get(cfg, v.token, &v.claims).await {
+            Some(cfg) => match state
+                .identity
+                .get_for_policy(&policy, v.token, &v.claims)
+                .await
+            {
                 Ok(id) => decision::conclude(&policy, &identity::enrich(&v.claims, &id), v.kind),
                 Err(e) => {
                     tracing::warn!(policy = %label, error = %e, deny = cfg.deny_on_error, "identity enrichment failed");

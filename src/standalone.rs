@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::identity::IdentityClient;
+use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 use crate::server;
@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     pub keys: KeyConfig,
     pub token_cache_bytes: u64,
+    /// Identity enrichment: cache size and the fetch guard.
+    pub enrichment: IdentityConfig,
 }
 
 /// A started service: its bound addresses and shared state.
@@ -58,11 +60,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(config.keys.clone(), metrics.clone())?;
+    let identity = IdentityClient::new(config.enrichment.clone(), metrics.clone())?;
     let state = AppState::new(
         keys,
         metrics,
         TokenCache::new(config.token_cache_bytes),
-        IdentityClient::new().map_err(ServeError::from)?,
+        identity,
     );
     let mut clock = files::ClaimClock::default();
     let n = files::reload(&config.policies, &state, &mut clock)?;

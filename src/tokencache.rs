@@ -9,6 +9,9 @@
 //!   `exp` (capped at one hour);
 //! - the key is looked up before the cache, so a `kid` that left the key set is refused at once,
 //!   and its entries are dropped when the set changes;
+//! - an entry remembers the fingerprint of the key material it was verified with, and only
+//!   answers for exactly that key: if an issuer publishes different material under the same
+//!   `kid`, cached verifications end and tokens are verified against the new key;
 //! - moka's sharded, lock-free-read cache: no global lock on the hot path.
 
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use moka::sync::Cache;
 use url::Url;
 
+use crate::keys::VerifyingKey;
 use crate::verify::Claims;
 
 /// Longest an entry lives regardless of `exp`.
@@ -29,6 +33,8 @@ type Key = [u8; 32];
 struct Verified {
     jwks_uri: Url,
     kid: String,
+    /// The verifying key's material, see [`VerifyingKey::fingerprint`].
+    key_fingerprint: [u8; 32],
     claims: Arc<Claims>,
     ttl: Duration,
 }
@@ -57,6 +63,7 @@ impl TokenCache {
             .max_capacity(max_bytes)
             .weigher(|_: &Key, v: &Arc<Verified>| {
                 let bytes = ENTRY_OVERHEAD
+                    + v.key_fingerprint.len()
                     + v.kid.len()
                     + v.jwks_uri.as_str().len()
                     + v.claims.approx_bytes();
@@ -82,16 +89,20 @@ impl TokenCache {
         key
     }
 
-    /// The claims of `token` if it was verified before under the same key set and `kid`.
-    pub fn get(&self, jwks_uri: &Url, token: &str, kid: &str) -> Option<Arc<Claims>> {
+    /// The claims of `token` if it was verified before under the same key set with exactly
+    /// `key` (same `kid` and same key material).
+    pub fn get(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>> {
         let cache = self.inner.as_ref()?;
         let hit = cache.get(&Self::key(jwks_uri, token))?;
-        (hit.kid == kid && hit.jwks_uri == *jwks_uri).then(|| hit.claims.clone())
+        (hit.kid == key.kid
+            && hit.key_fingerprint == *key.fingerprint()
+            && hit.jwks_uri == *jwks_uri)
+            .then(|| hit.claims.clone())
     }
 
     /// Remembers a successful verification until the token's `exp`. Tokens without a usable
     /// `exp` are not cached (they are refused by the claim checks anyway).
-    pub fn put(&self, jwks_uri: &Url, token: &str, kid: &str, claims: Arc<Claims>) {
+    pub fn put(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey, claims: Arc<Claims>) {
         let Some(cache) = &self.inner else { return };
         let Some(exp) = claims.get("exp").and_then(|v| v.as_f64()) else {
             return;
@@ -107,7 +118,8 @@ impl TokenCache {
         let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
         let entry = Verified {
             jwks_uri: jwks_uri.clone(),
-            kid: kid.to_owned(),
+            kid: key.kid.clone(),
+            key_fingerprint: *key.fingerprint(),
             claims,
             ttl,
         };
@@ -143,6 +155,7 @@ impl TokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{KeySet, parse_key_set};
 
     fn claims(exp: f64) -> Arc<Claims> {
         Arc::new(serde_json::from_value(serde_json::json!({"exp": exp, "email": "a@b.c"})).unwrap())
@@ -155,50 +168,83 @@ mod tests {
             .as_secs_f64()
     }
 
+    const N: &str = "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw";
+
+    /// A key with this kid; `variant` changes the material.
+    fn key(kid: &str, variant: u8) -> Arc<VerifyingKey> {
+        let n = format!("{}{}", (b'a' + variant) as char, &N[1..]);
+        let set: KeySet = parse_key_set(
+            serde_json::json!({"keys": [{"kid": kid, "kty": "RSA", "e": "AQAB", "n": n}]})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        set.get(kid).unwrap().clone()
+    }
+
     #[test]
     fn hits_only_for_the_same_token_issuer_and_kid() {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let b = Url::parse("https://b.example/certs").unwrap();
-        c.put(&a, "t1", "k1", claims(now() + 60.0));
-        assert!(c.get(&a, "t1", "k1").is_some());
-        assert!(c.get(&a, "t2", "k1").is_none());
-        assert!(c.get(&b, "t1", "k1").is_none(), "another issuer's key set");
-        assert!(c.get(&a, "t1", "k2").is_none(), "another kid");
+        let (k1, k2) = (key("k1", 0), key("k2", 0));
+        c.put(&a, "t1", &k1, claims(now() + 60.0));
+        assert!(c.get(&a, "t1", &k1).is_some());
+        assert!(c.get(&a, "t2", &k1).is_none());
+        assert!(c.get(&b, "t1", &k1).is_none(), "another issuer's key set");
+        assert!(c.get(&a, "t1", &k2).is_none(), "another kid");
+    }
+
+    #[test]
+    fn new_material_under_the_same_kid_ends_cached_verifications() {
+        let c = TokenCache::new(1 << 20);
+        let a = Url::parse("https://a.example/certs").unwrap();
+        let (old, new) = (key("k", 0), key("k", 1));
+        assert_eq!(old.kid, new.kid);
+        c.put(&a, "t", &old, claims(now() + 60.0));
+        assert!(c.get(&a, "t", &old).is_some());
+        assert!(c.get(&a, "t", &new).is_none(), "same kid, other key");
+        assert!(
+            c.get(&a, "t", &key("k", 0)).is_some(),
+            "same material parsed again"
+        );
     }
 
     #[test]
     fn expired_or_exp_less_tokens_are_not_cached() {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
-        c.put(&a, "old", "k", claims(now() - 1.0));
-        assert!(c.get(&a, "old", "k").is_none());
+        let k = key("k", 0);
+        c.put(&a, "old", &k, claims(now() - 1.0));
+        assert!(c.get(&a, "old", &k).is_none());
         c.put(
             &a,
             "none",
-            "k",
+            &k,
             Arc::new(serde_json::from_str("{}").unwrap()),
         );
-        assert!(c.get(&a, "none", "k").is_none());
+        assert!(c.get(&a, "none", &k).is_none());
     }
 
     #[test]
     fn entries_of_a_retired_kid_are_dropped() {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
-        c.put(&a, "t1", "old", claims(now() + 60.0));
-        c.put(&a, "t2", "new", claims(now() + 60.0));
+        let (old, new) = (key("old", 0), key("new", 0));
+        c.put(&a, "t1", &old, claims(now() + 60.0));
+        c.put(&a, "t2", &new, claims(now() + 60.0));
         c.retain_kids(&a, &["new".into()]);
-        assert!(c.get(&a, "t1", "old").is_none());
-        assert!(c.get(&a, "t2", "new").is_some());
+        assert!(c.get(&a, "t1", &old).is_none());
+        assert!(c.get(&a, "t2", &new).is_some());
     }
 
     #[test]
     fn memory_is_bounded() {
         let c = TokenCache::new(64 * 1024);
         let a = Url::parse("https://a.example/certs").unwrap();
+        let k = key("k", 0);
         for i in 0..5000 {
-            c.put(&a, &format!("token-{i}"), "k", claims(now() + 60.0));
+            c.put(&a, &format!("token-{i}"), &k, claims(now() + 60.0));
         }
         assert!(c.len() < 5000 * 64 * 1024 / (5000 * ENTRY_OVERHEAD as u64) + 1);
         assert!(
@@ -212,7 +258,8 @@ mod tests {
     fn disabled_cache_never_hits() {
         let c = TokenCache::disabled();
         let a = Url::parse("https://a.example/certs").unwrap();
-        c.put(&a, "t", "k", claims(now() + 60.0));
-        assert!(c.get(&a, "t", "k").is_none());
+        let k = key("k", 0);
+        c.put(&a, "t", &k, claims(now() + 60.0));
+        assert!(c.get(&a, "t", &k).is_none());
     }
 }

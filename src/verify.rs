@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::keys::{MAX_KID_LEN, VerifyingKey};
@@ -161,8 +161,9 @@ pub fn read_header(token: &str, allowed: &[Algorithm]) -> Result<TokenHeader, Re
     Ok(TokenHeader { alg, kid })
 }
 
-/// Claims of a verified token. Duplicate top-level keys are refused: two parsers could
-/// disagree on which value counts.
+/// Claims of a verified token. Duplicate keys are refused at every depth (top-level claims,
+/// members of nested objects, objects inside arrays): two parsers could disagree on which
+/// value counts, and the upstream or the IdP may be one of them. One parse, no second pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claims(pub Map<String, Value>);
 
@@ -174,19 +175,81 @@ impl<'de> Deserialize<'de> for Claims {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object of claims")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Claims, A::Error> {
-                let mut out = Map::new();
-                while let Some((k, v)) = map.next_entry::<String, Value>()? {
-                    if out.contains_key(&k) {
-                        return Err(de::Error::custom(format!("duplicate claim {k}")));
-                    }
-                    out.insert(k, v);
-                }
-                Ok(Claims(out))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Claims, A::Error> {
+                unique_map(map).map(Claims)
             }
         }
         d.deserialize_map(V)
     }
+}
+
+/// A JSON value, built like `serde_json::Value` but refusing a repeated key in any object.
+struct UniqueValue(Value);
+
+impl<'de> Deserialize<'de> for UniqueValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueVisitor).map(UniqueValue)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> Visitor<'de> for UniqueVisitor {
+    type Value = Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // JSON text has no NaN or infinity; `null` as serde_json's own Value does.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(UniqueValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
+        unique_map(map).map(Value::Object)
+    }
+}
+
+/// An object's members; a key seen twice (after JSON unescaping) is an error.
+fn unique_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Map<String, Value>, A::Error> {
+    let mut out = Map::new();
+    while let Some(k) = map.next_key::<String>()? {
+        if out.contains_key(&k) {
+            return Err(de::Error::custom(format!("duplicate key {k:?}")));
+        }
+        let UniqueValue(v) = map.next_value()?;
+        out.insert(k, v);
+    }
+    Ok(out)
 }
 
 impl Claims {
@@ -275,35 +338,76 @@ fn number(v: Option<&Value>) -> Result<Option<f64>, Reason> {
     }
 }
 
-/// The policy's claim checks, in an order that reports authentication failures (401)
-/// before authorisation ones (403).
-pub fn check_claims(
-    claims: &Claims,
-    policy: &CompiledPolicy,
-    now: u64,
-) -> Result<TokenKind, Reason> {
-    let now = now as f64;
-    let leeway = policy.leeway_secs as f64;
+/// One of the policy's claim checks, in the order [`check_claims`] runs them. `accessgate
+/// check` shows these steps as the verifier took them (see [`check_claims_observed`]), so
+/// no check exists twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimCheck {
+    Issuer,
+    Expiry,
+    NotBefore,
+    IssuedAt,
+    Audience,
+    TokenType,
+}
 
-    match claims.get("iss") {
-        Some(Value::String(iss)) if *iss == policy.issuer => {}
-        _ => return Err(Reason::IssuerMismatch),
+impl ClaimCheck {
+    /// The claim (or, for the type, the aspect) the check looks at.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClaimCheck::Issuer => "iss",
+            ClaimCheck::Expiry => "exp",
+            ClaimCheck::NotBefore => "nbf",
+            ClaimCheck::IssuedAt => "iat",
+            ClaimCheck::Audience => "aud",
+            ClaimCheck::TokenType => "token type",
+        }
     }
+}
+
+/// `iss` equals the policy's issuer exactly.
+pub fn check_issuer(claims: &Claims, policy: &CompiledPolicy) -> Result<(), Reason> {
+    match claims.get("iss") {
+        Some(Value::String(iss)) if *iss == policy.issuer => Ok(()),
+        _ => Err(Reason::IssuerMismatch),
+    }
+}
+
+/// `exp` is required, a finite number, and not past `now` by more than the leeway.
+pub fn check_expiry(claims: &Claims, policy: &CompiledPolicy, now: u64) -> Result<(), Reason> {
     let exp = number(claims.get("exp"))?.ok_or(Reason::TokenMalformed)?;
-    if now > exp + leeway {
+    if now as f64 > exp + policy.leeway_secs as f64 {
         return Err(Reason::TokenExpired);
     }
-    if let Some(nbf) = number(claims.get("nbf"))?
-        && now + leeway < nbf
-    {
-        return Err(Reason::TokenNotYetValid);
-    }
-    if let Some(iat) = number(claims.get("iat"))?
-        && now + leeway < iat
-    {
-        return Err(Reason::TokenNotYetValid);
-    }
+    Ok(())
+}
 
+/// A time claim that may be absent but must not lie ahead of `now` beyond the leeway.
+fn not_in_future(
+    claims: &Claims,
+    name: &str,
+    policy: &CompiledPolicy,
+    now: u64,
+) -> Result<(), Reason> {
+    match number(claims.get(name))? {
+        Some(t) if now as f64 + (policy.leeway_secs as f64) < t => Err(Reason::TokenNotYetValid),
+        _ => Ok(()),
+    }
+}
+
+/// `nbf`, when present, is a number not later than `now` plus the leeway.
+pub fn check_not_before(claims: &Claims, policy: &CompiledPolicy, now: u64) -> Result<(), Reason> {
+    not_in_future(claims, "nbf", policy, now)
+}
+
+/// `iat`, when present, is a number not later than `now` plus the leeway.
+pub fn check_issued_at(claims: &Claims, policy: &CompiledPolicy, now: u64) -> Result<(), Reason> {
+    not_in_future(claims, "iat", policy, now)
+}
+
+/// `aud` (a string, or an array of strings) holds one of the policy's audiences. A
+/// non-string element anywhere in the array is malformed, even next to a matching one.
+pub fn check_audience(claims: &Claims, policy: &CompiledPolicy) -> Result<(), Reason> {
     let audience_ok = match claims.get("aud") {
         Some(Value::String(a)) => policy.audiences.contains(a),
         Some(Value::Array(list)) => {
@@ -319,19 +423,57 @@ pub fn check_claims(
         None => false,
         Some(_) => return Err(Reason::TokenMalformed),
     };
-    if !audience_ok {
-        return Err(Reason::AudienceMismatch);
+    if audience_ok {
+        Ok(())
+    } else {
+        Err(Reason::AudienceMismatch)
     }
+}
 
+/// The token's kind, if the policy admits it.
+pub fn check_token_type(claims: &Claims, policy: &CompiledPolicy) -> Result<TokenKind, Reason> {
     let kind = token_kind(claims, policy.issuer_kind)?;
     let admitted = match kind {
         TokenKind::App => policy.admit_app,
         TokenKind::Service => policy.admit_service,
     };
-    if !admitted {
-        return Err(Reason::TokenTypeNotAllowed);
+    if admitted {
+        Ok(kind)
+    } else {
+        Err(Reason::TokenTypeNotAllowed)
     }
-    Ok(kind)
+}
+
+/// The policy's claim checks, in an order that reports authentication failures (401)
+/// before authorisation ones (403).
+pub fn check_claims(
+    claims: &Claims,
+    policy: &CompiledPolicy,
+    now: u64,
+) -> Result<TokenKind, Reason> {
+    check_claims_observed(claims, policy, now, |_, _| {})
+}
+
+/// [`check_claims`], telling `seen` the outcome of each check as it runs; it stops at the
+/// first failure, exactly as the verifier does (it is the verifier).
+pub fn check_claims_observed(
+    claims: &Claims,
+    policy: &CompiledPolicy,
+    now: u64,
+    mut seen: impl FnMut(ClaimCheck, Result<(), Reason>),
+) -> Result<TokenKind, Reason> {
+    let mut step = |check: ClaimCheck, outcome: Result<(), Reason>| {
+        seen(check, outcome);
+        outcome
+    };
+    step(ClaimCheck::Issuer, check_issuer(claims, policy))?;
+    step(ClaimCheck::Expiry, check_expiry(claims, policy, now))?;
+    step(ClaimCheck::NotBefore, check_not_before(claims, policy, now))?;
+    step(ClaimCheck::IssuedAt, check_issued_at(claims, policy, now))?;
+    step(ClaimCheck::Audience, check_audience(claims, policy))?;
+    let kind = check_token_type(claims, policy);
+    step(ClaimCheck::TokenType, kind.map(|_| ()))?;
+    kind
 }
 
 /// Cloudflare marks both application and service tokens `type: app` and tells a service
@@ -488,6 +630,53 @@ mod tests {
     fn duplicate_claims_are_refused() {
         assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","sub":"b"}"#).is_err());
         assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","email":"b"}"#).is_ok());
+    }
+
+    #[test]
+    fn nested_duplicate_keys_are_refused_at_every_depth() {
+        for bad in [
+            r#"{"custom":{"groups":["a"],"groups":["admins"]}}"#,
+            r#"{"custom":{"a":{"b":{"x":1,"x":2}}}}"#,
+            r#"{"list":[{"role":"user","role":"admin"}]}"#,
+            r#"{"list":[1,[{"k":1}],[{"k":1,"k":1}]]}"#,
+            // The same key after JSON unescaping.
+            r#"{"custom":{"groups":["a"],"gr\u006fups":["admins"]}}"#,
+            r#"{"custom":{},"custom":{}}"#,
+        ] {
+            assert!(serde_json::from_str::<Claims>(bad).is_err(), "{bad}");
+        }
+        // Equal keys in different objects are not duplicates.
+        let ok: Claims = serde_json::from_str(
+            r#"{"a":{"k":1},"b":{"k":2},"l":[{"k":1},{"k":2}],"n":null,"f":1.5,"u":18446744073709551615,"i":-3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Value::Object(ok.0),
+            serde_json::json!({"a":{"k":1},"b":{"k":2},"l":[{"k":1},{"k":2}],"n":null,"f":1.5,"u":u64::MAX,"i":-3})
+        );
+    }
+
+    #[test]
+    fn nested_duplicate_claim_in_a_signed_token_is_malformed() {
+        use crate::devissuer::Signer;
+        use crate::keys::parse_key_set;
+        let signer = Signer::new("http://127.0.0.1:9").unwrap();
+        let keys = parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap();
+        let kid = keys.ids()[0].clone();
+        let header_text = format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#);
+        let token = signer
+            .sign_raw(
+                &header_text,
+                r#"{"iss":"http://127.0.0.1:9","custom":{"groups":["a"],"groups":["admins"]}}"#,
+                None,
+            )
+            .unwrap();
+        let header = read_header(&token, &[Algorithm::RS256]).unwrap();
+        let key = keys.get(&header.kid).unwrap();
+        assert_eq!(
+            verify_signature(&token, &header, key),
+            Err(Reason::TokenMalformed)
+        );
     }
 
     #[test]

@@ -406,7 +406,13 @@ fn host_routing_on_bare_auth_picks_the_policy() {
             .auth(b, &format!("https://b.example.test{path}"), &t)
             .assert_deny(403, "token_type_not_allowed");
     }
-    for path in ["/public/..%2Fadmin", "/admin;/x", "/x/..;/admin", "/admin%3b", "/admin\\x"] {
+    for path in [
+        "/public/..%2Fadmin",
+        "/admin;/x",
+        "/x/..;/admin",
+        "/admin%3b",
+        "/admin\\x",
+    ] {
         server
             .auth(b, &format!("https://b.example.test{path}"), &t)
             .assert_deny(400, "request_malformed");

@@ -118,14 +118,27 @@ fn the_caddy_example_strips_client_copies_before_forward_auth() {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/Caddyfile"))
         .output()
         .expect("run caddy adapt");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
-    let forward = json.find("/forward/monitoring/grafana").expect("forward_auth uri");
-    for header in ["x-auth-request-email", "x-auth-request-user", "x-auth-request-groups"] {
+    let forward = json
+        .find("/forward/monitoring/grafana")
+        .expect("forward_auth uri");
+    for header in [
+        "x-auth-request-email",
+        "x-auth-request-user",
+        "x-auth-request-groups",
+    ] {
         let delete = json
             .find(&format!("\"delete\":[\"{header}\"]"))
             .unwrap_or_else(|| panic!("{header} is not deleted: {json}"));
-        assert!(delete < forward, "{header} is deleted after forward_auth runs");
+        assert!(
+            delete < forward,
+            "{header} is deleted after forward_auth runs"
+        );
     }
 }
 

@@ -46,6 +46,9 @@ impl Replica {
                 "2s",
                 "--jwks-retry",
                 "1s",
+                // Everything here runs on 127.0.0.1; the fetch guard refuses the rest.
+                "--allow-fetch-cidr",
+                "127.0.0.0/8",
             ],
             &[("KUBECONFIG", kc)],
         );
@@ -182,6 +185,82 @@ fn policies_get_status_events_and_changes_are_enforced() {
         ready_condition(o).is_some_and(|(s, _)| s == "False")
     });
     assert_eq!(ready_condition(&obj).unwrap().1, "KeysUnavailable");
+    assert_eq!(
+        obj["status"]["keys"]["error"], "connect",
+        "a category, not an error chain"
+    );
+
+    // Fetches a tenant aims inside the cluster are refused, whatever the CRD lets through
+    // (https to the metadata service, a private address): only 127.0.0.0/8 is allowed here.
+    for (name, jwks) in [
+        ("metadata", "https://169.254.169.254/keys"),
+        ("private", "https://10.0.0.1/cdn-cgi/access/certs"),
+        ("mapped", "https://[::ffff:169.254.169.254]/keys"),
+    ] {
+        let p = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"issuer": {"url": "https://issuer.example", "jwksUri": jwks}, "audiences": [AUD]}});
+        cp.apply(&p.to_string()).unwrap();
+        let obj = wait_status(&cp, name, Duration::from_secs(30), |o| {
+            o["status"]["keys"]["error"].is_string()
+        });
+        assert_eq!(obj["status"]["keys"]["error"], "blocked_address", "{name}");
+        let keys_available = obj["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "KeysAvailable")
+            .unwrap();
+        assert_eq!(keys_available["status"], "False", "{name}");
+        assert_eq!(
+            ready_condition(&obj).unwrap(),
+            ("False".into(), "KeysUnavailable".into())
+        );
+    }
+    // The Event carries the category too, nothing fetched.
+    let blocked_events = || -> Vec<Value> {
+        cp.get_json(&["events.events.k8s.io", "-n", "apps"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "KeyFetchFailing" && e["regarding"]["name"] == "metadata")
+            .cloned()
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || !blocked_events().is_empty()),
+        "no KeyFetchFailing event for the blocked policy"
+    );
+    let events = blocked_events();
+    assert!(
+        events.iter().all(|e| e["note"] == "blocked_address"),
+        "{events:?}"
+    );
+    // The others are untouched.
+    let web = cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
+    assert_eq!(
+        ready_condition(&web),
+        Some(("True".into(), "Enforced".into()))
+    );
+    // get-identity is guarded the same way: enrichment from the metadata service fails closed.
+    let enriched = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
+        "metadata": {"name": "enriched", "namespace": "apps"},
+        "spec": {"issuer": {"url": issuer.url, "jwksUri": issuer.certs_url()}, "audiences": [AUD],
+                 "identity": {"url": "https://169.254.169.254/cdn-cgi/access/get-identity"}}});
+    cp.apply(&enriched.to_string()).unwrap();
+    wait_status(&cp, "enriched", Duration::from_secs(30), |o| {
+        ready_condition(o) == Some(("True".into(), "Enforced".into()))
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || replica
+            .status("/auth/apps/enriched", &token)
+            == 503),
+        "identity from the metadata service was not refused"
+    );
+    let line = replica
+        .proc
+        .wait_line("identity enrichment failed", Duration::from_secs(10));
+    assert!(line.contains("blocked_address"), "{line}");
 
     // Decision counters reach status (counter-only writes are throttled to --status-interval).
     replica.status("/auth/apps/web", "garbage");
@@ -218,6 +297,7 @@ fn policies_get_status_events_and_changes_are_enforced() {
     let failing = wait_status(&cp, "web", Duration::from_secs(15), |o| {
         o["status"]["keys"]["error"].is_string()
     });
+    assert_eq!(failing["status"]["keys"]["error"], "http_status 503");
     assert_eq!(
         ready_condition(&failing).unwrap(),
         ("True".into(), "Enforced".into()),
@@ -483,6 +563,68 @@ fn cel_rules_and_code_validation_agree() {
             false,
         ),
         (
+            "reserved header prefix x-forwarded-",
+            with(json!({"claimHeaders": [{"header": "X-Forwarded-Host", "claim": "email"}]})),
+            false,
+        ),
+        (
+            "reserved header prefix x-original-",
+            with(json!({"claimHeaders": [{"header": "X-Original-URI", "claim": "email"}]})),
+            false,
+        ),
+        (
+            "reserved header prefix x-envoy-",
+            with(json!({"claimHeaders": [{"header": "x-envoy-original-path", "claim": "sub"}]})),
+            false,
+        ),
+        (
+            "reserved header prefix x-accessgate-",
+            with(json!({"claimHeaders": [{"header": "X-Accessgate-Reason", "claim": "sub"}]})),
+            false,
+        ),
+        (
+            "reserved header forwarded",
+            with(json!({"claimHeaders": [{"header": "Forwarded", "claim": "sub"}]})),
+            false,
+        ),
+        (
+            "reserved header x-request-id",
+            with(json!({"claimHeaders": [{"header": "X-Request-Id", "claim": "sub"}]})),
+            false,
+        ),
+        (
+            "header that only starts like a reserved prefix",
+            with(json!({"claimHeaders": [{"header": "X-Forwarded", "claim": "sub"}]})),
+            true,
+        ),
+        (
+            "ASCII email and emailDomain matchers",
+            with(
+                json!({"rules": {"allow": [{"email": "Alice+x@Example.com"}], "deny": [{"emailDomain": "Evil.Example"}]}}),
+            ),
+            true,
+        ),
+        (
+            "non-ASCII email matcher (KELVIN SIGN)",
+            with(json!({"rules": {"allow": [{"email": "eve@\u{212A}ube.io"}]}})),
+            false,
+        ),
+        (
+            "non-ASCII emailDomain matcher",
+            with(json!({"rules": {"deny": [{"emailDomain": "b\u{fc}cher.de"}]}})),
+            false,
+        ),
+        (
+            "email matcher with a space",
+            with(json!({"rules": {"allow": [{"email": "al ice@example.com"}]}})),
+            false,
+        ),
+        (
+            "email matcher with a trailing dot",
+            with(json!({"rules": {"allow": [{"email": "alice@example.com."}]}})),
+            false,
+        ),
+        (
             "duplicate header",
             with(
                 json!({"claimHeaders": [{"header": "X-A", "claim": "email"}, {"header": "x-a", "claim": "sub"}]}),
@@ -525,4 +667,130 @@ fn cel_rules_and_code_validation_agree() {
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}
+
+/// A policy in `namespace` for the issuer at `issuer`, with `extra` spec fields (JSON).
+fn policy_in(namespace: &str, name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"accessgate.dev/v1alpha1","kind":"AccessPolicy","metadata":{{"name":"{name}","namespace":"{namespace}"}},
+"spec":{{"issuer":{{"url":"{issuer}","jwksUri":"{issuer}/cdn-cgi/access/certs"}},"audiences":["{AUD}"]{extra}}}}}"#
+    )
+}
+
+fn ready_in(cp: &ControlPlane, namespace: &str, name: &str) -> Option<(String, String, String)> {
+    let obj = cp.get_json(&["accesspolicy", name, "-n", namespace]);
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    // A status from an older generation says nothing about this one.
+    if c["observedGeneration"] != obj["metadata"]["generation"] {
+        return None;
+    }
+    let s = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+    Some((s("status"), s("reason"), s("message")))
+}
+
+#[test]
+fn an_older_namespace_keeps_its_host_against_a_newer_claim() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (cp, victim_issuer, kc) = setup();
+    let tenant_issuer = Issuer::start();
+    cp.kubectl_ok(&["create", "namespace", "victim"]);
+    cp.kubectl_ok(&["create", "namespace", "tenant"]);
+    let replica = Replica::start(&kc, "replica-a");
+    let hosts = r#","hosts":["admin.example.test"]"#;
+    cp.apply(&policy_in("victim", "console", &victim_issuer.url, hosts))
+        .unwrap();
+    let enforced = || {
+        eventually(Duration::from_secs(30), || {
+            ready_in(&cp, "victim", "console")
+                .is_some_and(|(s, r, _)| s == "True" && r == "Enforced")
+        })
+    };
+    assert!(enforced(), "victim/console never Ready");
+    // creationTimestamp has one-second resolution and a tie goes to the smaller
+    // namespace/name ("tenant" < "victim"): let the clock move past the victim's second so
+    // the tenant's claim is strictly newer. Waiting on the clock is the behaviour under test.
+    let created: k8s_openapi::jiff::Timestamp =
+        cp.get_json(&["accesspolicy", "console", "-n", "victim"])["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert!(eventually(Duration::from_secs(5), || {
+        k8s_openapi::jiff::Timestamp::now().as_second() > created.as_second()
+    }));
+
+    let auth = |path: &str, token: &str| {
+        http()
+            .get(format!("{}/auth?host=admin.example.test", replica.auth))
+            .header(
+                "x-original-url",
+                format!("https://admin.example.test{path}"),
+            )
+            .header("cf-access-jwt-assertion", token)
+            .send()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    let victim_token = victim_issuer.token(json!({}));
+    let tenant_token = tenant_issuer.token(json!({}));
+    for round in ["created", "recreated"] {
+        // Any path under the host, and the owner's exact route.
+        cp.apply(&policy_in(
+            "tenant",
+            "grab",
+            &tenant_issuer.url,
+            r#","hosts":["admin.example.test"],"paths":["/x"]"#,
+        ))
+        .unwrap();
+        cp.apply(&policy_in("tenant", "same", &tenant_issuer.url, hosts))
+            .unwrap();
+        for name in ["grab", "same"] {
+            let refused = eventually(Duration::from_secs(30), || {
+                ready_in(&cp, "tenant", name)
+                    .is_some_and(|(s, r, _)| s == "False" && r == "HostOwnedElsewhere")
+            });
+            assert!(
+                refused,
+                "{round}: tenant/{name} not HostOwnedElsewhere: {:?}",
+                ready_in(&cp, "tenant", name)
+            );
+            let (_, _, message) = ready_in(&cp, "tenant", name).unwrap();
+            assert!(message.contains("admin.example.test"), "{message}");
+            assert!(
+                !message.contains("victim") && !message.contains("console"),
+                "names the owner: {message}"
+            );
+        }
+        assert!(
+            enforced(),
+            "{round}: the owner lost Ready: {:?}",
+            ready_in(&cp, "victim", "console")
+        );
+        assert_eq!(auth("/x/anything", &tenant_token), 401, "{round}");
+        assert_eq!(auth("/", &tenant_token), 401, "{round}");
+        assert_eq!(auth("/x/anything", &victim_token), 200, "{round}");
+        assert_eq!(auth("/", &victim_token), 200, "{round}");
+        if round == "created" {
+            cp.kubectl_ok(&["delete", "accesspolicy", "grab", "same", "-n", "tenant"]);
+            assert!(eventually(Duration::from_secs(30), || {
+                http()
+                    .get(format!("{}/auth/tenant/grab", replica.auth))
+                    .header("x-original-url", "https://admin.example.test/")
+                    .send()
+                    .is_ok_and(|r| r.status() == 503)
+            }));
+        }
+    }
+    // The tenant's own policy still works by name for its own Ingresses.
+    let by_name = http()
+        .get(format!("{}/auth/tenant/grab", replica.auth))
+        .header("x-original-url", "https://tenant.example.test/")
+        .header("cf-access-jwt-assertion", &tenant_token)
+        .send()
+        .unwrap();
+    assert_eq!(by_name.status(), 200);
 }

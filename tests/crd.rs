@@ -98,3 +98,69 @@ fn chart_ships_the_same_crd() {
         "charts/accessgate/crds/accesspolicy.yaml differs from crds/: copy it over"
     );
 }
+
+/// The CEL rule on `claimHeaders[].header` is built from the code's reserved lists, so the
+/// API server and the file source refuse the same names.
+#[test]
+fn reserved_header_cel_rule_covers_the_codes_lists() {
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&printed()).unwrap();
+    let schema = serde_json::to_value(
+        &crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema,
+    )
+    .unwrap();
+    let header = &schema["properties"]["spec"]["properties"]["claimHeaders"]["items"]["properties"]
+        ["header"];
+    let rules: Vec<&str> = header["x-kubernetes-validations"]
+        .as_array()
+        .expect("header has CEL rules")
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    let reserved = rules
+        .iter()
+        .find(|r| r.contains("startsWith"))
+        .unwrap_or_else(|| panic!("no reserved-name rule in {rules:?}"));
+    for name in accessgate::policy::RESERVED_HEADERS {
+        assert!(
+            reserved.contains(&format!("'{name}'")),
+            "{name} missing from {reserved}"
+        );
+    }
+    for prefix in accessgate::policy::RESERVED_HEADER_PREFIXES {
+        assert!(
+            reserved.contains(&format!("'{prefix}'")),
+            "{prefix} missing from {reserved}"
+        );
+    }
+    for (name, refused) in [
+        ("X-Forwarded-Host", true),
+        ("x-envoy-original-path", true),
+        ("X-Accessgate-Reason", true),
+        ("X-Original-URI", true),
+        ("Forwarded", true),
+        ("X-Request-ID", true),
+        ("X-Auth-Request-Email", false),
+        ("X-Forwarded", false),
+    ] {
+        assert_eq!(
+            accessgate::policy::is_reserved_header(name),
+            refused,
+            "{name}"
+        );
+    }
+}
+
+/// Matcher emails and domains are ASCII in the CRD, as in the code.
+#[test]
+fn email_matcher_cel_rules_are_ascii_only() {
+    let text = printed();
+    assert!(text.contains("^[!-?A-~]+@"), "email rule is not ASCII-only");
+    assert!(
+        !text.contains("[^@\\\\s]"),
+        "the old, Unicode-permissive email rule is back"
+    );
+}

@@ -153,6 +153,10 @@ fn default_render_is_secure_and_least_privilege() {
         .collect();
     assert_eq!(args[0], "run");
     assert!(args.contains(&"--service-name=accessgate"));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--allow-fetch-cidr")),
+        "no fetch guard exceptions by default: {args:?}"
+    );
     // RBAC is exactly the shared rules file, which the controller tests run under.
     let r = rules();
     assert_eq!(find(&objs, "ClusterRole")[0]["rules"], r["cluster"]);
@@ -186,6 +190,8 @@ fn non_default_values_render() {
         "serviceMonitor.enabled=true",
         "--set",
         "replicaCount=3,service.port=8080,logLevel=debug,podDisruptionBudget.enabled=false",
+        "--set",
+        "fetch.allowCidrs={10.96.0.0/12,fd00::/8}",
     ]);
     eprintln!(
         "non-default render: {} objects: {:?}",
@@ -223,7 +229,9 @@ fn non_default_values_render() {
     assert!(
         args.contains(&"--namespaces=team-a,team-b")
             && args.contains(&"--service-port=8080")
-            && args.contains(&"--log=debug"),
+            && args.contains(&"--log=debug")
+            && args.contains(&"--allow-fetch-cidr=10.96.0.0/12")
+            && args.contains(&"--allow-fetch-cidr=fd00::/8"),
         "{args:?}"
     );
 }
@@ -235,6 +243,8 @@ fn values_schema_refuses_nonsense() {
         "logFormat=xml",
         "service.port=0",
         "jwks.refresh=soon",
+        "fetch.allowCidrs={everything}",
+        "fetch.nope=1",
         "nope=1",
     ] {
         let (ok, _, err) = helm(&[
@@ -330,6 +340,9 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
             "accessgate-leader",
             "--identity",
             "local",
+            // The dev issuer is on loopback, which the fetch guard refuses otherwise.
+            "--allow-fetch-cidr",
+            "127.0.0.0/8",
         ],
         &[("KUBECONFIG", sa_kc.to_str().unwrap())],
     );

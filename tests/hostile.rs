@@ -204,6 +204,44 @@ impl Ctx {
                 "bearer.yaml",
                 policy_yaml("apps", "bearer", &issuer.url, "  tokenSources: [bearer]\n"),
             ),
+            // Email rules (the dev issuer is a generic `url:` issuer, so email_verified counts).
+            (
+                "allow-domain.yaml",
+                policy_yaml(
+                    "apps",
+                    "allow-domain",
+                    &issuer.url,
+                    "  rules:\n    allow:\n      - { emailDomain: kube.io }\n",
+                ),
+            ),
+            (
+                "allow-email.yaml",
+                policy_yaml(
+                    "apps",
+                    "allow-email",
+                    &issuer.url,
+                    "  rules:\n    allow:\n      - { email: alice@example.com }\n",
+                ),
+            ),
+            (
+                "deny-domain.yaml",
+                policy_yaml(
+                    "apps",
+                    "deny-domain",
+                    &issuer.url,
+                    "  rules:\n    deny:\n      - { emailDomain: kube.io }\n",
+                ),
+            ),
+            // /admin on the routed host admits only group admins (the valid token has none).
+            (
+                "guard.yaml",
+                policy_yaml(
+                    "apps",
+                    "guard",
+                    &issuer.url,
+                    "  hosts: [app.example.test]\n  paths: [/admin]\n  rules:\n    allow:\n      - { group: admins }\n",
+                ),
+            ),
             // Two policies claiming one host: that route is policy_invalid, by name each works.
             (
                 "c1.yaml",
@@ -496,11 +534,13 @@ fn check(case: &Case, got: Result<Answer, String>) -> Result<(), String> {
             }
         }
     }
-    // No answer ever carries a control character or the token's signature.
+    // No answer ever carries a control character, a Unicode line or paragraph separator,
+    // or the token's signature.
     for (k, v) in &a.headers {
         let lossy = String::from_utf8_lossy(v.as_bytes());
         if v.as_bytes().iter().any(|b| *b < 0x20 || *b == 0x7f)
             || lossy.chars().any(char::is_control)
+            || lossy.contains(['\u{2028}', '\u{2029}'])
         {
             problems.push(format!(
                 "control character in response header {k}: {lossy:?}"
@@ -1944,6 +1984,153 @@ fn hostile_claims() {
         deny(401, "token_malformed"),
     ));
 
+    // --- duplicate keys below the top level (README: token_malformed at every depth)
+    for (what, extra) in [
+        (
+            "groups twice inside custom",
+            r#""custom":{"groups":["a"],"groups":["admins"]}"#,
+        ),
+        (
+            "groups twice inside custom, one spelled with an escape",
+            r#""custom":{"groups":["a"],"gr\u006fups":["admins"]}"#,
+        ),
+        (
+            "a key twice three objects deep",
+            r#""custom":{"a":{"b":{"role":"user","role":"admin"}}}"#,
+        ),
+        (
+            "a key twice in an object inside an array",
+            r#""roles":[{"name":"user"},{"name":"user","name":"admin"}]"#,
+        ),
+    ] {
+        c.push(Case::tok(
+            format!("nested duplicate key: {what}"),
+            &ctx.sign(&ctx.jose().to_string(), &ctx.raw_payload(extra)),
+            deny(401, "token_malformed"),
+        ));
+    }
+    c.push(Case::tok(
+        "the same key in sibling objects is not a duplicate",
+        &ctx.sign(
+            &ctx.jose().to_string(),
+            &ctx.raw_payload(r#""roles":[{"name":"a"},{"name":"b"}],"custom":{"name":"c"}"#),
+        ),
+        allow(),
+    ));
+
+    // --- email rules: ASCII case folding only; an unusable email fails closed both ways
+    let on = |policy: &str, name: &str, patch: Value, expect: Expect| {
+        Case::tok(name, &ctx.with_claims(patch), expect).path(format!("/auth/apps/{policy}"))
+    };
+    c.push(on(
+        "allow-domain",
+        "emailDomain kube.io: eve@kube.io passes",
+        json!({"email": "eve@kube.io"}),
+        allow(),
+    ));
+    c.push(on(
+        "allow-domain",
+        "emailDomain kube.io: ASCII case is folded (EVE@KUBE.IO)",
+        json!({"email": "EVE@KUBE.IO"}),
+        allow(),
+    ));
+    c.push(on(
+        "allow-domain",
+        "emailDomain kube.io: KELVIN SIGN (eve@\u{212A}ube.io) does not pass",
+        json!({"email": "eve@\u{212A}ube.io"}),
+        deny(403, "rule_denied"),
+    ));
+    c.push(on(
+        "allow-domain",
+        "emailDomain kube.io: trailing dot (eve@kube.io.) does not pass",
+        json!({"email": "eve@kube.io."}),
+        deny(403, "rule_denied"),
+    ));
+    for (what, email) in [
+        ("Cyrillic a", "\u{430}lice@example.com"),
+        ("zero-width space", "alice@example.com\u{200B}"),
+        ("dotted capital I", "AL\u{130}CE@example.com"),
+        ("fullwidth full stop", "alice@example\u{FF0E}com"),
+    ] {
+        c.push(on(
+            "allow-email",
+            &format!("allow email: non-ASCII look-alike ({what}) does not pass"),
+            json!({ "email": email }),
+            deny(403, "rule_denied"),
+        ));
+    }
+    c.push(on(
+        "allow-email",
+        "allow email: the ASCII address passes",
+        json!({}),
+        allow(),
+    ));
+    c.push(on(
+        "deny-domain",
+        "deny emailDomain kube.io: KELVIN SIGN cannot dodge it",
+        json!({"email": "eve@\u{212A}ube.io"}),
+        deny(403, "rule_denied"),
+    ));
+    c.push(on(
+        "deny-domain",
+        "deny emailDomain kube.io: any non-ASCII email is denied (fail closed)",
+        json!({"email": "jos\u{e9}@example.com"}),
+        deny(403, "rule_denied"),
+    ));
+    c.push(on(
+        "deny-domain",
+        "deny emailDomain kube.io: an email that is not a string is denied",
+        json!({"email": ["eve@kube.io"]}),
+        deny(403, "rule_denied"),
+    ));
+    c.push(on(
+        "deny-domain",
+        "deny emailDomain kube.io: another ASCII domain passes",
+        json!({}),
+        allow(),
+    ));
+    // email_verified (generic issuer): anything but true makes the email unusable.
+    for (what, v, allow_expect, deny_expect) in [
+        ("true", json!(true), allow(), allow()),
+        ("\"true\"", json!("true"), allow(), allow()),
+        (
+            "false",
+            json!(false),
+            deny(403, "rule_denied"),
+            deny(403, "rule_denied"),
+        ),
+        (
+            "\"false\"",
+            json!("false"),
+            deny(403, "rule_denied"),
+            deny(403, "rule_denied"),
+        ),
+        (
+            "null",
+            json!(null),
+            deny(403, "rule_denied"),
+            deny(403, "rule_denied"),
+        ),
+    ] {
+        c.push(on(
+            "allow-email",
+            &format!("allow email, email_verified {what}"),
+            json!({ "email_verified": v }),
+            allow_expect,
+        ));
+        c.push(on(
+            "deny-domain",
+            &format!("deny emailDomain, email_verified {what}"),
+            json!({ "email_verified": v }),
+            deny_expect,
+        ));
+    }
+    c.push(Case::tok(
+        "email_verified false on a policy without email rules: allowed",
+        &ctx.with_claims(json!({"email_verified": false})),
+        allow(),
+    ));
+
     run("claims", ctx, c, |_| vec![]);
 }
 
@@ -1974,6 +2161,9 @@ fn hostile_claim_headers() {
         ("C1 CSI U+009B", "Eve\u{9b}31m"),
         ("C1 last U+009F", "Eve\u{9f}"),
         ("only a LF", "\n"),
+        ("LINE SEPARATOR U+2028", "Eve\u{2028}X-Admin: true"),
+        ("PARAGRAPH SEPARATOR U+2029", "Eve\u{2029}X-Admin: true"),
+        ("only a U+2028", "\u{2028}"),
     ] {
         c.push(Case::tok(
             format!("name with {what}: dropped"),
@@ -2008,6 +2198,24 @@ fn hostile_claim_headers() {
         "json-format claim with control characters is escaped, so it goes out",
         &ctx.with_claims(json!({"custom": {"meta": {"note": "a\r\nb\u{0}"}}})),
         allow_with(&[("x-auth-request-meta", Some(r#"{"note":"a\r\nb\u0000"}"#))]),
+    ));
+    c.push(Case::tok(
+        "groups with one U+2028 element: whole header dropped, request allowed",
+        &ctx.with_claims(json!({"custom": {"groups": ["eng", "a\u{2028}b"]}})),
+        allow_with(&[("x-auth-request-groups", None), email]),
+    ));
+    c.push(Case::tok(
+        "json-format claim with U+2029 (JSON does not escape it): dropped",
+        &ctx.with_claims(json!({"custom": {"meta": {"note": "a\u{2029}b"}}})),
+        allow_with(&[("x-auth-request-meta", None), email]),
+    ));
+    c.push(Case::tok(
+        "email with U+2028: email dropped, sub kept",
+        &ctx.with_claims(json!({"email": "a@b.c\u{2028}X-Auth-Request-User: admin"})),
+        allow_with(&[
+            ("x-auth-request-email", None),
+            ("x-auth-request-user", Some("user-1")),
+        ]),
     ));
     c.push(Case::tok(
         "json-format claim with C1 and DEL raw: dropped",
@@ -2176,12 +2384,12 @@ fn hostile_claim_headers() {
         allow_with(&[("x-auth-request-meta", Some(r#"{"n":"José"}"#))]),
     ));
     c.push(Case::tok(
-        "nested duplicate key inside custom (not a top-level claim): last wins",
+        "nested duplicate key inside a mapped claim (custom.groups twice): malformed",
         &ctx.sign(
             &ctx.jose().to_string(),
             &ctx.raw_payload(r#""custom":{"groups":["a"],"groups":["b"]}"#),
         ),
-        allow_with(&[("x-auth-request-groups", Some("b"))]),
+        deny(401, "token_malformed"),
     ));
     c.push(Case::tok(
         "a claim named like a header does not become one",
@@ -2877,51 +3085,200 @@ fn hostile_request_dialect() {
         .path("/auth/apps/nope")
         .url("garbage"),
     );
-    // Bare /auth routes by host (+ path) of X-Original-URL.
-    let r = |name: &str, url: &str, expect: Expect| t(name, expect).path("/auth").url(url);
+    // Bare /auth routes by nginx's `$host` (`?host=$host`) and the path of X-Original-URL;
+    // the two hosts must agree.
+    let r = |name: &str, host: &str, url: &str, expect: Expect| {
+        t(name, expect).path(format!("/auth?host={host}")).url(url)
+    };
+    let app = "app.example.test";
     c.push(r(
         "route: configured host",
+        app,
         "https://app.example.test/any",
         allow(),
     ));
     c.push(r(
         "route: host upper case with trailing dot",
+        app,
         "https://APP.EXAMPLE.TEST./x",
         allow(),
     ));
     c.push(r(
         "route: host with port",
+        app,
         "https://app.example.test:8443/x",
         allow(),
     ));
     c.push(r(
         "route: encoded dot segments",
+        app,
         "https://app.example.test/%2e%2e/%2e%2e/x",
         allow(),
     ));
-    for (what, url) in [
-        ("suffix-extended host", "https://app.example.test.evil.com/"),
-        ("host in the query", "https://evil.com/?app.example.test"),
+    for (what, host, url) in [
+        (
+            "suffix-extended host",
+            "app.example.test.evil.com",
+            "https://app.example.test.evil.com/",
+        ),
+        (
+            "host in the query",
+            "evil.com",
+            "https://evil.com/?app.example.test",
+        ),
         (
             "host in the fragment",
+            "evil.com",
             "https://evil.com/#@app.example.test",
         ),
-        ("host as userinfo", "https://app.example.test@evil.com/"),
-        ("backslash trick", "https://evil.com\\@app.example.test/"),
-        ("IP host", "https://127.0.0.1/"),
-        ("subdomain", "https://x.app.example.test/"),
+        ("IP host", "127.0.0.1", "https://127.0.0.1/"),
+        (
+            "subdomain",
+            "x.app.example.test",
+            "https://x.app.example.test/",
+        ),
     ] {
         c.push(r(
             &format!("route: {what}"),
+            host,
             url,
             deny(503, "policy_unknown"),
         ));
     }
     c.push(r(
         "route: two policies on one host",
+        "conflict.example.test",
         "https://conflict.example.test/",
         deny(503, "policy_invalid"),
     ));
+    // What nginx routed on and what X-Original-URL says must be one host, written plainly.
+    for (what, host, url) in [
+        ("no host parameter", None, "https://app.example.test/"),
+        (
+            "empty host parameter",
+            Some(""),
+            "https://app.example.test/",
+        ),
+        (
+            "two host parameters",
+            Some("app.example.test&host=app.example.test"),
+            "https://app.example.test/",
+        ),
+        (
+            "absolute-form: nginx routed elsewhere",
+            Some("evil.example"),
+            "https://app.example.test/",
+        ),
+        (
+            "host parameter percent-encoded",
+            Some("%61pp.example.test"),
+            "https://app.example.test/",
+        ),
+        (
+            "host parameter with a port",
+            Some("app.example.test:443"),
+            "https://app.example.test/",
+        ),
+        (
+            "host as userinfo",
+            Some("evil.com"),
+            "https://app.example.test@evil.com/",
+        ),
+        (
+            "userinfo with empty port",
+            Some(app),
+            "https://app.example.test:@evil.example/",
+        ),
+        (
+            "backslash trick",
+            Some("evil.com"),
+            "https://evil.com\\@app.example.test/",
+        ),
+        (
+            "fragment after the port",
+            Some(app),
+            "https://app.example.test:#/admin/users",
+        ),
+        (
+            "query after the port",
+            Some(app),
+            "https://app.example.test:?/admin/users",
+        ),
+        (
+            "percent-escape in the host",
+            Some(app),
+            "https://%61pp.example.test/",
+        ),
+        (
+            "fullwidth letter in the host",
+            Some(app),
+            "https://\u{ff41}pp.example.test/",
+        ),
+        (
+            "non-numeric port",
+            Some(app),
+            "https://app.example.test:http/",
+        ),
+    ] {
+        let path = match host {
+            Some(h) => format!("/auth?host={h}"),
+            None => "/auth".to_owned(),
+        };
+        c.push(
+            t(&format!("route: {what}"), deny(400, "request_malformed"))
+                .path(path)
+                .url(url),
+        );
+    }
+    // Path forms on a host with a guarded /admin (group admins; the token has none).
+    for path in [
+        "/admin/users",
+        "/ADMIN/users",
+        "/Admin/users",
+        "/aDmIn",
+        "/x/../admin",
+        "/%61dmin",
+        "//admin//users",
+    ] {
+        c.push(r(
+            &format!("route path: {path} meets the /admin policy"),
+            app,
+            &format!("https://app.example.test{path}"),
+            deny(403, "rule_denied"),
+        ));
+    }
+    for path in [
+        "/admin;/users",
+        "/admin%3B/users",
+        "/admin%3b/users",
+        "/public/..;/admin/users",
+        "/admin/users\\..\\..\\x",
+        "/admin%5Cusers",
+        "/public%2F..%2Fadmin",
+        "/public%2f..%2fadmin",
+        "/%2561dmin",
+        "/admin%252Fx",
+    ] {
+        c.push(r(
+            &format!("route path: {path} is ambiguous"),
+            app,
+            &format!("https://app.example.test{path}"),
+            deny(400, "request_malformed"),
+        ));
+        // By name no policy is chosen by path: the same path is an ordinary request.
+        c.push(
+            t(&format!("named path: {path} is accepted"), allow())
+                .url(format!("https://app.example.test{path}")),
+        );
+    }
+    // The forward dialect's bare endpoint follows the same path rules.
+    c.push(
+        t("forward route path: ;", deny(400, "request_malformed"))
+            .path("/forward")
+            .no_url()
+            .header("x-forwarded-host", app)
+            .header("x-forwarded-uri", "/admin;/users"),
+    );
     c.push(t("conflicting policy by name still works", allow()).path("/auth/apps/c1"));
     c.push(Case::raw(
         "raw: unnormalised dot segments in the auth path",

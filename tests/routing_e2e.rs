@@ -121,7 +121,11 @@ impl Tenancy {
     #[track_caller]
     fn assert_through(&self, target: &str, host: &str, token: &str) {
         let before = self.echo.count();
-        assert_eq!(self.send(target, host, token), 200, "GET {target} Host: {host}");
+        assert_eq!(
+            self.send(target, host, token),
+            200,
+            "GET {target} Host: {host}"
+        );
         assert_eq!(self.echo.count(), before + 1);
     }
 

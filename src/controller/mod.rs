@@ -15,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use serde_json::json;
 
-use crate::identity::IdentityClient;
+use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 use crate::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
@@ -32,8 +32,11 @@ const FIELD_MANAGER: &str = "accessgate";
 pub struct RunConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Key fetching; `keys.addresses` is the fetch guard (always on in cluster mode).
     pub keys: KeyConfig,
     pub token_cache_bytes: u64,
+    /// Identity enrichment: cache size and the fetch guard.
+    pub enrichment: IdentityConfig,
     /// Namespaces to watch; empty for all.
     pub namespaces: Vec<String>,
     /// Base of the `authUrl` status field, e.g. `http://accessgate.accessgate-system.svc.cluster.local`.
@@ -62,11 +65,13 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(config.keys.clone(), metrics.clone())
         .map_err(standalone::ServeError::from)?;
+    let identity = IdentityClient::new(config.enrichment.clone(), metrics.clone())
+        .map_err(standalone::ServeError::from)?;
     let state = AppState::new(
         keys,
         metrics,
         TokenCache::new(config.token_cache_bytes),
-        IdentityClient::new().map_err(standalone::ServeError::from)?,
+        identity,
     );
     let policies = kube_source::start(client.clone(), &config.namespaces, state.clone());
     standalone::listen(&state, config.listen, config.admin_listen).await?;

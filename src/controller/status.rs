@@ -133,7 +133,9 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
 
 /// Why some hosts are not routed to this policy. Names no other namespace's object: a
 /// tenant must not learn who owns a host by claiming it.
-fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (&'static str, &'static str, String) {
+fn refused_hosts_condition(
+    refused: &[(String, HostRefusal)],
+) -> (&'static str, &'static str, String) {
     let list = |why: HostRefusal| {
         refused
             .iter()
@@ -142,18 +144,25 @@ fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (&'static str, 
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (elsewhere, not_allowed) = (list(HostRefusal::OwnedElsewhere), list(HostRefusal::NotAllowed));
+    let (elsewhere, not_allowed) = (
+        list(HostRefusal::OwnedElsewhere),
+        list(HostRefusal::NotAllowed),
+    );
     if !not_allowed.is_empty() {
         return (
             "False",
             "HostNotAllowed",
-            format!("this namespace may not claim host(s) {not_allowed} (the operator's host-claim rules); the bare /auth endpoint does not route them to this policy"),
+            format!(
+                "this namespace may not claim host(s) {not_allowed} (the operator's host-claim rules); the bare /auth endpoint does not route them to this policy"
+            ),
         );
     }
     (
         "False",
         "HostOwnedElsewhere",
-        format!("host(s) {elsewhere} belong to another namespace, whose claim is older; the bare /auth endpoint does not route them to this policy (/auth/{{namespace}}/{{name}} still works)"),
+        format!(
+            "host(s) {elsewhere} belong to another namespace, whose claim is older; the bare /auth endpoint does not route them to this policy (/auth/{{namespace}}/{{name}} still works)"
+        ),
     )
 }
 
@@ -460,7 +469,10 @@ mod tests {
         i.refused_hosts = &refused;
         let s = desired(&i);
         let r = cond(&s, "Ready");
-        assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "HostOwnedElsewhere"));
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "HostOwnedElsewhere")
+        );
         assert!(r.message.contains("admin.example.com"));
     }
 }

@@ -6,10 +6,14 @@
 //!   requests and rate-limited per URL (default once per 10 s);
 //! - on fetch errors the last good set is kept for a bounded time (default 24 h), then
 //!   dropped: stale keys never live forever;
-//! - every fetch has a timeout and a body-size cap and follows no redirects.
+//! - every fetch has a timeout and a body-size cap, follows no redirects and, in cluster
+//!   mode, goes through the address guard ([`crate::fetch`]);
+//! - a failed fetch is reported (status, Events) as a category such as `timeout`,
+//!   `blocked_address`, `http_status 404` or `not_jwks`, never with text from the answer.
 
 mod parse;
 
+pub use crate::fetch::FetchError;
 pub use parse::{KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey, parse_key_set};
 
 use std::collections::{HashMap, HashSet};
@@ -19,9 +23,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use rand::Rng;
+use reqwest::header::HeaderMap;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::fetch::{AddressPolicy, Fetcher};
 use crate::metrics::{JwksLabels, KeyFetchLabels, Metrics};
 
 /// Tunables; the defaults are the design's.
@@ -33,6 +39,9 @@ pub struct KeyConfig {
     pub fetch_timeout: Duration,
     pub retry_interval: Duration,
     pub max_body_bytes: usize,
+    /// Which addresses fetches may connect to; everything by default (file mode), guarded in
+    /// cluster mode.
+    pub addresses: AddressPolicy,
 }
 
 impl Default for KeyConfig {
@@ -44,6 +53,7 @@ impl Default for KeyConfig {
             fetch_timeout: Duration::from_secs(5),
             retry_interval: Duration::from_secs(15),
             max_body_bytes: 1 << 20,
+            addresses: AddressPolicy::AllowAll,
         }
     }
 }
@@ -68,6 +78,8 @@ pub trait KeyLookup {
 pub struct KeyStatus {
     pub ids: Vec<String>,
     pub fetched_at: Option<SystemTime>,
+    /// The last fetch's failure as a category (`timeout`, `blocked_address`,
+    /// `http_status 404`, `not_jwks`, ...; see [`FetchError`]), `None` after a success.
     pub error: Option<String>,
 }
 
@@ -99,7 +111,7 @@ pub struct KeyStore {
 pub type KeySetListener = Arc<dyn Fn(&Url, &[String]) + Send + Sync>;
 
 struct Inner {
-    http: reqwest::Client,
+    fetcher: Fetcher,
     config: KeyConfig,
     caches: RwLock<HashMap<Url, Arc<Cache>>>,
     metrics: Arc<Metrics>,
@@ -108,15 +120,10 @@ struct Inner {
 
 impl KeyStore {
     pub fn new(config: KeyConfig, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.fetch_timeout)
-            .connect_timeout(config.fetch_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("accessgate/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let fetcher = Fetcher::new(config.fetch_timeout, config.addresses.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
-                http,
+                fetcher,
                 config,
                 caches: RwLock::new(HashMap::new()),
                 metrics,
@@ -272,12 +279,21 @@ fn jittered(base: Duration) -> Duration {
 /// One fetch; the caller holds `fetch_lock`. Returns whether it succeeded.
 async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
     let url = cache.url.to_string();
-    let result = fetch_key_set(inner, &cache.url).await;
+    let result = fetch_key_set(&inner.fetcher, &cache.url, inner.config.max_body_bytes).await;
     let ok = result.is_ok();
     match result {
         Ok(set) => {
-            let old_ids = cache.loaded.load().as_ref().map(|l| l.set.ids());
+            let old = cache.loaded.load();
+            let old_ids = old.as_ref().map(|l| l.set.ids());
             let new_ids = set.ids();
+            let same_material = old
+                .as_ref()
+                .is_some_and(|l| l.set.fingerprints() == set.fingerprints());
+            if old_ids.as_ref() == Some(&new_ids) && !same_material {
+                // The verified-token cache compares key material, so its entries for these
+                // kids stop matching; worth a line for whoever wonders why.
+                tracing::warn!(jwks_uri = %url, kids = ?new_ids, "signing key material changed under the same key IDs");
+            }
             if old_ids.as_ref() != Some(&new_ids) {
                 tracing::info!(jwks_uri = %url, kids = ?new_ids, previous = ?old_ids, "signing keys loaded");
                 if let Some(listener) = inner.listener.read().expect("listener lock").as_ref() {
@@ -299,7 +315,7 @@ async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
             *cache.last_error.lock().expect("error lock") = None;
         }
         Err(e) => {
-            tracing::warn!(jwks_uri = %url, error = %e, "signing key fetch failed; keeping the last good set");
+            tracing::warn!(jwks_uri = %url, error = %e, detail = e.detail(), "signing key fetch failed; keeping the last good set");
             *cache.last_error.lock().expect("error lock") = Some(e.to_string());
         }
     }
@@ -316,51 +332,29 @@ async fn fetch_into(inner: &Inner, cache: &Cache) -> bool {
     ok
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("request failed: {0}")]
-    Http(String),
-    #[error("answered HTTP {0}")]
-    Status(u16),
-    #[error("response larger than {0} bytes")]
-    TooLarge(usize),
-    #[error(transparent)]
-    Parse(#[from] KeyParseError),
+impl From<KeyParseError> for FetchError {
+    fn from(e: KeyParseError) -> Self {
+        match e {
+            KeyParseError::NotJson(_) | KeyParseError::NotKeyDocument => FetchError::NotJwks,
+            KeyParseError::NoUsableKeys => FetchError::NoUsableKeys,
+        }
+    }
 }
 
-async fn fetch_key_set(inner: &Inner, url: &Url) -> Result<KeySet, FetchError> {
-    let mut resp = inner
-        .http
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| FetchError::Http(error_chain(&e)))?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(FetchError::Status(resp.status().as_u16()));
-    }
-    let cap = inner.config.max_body_bytes;
-    let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| FetchError::Http(error_chain(&e)))?
-    {
-        if body.len() + chunk.len() > cap {
-            return Err(FetchError::TooLarge(cap));
-        }
-        body.extend_from_slice(&chunk);
-    }
+/// Fetches and parses one key document: the one JWKS fetch of the crate (the key caches and
+/// `accessgate check` both use it).
+pub async fn fetch_key_set(
+    fetcher: &Fetcher,
+    url: &Url,
+    max_body: usize,
+) -> Result<KeySet, FetchError> {
+    let body = fetcher.get(url, HeaderMap::new(), max_body).await?;
     Ok(parse_key_set(&body)?)
 }
 
-/// reqwest's top-level message hides the cause ("error sending request"); keep the chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
+/// One fetch with `config`'s timeout, body cap and address guard, outside any cache.
+pub async fn fetch_once(config: &KeyConfig, url: &Url) -> Result<KeySet, FetchError> {
+    let fetcher = Fetcher::new(config.fetch_timeout, config.addresses.clone())
+        .map_err(|e| FetchError::Request(e.to_string()))?;
+    fetch_key_set(&fetcher, url, config.max_body_bytes).await
 }

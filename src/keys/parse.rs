@@ -14,6 +14,48 @@ pub struct VerifyingKey {
     pub key: DecodingKey,
     /// The algorithm the key declares, if any; a token must then use exactly it.
     pub alg: Option<Algorithm>,
+    fingerprint: [u8; 32],
+}
+
+impl VerifyingKey {
+    pub fn new(kid: String, key: DecodingKey, alg: Option<Algorithm>) -> Self {
+        let fingerprint = fingerprint(&key, alg);
+        Self {
+            kid,
+            key,
+            alg,
+            fingerprint,
+        }
+    }
+
+    /// SHA-256 over the key material and declared algorithm: two keys published under one
+    /// `kid` differ here, so what was verified with one is never taken as verified by the
+    /// other.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+}
+
+fn fingerprint(key: &DecodingKey, alg: Option<Algorithm>) -> [u8; 32] {
+    use jsonwebtoken::DecodingKeyKind;
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    let mut field = |tag: &[u8], bytes: &[u8]| {
+        ctx.update(tag);
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(bytes);
+    };
+    field(b"family", format!("{:?}", key.family()).as_bytes());
+    field(b"alg", format!("{alg:?}").as_bytes());
+    match key.kind() {
+        DecodingKeyKind::SecretOrDer(der) => field(b"der", der),
+        DecodingKeyKind::RsaModulusExponent { n, e } => {
+            field(b"n", n);
+            field(b"e", e);
+        }
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -44,6 +86,17 @@ impl KeySet {
         self.keys.is_empty()
     }
 
+    /// Key IDs with their fingerprints, sorted: equal exactly when two sets hold the same keys.
+    pub fn fingerprints(&self) -> Vec<(&str, &[u8; 32])> {
+        let mut all: Vec<(&str, &[u8; 32])> = self
+            .keys
+            .values()
+            .map(|k| (k.kid.as_str(), k.fingerprint()))
+            .collect();
+        all.sort();
+        all
+    }
+
     /// Key IDs, sorted, for status and logs.
     pub fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.keys.keys().cloned().collect();
@@ -56,6 +109,9 @@ impl KeySet {
 pub enum KeyParseError {
     #[error("key document is not JSON: {0}")]
     NotJson(String),
+    /// JSON, but with none of `keys`, `public_cert`, `public_certs`: not a key document.
+    #[error("not a JWKS or certs document")]
+    NotKeyDocument,
     #[error("key document holds no usable signing key")]
     NoUsableKeys,
 }
@@ -63,11 +119,11 @@ pub enum KeyParseError {
 #[derive(Deserialize)]
 struct CertsDocument {
     #[serde(default)]
-    keys: Vec<serde_json::Value>,
+    keys: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     public_cert: Option<serde_json::Value>,
     #[serde(default)]
-    public_certs: Vec<serde_json::Value>,
+    public_certs: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -85,14 +141,21 @@ pub const MAX_KID_LEN: usize = 256;
 pub fn parse_key_set(body: &[u8]) -> Result<KeySet, KeyParseError> {
     let doc: CertsDocument =
         serde_json::from_slice(body).map_err(|e| KeyParseError::NotJson(e.to_string()))?;
+    if doc.keys.is_none() && doc.public_cert.is_none() && doc.public_certs.is_none() {
+        return Err(KeyParseError::NotKeyDocument);
+    }
     let mut keys = HashMap::new();
-    for value in doc.keys {
+    for value in doc.keys.unwrap_or_default() {
         if let Some(k) = from_jwk(value) {
             keys.insert(k.kid.clone(), Arc::new(k));
         }
     }
     // Certificates only fill gaps: Cloudflare publishes the same keys in both shapes.
-    for value in doc.public_cert.into_iter().chain(doc.public_certs) {
+    for value in doc
+        .public_cert
+        .into_iter()
+        .chain(doc.public_certs.unwrap_or_default())
+    {
         if let Some(k) = from_pem_cert(value)
             && !keys.contains_key(&k.kid)
         {
@@ -134,7 +197,7 @@ fn from_jwk(value: serde_json::Value) -> Option<VerifyingKey> {
         return None;
     }
     let key = DecodingKey::from_jwk(&jwk).ok()?;
-    Some(VerifyingKey { kid, key, alg })
+    Some(VerifyingKey::new(kid, key, alg))
 }
 
 fn from_pem_cert(value: serde_json::Value) -> Option<VerifyingKey> {
@@ -143,11 +206,7 @@ fn from_pem_cert(value: serde_json::Value) -> Option<VerifyingKey> {
         return None;
     }
     let key = DecodingKey::from_rsa_pem(cert.cert.as_bytes()).ok()?;
-    Some(VerifyingKey {
-        kid: cert.kid,
-        key,
-        alg: None,
-    })
+    Some(VerifyingKey::new(cert.kid, key, None))
 }
 
 #[cfg(test)]
@@ -199,6 +258,14 @@ mod tests {
         ));
         assert_eq!(
             parse_key_set(b"{}").unwrap_err(),
+            KeyParseError::NotKeyDocument
+        );
+        assert_eq!(
+            parse_key_set(br#"{"error":"SECRET-INTERNAL-TEXT"}"#).unwrap_err(),
+            KeyParseError::NotKeyDocument
+        );
+        assert_eq!(
+            parse_key_set(br#"{"keys": []}"#).unwrap_err(),
             KeyParseError::NoUsableKeys
         );
         assert_eq!(
@@ -206,5 +273,23 @@ mod tests {
             KeyParseError::NoUsableKeys
         );
         assert!(parse_key_set(b"[]").is_err());
+    }
+
+    #[test]
+    fn fingerprints_follow_the_material_not_the_kid() {
+        let doc = |n: &str| {
+            serde_json::json!({"keys": [{"kid": "k", "kty": "RSA", "alg": "RS256", "e": "AQAB", "n": n}]})
+                .to_string()
+        };
+        let a = parse_key_set(doc(N).as_bytes()).unwrap();
+        let again = parse_key_set(doc(N).as_bytes()).unwrap();
+        let other_n = format!("{}A", &N[..N.len() - 1]);
+        let b = parse_key_set(doc(&other_n).as_bytes()).unwrap();
+        assert_eq!(a.fingerprints(), again.fingerprints());
+        assert_eq!(a.ids(), b.ids());
+        assert_ne!(
+            a.get("k").unwrap().fingerprint(),
+            b.get("k").unwrap().fingerprint()
+        );
     }
 }

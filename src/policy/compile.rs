@@ -118,6 +118,9 @@ pub enum CompiledMatcher {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledRules {
     pub groups_path: Vec<String>,
+    /// Whether email matchers consult `email_verified` (generic issuers; Cloudflare Access
+    /// does not send it).
+    pub check_email_verified: bool,
     pub allow: Vec<CompiledMatcher>,
     pub deny: Vec<CompiledMatcher>,
 }
@@ -126,8 +129,10 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const DEFAULT_LEEWAY_SECS: u64 = 60;
 
 /// Header names a claim may never be written to: hop-by-hop, framing, credentials, and the
-/// headers the proxies use to describe the original request.
-const RESERVED_HEADERS: &[&str] = &[
+/// headers proxies and apps trust to describe the original request and client. Lowercase.
+/// The CRD's CEL rule is built from this list and [`RESERVED_HEADER_PREFIXES`], so the two
+/// validations cannot drift apart.
+pub const RESERVED_HEADERS: &[&str] = &[
     "host",
     "cookie",
     "authorization",
@@ -145,11 +150,28 @@ const RESERVED_HEADERS: &[&str] = &[
     "www-authenticate",
     "cache-control",
     "cf-access-jwt-assertion",
-    "x-original-url",
-    "x-original-method",
-    "x-forwarded-for",
     "x-real-ip",
+    "forwarded",
+    "x-request-id",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
 ];
+
+/// Header name prefixes a claim may never be written to (lowercase): the proxies' own
+/// descriptions of the request (`X-Forwarded-*`; ingress-nginx's `X-Original-URL`,
+/// `-URI`, `-Method`, `-Forwarded-For`), Envoy's internal headers, and accessgate's own.
+pub const RESERVED_HEADER_PREFIXES: &[&str] =
+    &["x-forwarded-", "x-original-", "x-envoy-", "x-accessgate-"];
+
+/// Whether a claim header may not use this name (compared ASCII-case-insensitively).
+pub fn is_reserved_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p))
+}
 
 /// Validates `spec` and compiles it. Errors name the offending field (`spec.audiences[1]`).
 pub fn compile(
@@ -198,7 +220,7 @@ pub fn compile(
         algorithms,
         leeway_secs: compile_leeway(spec.leeway.as_deref())?,
         claim_headers: compile_claim_headers(spec)?,
-        rules: compile_rules(spec)?,
+        rules: compile_rules(spec, issuer_kind)?,
         identity,
     })
 }
@@ -333,7 +355,9 @@ fn normalise_prefix(p: &str) -> String {
     }
 }
 
-fn is_dns_name(s: &str) -> bool {
+/// A lowercase DNS name: dot-separated labels of `a-z`, `0-9` and inner `-`, at most 63
+/// bytes each and 253 in all. No trailing dot, no empty label, nothing outside ASCII.
+pub fn is_dns_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|label| {
@@ -432,7 +456,7 @@ fn compile_claim_headers(
                 "header must contain only letters, digits and dashes",
             ));
         }
-        if RESERVED_HEADERS.contains(&lower.as_str()) {
+        if is_reserved_header(&lower) {
             return Err(err(
                 format!("{field}.header"),
                 format!("{} is reserved", ch.header),
@@ -534,7 +558,7 @@ fn compile_identity(
     }))
 }
 
-fn compile_rules(spec: &AccessPolicySpec) -> Result<CompiledRules, CompileError> {
+fn compile_rules(spec: &AccessPolicySpec, kind: IssuerKind) -> Result<CompiledRules, CompileError> {
     let rules = spec.rules.clone().unwrap_or_default();
     let groups_claim = rules.groups_claim.as_deref().unwrap_or("custom.groups");
     let groups_path: Vec<String> = groups_claim.split('.').map(str::to_owned).collect();
@@ -556,6 +580,7 @@ fn compile_rules(spec: &AccessPolicySpec) -> Result<CompiledRules, CompileError>
         };
     Ok(CompiledRules {
         groups_path,
+        check_email_verified: kind == IssuerKind::Generic,
         allow: compile_list(&rules.allow, "allow")?,
         deny: compile_list(&rules.deny, "deny")?,
     })
@@ -588,25 +613,30 @@ fn compile_matcher(m: &Matcher, field: &str) -> Result<CompiledMatcher, CompileE
             Ok(())
         }
     };
+    // Emails and domains are ASCII only and fold ASCII case only (see `rules`): a value
+    // with anything else could never match a token's email, which would make it a silent
+    // no-op in `allow` and a catch-all in `deny`.
     if let Some(e) = &m.email {
         let ok = e.len() <= 254
-            && e.split_once('@')
-                .is_some_and(|(u, d)| !u.is_empty() && !d.is_empty() && !d.contains('@'))
-            && !e.chars().any(char::is_whitespace);
+            && e.split_once('@').is_some_and(|(u, d)| {
+                !u.is_empty()
+                    && u.bytes().all(|b| b.is_ascii_graphic())
+                    && is_dns_name(&d.to_ascii_lowercase())
+            });
         if !ok {
             return Err(err(
                 format!("{field}.email"),
-                "email must look like user@domain",
+                "email must look like user@domain, in printable ASCII",
             ));
         }
-        return Ok(CompiledMatcher::Email(e.to_lowercase()));
+        return Ok(CompiledMatcher::Email(e.to_ascii_lowercase()));
     }
     if let Some(d) = &m.email_domain {
         let lower = d.to_ascii_lowercase();
         if !is_dns_name(&lower) {
             return Err(err(
                 format!("{field}.emailDomain"),
-                "emailDomain must be a domain name without '@'",
+                "emailDomain must be an ASCII domain name without '@'",
             ));
         }
         return Ok(CompiledMatcher::EmailDomain(lower));
@@ -828,5 +858,145 @@ mod tests {
         let mut s = spec();
         s.token_sources = Some(vec![TokenSource::Cookie, TokenSource::Cookie]);
         assert_eq!(compile_spec(&s).unwrap_err().field, "spec.tokenSources[1]");
+    }
+
+    fn with_claim_header(name: &str) -> AccessPolicySpec {
+        let mut s = spec();
+        s.claim_headers = Some(vec![ClaimHeader {
+            header: name.into(),
+            claim: "email".into(),
+            join: None,
+            format: None,
+        }]);
+        s
+    }
+
+    #[test]
+    fn proxy_and_request_describing_header_names_are_reserved() {
+        for bad in [
+            "X-Forwarded-For",
+            "x-forwarded-host",
+            "X-FORWARDED-PROTO",
+            "X-Forwarded-Email",
+            "X-Original-URL",
+            "X-Original-URI",
+            "x-original-method",
+            "X-Original-Forwarded-For",
+            "X-Envoy-Original-Path",
+            "x-envoy-peer-metadata",
+            "X-Accessgate-Reason",
+            "x-accessgate-anything",
+            "Forwarded",
+            "X-Real-IP",
+            "X-Request-ID",
+            "True-Client-IP",
+            "X-Client-IP",
+            "CF-Connecting-IP",
+        ] {
+            assert!(is_reserved_header(bad), "{bad}");
+            assert_eq!(
+                compile_spec(&with_claim_header(bad)).unwrap_err().field,
+                "spec.claimHeaders[0].header",
+                "{bad}"
+            );
+        }
+        for ok in [
+            "X-Auth-Request-Email",
+            "X-Forwarded",
+            "X-Forwardedfor",
+            "X-Envoy",
+            "X-Accessgate",
+            "X-Originals",
+            "Cf-Access-Authenticated-User-Email",
+            "Remote-User",
+        ] {
+            assert!(!is_reserved_header(ok), "{ok}");
+            assert!(compile_spec(&with_claim_header(ok)).is_ok(), "{ok}");
+        }
+    }
+
+    fn with_matcher(m: Matcher, deny: bool) -> AccessPolicySpec {
+        let mut s = spec();
+        let mut rules = crate::policy::RulesSpec::default();
+        if deny {
+            rules.deny = vec![m];
+        } else {
+            rules.allow = vec![m];
+        }
+        s.rules = Some(rules);
+        s
+    }
+
+    #[test]
+    fn non_ascii_email_matchers_are_refused() {
+        for (email, domain) in [
+            (Some("eve@\u{212A}ube.io"), None),
+            (Some("\u{0430}lice@example.com"), None),
+            (Some("alice@example.com\u{2028}"), None),
+            (Some("al ice@example.com"), None),
+            (Some("alice@example.com."), None),
+            (Some("alice@exa_mple.com"), None),
+            (None, Some("\u{212A}ube.io")),
+            (None, Some("exa\u{0301}mple.com")),
+            (None, Some("b\u{00FC}cher.de")),
+            (None, Some("example.com.")),
+        ] {
+            for deny in [false, true] {
+                let m = Matcher {
+                    email: email.map(Into::into),
+                    email_domain: domain.map(Into::into),
+                    ..Default::default()
+                };
+                let list = if deny { "deny" } else { "allow" };
+                let want = format!(
+                    "spec.rules.{list}[0].{}",
+                    if email.is_some() {
+                        "email"
+                    } else {
+                        "emailDomain"
+                    }
+                );
+                assert_eq!(
+                    compile_spec(&with_matcher(m, deny)).unwrap_err().field,
+                    want,
+                    "{email:?} {domain:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn email_matchers_fold_ascii_case_at_compile_time() {
+        let m = Matcher {
+            email: Some("Alice.Smith+Tag@Example.COM".into()),
+            ..Default::default()
+        };
+        let p = compile_spec(&with_matcher(m, false)).unwrap();
+        assert_eq!(
+            p.rules.allow,
+            vec![CompiledMatcher::Email("alice.smith+tag@example.com".into())]
+        );
+        let m = Matcher {
+            email_domain: Some("Example.COM".into()),
+            ..Default::default()
+        };
+        let p = compile_spec(&with_matcher(m, true)).unwrap();
+        assert_eq!(
+            p.rules.deny,
+            vec![CompiledMatcher::EmailDomain("example.com".into())]
+        );
+    }
+
+    #[test]
+    fn email_verified_is_consulted_only_for_generic_issuers() {
+        assert!(!compile_spec(&spec()).unwrap().rules.check_email_verified);
+        let mut s = spec();
+        s.issuer = IssuerSpec {
+            team_domain: None,
+            url: Some("https://issuer.example".into()),
+            jwks_uri: Some("https://issuer.example/keys".into()),
+        };
+        s.audiences = vec!["app".into()];
+        assert!(compile_spec(&s).unwrap().rules.check_email_verified);
     }
 }

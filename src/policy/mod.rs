@@ -3,13 +3,15 @@
 //!
 //! Every rule the API server can check is written twice: as CEL on the schema (so
 //! `kubectl apply` refuses nonsense) and in [`compile`] (so the file source gets the same
-//! errors). `tests/crd.rs` keeps the two honest on shared cases.
+//! errors). `tests/controller_e2e.rs` keeps the two honest on shared cases against a real API
+//! server; the reserved header names are one list both are built from (`tests/crd.rs`).
 
 mod compile;
 
 pub use compile::{
     ClaimEncoding, CompileError, CompiledClaimHeader, CompiledIdentity, CompiledMatcher,
-    CompiledPolicy, CompiledRules, IssuerKind, PolicyKey, compile,
+    CompiledPolicy, CompiledRules, IssuerKind, PolicyKey, RESERVED_HEADER_PREFIXES,
+    RESERVED_HEADERS, compile, is_dns_name, is_reserved_header,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -182,15 +184,19 @@ pub struct RulesSpec {
 #[x_kube(validation = kube::core::Rule::new("[has(self.email), has(self.emailDomain), has(self.group), has(self.serviceToken), has(self.country)].filter(x, x).size() == 1").message("a matcher sets exactly one of email, emailDomain, group, serviceToken, country"))]
 #[serde(rename_all = "camelCase")]
 pub struct Matcher {
-    /// The `email` claim equals this (case-insensitive).
+    /// The `email` claim equals this, ignoring ASCII case only. Printable ASCII, with a DNS
+    /// domain. A token whose email is not a plain ASCII address (or, with `issuer.url`, has
+    /// `email_verified` other than true) never matches an `allow` email matcher and always
+    /// matches a `deny` one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 254))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[^@\\\\s]+@[^@\\\\s]+$')").message("email must look like user@domain"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[!-?A-~]+@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')").message("email must look like user@domain, in printable ASCII"))]
     pub email: Option<String>,
-    /// The `email` claim is in this domain (exactly; `example.com` does not match `a.example.com`).
+    /// The `email` claim is in this domain (exactly, ignoring ASCII case only; `example.com`
+    /// does not match `a.example.com`). Unusable emails are handled as for `email`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$')").message("emailDomain must be a domain name without '@'"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')").message("emailDomain must be an ASCII domain name without '@'"))]
     pub email_domain: Option<String>,
     /// The groups claim (`groupsClaim`) contains this group (exact, case-sensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,11 +282,13 @@ pub enum SigningAlgorithm {
 #[serde(rename_all = "camelCase")]
 pub struct ClaimHeader {
     /// Header name sent to the upstream, such as `X-Auth-Request-Email`. Letters, digits and
-    /// dashes only (ingress-nginx drops names with underscores); hop-by-hop and
-    /// security-sensitive names (Host, Cookie, Authorization, Set-Cookie, ...) are refused.
+    /// dashes only (ingress-nginx drops names with underscores); hop-by-hop, credential and
+    /// request-describing names (Host, Cookie, Authorization, Set-Cookie, Forwarded,
+    /// X-Real-IP, X-Request-ID, `X-Forwarded-*`, `X-Original-*`, `X-Envoy-*`,
+    /// `X-Accessgate-*`, ...) are refused.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')").message("header must contain only letters, digits and dashes"))]
-    #[x_kube(validation = kube::core::Rule::new("!(self.lowerAscii() in ['host', 'cookie', 'authorization', 'set-cookie', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate', 'www-authenticate', 'cache-control', 'cf-access-jwt-assertion', 'x-original-url', 'x-original-method', 'x-forwarded-for', 'x-real-ip'])").message("this header name is reserved"))]
+    #[x_kube(validation = reserved_header_rule())]
     pub header: String,
 
     /// Claim to read, as a dotted path into nested objects (`email`, `custom.groups`).
@@ -296,6 +304,22 @@ pub struct ClaimHeader {
     /// How non-string values are written: `text` (default; arrays joined) or `json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<ClaimFormat>,
+}
+
+/// The CEL twin of [`is_reserved_header`], built from the same lists.
+fn reserved_header_rule() -> kube::core::Rule {
+    let quoted = |list: &[&str]| {
+        list.iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    kube::core::Rule::new(format!(
+        "!(self.lowerAscii() in [{}]) && ![{}].exists(p, self.lowerAscii().startsWith(p))",
+        quoted(RESERVED_HEADERS),
+        quoted(RESERVED_HEADER_PREFIXES)
+    ))
+    .message("this header name is reserved")
 }
 
 /// How a claim value becomes header text.

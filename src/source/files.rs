@@ -326,16 +326,28 @@ spec:
         let idx = clock.index(load_dir(d.path()).unwrap());
         assert_eq!(owner(&idx).as_deref(), Some("victim"));
 
-        std::fs::write(d.path().join("tenant.yaml"), claiming("tenant", "admin.example.com")).unwrap();
+        std::fs::write(
+            d.path().join("tenant.yaml"),
+            claiming("tenant", "admin.example.com"),
+        )
+        .unwrap();
         let idx = clock.index(load_dir(d.path()).unwrap());
-        assert_eq!(owner(&idx).as_deref(), Some("victim"), "a later claim changes nothing");
+        assert_eq!(
+            owner(&idx).as_deref(),
+            Some("victim"),
+            "a later claim changes nothing"
+        );
         assert_eq!(idx.refused_hosts(&PolicyKey::new("tenant", "p")).len(), 1);
 
         // The owner goes away and comes back: now the tenant's claim is older.
         std::fs::remove_file(d.path().join("victim.yaml")).unwrap();
         let idx = clock.index(load_dir(d.path()).unwrap());
         assert_eq!(owner(&idx).as_deref(), Some("tenant"));
-        std::fs::write(d.path().join("victim.yaml"), claiming("victim", "admin.example.com")).unwrap();
+        std::fs::write(
+            d.path().join("victim.yaml"),
+            claiming("victim", "admin.example.com"),
+        )
+        .unwrap();
         let idx = clock.index(load_dir(d.path()).unwrap());
         assert_eq!(owner(&idx).as_deref(), Some("tenant"));
     }
