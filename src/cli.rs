@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use crate::controller::{self, RunConfig};
 use crate::devissuer::{self, IssuerState};
 use crate::fetch::{AddressPolicy, AllowList};
 use crate::identity::IdentityConfig;
+use crate::index::NamespaceHosts;
 use crate::keys::KeyConfig;
 use crate::standalone::{self, ServeConfig};
 use crate::{check, demo, policy};
@@ -58,6 +60,8 @@ enum Command {
         #[command(flatten)]
         fetch: FetchFlags,
         #[command(flatten)]
+        routing: RoutingFlags,
+        #[command(flatten)]
         keys: VerifyFlags,
     },
     /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
@@ -94,6 +98,8 @@ enum Command {
         status_interval: Duration,
         #[command(flatten)]
         fetch: FetchFlags,
+        #[command(flatten)]
+        routing: RoutingFlags,
         #[command(flatten)]
         keys: VerifyFlags,
     },
@@ -156,6 +162,27 @@ impl FetchFlags {
         } else {
             AddressPolicy::AllowAll
         }
+    }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct RoutingFlags {
+    /// Which hosts a namespace may claim for host routing: `NAMESPACE=PATTERN[,PATTERN...]`,
+    /// a pattern being a host or `*.suffix`. Repeatable. Once given, namespaces not listed
+    /// claim no host (their policies still work by name); without it any namespace may
+    /// claim any host not already owned.
+    #[arg(long = "host-claims", value_name = "NAMESPACE=PATTERNS")]
+    host_claims: Vec<String>,
+}
+
+impl RoutingFlags {
+    fn rules(&self) -> anyhow::Result<Option<Arc<NamespaceHosts>>> {
+        if self.host_claims.is_empty() {
+            return Ok(None);
+        }
+        let rules = NamespaceHosts::parse(&self.host_claims)
+            .map_err(|e| anyhow::anyhow!("--host-claims {e}"))?;
+        Ok(Some(Arc::new(rules)))
     }
 }
 
@@ -238,6 +265,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             admin_listen,
             fetch_guard,
             fetch,
+            routing,
             keys,
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
@@ -248,6 +276,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 policies,
                 listen,
                 admin_listen,
+                host_claims: routing.rules()?,
                 token_cache_bytes: keys.token_cache_bytes(),
                 enrichment: keys.identity_config(&addresses),
                 keys: keys.key_config(&addresses),
@@ -267,6 +296,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             lease_duration,
             status_interval,
             fetch,
+            routing,
             keys,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
@@ -285,6 +315,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 enrichment: keys.identity_config(&addresses),
                 keys: keys.key_config(&addresses),
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
+                host_claims: routing.rules()?,
                 auth_base_url: format!(
                     "http://{service_name}.{pod_namespace}.svc.cluster.local{port}"
                 ),

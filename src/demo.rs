@@ -44,6 +44,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
         admin_listen: config.admin_listen,
         keys: KeyConfig::default(),
         token_cache_bytes: 32 << 20,
+        host_claims: None,
         enrichment: Default::default(),
     })
     .await?;

@@ -67,12 +67,6 @@ impl Seniority {
     }
 }
 
-/// Whether a namespace may claim a host at all (an operator's mapping of namespaces to the
-/// host patterns they own). `None` in [`PolicyIndex::build_with`]: any namespace may try.
-pub trait HostClaimRules {
-    fn may_claim(&self, namespace: &str, host: &str) -> bool;
-}
-
 /// The operator's mapping of namespaces to the host patterns they may claim, e.g.
 /// `team-a=*.team-a.example.com,app.example.com` (flag `--host-claims`, repeatable). A
 /// pattern is a host name, or `*.` and a suffix matching one or more labels before it.
@@ -115,8 +109,8 @@ impl NamespaceHosts {
     }
 }
 
-impl HostClaimRules for NamespaceHosts {
-    fn may_claim(&self, namespace: &str, host: &str) -> bool {
+impl NamespaceHosts {
+    pub fn may_claim(&self, namespace: &str, host: &str) -> bool {
         self.patterns.get(namespace).is_some_and(|list| {
             list.iter().any(|p| match p.strip_prefix("*.") {
                 Some(suffix) => host
@@ -155,11 +149,11 @@ impl PolicyIndex {
     }
 
     /// Builds the index; `seniority(policy, host)` says how old a policy's claim on a host
-    /// is, `rules` which namespaces may claim which hosts.
+    /// is, `rules` (the operator's, if any) which namespaces may claim which hosts.
     pub fn build_with(
         entries: impl IntoIterator<Item = (PolicyKey, Entry)>,
         seniority: impl Fn(&PolicyKey, &str) -> Seniority,
-        rules: Option<&dyn HostClaimRules>,
+        rules: Option<&NamespaceHosts>,
     ) -> Self {
         let mut index = PolicyIndex::default();
         // host -> every (policy, path) claiming it
@@ -582,13 +576,6 @@ mod tests {
         assert_eq!(routed_to(&idx, "h", "/\u{212A}").unwrap(), "ns/root");
     }
 
-    struct Only(&'static str, &'static str);
-    impl HostClaimRules for Only {
-        fn may_claim(&self, namespace: &str, host: &str) -> bool {
-            namespace == self.0 && host.ends_with(self.1)
-        }
-    }
-
     #[test]
     fn host_claim_rules_refuse_before_seniority() {
         let idx = PolicyIndex::build_with(
@@ -597,7 +584,7 @@ mod tests {
                 in_ns("ops", "p", &["admin.example.com"], &[]),
             ],
             created(&[("old", 1), ("ops", 9)]),
-            Some(&Only("ops", ".example.com")),
+            Some(&NamespaceHosts::parse(&["ops=*.example.com"]).unwrap()),
         );
         assert_eq!(routed_to(&idx, "admin.example.com", "/").unwrap(), "ops/p");
         assert_eq!(

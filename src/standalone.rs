@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::identity::{IdentityClient, IdentityConfig};
+use crate::index::NamespaceHosts;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 use crate::server;
@@ -38,6 +39,8 @@ pub struct ServeConfig {
     pub admin_listen: SocketAddr,
     pub keys: KeyConfig,
     pub token_cache_bytes: u64,
+    /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
+    pub host_claims: Option<Arc<NamespaceHosts>>,
     /// Identity enrichment: cache size and the fetch guard.
     pub enrichment: IdentityConfig,
 }
@@ -67,7 +70,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, ServeError> {
         TokenCache::new(config.token_cache_bytes),
         identity,
     );
-    let mut clock = files::ClaimClock::default();
+    let mut clock = files::ClaimClock::new(config.host_claims.clone());
     let n = files::reload(&config.policies, &state, &mut clock)?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 

@@ -192,6 +192,8 @@ fn non_default_values_render() {
         "replicaCount=3,service.port=8080,logLevel=debug,podDisruptionBudget.enabled=false",
         "--set",
         "fetch.allowCidrs={10.96.0.0/12,fd00::/8}",
+        "--set",
+        "hostClaims.team-a={*.a.example.com,b.example.com}",
     ]);
     eprintln!(
         "non-default render: {} objects: {:?}",
@@ -231,7 +233,8 @@ fn non_default_values_render() {
             && args.contains(&"--service-port=8080")
             && args.contains(&"--log=debug")
             && args.contains(&"--allow-fetch-cidr=10.96.0.0/12")
-            && args.contains(&"--allow-fetch-cidr=fd00::/8"),
+            && args.contains(&"--allow-fetch-cidr=fd00::/8")
+            && args.contains(&"--host-claims=team-a=*.a.example.com,b.example.com"),
         "{args:?}"
     );
 }
@@ -245,6 +248,8 @@ fn values_schema_refuses_nonsense() {
         "jwks.refresh=soon",
         "fetch.allowCidrs={everything}",
         "fetch.nope=1",
+        "hostClaims.team-a={Admin.example.com}",
+        "hostClaims.Team_A={a.example.com}",
         "nope=1",
     ] {
         let (ok, _, err) = helm(&[

@@ -129,23 +129,27 @@ impl Tenancy {
         assert_eq!(self.echo.count(), before + 1);
     }
 
-    /// Writes a policy file and waits until `serve` has reloaded it.
     fn write_and_reload(&self, file: &str, body: &str) {
-        let reloads = || {
-            self.server
-                .metrics()
-                .lines()
-                .find(|l| l.starts_with("accessgate_policy_reloads_total{result=\"success\"}"))
-                .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let before = reloads();
-        self.server.write_policy(file, body);
-        assert!(
-            eventually(Duration::from_secs(10), || reloads() > before),
-            "{file} not reloaded"
-        );
+        write_and_reload(&self.server, file, body)
     }
+}
+
+/// Writes a policy file and waits until `serve` has reloaded it.
+fn write_and_reload(server: &Server, file: &str, body: &str) {
+    let reloads = || {
+        server
+            .metrics()
+            .lines()
+            .find(|l| l.starts_with("accessgate_policy_reloads_total{result=\"success\"}"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = reloads();
+    server.write_policy(file, body);
+    assert!(
+        eventually(Duration::from_secs(10), || reloads() > before),
+        "{file} not reloaded"
+    );
 }
 
 /// ingress-nginx's 500 is what the client sees when accessgate answers 400.
@@ -280,4 +284,36 @@ fn a_tenant_cannot_take_a_host_from_another_namespace() {
     t.server
         .proc
         .wait_line("host claims not routed", Duration::from_secs(10));
+}
+
+#[test]
+fn host_claim_rules_keep_each_namespace_to_its_hosts() {
+    let issuer = Issuer::start();
+    let claim =
+        |ns: &str, host: &str| policy_yaml(ns, "p", &issuer.url, &format!("  hosts: [{host}]\n"));
+    // `tenant` is older (seen at start-up alone) but may only claim *.tenant.example.test.
+    let server = Server::start(
+        &[("tenant.yaml", &claim("tenant", "admin.example.test"))],
+        &[
+            "--host-claims",
+            "tenant=*.tenant.example.test",
+            "--host-claims",
+            "ops=admin.example.test,*.ops.example.test",
+        ],
+    );
+    let token = issuer.token(json!({}));
+    let ask = |host: &str| {
+        server.auth(
+            &format!("/auth?host={host}"),
+            &format!("https://{host}/"),
+            &[("cf-access-jwt-assertion", &token)],
+        )
+    };
+    ask("admin.example.test").assert_deny(503, "policy_unknown");
+    write_and_reload(&server, "ops.yaml", &claim("ops", "admin.example.test"));
+    ask("admin.example.test").assert_allow();
+    // A namespace the rules do not list claims nothing, even a host nobody else claims.
+    write_and_reload(&server, "other.yaml", &claim("other", "x.ops.example.test"));
+    ask("x.ops.example.test").assert_deny(503, "policy_unknown");
+    assert!(server.proc.output().contains("host claims not routed"));
 }

@@ -16,6 +16,7 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use serde_json::json;
 
 use crate::identity::{IdentityClient, IdentityConfig};
+use crate::index::NamespaceHosts;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 use crate::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
@@ -39,6 +40,8 @@ pub struct RunConfig {
     pub enrichment: IdentityConfig,
     /// Namespaces to watch; empty for all.
     pub namespaces: Vec<String>,
+    /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
+    pub host_claims: Option<Arc<NamespaceHosts>>,
     /// Base of the `authUrl` status field, e.g. `http://accessgate.accessgate-system.svc.cluster.local`.
     pub auth_base_url: String,
     pub lease_name: String,
@@ -73,7 +76,12 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         TokenCache::new(config.token_cache_bytes),
         identity,
     );
-    let policies = kube_source::start(client.clone(), &config.namespaces, state.clone());
+    let policies = kube_source::start(
+        client.clone(),
+        &config.namespaces,
+        state.clone(),
+        config.host_claims.clone(),
+    );
     standalone::listen(&state, config.listen, config.admin_listen).await?;
 
     let seconds = config.lease_duration.as_secs().max(2);

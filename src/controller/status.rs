@@ -475,4 +475,21 @@ mod tests {
         );
         assert!(r.message.contains("admin.example.com"));
     }
+
+    #[test]
+    fn a_host_outside_the_namespace_rules_is_host_not_allowed() {
+        let e = entry();
+        let refused = [
+            ("admin.example.com".to_owned(), HostRefusal::OwnedElsewhere),
+            ("x.example.com".to_owned(), HostRefusal::NotAllowed),
+        ];
+        let mut i = inputs(Some(&e), Some(loaded()), None);
+        i.refused_hosts = &refused;
+        let r = cond(&desired(&i), "Ready").clone();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str()),
+            ("False", "HostNotAllowed")
+        );
+        assert!(r.message.contains("x.example.com"), "{}", r.message);
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 
-use crate::index::{Entry, PolicyIndex, Seniority};
+use crate::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
 use crate::metrics::ReloadLabels;
 use crate::policy::{AccessPolicy, PolicyKey, compile};
 use crate::state::AppState;
@@ -56,9 +56,18 @@ struct TypeMeta {
 pub struct ClaimClock {
     reloads: u64,
     first_seen: HashMap<(String, String), u64>,
+    /// The operator's namespace → host patterns, if any.
+    rules: Option<Arc<NamespaceHosts>>,
 }
 
 impl ClaimClock {
+    pub fn new(rules: Option<Arc<NamespaceHosts>>) -> Self {
+        ClaimClock {
+            rules,
+            ..ClaimClock::default()
+        }
+    }
+
     /// The index of a freshly loaded set, with this set's claims recorded.
     pub fn index(&mut self, entries: Vec<(PolicyKey, Entry)>) -> PolicyIndex {
         let now = self.reloads;
@@ -85,7 +94,7 @@ impl ClaimClock {
                         .unwrap_or(now),
                 )
             },
-            None,
+            self.rules.as_deref(),
         )
     }
 }

@@ -15,7 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::index::{Entry, PolicyIndex, Seniority};
+use crate::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
 use crate::policy::{AccessPolicy, PolicyKey, compile};
 use crate::state::AppState;
 
@@ -23,7 +23,7 @@ use crate::state::AppState;
 /// invalid (its requests get `policy_invalid`, its status says why); the rest are unaffected.
 /// A host belongs to the namespace of the oldest policy claiming it (`creationTimestamp`,
 /// which every replica sees alike).
-pub fn index_from(objects: &[Arc<AccessPolicy>]) -> PolicyIndex {
+pub fn index_from(objects: &[Arc<AccessPolicy>], rules: Option<&NamespaceHosts>) -> PolicyIndex {
     let mut created = HashMap::new();
     let entries: Vec<_> = objects
         .iter()
@@ -45,7 +45,7 @@ pub fn index_from(objects: &[Arc<AccessPolicy>]) -> PolicyIndex {
     PolicyIndex::build_with(
         entries,
         |key, _| Seniority::Created(created.get(key).copied().unwrap_or(i64::MAX)),
-        None,
+        rules,
     )
 }
 
@@ -78,7 +78,12 @@ impl Policies {
 }
 
 /// Starts the watches and the task that keeps `state`'s index in step with them.
-pub fn start(client: Client, namespaces: &[String], state: Arc<AppState>) -> Policies {
+pub fn start(
+    client: Client,
+    namespaces: &[String],
+    state: Arc<AppState>,
+    host_claims: Option<Arc<NamespaceHosts>>,
+) -> Policies {
     let apis: Vec<Api<AccessPolicy>> = if namespaces.is_empty() {
         vec![Api::all(client)]
     } else {
@@ -109,11 +114,16 @@ pub fn start(client: Client, namespaces: &[String], state: Arc<AppState>) -> Pol
         });
     }
     let policies = Policies { stores };
-    tokio::spawn(keep_index(policies.clone(), changed, state));
+    tokio::spawn(keep_index(policies.clone(), changed, state, host_claims));
     policies
 }
 
-async fn keep_index(policies: Policies, changed: Arc<Notify>, state: Arc<AppState>) {
+async fn keep_index(
+    policies: Policies,
+    changed: Arc<Notify>,
+    state: Arc<AppState>,
+    host_claims: Option<Arc<NamespaceHosts>>,
+) {
     for store in &policies.stores {
         if store.wait_until_ready().await.is_err() {
             return;
@@ -124,7 +134,7 @@ async fn keep_index(policies: Policies, changed: Arc<Notify>, state: Arc<AppStat
         let objects = policies.objects();
         let fp = fingerprint(&objects);
         if last.as_ref() != Some(&fp) {
-            let index = index_from(&objects);
+            let index = index_from(&objects, host_claims.as_deref());
             tracing::info!(
                 policies = index.len(),
                 "policy set updated from the API server"
