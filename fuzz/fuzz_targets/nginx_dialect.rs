@@ -7,7 +7,7 @@
 //! lossy UTF-8) is also given to `normalise_path`.
 #![no_main]
 
-use accessgate::dialect::{nginx, normalise_path};
+use accessgate::dialect::{Routing, nginx, normalise_path, routed_host};
 use axum::http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 
@@ -57,11 +57,18 @@ fuzz_target!(|data: &[u8]| {
             map.append(name, value);
         }
     }
-    if let Ok(req) = nginx(&map) {
+    if let Ok(req) = nginx(&map, Routing::Named, None) {
         assert!(is_token(&req.method), "{:?}", req.method);
         assert!(req.scheme == "http" || req.scheme == "https");
         assert_eq!(req.host, req.host.to_ascii_lowercase());
         check_path(&req.path);
+        // The route-selecting form only ever refuses more, and reads the same request.
+        let host = routed_host(&req.host).ok();
+        if let Ok(strict) = nginx(&map, Routing::Strict, host.as_deref()) {
+            assert_eq!(strict, req);
+        }
+    } else {
+        assert!(nginx(&map, Routing::Strict, Some("a.example")).is_err());
     }
 
     if let Ok(p) = normalise_path(&String::from_utf8_lossy(data)) {
