@@ -400,10 +400,10 @@ fn main() {
 }
 
 fn cold_verifications_per_second(issuer: &Issuer) -> f64 {
-    use accessgate::decision::{Decision, decide};
+    use accessgate::core::decision::{Decision, decide};
+    use accessgate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use accessgate::keys::tokens::TokenCache;
     use accessgate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
-    use accessgate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
-    use accessgate::tokencache::TokenCache;
     struct Keys(KeySet);
     impl KeyLookup for Keys {
         fn lookup(&self, _: &url::Url, kid: &str) -> KeyAnswer {

@@ -4,11 +4,11 @@
 
 use std::hint::black_box;
 
-use accessgate::decision::decide;
+use accessgate::core::decision::decide;
+use accessgate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
 use accessgate::devissuer::{MintRequest, Signer};
+use accessgate::keys::tokens::TokenCache;
 use accessgate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
-use accessgate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
-use accessgate::tokencache::TokenCache;
 use axum::http::{HeaderMap, HeaderValue};
 use criterion::{Criterion, criterion_group, criterion_main};
 use url::Url;

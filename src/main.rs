@@ -1,3 +1,3 @@
 fn main() -> anyhow::Result<()> {
-    accessgate::cli::main()
+    accessgate::cmd::main()
 }

@@ -649,17 +649,18 @@ fn cel_rules_and_code_validation_agree() {
         let obj = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
             "metadata": {"name": format!("case-{i}"), "namespace": "apps"}, "spec": spec});
         let api = cp.apply(&obj.to_string());
-        let code = serde_json::from_value::<accessgate::policy::AccessPolicySpec>(spec.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|s| {
-                accessgate::policy::compile(
-                    accessgate::policy::PolicyKey::new("apps", "x"),
-                    None,
-                    &s,
-                )
-                .map(|_| ())
+        let code =
+            serde_json::from_value::<accessgate::core::policy::AccessPolicySpec>(spec.clone())
                 .map_err(|e| e.to_string())
-            });
+                .and_then(|s| {
+                    accessgate::core::policy::compile(
+                        accessgate::core::policy::PolicyKey::new("apps", "x"),
+                        None,
+                        &s,
+                    )
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+                });
         if api.is_ok() != *valid || code.is_ok() != *valid {
             disagreements.push(format!(
                 "{name}: expected valid={valid}, API server: {api:?}, code: {code:?}"

@@ -124,13 +124,13 @@ fn reserved_header_cel_rule_covers_the_codes_lists() {
         .iter()
         .find(|r| r.contains("startsWith"))
         .unwrap_or_else(|| panic!("no reserved-name rule in {rules:?}"));
-    for name in accessgate::policy::RESERVED_HEADERS {
+    for name in accessgate::core::policy::RESERVED_HEADERS {
         assert!(
             reserved.contains(&format!("'{name}'")),
             "{name} missing from {reserved}"
         );
     }
-    for prefix in accessgate::policy::RESERVED_HEADER_PREFIXES {
+    for prefix in accessgate::core::policy::RESERVED_HEADER_PREFIXES {
         assert!(
             reserved.contains(&format!("'{prefix}'")),
             "{prefix} missing from {reserved}"
@@ -147,7 +147,7 @@ fn reserved_header_cel_rule_covers_the_codes_lists() {
         ("X-Forwarded", false),
     ] {
         assert_eq!(
-            accessgate::policy::is_reserved_header(name),
+            accessgate::core::policy::is_reserved_header(name),
             refused,
             "{name}"
         );

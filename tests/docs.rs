@@ -1,7 +1,7 @@
 //! The documentation stays true: examples validate, the Ingress example forwards every header
 //! its policy sets, and the README's reference covers every spec field of the CRD.
 
-use accessgate::index::Entry;
+use accessgate::core::index::Entry;
 use accessgate::source::files::parse_manifests;
 use serde_json::Value;
 

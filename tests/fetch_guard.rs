@@ -11,13 +11,13 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
+use accessgate::core::index::Entry;
+use accessgate::core::verify::Claims;
 use accessgate::fetch::{AddressPolicy, AllowList};
 use accessgate::identity::{IdentityClient, IdentityConfig, IdentityError};
-use accessgate::index::Entry;
 use accessgate::keys::{KeyConfig, KeyStatus, KeyStore};
 use accessgate::metrics::Metrics;
 use accessgate::source::files::parse_manifests;
-use accessgate::verify::Claims;
 use common::*;
 use serde_json::json;
 use url::Url;

@@ -4,9 +4,9 @@
 
 use std::sync::LazyLock;
 
-use accessgate::headers::{MAX_VALUE_BYTES, render};
-use accessgate::policy::{ClaimEncoding, CompiledClaimHeader};
-use accessgate::verify::Claims;
+use accessgate::core::headers::{MAX_VALUE_BYTES, render};
+use accessgate::core::policy::{ClaimEncoding, CompiledClaimHeader};
+use accessgate::core::verify::Claims;
 use axum::http::HeaderName;
 use libfuzzer_sys::fuzz_target;
 

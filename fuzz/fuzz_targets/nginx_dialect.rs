@@ -7,7 +7,7 @@
 //! lossy UTF-8) is also given to `normalise_path`.
 #![no_main]
 
-use accessgate::dialect::{Routing, nginx, normalise_path, routed_host};
+use accessgate::core::dialect::{Routing, nginx, normalise_path, routed_host};
 use axum::http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

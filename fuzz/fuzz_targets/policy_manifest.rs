@@ -2,7 +2,7 @@
 //! panics; what it accepts is compiled and named.
 #![no_main]
 
-use accessgate::index::Entry;
+use accessgate::core::index::Entry;
 use accessgate::source::files::parse_manifests;
 use libfuzzer_sys::fuzz_target;
 

@@ -6,8 +6,8 @@
 //! rejects are skipped, as hyper would never deliver them.
 #![no_main]
 
-use accessgate::policy::TokenSource;
-use accessgate::verify::{MAX_TOKEN_BYTES, extract_token};
+use accessgate::core::policy::TokenSource;
+use accessgate::core::verify::{MAX_TOKEN_BYTES, extract_token};
 use axum::http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 

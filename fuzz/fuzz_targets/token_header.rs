@@ -3,7 +3,7 @@
 #![no_main]
 
 use accessgate::keys::MAX_KID_LEN;
-use accessgate::verify::read_header;
+use accessgate::core::verify::read_header;
 use jsonwebtoken::Algorithm;
 use libfuzzer_sys::fuzz_target;
 

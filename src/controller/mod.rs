@@ -1,6 +1,7 @@
 //! `accessgate run`: the in-cluster mode. Every replica watches AccessPolicies and serves
 //! auth from them; the replica holding the Lease also writes status and Events.
 
+pub mod counters;
 pub mod status;
 
 use std::collections::HashMap;
@@ -15,15 +16,12 @@ use kube::{Api, Client, Resource, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use serde_json::json;
 
-use crate::identity::{IdentityClient, IdentityConfig};
-use crate::index::NamespaceHosts;
-use crate::keys::{KeyConfig, KeyStore};
-use crate::metrics::Metrics;
-use crate::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
+use crate::core::index::NamespaceHosts;
+use crate::core::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
+use crate::serve::state::AppState;
+use crate::serve::{self, ServeError, Services};
 use crate::source::kube::{self as kube_source, Policies};
-use crate::standalone;
-use crate::state::AppState;
-use crate::tokencache::TokenCache;
+use counters::DecisionStats;
 
 use status::{Change, Inputs};
 
@@ -33,11 +31,8 @@ const FIELD_MANAGER: &str = "accessgate";
 pub struct RunConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
-    /// Key fetching; `keys.addresses` is the fetch guard (always on in cluster mode).
-    pub keys: KeyConfig,
-    pub token_cache_bytes: u64,
-    /// Identity enrichment: cache size and the fetch guard.
-    pub enrichment: IdentityConfig,
+    /// Keys, token cache and identity client; the fetch guard is always on in cluster mode.
+    pub services: Services,
     /// Namespaces to watch; empty for all.
     pub namespaces: Vec<String>,
     /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
@@ -59,30 +54,21 @@ pub enum RunError {
     #[error("leader election: {0}")]
     Lease(#[from] kube_lease_manager::LeaseManagerError),
     #[error(transparent)]
-    Serve(#[from] standalone::ServeError),
+    Serve(#[from] ServeError),
 }
 
 /// Starts everything and returns; the tasks run until the process ends.
 pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
     let client = Client::try_default().await?;
-    let metrics = Metrics::new();
-    let keys = KeyStore::new(config.keys.clone(), metrics.clone())
-        .map_err(standalone::ServeError::from)?;
-    let identity = IdentityClient::new(config.enrichment.clone(), metrics.clone())
-        .map_err(standalone::ServeError::from)?;
-    let state = AppState::new(
-        keys,
-        metrics,
-        TokenCache::new(config.token_cache_bytes),
-        identity,
-    );
+    let counters = Arc::new(DecisionStats::default());
+    let state = serve::bootstrap(&config.services, Some(counters.clone()))?;
     let policies = kube_source::start(
         client.clone(),
         &config.namespaces,
         state.clone(),
         config.host_claims.clone(),
     );
-    standalone::listen(&state, config.listen, config.admin_listen).await?;
+    serve::listen(&state, config.listen, config.admin_listen).await?;
 
     let seconds = config.lease_duration.as_secs().max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
@@ -104,6 +90,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         recorder: Recorder::new(client, reporter),
         policies,
         state: state.clone(),
+        counters,
         config,
         last_write: HashMap::new(),
     };
@@ -116,6 +103,7 @@ struct StatusWriter {
     recorder: Recorder,
     policies: Policies,
     state: Arc<AppState>,
+    counters: Arc<DecisionStats>,
     config: RunConfig,
     last_write: HashMap<String, Instant>,
 }
@@ -150,7 +138,7 @@ impl StatusWriter {
             let label = key.to_string();
             let entry = index.entry(&key);
             let jwks = match entry {
-                Some(crate::index::Entry::Ready(p)) => Some(p.jwks_uri.clone()),
+                Some(crate::core::index::Entry::Ready(p)) => Some(p.jwks_uri.clone()),
                 _ => None,
             };
             let inputs = Inputs {
@@ -164,8 +152,8 @@ impl StatusWriter {
                     .collect(),
                 refused_hosts: index.refused_hosts(&key),
                 keys: jwks.as_ref().and_then(|u| self.state.keys.status(u)),
-                stats: self.state.stats.snapshot(&label),
-                stats_since: self.state.stats.since(),
+                stats: self.counters.snapshot(&label),
+                stats_since: self.counters.since(),
                 auth_url: format!(
                     "{}/auth/{}/{}",
                     self.config.auth_base_url, key.namespace, key.name

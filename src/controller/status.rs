@@ -6,10 +6,10 @@ use std::time::SystemTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::index::{Entry, HostRefusal, RouteConflict};
+use crate::controller::counters::Snapshot;
+use crate::core::index::{Entry, HostRefusal, RouteConflict};
+use crate::core::policy::{AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial};
 use crate::keys::KeyStatus;
-use crate::policy::{AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial};
-use crate::stats::Snapshot;
 
 /// Everything the status of one policy is computed from.
 pub struct Inputs<'a> {
@@ -295,8 +295,8 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
-    use crate::reason::Reason;
+    use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use crate::core::reason::Reason;
     use std::sync::Arc;
 
     fn entry() -> Entry {

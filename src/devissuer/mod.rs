@@ -233,14 +233,15 @@ async fn get_identity(State(s): State<SharedIssuer>, headers: HeaderMap) -> Resp
     .into_response()
 }
 
-fn own_token_claims(s: &IssuerState, headers: &HeaderMap) -> Option<crate::verify::Claims> {
+fn own_token_claims(s: &IssuerState, headers: &HeaderMap) -> Option<crate::core::verify::Claims> {
     let token =
-        crate::verify::extract_token(headers, &[crate::policy::TokenSource::Cookie]).ok()?;
+        crate::core::verify::extract_token(headers, &[crate::core::policy::TokenSource::Cookie])
+            .ok()?;
     let doc = s.signer.read().expect("signer lock").certs_document();
     let keys = crate::keys::parse_key_set(doc.to_string().as_bytes()).ok()?;
-    let header = crate::verify::read_header(token, &[jsonwebtoken::Algorithm::RS256]).ok()?;
+    let header = crate::core::verify::read_header(token, &[jsonwebtoken::Algorithm::RS256]).ok()?;
     let key = keys.get(&header.kid)?;
-    crate::verify::verify_signature(token, &header, key).ok()
+    crate::core::verify::verify_signature(token, &header, key).ok()
 }
 
 async fn set_identity(State(s): State<SharedIssuer>, Json(cfg): Json<IdentityConfig>) -> Response {

@@ -12,6 +12,7 @@
 //!   `blocked_address`, `http_status 404` or `not_jwks`, never with text from the answer.
 
 mod parse;
+pub mod tokens;
 
 pub use crate::fetch::FetchError;
 pub use parse::{KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey, parse_key_set};

@@ -14,10 +14,11 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 
-use crate::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
+use super::PolicySink;
+use crate::core::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
+use crate::core::policy::{AccessPolicy, PolicyKey, compile};
+use crate::metrics::Metrics;
 use crate::metrics::ReloadLabels;
-use crate::policy::{AccessPolicy, PolicyKey, compile};
-use crate::state::AppState;
 
 const API_VERSION: &str = "accessgate.dev/v1alpha1";
 const KIND: &str = "AccessPolicy";
@@ -180,17 +181,21 @@ pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, En
 }
 
 /// Loads `dir` once and installs it; the caller decides what a failure means.
-pub fn reload(dir: &Path, state: &AppState, clock: &mut ClaimClock) -> Result<usize, LoadError> {
+pub fn reload(
+    dir: &Path,
+    sink: &dyn PolicySink,
+    metrics: &Metrics,
+    clock: &mut ClaimClock,
+) -> Result<usize, LoadError> {
     let result = load_dir(dir);
     let label = if result.is_ok() { "success" } else { "error" };
-    state
-        .metrics
+    metrics
         .policy_reloads
         .get_or_create(&ReloadLabels { result: label })
         .inc();
     let index = clock.index(result?);
     let n = index.len();
-    state.install(index);
+    sink.install(index);
     Ok(n)
 }
 
@@ -198,7 +203,8 @@ pub fn reload(dir: &Path, state: &AppState, clock: &mut ClaimClock) -> Result<us
 /// A bad reload logs the file and field and keeps the set in force.
 pub async fn watch(
     dir: PathBuf,
-    state: Arc<AppState>,
+    sink: Arc<dyn PolicySink>,
+    metrics: Arc<Metrics>,
     mut clock: ClaimClock,
 ) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -213,7 +219,7 @@ pub async fn watch(
         // Editors write in several steps; settle before reading.
         tokio::time::sleep(Duration::from_millis(150)).await;
         while rx.try_recv().is_ok() {}
-        match reload(&dir, &state, &mut clock) {
+        match reload(&dir, sink.as_ref(), &metrics, &mut clock) {
             Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
             Err(e) => {
                 tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set")

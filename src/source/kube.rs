@@ -15,9 +15,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
-use crate::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
-use crate::policy::{AccessPolicy, PolicyKey, compile};
-use crate::state::AppState;
+use super::PolicySink;
+use crate::core::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
+use crate::core::policy::{AccessPolicy, PolicyKey, compile};
 
 /// Builds the index from API objects. A policy that fails validation stays in the index as
 /// invalid (its requests get `policy_invalid`, its status says why); the rest are unaffected.
@@ -81,7 +81,7 @@ impl Policies {
 pub fn start(
     client: Client,
     namespaces: &[String],
-    state: Arc<AppState>,
+    sink: Arc<dyn PolicySink>,
     host_claims: Option<Arc<NamespaceHosts>>,
 ) -> Policies {
     let apis: Vec<Api<AccessPolicy>> = if namespaces.is_empty() {
@@ -114,14 +114,14 @@ pub fn start(
         });
     }
     let policies = Policies { stores };
-    tokio::spawn(keep_index(policies.clone(), changed, state, host_claims));
+    tokio::spawn(keep_index(policies.clone(), changed, sink, host_claims));
     policies
 }
 
 async fn keep_index(
     policies: Policies,
     changed: Arc<Notify>,
-    state: Arc<AppState>,
+    sink: Arc<dyn PolicySink>,
     host_claims: Option<Arc<NamespaceHosts>>,
 ) {
     for store in &policies.stores {
@@ -139,7 +139,7 @@ async fn keep_index(
                 policies = index.len(),
                 "policy set updated from the API server"
             );
-            state.install(index);
+            sink.install(index);
             last = Some(fp);
         }
         changed.notified().await;

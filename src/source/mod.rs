@@ -1,4 +1,13 @@
 //! Where policies come from: `files` (a directory of manifests) or `kube` (the API server).
+//! A source builds each new policy set and hands it to a [`PolicySink`]; it knows nothing of
+//! who serves it.
 
 pub mod files;
 pub mod kube;
+
+use crate::core::index::PolicyIndex;
+
+/// Takes each new policy set, whole.
+pub trait PolicySink: Send + Sync {
+    fn install(&self, index: PolicyIndex);
+}

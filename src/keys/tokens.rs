@@ -20,8 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use moka::sync::Cache;
 use url::Url;
 
+use crate::core::verify::Claims;
 use crate::keys::VerifyingKey;
-use crate::verify::Claims;
 
 /// Longest an entry lives regardless of `exp`.
 const MAX_TTL: Duration = Duration::from_secs(3600);

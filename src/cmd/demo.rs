@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::serve::{self, ServeConfig};
 use crate::devissuer::{self, IssuerState, MintRequest};
 use crate::keys::KeyConfig;
-use crate::standalone::{self, ServeConfig};
+use crate::serve::Services;
 
-const POLICY_TEMPLATE: &str = include_str!("../examples/demo-policy.yaml");
+const POLICY_TEMPLATE: &str = include_str!("../../examples/demo-policy.yaml");
 pub const DEMO_AUDIENCE: &str = "d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11";
 
 #[derive(Debug, Clone)]
@@ -26,7 +27,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
     let issuer_listener = tokio::net::TcpListener::bind(config.issuer_listen).await?;
     let issuer_url = devissuer::issuer_url(issuer_listener.local_addr()?);
     let issuer = IssuerState::new(issuer_url.clone())?;
-    tokio::spawn(standalone::serve_http(
+    tokio::spawn(crate::serve::serve_http(
         issuer_listener,
         devissuer::router(issuer.clone()),
     ));
@@ -38,14 +39,16 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
         dir.path().join("policy.yaml"),
         POLICY_TEMPLATE.replace("${ISSUER}", &issuer_url),
     )?;
-    let running = standalone::start(ServeConfig {
+    let running = serve::start(ServeConfig {
         policies: dir.path().to_owned(),
         listen: config.listen,
         admin_listen: config.admin_listen,
-        keys: KeyConfig::default(),
-        token_cache_bytes: 32 << 20,
+        services: Services {
+            keys: KeyConfig::default(),
+            token_cache_bytes: 32 << 20,
+            enrichment: Default::default(),
+        },
         host_claims: None,
-        enrichment: Default::default(),
     })
     .await?;
     running

@@ -20,7 +20,7 @@
 use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;
 
-use crate::reason::Reason;
+use crate::core::reason::Reason;
 
 /// The request the proxy is asking about.
 #[derive(Debug, Clone, PartialEq, Eq)]

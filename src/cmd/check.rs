@@ -8,12 +8,12 @@ use std::time::Instant;
 use axum::http::{HeaderMap, HeaderValue};
 use url::Url;
 
-use crate::index::{Entry, PolicyIndex};
+use crate::core::explain::trace;
+use crate::core::index::{Entry, PolicyIndex};
+use crate::core::policy::{AccessPolicy, CompiledPolicy, PolicyKey, TokenSource, compile};
+use crate::core::verify::{ASSERTION_HEADER, AUTH_COOKIE};
 use crate::keys::{KeyAnswer, KeyConfig, KeyLookup, KeySet, fetch_once};
-use crate::policy::{AccessPolicy, CompiledPolicy, PolicyKey, TokenSource, compile};
 use crate::source::files::parse_manifests;
-use crate::trace::trace;
-use crate::verify::{ASSERTION_HEADER, AUTH_COOKIE};
 
 #[derive(Debug, Clone)]
 pub enum PolicyRef {
@@ -114,7 +114,7 @@ pub async fn run(
         )]);
         // Read the URL exactly as the bare /auth endpoint would, as if nginx had routed on
         // its host (the same checks: authority, ambiguous paths, case-insensitive prefixes).
-        let routed = crate::dialect::original_url(u, crate::dialect::Routing::Strict)
+        let routed = crate::core::dialect::original_url(u, crate::core::dialect::Routing::Strict)
             .and_then(|r| index.by_route(&r.host, &r.path).map(|_| ()));
         let note = match routed {
             Ok(()) => "routes to this policy on the bare /auth endpoint".to_owned(),

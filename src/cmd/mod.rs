@@ -9,13 +9,19 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::controller::{self, RunConfig};
+use crate::core::index::NamespaceHosts;
 use crate::devissuer::{self, IssuerState};
 use crate::fetch::{AddressPolicy, AllowList};
 use crate::identity::IdentityConfig;
-use crate::index::NamespaceHosts;
 use crate::keys::KeyConfig;
-use crate::standalone::{self, ServeConfig};
-use crate::{check, demo, policy};
+use crate::serve::Services;
+use serve::ServeConfig;
+
+use crate::core::policy;
+
+pub mod check;
+pub mod demo;
+pub mod serve;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -212,8 +218,12 @@ struct VerifyFlags {
 }
 
 impl VerifyFlags {
-    fn token_cache_bytes(&self) -> u64 {
-        self.token_cache_mib * 1024 * 1024
+    fn services(&self, addresses: &AddressPolicy) -> Services {
+        Services {
+            keys: self.key_config(addresses),
+            token_cache_bytes: self.token_cache_mib * 1024 * 1024,
+            enrichment: self.identity_config(addresses),
+        }
     }
 
     fn key_config(&self, addresses: &AddressPolicy) -> KeyConfig {
@@ -272,14 +282,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // the guard is asked for.
             let addresses = fetch.policy(fetch_guard);
             log_address_policy(&addresses);
-            standalone::start(ServeConfig {
+            serve::start(ServeConfig {
                 policies,
                 listen,
                 admin_listen,
                 host_claims: routing.rules()?,
-                token_cache_bytes: keys.token_cache_bytes(),
-                enrichment: keys.identity_config(&addresses),
-                keys: keys.key_config(&addresses),
+                services: keys.services(&addresses),
             })
             .await?;
             shutdown_signal().await;
@@ -311,9 +319,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             controller::start(RunConfig {
                 listen,
                 admin_listen,
-                token_cache_bytes: keys.token_cache_bytes(),
-                enrichment: keys.identity_config(&addresses),
-                keys: keys.key_config(&addresses),
+                services: keys.services(&addresses),
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 host_claims: routing.rules()?,
                 auth_base_url: format!(
@@ -339,7 +345,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 "dev issuer on http://{addr} (certs at /cdn-cgi/access/certs; POST /mint, /sign, /rotate, /certs-mode)"
             );
             tokio::select! {
-                _ = standalone::serve_http(listener, devissuer::router(state)) => {}
+                _ = crate::serve::serve_http(listener, devissuer::router(state)) => {}
                 _ = shutdown_signal() => {}
             }
         }

@@ -12,8 +12,8 @@
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::policy::{ClaimEncoding, CompiledClaimHeader};
-use crate::verify::Claims;
+use crate::core::policy::{ClaimEncoding, CompiledClaimHeader};
+use crate::core::verify::Claims;
 
 /// ingress-nginx reads the auth response headers into a 4 KiB buffer by default
 /// (`proxy_buffer_size 4k`); a longer value would turn every request into a 500.

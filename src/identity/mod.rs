@@ -36,10 +36,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::header::{COOKIE, HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
+use crate::core::policy::{CompiledIdentity, CompiledPolicy};
+use crate::core::verify::Claims;
 use crate::fetch::{AddressPolicy, FetchError, Fetcher};
 use crate::metrics::{IdentityFetchLabels, Metrics};
-use crate::policy::{CompiledIdentity, CompiledPolicy};
-use crate::verify::Claims;
 
 /// Most groups an identity may have; more refuses the answer (`groups_over_limit`).
 pub const MAX_GROUPS: usize = 1024;
@@ -345,8 +345,9 @@ impl IdentityClient {
 
     async fn fetch(&self, cfg: &CompiledIdentity, token: &str) -> Result<Value, FetchError> {
         let mut headers = HeaderMap::new();
-        let cookie = HeaderValue::from_str(&format!("{}={token}", crate::verify::AUTH_COOKIE))
-            .map_err(|_| FetchError::Request("token is not a valid cookie value".into()))?;
+        let cookie =
+            HeaderValue::from_str(&format!("{}={token}", crate::core::verify::AUTH_COOKIE))
+                .map_err(|_| FetchError::Request("token is not a valid cookie value".into()))?;
         headers.insert(COOKIE, cookie);
         let body = self
             .fetcher
@@ -444,7 +445,7 @@ mod tests {
 
     mod over_http {
         use super::super::*;
-        use crate::policy::{AccessPolicySpec, IdentitySpec, IssuerSpec, PolicyKey, compile};
+        use crate::core::policy::{AccessPolicySpec, IdentitySpec, IssuerSpec, PolicyKey, compile};
         use std::sync::atomic::{AtomicU64, Ordering};
 
         #[derive(Default)]

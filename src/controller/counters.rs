@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use crate::reason::Reason;
+use crate::core::reason::Reason;
+use crate::serve::state::DecisionObserver;
 
 #[derive(Default)]
 struct Counters {
@@ -86,6 +87,12 @@ impl DecisionStats {
                 last_denial: *c.last_denial.lock().expect("stats lock"),
             },
         }
+    }
+}
+
+impl DecisionObserver for DecisionStats {
+    fn observe(&self, policy: &str, outcome: Result<(), Reason>) {
+        self.record(policy, outcome)
     }
 }
 

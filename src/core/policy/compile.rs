@@ -670,7 +670,7 @@ fn default_header(name: &'static str, claim: &str) -> CompiledClaimHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{ClaimHeader, IssuerSpec};
+    use crate::core::policy::{ClaimHeader, IssuerSpec};
 
     const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
 
@@ -917,7 +917,7 @@ mod tests {
 
     fn with_matcher(m: Matcher, deny: bool) -> AccessPolicySpec {
         let mut s = spec();
-        let mut rules = crate::policy::RulesSpec::default();
+        let mut rules = crate::core::policy::RulesSpec::default();
         if deny {
             rules.deny = vec![m];
         } else {

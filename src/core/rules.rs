@@ -18,9 +18,9 @@
 
 use serde_json::Value;
 
-use crate::policy::{CompiledMatcher, CompiledRules, is_dns_name};
-use crate::reason::Reason;
-use crate::verify::{Claims, TokenKind};
+use crate::core::policy::{CompiledMatcher, CompiledRules, is_dns_name};
+use crate::core::reason::Reason;
+use crate::core::verify::{Claims, TokenKind};
 
 /// Which list a matcher sits in: an unusable email fails closed in both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,13 +6,13 @@ use std::fmt::Write as _;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use crate::decision::{Decision, decide};
+use crate::core::decision::{Decision, decide};
+use crate::core::policy::{CompiledMatcher, CompiledPolicy};
+use crate::core::reason::Reason;
+use crate::core::rules::{self, EmailClaim, Side, matcher_matches};
+use crate::core::verify::{self, ClaimCheck, Claims, TokenKind};
+use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyAnswer, KeyLookup};
-use crate::policy::{CompiledMatcher, CompiledPolicy};
-use crate::reason::Reason;
-use crate::rules::{self, EmailClaim, Side, matcher_matches};
-use crate::tokencache::TokenCache;
-use crate::verify::{self, ClaimCheck, Claims, TokenKind};
 
 /// One line of the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +175,7 @@ fn explain_claims(policy: &CompiledPolicy, claims: &Claims, now: u64, s: &mut Ve
     }
     if let Ok(kind) = outcome {
         explain_rules(policy, claims, kind, s);
-        let rendered = crate::headers::render(claims, &policy.claim_headers);
+        let rendered = crate::core::headers::render(claims, &policy.claim_headers);
         let mut text = String::new();
         for (k, v) in &rendered.set {
             let _ = write!(text, "{k}: {}; ", String::from_utf8_lossy(v.as_bytes()));
@@ -276,10 +276,12 @@ fn explain_rules(policy: &CompiledPolicy, claims: &Claims, kind: TokenKind, s: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::policy::{
+        AccessPolicySpec, IssuerSpec, Matcher, PolicyKey, RulesSpec, compile,
+    };
+    use crate::core::reason::Reason;
     use crate::devissuer::Signer;
     use crate::keys::{KeySet, parse_key_set};
-    use crate::policy::{AccessPolicySpec, IssuerSpec, Matcher, PolicyKey, RulesSpec, compile};
-    use crate::reason::Reason;
     use axum::http::HeaderValue;
     use url::Url;
 

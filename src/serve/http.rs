@@ -13,12 +13,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
-use crate::decision::{self, Decision};
-use crate::dialect::{self, OriginalRequest, Routing};
+use crate::core::decision::{self, Decision};
+use crate::core::dialect::{self, OriginalRequest, Routing};
+use crate::core::reason::Reason;
 use crate::identity;
 use crate::metrics::DroppedHeaderLabels;
-use crate::reason::Reason;
-use crate::state::AppState;
+use crate::serve::state::AppState;
 
 /// Response header naming the deny reason (the proxy does not show it to the client).
 pub const REASON_HEADER: &str = "x-accessgate-reason";
@@ -204,7 +204,7 @@ async fn authorize(
         .metrics
         .count_decision(&policy_label, decision.outcome());
     if policy_label != "-" {
-        state.stats.record(&policy_label, decision.outcome());
+        state.observe(&policy_label, decision.outcome());
     }
     state
         .metrics

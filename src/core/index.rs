@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use url::Url;
 
-use crate::policy::{CompiledPolicy, PolicyKey};
-use crate::reason::Reason;
+use crate::core::policy::{CompiledPolicy, PolicyKey};
+use crate::core::reason::Reason;
 
 /// A policy as the index holds it: enforceable, or refused with the validation message.
 #[derive(Debug, Clone)]
@@ -90,7 +90,7 @@ impl NamespaceHosts {
             }
             for pattern in list.split(',') {
                 let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-                if !crate::policy::is_dns_name(name) {
+                if !crate::core::policy::is_dns_name(name) {
                     return Err(format!(
                         "{spec:?}: {pattern:?} is not a lowercase host name or *.suffix"
                     ));
@@ -346,7 +346,7 @@ fn segment_prefix(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{AccessPolicySpec, IssuerSpec, compile};
+    use crate::core::policy::{AccessPolicySpec, IssuerSpec, compile};
 
     fn policy(name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, Entry) {
         in_ns("ns", name, hosts, paths)

@@ -5,13 +5,13 @@ use axum::http::HeaderMap;
 
 use std::sync::Arc;
 
-use crate::headers::{self, Rendered};
+use crate::core::headers::{self, Rendered};
+use crate::core::policy::CompiledPolicy;
+use crate::core::reason::Reason;
+use crate::core::rules;
+use crate::core::verify::{self, Claims, TokenKind};
+use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyAnswer, KeyLookup};
-use crate::policy::CompiledPolicy;
-use crate::reason::Reason;
-use crate::rules;
-use crate::tokencache::TokenCache;
-use crate::verify::{self, Claims, TokenKind};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -96,9 +96,9 @@ pub fn conclude(policy: &CompiledPolicy, claims: &Claims, kind: TokenKind) -> De
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
     use crate::devissuer::{MintRequest, Signer};
     use crate::keys::{KeySet, parse_key_set};
-    use crate::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
     use axum::http::HeaderValue;
     use url::Url;
 

@@ -1,23 +1,30 @@
 //! The state every request handler shares: the live policy index (swapped whole), the key
-//! caches and the metrics.
+//! caches, the metrics, and whoever else watches decisions.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use crate::core::index::{Entry, PolicyIndex};
+use crate::core::reason::Reason;
 use crate::identity::IdentityClient;
-use crate::index::{Entry, PolicyIndex};
 use crate::keys::KeyStore;
+use crate::keys::tokens::TokenCache;
 use crate::metrics::{Metrics, PolicyStateLabels};
-use crate::stats::DecisionStats;
-use crate::tokencache::TokenCache;
+use crate::source::PolicySink;
+
+/// Told of every decision taken under a named policy (the controller counts them for
+/// status); serving knows nothing more of it.
+pub trait DecisionObserver: Send + Sync {
+    fn observe(&self, policy: &str, outcome: Result<(), Reason>);
+}
 
 pub struct AppState {
     index: ArcSwap<PolicyIndex>,
     pub keys: KeyStore,
     pub metrics: Arc<Metrics>,
-    pub stats: DecisionStats,
+    pub observer: Option<Arc<dyn DecisionObserver>>,
     pub tokens: TokenCache,
     pub identity: IdentityClient,
     loaded: AtomicBool,
@@ -29,6 +36,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         tokens: TokenCache,
         identity: IdentityClient,
+        observer: Option<Arc<dyn DecisionObserver>>,
     ) -> Arc<Self> {
         let retained = tokens.clone();
         keys.on_key_set_change(Arc::new(move |url, kids| retained.retain_kids(url, kids)));
@@ -36,7 +44,7 @@ impl AppState {
             index: ArcSwap::from_pointee(PolicyIndex::default()),
             keys,
             metrics,
-            stats: DecisionStats::default(),
+            observer,
             tokens,
             identity,
             loaded: AtomicBool::new(false),
@@ -76,8 +84,21 @@ impl AppState {
         self.loaded.store(true, Ordering::Release);
     }
 
+    /// Tells the observer, if any, of a decision under `policy`.
+    pub fn observe(&self, policy: &str, outcome: Result<(), Reason>) {
+        if let Some(o) = &self.observer {
+            o.observe(policy, outcome);
+        }
+    }
+
     /// Ready once a policy set has been installed (it may be empty).
     pub fn is_ready(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+}
+
+impl PolicySink for AppState {
+    fn install(&self, index: PolicyIndex) {
+        AppState::install(self, index)
     }
 }

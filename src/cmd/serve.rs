@@ -1,0 +1,60 @@
+//! `accessgate serve`: the auth service on a directory of policies, no cluster needed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::core::index::NamespaceHosts;
+use crate::serve::state::AppState;
+use crate::serve::{self, ServeError, Services};
+use crate::source::files;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot load policies: {0}")]
+    Policies(#[from] files::LoadError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub policies: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub services: Services,
+    /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
+    pub host_claims: Option<Arc<NamespaceHosts>>,
+}
+
+/// A started service: its bound addresses and shared state.
+pub struct Running {
+    pub auth_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<AppState>,
+}
+
+/// Loads the policies (refusing to start on a bad set), binds both listeners and spawns
+/// the servers and the directory watcher. Returns once everything is accepting requests.
+pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
+    // No status to write in file mode: decisions are counted in metrics only.
+    let state = serve::bootstrap(&config.services, None)?;
+    let mut clock = files::ClaimClock::new(config.host_claims.clone());
+    let n = files::reload(&config.policies, state.as_ref(), &state.metrics, &mut clock)?;
+    tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
+
+    let (auth_addr, admin_addr) = serve::listen(&state, config.listen, config.admin_listen).await?;
+    let running = Running {
+        auth_addr,
+        admin_addr,
+        state: state.clone(),
+    };
+    let dir = config.policies.clone();
+    let metrics = state.metrics.clone();
+    tokio::spawn(async move {
+        if let Err(e) = files::watch(dir, state, metrics, clock).await {
+            tracing::error!(error = %e, "policy directory watch stopped; policies are no longer reloaded");
+        }
+    });
+    Ok(running)
+}

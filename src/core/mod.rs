@@ -1,0 +1,13 @@
+//! The pure core: everything that decides, and nothing that waits. Takes the request, the
+//! policy, a key lookup and the time as arguments; no async runtime, no HTTP server or
+//! client, no Kubernetes client (a test in `tests/layers.rs` keeps it so).
+
+pub mod decision;
+pub mod dialect;
+pub mod explain;
+pub mod headers;
+pub mod index;
+pub mod policy;
+pub mod reason;
+pub mod rules;
+pub mod verify;
