@@ -168,13 +168,13 @@ async fn identity_fetches_are_guarded_too() {
         .unwrap()
     };
     let e = client(guarded(&[]))
-        .get_for_policy(&policy, &token, &claims)
+        .get_for_policy(&policy, &token, &claims, now())
         .await
         .unwrap_err();
     assert_eq!(e.to_string(), "get-identity: blocked_address");
     assert!(matches!(e, IdentityError::Fetch(_)));
     let id = client(guarded(&["127.0.0.0/8"]))
-        .get_for_policy(&policy, &token, &claims)
+        .get_for_policy(&policy, &token, &claims, now())
         .await
         .unwrap();
     assert_eq!(id["email"], "alice@example.com");
@@ -280,4 +280,12 @@ fn check_fetches_like_the_server() {
     let (code, out) = check(&[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("too_large"), "{out}");
+}
+
+/// Seconds since the Unix epoch: the decision's clock.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }

@@ -1,17 +1,59 @@
 //! Request + policy → Allow{headers} or Deny{reason}: the one place the rules are applied.
-//! Pure: keys through [`KeyLookup`], time as an argument.
+//! Pure: keys through [`KeyLookup`], remembered signatures through [`SignatureMemo`], the
+//! identity answer and the time as arguments.
+//!
+//! A decision has two halves because enrichment sits between them: [`verify_request`]
+//! (token, key, signature, claims), then — once the server has fetched the identity, if the
+//! policy asks for one — [`conclude`] (identity, rules, headers). [`decide`] runs both for
+//! policies without enrichment. Every choice, including what a failed enrichment means, is
+//! made here; the server only does the I/O in between.
 
 use axum::http::HeaderMap;
+use serde_json::Value;
+use url::Url;
 
 use std::sync::Arc;
 
 use crate::core::headers::{self, Rendered};
+use crate::core::jwks::{KeyAnswer, KeyLookup, VerifyingKey};
 use crate::core::policy::CompiledPolicy;
 use crate::core::reason::Reason;
 use crate::core::rules;
 use crate::core::verify::{self, Claims, TokenKind};
-use crate::keys::tokens::TokenCache;
-use crate::keys::{KeyAnswer, KeyLookup};
+
+/// Remembers signature checks across requests (never a policy check): the verified-token
+/// cache in `crate::keys::tokens`, or [`Forgetful`].
+pub trait SignatureMemo {
+    fn recall(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>>;
+    fn remember(
+        &self,
+        jwks_uri: &Url,
+        token: &str,
+        key: &VerifyingKey,
+        claims: Arc<Claims>,
+        now: u64,
+    );
+}
+
+/// Remembers nothing: every request verifies its signature (`accessgate check`, tests).
+pub struct Forgetful;
+
+impl SignatureMemo for Forgetful {
+    fn recall(&self, _: &Url, _: &str, _: &VerifyingKey) -> Option<Arc<Claims>> {
+        None
+    }
+    fn remember(&self, _: &Url, _: &str, _: &VerifyingKey, _: Arc<Claims>, _: u64) {}
+}
+
+/// What enrichment produced for a verified token.
+#[derive(Debug, Clone, Copy)]
+pub enum Enrichment<'a> {
+    /// The policy has no `identity` section.
+    NotConfigured,
+    Fetched(&'a Value),
+    /// The fetch failed; the policy's `onError` decides.
+    Failed,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -42,11 +84,11 @@ pub fn decide(
     policy: &CompiledPolicy,
     request_headers: &HeaderMap,
     keys: &impl KeyLookup,
-    verified: &TokenCache,
+    verified: &impl SignatureMemo,
     now: u64,
 ) -> Decision {
     match verify_request(policy, request_headers, keys, verified, now) {
-        Ok(v) => conclude(policy, &v.claims, v.kind),
+        Ok(v) => conclude(policy, &v, Enrichment::NotConfigured),
         Err(reason) => Decision::Deny(reason),
     }
 }
@@ -56,7 +98,7 @@ pub fn verify_request<'h>(
     policy: &CompiledPolicy,
     request_headers: &'h HeaderMap,
     keys: &impl KeyLookup,
-    verified: &TokenCache,
+    verified: &impl SignatureMemo,
     now: u64,
 ) -> Result<Verified<'h>, Reason> {
     let token = verify::extract_token(request_headers, &policy.token_sources)?;
@@ -66,11 +108,11 @@ pub fn verify_request<'h>(
         KeyAnswer::Unknown => return Err(Reason::KeyUnknown),
         KeyAnswer::Unavailable => return Err(Reason::KeysUnavailable),
     };
-    let claims = match verified.get(&policy.jwks_uri, token, &key) {
+    let claims = match verified.recall(&policy.jwks_uri, token, &key) {
         Some(claims) => claims,
         None => {
             let claims = Arc::new(verify::verify_signature(token, &header, &key)?);
-            verified.put(&policy.jwks_uri, token, &key, claims.clone());
+            verified.remember(&policy.jwks_uri, token, &key, claims.clone(), now);
             claims
         }
     };
@@ -82,11 +124,40 @@ pub fn verify_request<'h>(
     })
 }
 
-/// Rules, then the identity headers.
-pub fn conclude(policy: &CompiledPolicy, claims: &Claims, kind: TokenKind) -> Decision {
-    match rules::check(&policy.rules, claims, kind) {
+/// The claims with the fetched identity under `identity` (replacing any claim of that name).
+fn enrich(claims: &Claims, identity: &Value) -> Claims {
+    let mut c = claims.clone();
+    c.0.insert("identity".into(), identity.clone());
+    c
+}
+
+/// The claims without an `identity` claim, so only a fetched identity can ever fill it.
+fn without_identity(claims: &Claims) -> Claims {
+    let mut c = claims.clone();
+    c.0.remove("identity");
+    c
+}
+
+/// Identity (as the policy's `onError` says), rules, then the identity headers.
+pub fn conclude(policy: &CompiledPolicy, verified: &Verified, enrichment: Enrichment) -> Decision {
+    let enriched;
+    let claims: &Claims = match (enrichment, &policy.identity) {
+        (Enrichment::NotConfigured, _) | (_, None) => &verified.claims,
+        (Enrichment::Fetched(id), Some(_)) => {
+            enriched = enrich(&verified.claims, id);
+            &enriched
+        }
+        (Enrichment::Failed, Some(cfg)) if cfg.deny_on_error => {
+            return Decision::Deny(Reason::IdentityUnavailable);
+        }
+        (Enrichment::Failed, Some(_)) => {
+            enriched = without_identity(&verified.claims);
+            &enriched
+        }
+    };
+    match rules::check(&policy.rules, claims, verified.kind) {
         Ok(()) => Decision::Allow {
-            kind,
+            kind: verified.kind,
             headers: headers::render(claims, &policy.claim_headers),
         },
         Err(reason) => Decision::Deny(reason),
@@ -98,6 +169,7 @@ mod tests {
     use super::*;
     use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
     use crate::devissuer::{MintRequest, Signer};
+    use crate::keys::tokens::TokenCache;
     use crate::keys::{KeySet, parse_key_set};
     use axum::http::HeaderValue;
     use url::Url;
@@ -171,13 +243,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let Decision::Allow { kind, headers } = decide(
-            &policy(),
-            &with_token(&t),
-            &keys,
-            &TokenCache::disabled(),
-            NOW,
-        ) else {
+        let Decision::Allow { kind, headers } =
+            decide(&policy(), &with_token(&t), &keys, &Forgetful, NOW)
+        else {
             panic!()
         };
         assert_eq!(kind, TokenKind::App);
@@ -199,8 +267,7 @@ mod tests {
     fn each_failure_has_its_reason() {
         let (signer, keys) = setup();
         let p = policy();
-        let deny =
-            |t: &str, now: u64| decide(&p, &with_token(t), &keys, &TokenCache::disabled(), now);
+        let deny = |t: &str, now: u64| decide(&p, &with_token(t), &keys, &Forgetful, now);
         let ok = mint(&signer, MintRequest::default());
         assert_eq!(
             deny(&ok, NOW + 3600 + 61),
@@ -261,17 +328,11 @@ mod tests {
             Decision::Deny(Reason::SignatureInvalid)
         );
         assert_eq!(
-            decide(&p, &HeaderMap::new(), &keys, &TokenCache::disabled(), NOW),
+            decide(&p, &HeaderMap::new(), &keys, &Forgetful, NOW),
             Decision::Deny(Reason::TokenMissing)
         );
         assert_eq!(
-            decide(
-                &p,
-                &with_token(&ok),
-                &Fixed(None),
-                &TokenCache::disabled(),
-                NOW
-            ),
+            decide(&p, &with_token(&ok), &Fixed(None), &Forgetful, NOW),
             Decision::Deny(Reason::KeysUnavailable)
         );
     }
@@ -317,13 +378,7 @@ mod tests {
         signer.rotate().unwrap();
         let t = mint(&signer, MintRequest::default());
         assert_eq!(
-            decide(
-                &policy(),
-                &with_token(&t),
-                &keys,
-                &TokenCache::disabled(),
-                NOW
-            ),
+            decide(&policy(), &with_token(&t), &keys, &Forgetful, NOW),
             Decision::Deny(Reason::KeyUnknown)
         );
     }
@@ -342,13 +397,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(
-            decide(
-                &policy(),
-                &with_token(&t),
-                &keys,
-                &TokenCache::disabled(),
-                NOW
-            ),
+            decide(&policy(), &with_token(&t), &keys, &Forgetful, NOW),
             Decision::Deny(Reason::SignatureInvalid)
         );
     }
@@ -402,5 +451,19 @@ mod tests {
             decide(&p, &with_token(&t), &keys, &cache, NOW),
             Decision::Allow { .. }
         ));
+    }
+
+    #[test]
+    fn only_a_fetched_identity_fills_the_identity_claim() {
+        let c: Claims = serde_json::from_value(
+            serde_json::json!({"email": "a@b", "identity": {"groups": ["admins"]}}),
+        )
+        .unwrap();
+        assert!(without_identity(&c).get("identity").is_none());
+        let e = enrich(&c, &serde_json::json!({"groups": ["eng"]}));
+        assert_eq!(
+            e.path(&["identity".into(), "groups".into()]),
+            Some(&serde_json::json!(["eng"]))
+        );
     }
 }

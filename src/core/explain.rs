@@ -6,12 +6,11 @@ use std::fmt::Write as _;
 use axum::http::HeaderMap;
 use serde_json::Value;
 
-use crate::core::decision::{Decision, decide};
+use crate::core::decision::{Decision, Forgetful, decide};
 use crate::core::policy::{CompiledMatcher, CompiledPolicy};
 use crate::core::reason::Reason;
 use crate::core::rules::{self, EmailClaim, Side, matcher_matches};
 use crate::core::verify::{self, ClaimCheck, Claims, TokenKind};
-use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyAnswer, KeyLookup};
 
 /// One line of the trace.
@@ -53,7 +52,7 @@ pub fn trace(
     keys: &impl KeyLookup,
     now: u64,
 ) -> (Vec<Step>, Decision) {
-    let decision = decide(policy, headers, keys, &TokenCache::disabled(), now);
+    let decision = decide(policy, headers, keys, &Forgetful, now);
     let mut s = Vec::new();
     explain(policy, headers, keys, now, &mut s);
     let verdict = match &decision {

@@ -7,6 +7,7 @@ pub mod dialect;
 pub mod explain;
 pub mod headers;
 pub mod index;
+pub mod jwks;
 pub mod policy;
 pub mod reason;
 pub mod rules;

@@ -31,7 +31,7 @@
 //! Failures are reported as categories ([`FetchError`]): never text from the answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{COOKIE, HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
@@ -49,20 +49,6 @@ pub const MAX_GROUP_NAME_BYTES: usize = 256;
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Bookkeeping per cache entry beyond the identity itself.
 const ENTRY_OVERHEAD: usize = 256;
-
-/// The claims with the fetched identity under `identity` (replacing any claim of that name).
-pub fn enrich(claims: &Claims, identity: &Value) -> Claims {
-    let mut c = claims.clone();
-    c.0.insert("identity".into(), identity.clone());
-    c
-}
-
-/// The claims without an `identity` claim, so only a fetched identity can ever fill it.
-pub fn without_identity(claims: &Claims) -> Claims {
-    let mut c = claims.clone();
-    c.0.remove("identity");
-    c
-}
 
 /// get-identity's answer, reduced to the fields policies can use; refused when its groups
 /// exceed [`MAX_GROUPS`] or [`MAX_GROUP_NAME_BYTES`].
@@ -203,13 +189,6 @@ struct Scope<'a> {
     identity: &'a CompiledIdentity,
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// SHA-256 over length-prefixed parts: no choice of parts collides with another.
 fn digest(parts: &[&[u8]]) -> Key {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
@@ -244,6 +223,7 @@ impl IdentityClient {
         policy: &CompiledPolicy,
         token: &str,
         claims: &Claims,
+        now: u64,
     ) -> Result<Arc<Value>, IdentityError> {
         let identity = policy
             .identity
@@ -254,7 +234,7 @@ impl IdentityClient {
             jwks_uri: &policy.jwks_uri,
             identity,
         };
-        self.lookup(scope, token, claims).await
+        self.lookup(scope, token, claims, now).await
     }
 
     async fn lookup(
@@ -262,12 +242,13 @@ impl IdentityClient {
         scope: Scope<'_>,
         token: &str,
         claims: &Claims,
+        now: u64,
     ) -> Result<Arc<Value>, IdentityError> {
         let cfg = scope.identity;
         let until_exp = claims
             .get("exp")
             .and_then(Value::as_f64)
-            .map(|e| e - unix_now())
+            .map(|e| e - now as f64)
             .unwrap_or(0.0);
         // Also refuses NaN.
         if until_exp.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
@@ -371,6 +352,17 @@ impl IdentityClient {
 mod tests {
     use super::*;
 
+    fn unix_now() -> f64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    }
+
+    fn test_now() -> u64 {
+        unix_now() as u64
+    }
+
     #[test]
     fn normalises_cloudflare_get_identity() {
         let resp = json!({
@@ -388,19 +380,6 @@ mod tests {
         assert_eq!(
             n["devicePosture"],
             json!({"disk-encryption": true, "firewall": false})
-        );
-    }
-
-    #[test]
-    fn only_a_fetched_identity_fills_the_identity_claim() {
-        let c: Claims =
-            serde_json::from_value(json!({"email": "a@b", "identity": {"groups": ["admins"]}}))
-                .unwrap();
-        assert!(without_identity(&c).get("identity").is_none());
-        let e = enrich(&c, &json!({"groups": ["eng"]}));
-        assert_eq!(
-            e.path(&["identity".into(), "groups".into()]),
-            Some(&json!(["eng"]))
         );
     }
 
@@ -445,6 +424,7 @@ mod tests {
 
     mod over_http {
         use super::super::*;
+        use super::{test_now, unix_now};
         use crate::core::policy::{AccessPolicySpec, IdentitySpec, IssuerSpec, PolicyKey, compile};
         use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -528,14 +508,20 @@ mod tests {
             let p2 = policy(i2, &format!("{i2}/certs"), &url, "5m");
             let p3 = policy(i1, "http://127.0.0.3:1/certs", &url, "5m");
             let calls = || ep.calls.load(Ordering::SeqCst);
-            c.get_for_policy(&p1, "t1", &claims(i1, "n")).await.unwrap();
-            c.get_for_policy(&p1_again, "t2", &claims(i1, "n"))
+            c.get_for_policy(&p1, "t1", &claims(i1, "n"), test_now())
+                .await
+                .unwrap();
+            c.get_for_policy(&p1_again, "t2", &claims(i1, "n"), test_now())
                 .await
                 .unwrap();
             assert_eq!(calls(), 1, "same issuer, key set and session: shared");
-            c.get_for_policy(&p2, "t3", &claims(i2, "n")).await.unwrap();
+            c.get_for_policy(&p2, "t3", &claims(i2, "n"), test_now())
+                .await
+                .unwrap();
             assert_eq!(calls(), 2, "another issuer");
-            c.get_for_policy(&p3, "t1", &claims(i1, "n")).await.unwrap();
+            c.get_for_policy(&p3, "t1", &claims(i1, "n"), test_now())
+                .await
+                .unwrap();
             assert_eq!(calls(), 3, "another key set");
         }
 
@@ -548,15 +534,19 @@ mod tests {
             let short = policy(i, &format!("{i}/certs"), &url, "1s");
             let calls = || ep.calls.load(Ordering::SeqCst);
             let first = Instant::now();
-            c.get_for_policy(&long, "t", &claims(i, "n")).await.unwrap();
+            c.get_for_policy(&long, "t", &claims(i, "n"), test_now())
+                .await
+                .unwrap();
             assert_eq!(calls(), 1);
             let deadline = first + Duration::from_secs(20);
             loop {
                 // The long-lived policy never refetches...
-                c.get_for_policy(&long, "t", &claims(i, "n")).await.unwrap();
+                c.get_for_policy(&long, "t", &claims(i, "n"), test_now())
+                    .await
+                    .unwrap();
                 assert_eq!(calls(), 1);
                 // ...the short-lived one does, once the entry is older than its cacheFor.
-                c.get_for_policy(&short, "t", &claims(i, "n"))
+                c.get_for_policy(&short, "t", &claims(i, "n"), test_now())
                     .await
                     .unwrap();
                 if calls() == 2 {
@@ -566,7 +556,9 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             assert!(first.elapsed() >= Duration::from_secs(1));
-            c.get_for_policy(&long, "t", &claims(i, "n")).await.unwrap();
+            c.get_for_policy(&long, "t", &claims(i, "n"), test_now())
+                .await
+                .unwrap();
             assert_eq!(calls(), 2, "the refetched entry serves both");
         }
 
@@ -577,12 +569,15 @@ mod tests {
             let i = "http://127.0.0.1:1";
             let p = policy(i, &format!("{i}/certs"), &url, "5m");
             // A JSON object: normalised to what policies use; nothing of it is echoed.
-            let id = c.get_for_policy(&p, "t", &claims(i, "a")).await.unwrap();
+            let id = c
+                .get_for_policy(&p, "t", &claims(i, "a"), test_now())
+                .await
+                .unwrap();
             assert_eq!(*id, json!({"groups": [], "devicePosture": {}}));
 
             *ep.body.write().unwrap() = "[1, 2, 3]".into();
             let e = c
-                .get_for_policy(&p, "t", &claims(i, "b"))
+                .get_for_policy(&p, "t", &claims(i, "b"), test_now())
                 .await
                 .unwrap_err();
             assert_eq!(e, IdentityError::Fetch(FetchError::NotIdentity));
@@ -593,14 +588,14 @@ mod tests {
                 .collect();
             *ep.body.write().unwrap() = json!({"groups": too_many}).to_string();
             let e = c
-                .get_for_policy(&p, "t", &claims(i, "c"))
+                .get_for_policy(&p, "t", &claims(i, "c"), test_now())
                 .await
                 .unwrap_err();
             assert_eq!(e.to_string(), "get-identity: groups_over_limit");
 
             *ep.body.write().unwrap() = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_BODY_BYTES));
             let e = c
-                .get_for_policy(&p, "t", &claims(i, "d"))
+                .get_for_policy(&p, "t", &claims(i, "d"), test_now())
                 .await
                 .unwrap_err();
             assert_eq!(e.to_string(), "get-identity: too_large");
@@ -630,13 +625,13 @@ mod tests {
                 .unwrap()
             };
             let e = guarded(&[])
-                .get_for_policy(&p, "t", &claims(i, "n"))
+                .get_for_policy(&p, "t", &claims(i, "n"), test_now())
                 .await
                 .unwrap_err();
             assert_eq!(e.to_string(), "get-identity: blocked_address");
             assert_eq!(ep.calls.load(Ordering::SeqCst), 0);
             guarded(&["127.0.0.0/8"])
-                .get_for_policy(&p, "t", &claims(i, "n"))
+                .get_for_policy(&p, "t", &claims(i, "n"), test_now())
                 .await
                 .unwrap();
             assert_eq!(ep.calls.load(Ordering::SeqCst), 1);
@@ -654,7 +649,7 @@ mod tests {
             let one = normalise(&json!({"groups": groups})).unwrap();
             let weight = (ENTRY_OVERHEAD + approx_bytes(&one)) as u64;
             for n in 0..200 {
-                c.get_for_policy(&p, "t", &claims(i, &format!("nonce-{n}")))
+                c.get_for_policy(&p, "t", &claims(i, &format!("nonce-{n}")), test_now())
                     .await
                     .unwrap();
             }

@@ -11,11 +11,12 @@
 //! - a failed fetch is reported (status, Events) as a category such as `timeout`,
 //!   `blocked_address`, `http_status 404` or `not_jwks`, never with text from the answer.
 
-mod parse;
 pub mod tokens;
 
+pub use crate::core::jwks::{
+    KeyAnswer, KeyLookup, KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey, parse_key_set,
+};
 pub use crate::fetch::FetchError;
-pub use parse::{KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey, parse_key_set};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,21 +58,6 @@ impl Default for KeyConfig {
             addresses: AddressPolicy::AllowAll,
         }
     }
-}
-
-/// What a lookup found, for the pure decision code.
-#[derive(Debug, Clone)]
-pub enum KeyAnswer {
-    Found(Arc<VerifyingKey>),
-    /// Keys are loaded but none has this `kid`.
-    Unknown,
-    /// No usable key set: never fetched, or the last good one is too old.
-    Unavailable,
-}
-
-/// Synchronous view of the key caches, as the decision needs it.
-pub trait KeyLookup {
-    fn lookup(&self, jwks_uri: &Url, kid: &str) -> KeyAnswer;
 }
 
 /// A snapshot of one cache, for status, events and the CLI.

@@ -15,11 +15,12 @@
 //! - moka's sharded, lock-free-read cache: no global lock on the hot path.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 use url::Url;
 
+use crate::core::decision::SignatureMemo;
 use crate::core::verify::Claims;
 use crate::keys::VerifyingKey;
 
@@ -50,6 +51,23 @@ struct UntilExpiry;
 impl moka::Expiry<Key, Arc<Verified>> for UntilExpiry {
     fn expire_after_create(&self, _: &Key, value: &Arc<Verified>, _: Instant) -> Option<Duration> {
         Some(value.ttl)
+    }
+}
+
+impl SignatureMemo for TokenCache {
+    fn recall(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>> {
+        self.get(jwks_uri, token, key)
+    }
+
+    fn remember(
+        &self,
+        jwks_uri: &Url,
+        token: &str,
+        key: &VerifyingKey,
+        claims: Arc<Claims>,
+        now: u64,
+    ) {
+        self.put(jwks_uri, token, key, claims, now)
     }
 }
 
@@ -100,17 +118,22 @@ impl TokenCache {
             .then(|| hit.claims.clone())
     }
 
-    /// Remembers a successful verification until the token's `exp`. Tokens without a usable
-    /// `exp` are not cached (they are refused by the claim checks anyway).
-    pub fn put(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey, claims: Arc<Claims>) {
+    /// Remembers a successful verification until the token's `exp` (`now` is seconds since
+    /// the Unix epoch, the decision's clock). Tokens without a usable `exp` are not cached
+    /// (they are refused by the claim checks anyway).
+    pub fn put(
+        &self,
+        jwks_uri: &Url,
+        token: &str,
+        key: &VerifyingKey,
+        claims: Arc<Claims>,
+        now: u64,
+    ) {
         let Some(cache) = &self.inner else { return };
         let Some(exp) = claims.get("exp").and_then(|v| v.as_f64()) else {
             return;
         };
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = now as f64;
         // Also refuses NaN: only a finite `exp` in the future is cached.
         if exp.partial_cmp(&now) != Some(std::cmp::Ordering::Greater) {
             return;
@@ -156,6 +179,7 @@ impl TokenCache {
 mod tests {
     use super::*;
     use crate::keys::{KeySet, parse_key_set};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     fn claims(exp: f64) -> Arc<Claims> {
         Arc::new(serde_json::from_value(serde_json::json!({"exp": exp, "email": "a@b.c"})).unwrap())
@@ -188,7 +212,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let b = Url::parse("https://b.example/certs").unwrap();
         let (k1, k2) = (key("k1", 0), key("k2", 0));
-        c.put(&a, "t1", &k1, claims(now() + 60.0));
+        c.put(&a, "t1", &k1, claims(now() + 60.0), now() as u64);
         assert!(c.get(&a, "t1", &k1).is_some());
         assert!(c.get(&a, "t2", &k1).is_none());
         assert!(c.get(&b, "t1", &k1).is_none(), "another issuer's key set");
@@ -201,7 +225,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("k", 0), key("k", 1));
         assert_eq!(old.kid, new.kid);
-        c.put(&a, "t", &old, claims(now() + 60.0));
+        c.put(&a, "t", &old, claims(now() + 60.0), now() as u64);
         assert!(c.get(&a, "t", &old).is_some());
         assert!(c.get(&a, "t", &new).is_none(), "same kid, other key");
         assert!(
@@ -215,13 +239,14 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.put(&a, "old", &k, claims(now() - 1.0));
+        c.put(&a, "old", &k, claims(now() - 1.0), now() as u64);
         assert!(c.get(&a, "old", &k).is_none());
         c.put(
             &a,
             "none",
             &k,
             Arc::new(serde_json::from_str("{}").unwrap()),
+            now() as u64,
         );
         assert!(c.get(&a, "none", &k).is_none());
     }
@@ -231,8 +256,8 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("old", 0), key("new", 0));
-        c.put(&a, "t1", &old, claims(now() + 60.0));
-        c.put(&a, "t2", &new, claims(now() + 60.0));
+        c.put(&a, "t1", &old, claims(now() + 60.0), now() as u64);
+        c.put(&a, "t2", &new, claims(now() + 60.0), now() as u64);
         c.retain_kids(&a, &["new".into()]);
         assert!(c.get(&a, "t1", &old).is_none());
         assert!(c.get(&a, "t2", &new).is_some());
@@ -244,7 +269,13 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
         for i in 0..5000 {
-            c.put(&a, &format!("token-{i}"), &k, claims(now() + 60.0));
+            c.put(
+                &a,
+                &format!("token-{i}"),
+                &k,
+                claims(now() + 60.0),
+                now() as u64,
+            );
         }
         assert!(c.len() < 5000 * 64 * 1024 / (5000 * ENTRY_OVERHEAD as u64) + 1);
         assert!(
@@ -259,7 +290,7 @@ mod tests {
         let c = TokenCache::disabled();
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.put(&a, "t", &k, claims(now() + 60.0));
+        c.put(&a, "t", &k, claims(now() + 60.0), now() as u64);
         assert!(c.get(&a, "t", &k).is_none());
     }
 }

@@ -13,10 +13,9 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
-use crate::core::decision::{self, Decision};
+use crate::core::decision::{self, Decision, Enrichment};
 use crate::core::dialect::{self, OriginalRequest, Routing};
 use crate::core::reason::Reason;
-use crate::identity;
 use crate::metrics::DroppedHeaderLabels;
 use crate::serve::state::AppState;
 
@@ -198,7 +197,7 @@ async fn authorize(
     };
     let (policy_label, decision) = match &request {
         Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
-        Ok(req) => decide(state, headers, req, &select).await,
+        Ok(req) => select_and_decide(state, headers, req, &select, unix_now()).await,
     };
     state
         .metrics
@@ -246,11 +245,14 @@ async fn authorize(
     }
 }
 
-async fn decide(
+/// The policy the request selects, then the decision: the core's two halves with the I/O
+/// they need in between (a key refetch, the identity fetch). `now` is the one clock.
+async fn select_and_decide(
     state: &AppState,
     headers: &HeaderMap,
     req: &OriginalRequest,
     select: &Select<'_>,
+    now: u64,
 ) -> (String, Decision) {
     let index = state.index();
     let policy = match select {
@@ -271,38 +273,36 @@ async fn decide(
     };
     drop(index);
     let label = policy.key.to_string();
-    let mut verified =
-        decision::verify_request(&policy, headers, &state.keys, &state.tokens, unix_now());
+    let mut verified = decision::verify_request(&policy, headers, &state.keys, &state.tokens, now);
     // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is still
     // running. One (coalesced, rate-limited) refetch, then verify again.
     if matches!(verified, Err(Reason::KeyUnknown | Reason::KeysUnavailable))
         && state.keys.refetch(&policy.jwks_uri).await
     {
-        verified =
-            decision::verify_request(&policy, headers, &state.keys, &state.tokens, unix_now());
+        verified = decision::verify_request(&policy, headers, &state.keys, &state.tokens, now);
     }
-    let decision = match verified {
-        Err(reason) => Decision::Deny(reason),
-        Ok(v) => match &policy.identity {
-            None => decision::conclude(&policy, &v.claims, v.kind),
-            Some(cfg) => match state
-                .identity
-                .get_for_policy(&policy, v.token, &v.claims)
-                .await
-            {
-                Ok(id) => decision::conclude(&policy, &identity::enrich(&v.claims, &id), v.kind),
-                Err(e) => {
-                    tracing::warn!(policy = %label, error = %e, deny = cfg.deny_on_error, "identity enrichment failed");
-                    if cfg.deny_on_error {
-                        Decision::Deny(Reason::IdentityUnavailable)
-                    } else {
-                        decision::conclude(&policy, &identity::without_identity(&v.claims), v.kind)
-                    }
-                }
-            },
-        },
+    let v = match verified {
+        Ok(v) => v,
+        Err(reason) => return (label, Decision::Deny(reason)),
     };
-    (label, decision)
+    let identity = match &policy.identity {
+        None => None,
+        Some(_) => Some(
+            state
+                .identity
+                .get_for_policy(&policy, v.token, &v.claims, now)
+                .await
+                .inspect_err(|e| {
+                    tracing::warn!(policy = %label, error = %e, detail = e.detail(), "identity enrichment failed")
+                }),
+        ),
+    };
+    let enrichment = match &identity {
+        None => Enrichment::NotConfigured,
+        Some(Ok(id)) => Enrichment::Fetched(id),
+        Some(Err(_)) => Enrichment::Failed,
+    };
+    (label, decision::conclude(&policy, &v, enrichment))
 }
 
 fn log_decision(policy: &str, req: Option<&OriginalRequest>, decision: &Decision) {

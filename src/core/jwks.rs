@@ -209,6 +209,22 @@ fn from_pem_cert(value: serde_json::Value) -> Option<VerifyingKey> {
     Some(VerifyingKey::new(cert.kid, key, None))
 }
 
+/// What a key lookup found, for the pure decision code.
+#[derive(Debug, Clone)]
+pub enum KeyAnswer {
+    Found(Arc<VerifyingKey>),
+    /// Keys are loaded but none has this `kid`.
+    Unknown,
+    /// No usable key set: never fetched, or the last good one is too old.
+    Unavailable,
+}
+
+/// Synchronous view of the key caches, as the decision needs it (the caches live in
+/// `crate::keys`).
+pub trait KeyLookup {
+    fn lookup(&self, jwks_uri: &url::Url, kid: &str) -> KeyAnswer;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
