@@ -11,6 +11,45 @@ use crate::core::index::{Entry, HostRefusal, RouteConflict};
 use crate::core::policy::{AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial};
 use crate::keys::KeyStatus;
 
+/// The condition types this controller writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum ConditionType {
+    /// The policy is enforced as written.
+    Ready,
+    /// Signing keys are loaded for its issuer.
+    KeysAvailable,
+}
+
+/// `metav1.Condition` status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+/// Reasons of the `Ready` condition (README "Troubleshooting by status").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+pub enum ReadyReason {
+    Enforced,
+    Invalid,
+    NotLoaded,
+    HostOwnedElsewhere,
+    HostNotAllowed,
+    RouteConflict,
+    KeysUnavailable,
+}
+
+/// Reasons of the `KeysAvailable` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+pub enum KeysReason {
+    Fetched,
+    Stale,
+    FetchFailed,
+    Pending,
+    PolicyInvalid,
+}
+
 /// Everything the status of one policy is computed from.
 pub struct Inputs<'a> {
     pub generation: Option<i64>,
@@ -43,19 +82,19 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
 
     let keys_condition = match (policy, keys) {
         (None, _) => (
-            "Unknown",
-            "PolicyInvalid",
+            Status::Unknown,
+            KeysReason::PolicyInvalid,
             "the policy is not valid, so no keys are fetched for it".to_owned(),
         ),
         (Some(p), Some(k)) if !k.ids.is_empty() => match &k.error {
             None => (
-                "True",
-                "Fetched",
+                Status::True,
+                KeysReason::Fetched,
                 format!("{} signing key(s) loaded from {}", k.ids.len(), p.jwks_uri),
             ),
             Some(e) => (
-                "True",
-                "Stale",
+                Status::True,
+                KeysReason::Stale,
                 format!(
                     "using the last good key set; the latest fetch from {} failed: {e}",
                     p.jwks_uri
@@ -63,8 +102,8 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             ),
         },
         (Some(p), Some(k)) if k.error.is_some() => (
-            "False",
-            "FetchFailed",
+            Status::False,
+            KeysReason::FetchFailed,
             format!(
                 "cannot fetch signing keys from {}: {}",
                 p.jwks_uri,
@@ -72,22 +111,22 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             ),
         ),
         (Some(p), _) => (
-            "Unknown",
-            "Pending",
+            Status::Unknown,
+            KeysReason::Pending,
             format!("fetching signing keys from {}", p.jwks_uri),
         ),
     };
 
     let ready_condition = match (i.entry, policy) {
-        (Some(Entry::Invalid(msg)), _) => ("False", "Invalid", msg.clone()),
-        (None, _) => ("False", "NotLoaded", "this replica has not loaded the policy yet".to_owned()),
+        (Some(Entry::Invalid(msg)), _) => (Status::False, ReadyReason::Invalid, msg.clone()),
+        (None, _) => (Status::False, ReadyReason::NotLoaded, "this replica has not loaded the policy yet".to_owned()),
         (_, Some(_)) if !i.refused_hosts.is_empty() => refused_hosts_condition(i.refused_hosts),
         (_, Some(_)) if !i.conflicts.is_empty() => {
             let c = i.conflicts[0];
             let others: Vec<String> = c.policies.iter().map(ToString::to_string).collect();
             (
-                "False",
-                "RouteConflict",
+                Status::False,
+                ReadyReason::RouteConflict,
                 format!(
                     "host {} path {} is also claimed by {}; the bare /auth endpoint denies it (policy_invalid)",
                     c.host,
@@ -97,17 +136,17 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             )
         }
         (_, Some(_)) if !keys_loaded => (
-            "False",
-            "KeysUnavailable",
+            Status::False,
+            ReadyReason::KeysUnavailable,
             "no signing keys loaded: every request is denied with keys_unavailable (see KeysAvailable)".to_owned(),
         ),
-        (_, Some(_)) => ("True", "Enforced", format!("enforced at {}", i.auth_url)),
+        (_, Some(_)) => (Status::True, ReadyReason::Enforced, format!("enforced at {}", i.auth_url)),
         _ => unreachable!("entry Ready implies policy"),
     };
 
     let conditions = vec![
-        condition(i, "Ready", ready_condition),
-        condition(i, "KeysAvailable", keys_condition),
+        condition(i, ConditionType::Ready, ready_condition),
+        condition(i, ConditionType::KeysAvailable, keys_condition),
     ];
     AccessPolicyStatus {
         observed_generation: i.generation,
@@ -133,9 +172,7 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
 
 /// Why some hosts are not routed to this policy. Names no other namespace's object: a
 /// tenant must not learn who owns a host by claiming it.
-fn refused_hosts_condition(
-    refused: &[(String, HostRefusal)],
-) -> (&'static str, &'static str, String) {
+fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (Status, ReadyReason, String) {
     let list = |why: HostRefusal| {
         refused
             .iter()
@@ -150,16 +187,16 @@ fn refused_hosts_condition(
     );
     if !not_allowed.is_empty() {
         return (
-            "False",
-            "HostNotAllowed",
+            Status::False,
+            ReadyReason::HostNotAllowed,
             format!(
                 "this namespace may not claim host(s) {not_allowed} (the operator's host-claim rules); the bare /auth endpoint does not route them to this policy"
             ),
         );
     }
     (
-        "False",
-        "HostOwnedElsewhere",
+        Status::False,
+        ReadyReason::HostOwnedElsewhere,
         format!(
             "host(s) {elsewhere} belong to another namespace, whose claim is older; the bare /auth endpoint does not route them to this policy (/auth/{{namespace}}/{{name}} still works)"
         ),
@@ -169,9 +206,10 @@ fn refused_hosts_condition(
 /// A condition whose transition time moves only when its status does.
 fn condition(
     i: &Inputs,
-    type_: &str,
-    (status, reason, message): (&str, &str, String),
+    type_: ConditionType,
+    (status, reason, message): (Status, impl Into<&'static str>, String),
 ) -> Condition {
+    let (type_, status): (&str, &str) = (type_.into(), status.into());
     let previous = i
         .previous
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
@@ -182,7 +220,7 @@ fn condition(
     Condition {
         type_: type_.to_owned(),
         status: status.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.into().to_owned(),
         message,
         observed_generation: i.generation,
         last_transition_time,
@@ -229,7 +267,9 @@ pub struct EventSpec {
 }
 
 fn ready(s: &AccessPolicyStatus) -> Option<&Condition> {
-    s.conditions.iter().find(|c| c.type_ == "Ready")
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == <&str>::from(ConditionType::Ready))
 }
 
 /// Events for the transition from the status on the object to the new one. Derived from the
@@ -242,15 +282,14 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
     if let Some(nr) = new_ready {
         let reason_moved =
             old_ready.map(|c| (&c.reason, &c.message)) != Some((&nr.reason, &nr.message));
-        if nr.reason == "Invalid" && (generation_moved || reason_moved) {
+        let invalid = |c: &Condition| c.reason == <&str>::from(ReadyReason::Invalid);
+        if invalid(nr) && (generation_moved || reason_moved) {
             out.push(EventSpec {
                 warning: true,
                 reason: "PolicyRejected",
                 note: nr.message.clone(),
             });
-        } else if nr.reason != "Invalid"
-            && (generation_moved || old_ready.is_some_and(|c| c.reason == "Invalid"))
-        {
+        } else if !invalid(nr) && (generation_moved || old_ready.is_some_and(invalid)) {
             out.push(EventSpec {
                 warning: false,
                 reason: "PolicyAccepted",
@@ -491,5 +530,21 @@ mod tests {
             ("False", "HostNotAllowed")
         );
         assert!(r.message.contains("x.example.com"), "{}", r.message);
+    }
+
+    #[test]
+    fn every_condition_reason_is_in_the_troubleshooting_table() {
+        use strum::VariantArray;
+        let readme = include_str!("../../README.md");
+        let reasons = ReadyReason::VARIANTS
+            .iter()
+            .map(|r| <&str>::from(*r))
+            .chain(KeysReason::VARIANTS.iter().map(|r| <&str>::from(*r)));
+        for reason in reasons {
+            assert!(
+                readme.contains(&format!("`{reason}`")),
+                "README does not explain {reason}"
+            );
+        }
     }
 }

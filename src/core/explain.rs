@@ -7,11 +7,11 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 
 use crate::core::decision::{Decision, Forgetful, decide};
+use crate::core::jwks::{KeyAnswer, KeyLookup};
 use crate::core::policy::{CompiledMatcher, CompiledPolicy};
 use crate::core::reason::Reason;
 use crate::core::rules::{self, EmailClaim, Side, matcher_matches};
 use crate::core::verify::{self, ClaimCheck, Claims, TokenKind};
-use crate::keys::{KeyAnswer, KeyLookup};
 
 /// One line of the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]

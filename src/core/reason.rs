@@ -3,7 +3,19 @@
 use std::fmt;
 
 /// Why a request was denied. Each reason maps to exactly one HTTP status (design §4).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     // 401: the caller is not authenticated.
     TokenMissing,
@@ -31,49 +43,13 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
-        Reason::TokenMissing,
-        Reason::TokenMalformed,
-        Reason::TokenTooLarge,
-        Reason::AlgorithmNotAllowed,
-        Reason::KeyUnknown,
-        Reason::SignatureInvalid,
-        Reason::IssuerMismatch,
-        Reason::TokenExpired,
-        Reason::TokenNotYetValid,
-        Reason::AudienceMismatch,
-        Reason::TokenTypeNotAllowed,
-        Reason::RuleDenied,
-        Reason::PolicyUnknown,
-        Reason::PolicyInvalid,
-        Reason::KeysUnavailable,
-        Reason::IdentityUnavailable,
-        Reason::RequestMalformed,
-        Reason::DialectMismatch,
-    ];
+    /// Every reason, in declaration order.
+    pub const ALL: &'static [Reason] = <Reason as strum::VariantArray>::VARIANTS;
 
-    /// The short code used on the wire, in metrics labels, logs and status.
+    /// The short code used on the wire, in metrics labels, logs and status: the variant's
+    /// name in snake_case (`TokenMissing` → `token_missing`).
     pub fn code(self) -> &'static str {
-        match self {
-            Reason::TokenMissing => "token_missing",
-            Reason::TokenMalformed => "token_malformed",
-            Reason::TokenTooLarge => "token_too_large",
-            Reason::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Reason::KeyUnknown => "key_unknown",
-            Reason::SignatureInvalid => "signature_invalid",
-            Reason::IssuerMismatch => "issuer_mismatch",
-            Reason::TokenExpired => "token_expired",
-            Reason::TokenNotYetValid => "token_not_yet_valid",
-            Reason::AudienceMismatch => "audience_mismatch",
-            Reason::TokenTypeNotAllowed => "token_type_not_allowed",
-            Reason::RuleDenied => "rule_denied",
-            Reason::PolicyUnknown => "policy_unknown",
-            Reason::PolicyInvalid => "policy_invalid",
-            Reason::KeysUnavailable => "keys_unavailable",
-            Reason::IdentityUnavailable => "identity_unavailable",
-            Reason::RequestMalformed => "request_malformed",
-            Reason::DialectMismatch => "dialect_mismatch",
-        }
+        self.into()
     }
 
     /// The HTTP status the auth endpoint answers with for this reason.
@@ -119,6 +95,35 @@ mod tests {
         codes.sort();
         codes.dedup();
         assert_eq!(codes.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn codes_are_the_wire_contract() {
+        // Derived from the variant names, so a rename would change the wire: pin them.
+        let codes: Vec<_> = Reason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(
+            codes,
+            [
+                "token_missing",
+                "token_malformed",
+                "token_too_large",
+                "algorithm_not_allowed",
+                "key_unknown",
+                "signature_invalid",
+                "issuer_mismatch",
+                "token_expired",
+                "token_not_yet_valid",
+                "audience_mismatch",
+                "token_type_not_allowed",
+                "rule_denied",
+                "policy_unknown",
+                "policy_invalid",
+                "keys_unavailable",
+                "identity_unavailable",
+                "request_malformed",
+                "dialect_mismatch",
+            ]
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::core::jwks::{MAX_KID_LEN, VerifyingKey};
 use crate::core::policy::{CompiledPolicy, IssuerKind, TokenSource};
 use crate::core::reason::Reason;
-use crate::keys::{MAX_KID_LEN, VerifyingKey};
 
 /// Cloudflare's header carrying the application token.
 pub const ASSERTION_HEADER: &str = "cf-access-jwt-assertion";

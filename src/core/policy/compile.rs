@@ -403,29 +403,44 @@ fn jws_algorithm(a: SigningAlgorithm) -> Algorithm {
     }
 }
 
-/// `<1-4 digits><ms|s|m>`, the same pattern the CRD schema enforces.
+/// A duration in the shape the CRD schema allows (`<1-4 digits><unit>`, `units` as its
+/// pattern lists them), read by humantime, at most `max`.
+fn schema_duration(
+    raw: &str,
+    field: &str,
+    units: &[&str],
+    max: Duration,
+    shape: &str,
+    too_long: &str,
+) -> Result<Duration, CompileError> {
+    let digits = raw.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let shape_ok = !digits.is_empty()
+        && digits.len() <= 4
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && units.contains(&&raw[digits.len()..]);
+    let d = shape_ok
+        .then(|| humantime::parse_duration(raw).ok())
+        .flatten()
+        .ok_or_else(|| err(field, shape))?;
+    if d > max {
+        return Err(err(field, too_long));
+    }
+    Ok(d)
+}
+
 fn compile_leeway(raw: Option<&str>) -> Result<u64, CompileError> {
     let Some(raw) = raw else {
         return Ok(DEFAULT_LEEWAY_SECS);
     };
-    let bad = || err("spec.leeway", "not a duration such as 60s, 500ms or 2m");
-    let (digits, millis_per_unit) = if let Some(d) = raw.strip_suffix("ms") {
-        (d, 1)
-    } else if let Some(d) = raw.strip_suffix('s') {
-        (d, 1_000)
-    } else if let Some(d) = raw.strip_suffix('m') {
-        (d, 60_000)
-    } else {
-        return Err(bad());
-    };
-    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let millis: u64 = digits.parse::<u64>().map_err(|_| bad())? * millis_per_unit;
-    if millis > MAX_LEEWAY.as_millis() as u64 {
-        return Err(err("spec.leeway", "leeway must be at most 5m"));
-    }
-    Ok(millis / 1_000)
+    let d = schema_duration(
+        raw,
+        "spec.leeway",
+        &["ms", "s", "m"],
+        MAX_LEEWAY,
+        "not a duration such as 60s, 500ms or 2m",
+        "leeway must be at most 5m",
+    )?;
+    Ok(d.as_secs())
 }
 
 fn compile_claim_headers(
@@ -524,32 +539,14 @@ fn compile_identity(
     };
     let cache_for = match id.cache_for.as_deref() {
         None => Duration::from_secs(300),
-        Some(raw) => {
-            let bad = || {
-                err(
-                    "spec.identity.cacheFor",
-                    "a duration such as 90s or 5m, at most 60m",
-                )
-            };
-            let (digits, unit) = raw.split_at(raw.len().saturating_sub(1));
-            let n: u64 = if digits.is_empty()
-                || digits.len() > 4
-                || !digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                return Err(bad());
-            } else {
-                digits.parse().map_err(|_| bad())?
-            };
-            let secs = match unit {
-                "s" => n,
-                "m" => n * 60,
-                _ => return Err(bad()),
-            };
-            if secs > 3600 {
-                return Err(bad());
-            }
-            Duration::from_secs(secs)
-        }
+        Some(raw) => schema_duration(
+            raw,
+            "spec.identity.cacheFor",
+            &["s", "m"],
+            Duration::from_secs(3600),
+            "a duration such as 90s or 5m, at most 60m",
+            "a duration such as 90s or 5m, at most 60m",
+        )?,
     };
     Ok(Some(CompiledIdentity {
         url,
