@@ -337,27 +337,67 @@ mod tests {
         );
     }
 
+    /// The real cache, counting the verifications it answered.
+    struct Counting {
+        cache: TokenCache,
+        hits: std::cell::Cell<u32>,
+    }
+
+    impl SignatureMemo for Counting {
+        fn recall(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>> {
+            let hit = self.cache.recall(jwks_uri, token, key);
+            self.hits.set(self.hits.get() + u32::from(hit.is_some()));
+            hit
+        }
+        fn remember(
+            &self,
+            jwks_uri: &Url,
+            token: &str,
+            key: &VerifyingKey,
+            claims: Arc<Claims>,
+            now: u64,
+        ) {
+            self.cache.remember(jwks_uri, token, key, claims, now)
+        }
+    }
+
     #[test]
     fn cached_verification_still_applies_every_policy_check() {
         let (signer, keys) = setup();
-        let cache = TokenCache::new(1 << 20);
+        let cache = Counting {
+            cache: TokenCache::new(1 << 20),
+            hits: Default::default(),
+        };
         let t = mint(&signer, MintRequest::default());
         let p = policy();
         assert!(matches!(
             decide(&p, &with_token(&t), &keys, &cache, NOW),
             Decision::Allow { .. }
         ));
-        // Cached now; the time checks still run with the request's clock...
+        assert_eq!(cache.hits.get(), 0, "first sight verifies the signature");
+        // Cached now: the same request is answered from the cache...
+        assert!(matches!(
+            decide(&p, &with_token(&t), &keys, &cache, NOW),
+            Decision::Allow { .. }
+        ));
+        assert_eq!(cache.hits.get(), 1);
+        // ...the time checks still run with the request's clock on a hit...
         assert_eq!(
             decide(&p, &with_token(&t), &keys, &cache, NOW + 7200),
             Decision::Deny(Reason::TokenExpired)
         );
-        // ...and another policy's audience is still enforced.
+        assert_eq!(cache.hits.get(), 2, "expired although the cache answered");
+        // ...and another policy's audience is still enforced on a hit.
         let mut other = policy();
         other.audiences = ["aud-2".to_string()].into_iter().collect();
         assert_eq!(
             decide(&other, &with_token(&t), &keys, &cache, NOW),
             Decision::Deny(Reason::AudienceMismatch)
+        );
+        assert_eq!(
+            cache.hits.get(),
+            3,
+            "audience refused although the cache answered"
         );
         // A key that left the set is refused even though the token is cached.
         assert_eq!(
@@ -373,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn a_rotated_out_key_is_unknown() {
+    fn a_key_not_yet_fetched_is_unknown() {
         let (mut signer, keys) = setup();
         signer.rotate().unwrap();
         let t = mint(&signer, MintRequest::default());
@@ -381,6 +421,40 @@ mod tests {
             decide(&policy(), &with_token(&t), &keys, &Forgetful, NOW),
             Decision::Deny(Reason::KeyUnknown)
         );
+    }
+
+    #[test]
+    fn a_rotated_out_key_is_unknown() {
+        let (mut signer, _) = setup();
+        let old = mint(&signer, MintRequest::default());
+        // Cloudflare publishes current + previous: after two rotations the old key is gone.
+        signer.rotate().unwrap();
+        let previous = mint(&signer, MintRequest::default());
+        signer.rotate().unwrap();
+        let now_published = Fixed(Some(
+            parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap(),
+        ));
+        assert_eq!(
+            decide(
+                &policy(),
+                &with_token(&old),
+                &now_published,
+                &Forgetful,
+                NOW
+            ),
+            Decision::Deny(Reason::KeyUnknown)
+        );
+        // The previous key is still published and still verifies.
+        assert!(matches!(
+            decide(
+                &policy(),
+                &with_token(&previous),
+                &now_published,
+                &Forgetful,
+                NOW
+            ),
+            Decision::Allow { .. }
+        ));
     }
 
     #[test]

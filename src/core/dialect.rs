@@ -658,12 +658,49 @@ mod tests {
             }
         }
 
+        /// URLs built from the pieces proxies and attackers put in them (userinfo, ports,
+        /// `#?\\@%[]`, matrix parameters, escapes, dot segments, non-ASCII), so that every
+        /// branch of the authority and path checks is reached, not refused up front.
         #[test]
-        fn nginx_dialect_never_panics(url in "\\PC{0,80}", method in "\\PC{0,10}") {
+        fn nginx_dialect_reads_or_refuses_structured_urls(
+            scheme in prop::sample::select(vec!["http", "https", "HTTPS", "ftp", ""]),
+            sep in prop::sample::select(vec!["://", ":/", "://"]),
+            user in prop::option::weighted(0.2, "[a-z:]{0,6}"),
+            host in prop::collection::vec(
+                prop::sample::select(vec!["app", "Example", "com", "x-1", "127", "0", "", "%61", "\u{ff41}", "a\\b", "[::1]"]), 1..4),
+            port in prop::option::weighted(0.4, prop::sample::select(vec!["", "80", "8443", "65535", "65536", "99999", "x", "#", "?", "@evil"])),
+            segments in prop::collection::vec(
+                prop::sample::select(vec!["admin", "ADMIN", "..", ".", "", ";", "..;", "a;b", "%2F", "%2f", "%3B", "%5C", "%25", "%2e%2e", "%ff", "\\", "é", "%00", "x?y", "#f"]), 0..6),
+            method in prop::sample::select(vec!["GET", "POST", "M-SEARCH", "get", "", "G ET", "VERSION-CONTROL"]),
+        ) {
+            let authority = format!(
+                "{}{}{}",
+                user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
+                host.join("."),
+                port.map(|p| format!(":{p}")).unwrap_or_default()
+            );
+            let path = format!("/{}", segments.join("/"));
+            let url = format!("{scheme}{sep}{authority}{path}");
             let mut m = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&url) { m.insert("x-original-url", v); }
-            if let Ok(v) = HeaderValue::from_str(&method) { m.insert("x-original-method", v); }
-            let _ = named(&m);
+            if let Ok(v) = HeaderValue::from_str(method) { m.insert("x-original-method", v); }
+            if let Ok(r) = named(&m) {
+                // Only a plain host, lowercase; the method a token; the path canonical.
+                prop_assert!(user.is_none(), "userinfo accepted: {url}");
+                prop_assert!(r.host.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b':'), "{url} -> {}", r.host);
+                prop_assert!(matches!(r.scheme.as_str(), "http" | "https"));
+                prop_assert!(r.method.bytes().all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_'));
+                prop_assert!(r.path.starts_with('/') && !r.path.contains("//"), "{}", r.path);
+                prop_assert!(!r.path.split('/').any(|s| s == "." || s == ".."));
+                // Routing reads the same request, or refuses more, never something else.
+                match nginx(&m, Routing::Strict, Some(&r.host)) {
+                    Ok(strict) => {
+                        prop_assert_eq!(&strict, &r);
+                        prop_assert!(!is_ambiguous_path(&path), "ambiguous path routed: {path}");
+                    }
+                    Err(e) => prop_assert_eq!(e, Reason::RequestMalformed),
+                }
+            }
         }
     }
 }
