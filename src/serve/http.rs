@@ -68,7 +68,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// How the policy is chosen.
-enum Select<'a> {
+pub(crate) enum Select<'a> {
     Name { namespace: &'a str, name: &'a str },
     Route,
 }
@@ -180,7 +180,6 @@ async fn authorize(
     select: Select<'_>,
     dialect: Dialect<'_>,
 ) -> Response {
-    let started = Instant::now();
     let routing = match select {
         Select::Name { .. } => Routing::Named,
         Select::Route => Routing::Strict,
@@ -195,36 +194,10 @@ async fn authorize(
             path_and_query,
         } => dialect::envoy(headers, method, path_and_query),
     };
-    let (policy_label, decision) = match &request {
-        Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
-        Ok(req) => select_and_decide(state, headers, req, &select, unix_now()).await,
-    };
-    state
-        .metrics
-        .count_decision(&policy_label, decision.outcome());
-    if policy_label != "-" {
-        state.observe(&policy_label, decision.outcome());
-    }
-    state
-        .metrics
-        .decision_seconds
-        .observe(started.elapsed().as_secs_f64());
-    log_decision(&policy_label, request.as_ref().ok(), &decision);
-    match decision {
+    match judge(state, headers, request, &select).await {
         Decision::Allow {
             headers: rendered, ..
         } => {
-            for (name, why) in &rendered.dropped {
-                state
-                    .metrics
-                    .headers_dropped
-                    .get_or_create(&DroppedHeaderLabels {
-                        policy: policy_label.clone(),
-                        header: name.to_string(),
-                        reason: why.code(),
-                    })
-                    .inc();
-            }
             let mut resp = Response::new(Body::empty());
             let h = resp.headers_mut();
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -243,6 +216,49 @@ async fn authorize(
         }
         Decision::Deny(reason) => deny_response(reason),
     }
+}
+
+/// The decision for an original request (or the reason it could not be read), counted,
+/// observed and logged: what every protocol (HTTP dialects, gRPC) answers from.
+pub(crate) async fn judge(
+    state: &AppState,
+    headers: &HeaderMap,
+    request: Result<OriginalRequest, Reason>,
+    select: &Select<'_>,
+) -> Decision {
+    let started = Instant::now();
+    let (policy_label, decision) = match &request {
+        Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
+        Ok(req) => select_and_decide(state, headers, req, select, unix_now()).await,
+    };
+    state
+        .metrics
+        .count_decision(&policy_label, decision.outcome());
+    if policy_label != "-" {
+        state.observe(&policy_label, decision.outcome());
+    }
+    state
+        .metrics
+        .decision_seconds
+        .observe(started.elapsed().as_secs_f64());
+    log_decision(&policy_label, request.as_ref().ok(), &decision);
+    if let Decision::Allow {
+        headers: rendered, ..
+    } = &decision
+    {
+        for (name, why) in &rendered.dropped {
+            state
+                .metrics
+                .headers_dropped
+                .get_or_create(&DroppedHeaderLabels {
+                    policy: policy_label.clone(),
+                    header: name.to_string(),
+                    reason: why.code(),
+                })
+                .inc();
+        }
+    }
+    decision
 }
 
 /// The policy the request selects, then the decision: the core's two halves with the I/O
