@@ -105,25 +105,24 @@ fn ready_condition(obj: &Value) -> Option<(String, String)> {
         })
 }
 
+/// Polls `accesspolicy apps/NAME` until `f` holds; panics with the last status after `timeout`.
 fn wait_status(
     cp: &ControlPlane,
     name: &str,
     timeout: Duration,
     f: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let obj = cp.get_json(&["accesspolicy", name, "-n", "apps"]);
-        if f(&obj) {
-            return obj;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status of {name} never matched; last: {:#}",
-            obj["status"]
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut obj = Value::Null;
+    let matched = eventually(timeout, || {
+        obj = cp.get_json(&["accesspolicy", name, "-n", "apps"]);
+        f(&obj)
+    });
+    assert!(
+        matched,
+        "status of {name} never matched; last: {:#}",
+        obj["status"]
+    );
+    obj
 }
 
 fn setup() -> (ControlPlane, Issuer, std::path::PathBuf) {
@@ -160,11 +159,21 @@ fn policies_get_status_events_and_changes_are_enforced() {
     assert_eq!(replica.status("/auth/apps/web", &token), 200);
 
     // The printer columns show Ready and Issuer.
-    let table = cp.kubectl_ok(&["get", "ap", "-n", "apps"]);
+    let table = cp.kubectl_ok(&["get", "acp", "-n", "apps"]);
     assert!(
         table.contains("READY") && table.contains("True") && table.contains(&issuer.url),
         "{table}"
     );
+    // ... with the reason beside Ready, as a new user reading `kubectl get` needs it.
+    assert!(
+        table.contains("REASON") && table.contains("Enforced"),
+        "{table}"
+    );
+    // The CEL error names the field it is about, not just `spec`.
+    let err = cp
+        .apply(&policy("bad", "https://x.example", AUD).replace(r#""url":"https://x.example","jwksUri":"https://x.example/cdn-cgi/access/certs""#, r#""teamDomain":"t.cloudflareaccess.com""#).replace(AUD, "not-a-tag"))
+        .unwrap_err();
+    assert!(err.contains("spec.audiences"), "{err}");
 
     // Nonsense is refused at apply time by the CRD's CEL rules, with a readable message.
     let err = cp.apply(&policy("bad", "https://x.example", AUD).replace(r#""url":"https://x.example","jwksUri":"https://x.example/cdn-cgi/access/certs""#, r#""teamDomain":"t.cloudflareaccess.com""#).replace(AUD, "not-a-tag")).unwrap_err();
@@ -175,11 +184,8 @@ fn policies_get_status_events_and_changes_are_enforced() {
     assert!(err.contains("https URL"), "{err}");
 
     // Keys that cannot be fetched: accepted, but Ready=False with a reason to act on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    cp.apply(&policy("nokeys", &format!("http://{dead}"), AUD))
+    let dead = ClosedPort::new();
+    cp.apply(&policy("nokeys", &format!("http://{}", dead.addr), AUD))
         .unwrap();
     let obj = wait_status(&cp, "nokeys", Duration::from_secs(30), |o| {
         ready_condition(o).is_some_and(|(s, _)| s == "False")
@@ -381,30 +387,66 @@ fn only_the_leader_writes_status_and_a_standby_takes_over() {
         other => panic!("no leader: {other:?}"),
     };
     let token = issuer.token(json!({}));
-    // Both replicas serve auth; the status shows the leader's own counts only.
+    // Every version of the policy from here on: a standby's write would show in one of them
+    // even if the leader overwrote it at once.
+    let watch = cp.watch(&["accesspolicy", "web", "-n", "apps"]);
+    assert!(
+        eventually(Duration::from_secs(30), || !watch.seen().is_empty()),
+        "kubectl get --watch printed nothing"
+    );
+    // Both replicas serve auth; the status shows the leader's own counts only. Only the
+    // standby denies, so a status with a denial in it was written by the standby.
     for _ in 0..5 {
         assert_eq!(leader.status("/auth/apps/web", &token), 200);
     }
     for _ in 0..3 {
         assert_eq!(standby.status("/auth/apps/web", &token), 200);
     }
+    assert_eq!(standby.status("/auth/apps/web", "garbage"), 401);
     wait_status(&cp, "web", Duration::from_secs(10), |o| {
         o["status"]["decisions"]["allowed"] == 5
     });
-    std::thread::sleep(Duration::from_secs(2)); // give a standby write, if any, the chance to show
+    // One more allow on the leader reaches status at its next write, at least a
+    // statusInterval (1 s) later; both replicas run the same status loop (every 500 ms), so
+    // by then a standby that writes has written its counts too.
+    assert_eq!(leader.status("/auth/apps/web", &token), 200);
+    wait_status(&cp, "web", Duration::from_secs(10), |o| {
+        o["status"]["decisions"]["allowed"] == 6
+    });
+    assert!(
+        eventually(Duration::from_secs(10), || watch
+            .seen()
+            .iter()
+            .any(|o| o["status"]["decisions"]["allowed"] == 6)),
+        "the watch never showed the leader's write"
+    );
+    let versions = watch.seen();
+    for v in &versions {
+        let decisions = &v["status"]["decisions"];
+        assert!(
+            decisions["denied"].as_u64().unwrap_or(0) == 0 && decisions["lastDenial"].is_null(),
+            "a standby wrote status: {decisions:#}"
+        );
+    }
     let again = cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
     assert_eq!(
-        again["status"]["decisions"]["allowed"], 5,
+        again["status"]["decisions"]["allowed"], 6,
         "a standby wrote status: {:#}",
         again["status"]
     );
+    drop(watch);
 
     // Kill the leader: the standby takes the Lease and writes its own counts.
     let killed = Instant::now();
     leader.proc.kill();
-    wait_status(&cp, "web", Duration::from_secs(15), |o| {
+    let taken_over = wait_status(&cp, "web", Duration::from_secs(15), |o| {
         o["status"]["decisions"]["allowed"] == 3
     });
+    assert_eq!(taken_over["status"]["decisions"]["denied"], 1);
+    assert_eq!(
+        taken_over["status"]["decisions"]["lastDenial"]["reason"],
+        "token_malformed"
+    );
     eprintln!(
         "leader killed → standby writing status after {:?}",
         killed.elapsed()
@@ -431,15 +473,38 @@ fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
     let token = issuer.token(json!({}));
     assert_eq!(replica.status("/auth/apps/web", &token), 200);
 
+    let watch_failures = || replica.proc.count_lines("AccessPolicy watch failed");
+    let failures_before = watch_failures();
     cp.stop();
+    // The API server is down: its port refuses connections, kubectl cannot reach it.
+    let api = cp
+        .server()
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
+    assert!(
+        std::net::TcpStream::connect(api).is_err(),
+        "the API server still accepts connections on {api}"
+    );
+    let (up, _, _) = cp.kubectl(&["get", "--raw", "/readyz"], None);
+    assert!(!up, "the API server still answers /readyz");
+    // The replica has noticed (its watch failed) and keeps answering from what it knows.
+    assert!(
+        eventually(Duration::from_secs(60), || watch_failures()
+            > failures_before),
+        "the replica never noticed the outage:\n{}",
+        replica.proc.output()
+    );
     for _ in 0..10 {
         assert_eq!(
             replica.status("/auth/apps/web", &token),
             200,
             "auth must keep answering while the API server is down"
         );
-        std::thread::sleep(Duration::from_millis(300));
     }
+    assert!(
+        std::net::TcpStream::connect(api).is_err(),
+        "the API server came back during the check"
+    );
     cp.restart();
     // After the watch resyncs, a change made through the restarted API server is enforced.
     cp.kubectl_ok(&["delete", "accesspolicy", "other", "-n", "apps"]);

@@ -33,7 +33,7 @@ fn crd_has_short_name_columns_status_and_cel() {
         Some("accesspolicies.accessgate.dev")
     );
     assert_eq!(crd.spec.scope, "Namespaced");
-    assert_eq!(crd.spec.names.short_names, Some(vec!["ap".to_string()]));
+    assert_eq!(crd.spec.names.short_names, Some(vec!["acp".to_string()]));
     let v = &crd.spec.versions[0];
     assert_eq!(v.name, "v1alpha1");
     let cols: Vec<&str> = v
@@ -43,7 +43,11 @@ fn crd_has_short_name_columns_status_and_cel() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(cols, ["Ready", "Issuer", "Audiences", "Age"]);
+    assert_eq!(cols, ["Ready", "Reason", "Issuer", "Audiences", "Age"]);
+    assert_eq!(
+        crd.spec.names.categories,
+        Some(vec!["accessgate".to_string()])
+    );
     assert!(v.subresources.as_ref().unwrap().status.is_some());
     assert!(text.matches("x-kubernetes-validations").count() >= 10);
 }
@@ -163,4 +167,115 @@ fn email_matcher_cel_rules_are_ascii_only() {
         !text.contains("[^@\\\\s]"),
         "the old, Unicode-permissive email rule is back"
     );
+}
+
+fn schema() -> serde_json::Value {
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&printed()).unwrap();
+    serde_json::to_value(
+        &crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema,
+    )
+    .unwrap()
+}
+
+/// Every node of the schema with its path.
+fn nodes<'a>(
+    v: &'a serde_json::Value,
+    path: String,
+    out: &mut Vec<(String, &'a serde_json::Value)>,
+) {
+    out.push((path.clone(), v));
+    if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+        for (k, child) in props {
+            nodes(child, format!("{path}.{k}"), out);
+        }
+    }
+    if let Some(items) = v.get("items") {
+        nodes(items, format!("{path}[]"), out);
+    }
+}
+
+#[test]
+fn crd_follows_the_api_conventions() {
+    let schema = schema();
+    let mut all = Vec::new();
+    nodes(&schema, String::new(), &mut all);
+    for (path, node) in &all {
+        // kubectl apply warns on formats the API server does not know.
+        if let Some(f) = node.get("format").and_then(|f| f.as_str()) {
+            assert!(
+                ["int32", "int64", "date-time", "byte", "double", "float"].contains(&f),
+                "{path}: format {f} is not one the API server knows"
+            );
+        }
+        if let Some(values) = node.get("enum").and_then(|e| e.as_array()) {
+            assert!(
+                !values.iter().any(|v| v.is_null()),
+                "{path}: enum lists null"
+            );
+        }
+        // Doc comments are sentences, not lines: kubectl explain re-wraps them.
+        if let Some(d) = node.get("description").and_then(|d| d.as_str()) {
+            assert!(
+                !d.replace("\n\n", "").contains('\n'),
+                "{path}: description is hard-wrapped: {d:?}"
+            );
+        }
+    }
+    let status = &schema["properties"]["status"]["properties"];
+    let conditions = &status["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        conditions["x-kubernetes-list-map-keys"],
+        serde_json::json!(["type"])
+    );
+    let c = &conditions["items"]["properties"];
+    assert_eq!(
+        c["status"]["enum"],
+        serde_json::json!(["True", "False", "Unknown"])
+    );
+    assert!(c["reason"]["pattern"].is_string() && c["message"]["maxLength"].is_number());
+    for ts in [
+        &status["keys"]["properties"]["fetchedAt"],
+        &status["decisions"]["properties"]["since"],
+        &status["decisions"]["properties"]["lastDenial"]["properties"]["at"],
+        &c["lastTransitionTime"],
+    ] {
+        assert_eq!(ts["format"], "date-time", "{ts}");
+    }
+}
+
+#[test]
+fn struct_level_cel_rules_name_the_field_and_a_reason() {
+    let text = printed();
+    let schema = schema();
+    let mut all = Vec::new();
+    nodes(&schema, String::new(), &mut all);
+    let mut rules = 0;
+    for (path, node) in &all {
+        for rule in node
+            .get("x-kubernetes-validations")
+            .and_then(|r| r.as_array())
+            .into_iter()
+            .flatten()
+        {
+            rules += 1;
+            assert!(
+                rule["reason"].is_string(),
+                "{path}: rule without reason: {rule}"
+            );
+            // A rule on an object that talks about one of its fields points at it.
+            let message = rule["message"].as_str().unwrap_or_default();
+            if node.get("properties").is_some() && !message.starts_with("a matcher") {
+                assert!(
+                    rule["fieldPath"].is_string(),
+                    "{path}: rule without fieldPath: {rule}"
+                );
+            }
+        }
+    }
+    assert!(rules >= 20, "{rules} rules in {} bytes", text.len());
 }

@@ -59,7 +59,7 @@ async fn load(policy: &PolicyRef) -> Result<CompiledPolicy, CheckError> {
                 })?;
             match chosen.1 {
                 Entry::Ready(p) => Ok((*p).clone()),
-                Entry::Invalid(msg) => Err(CheckError::Policy(msg)),
+                Entry::Invalid { message, .. } => Err(CheckError::Policy(message)),
             }
         }
         PolicyRef::Cluster { namespace, name } => {

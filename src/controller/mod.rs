@@ -93,6 +93,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         counters,
         config,
         last_write: HashMap::new(),
+        failures: HashMap::new(),
     };
     tokio::spawn(writer.run(leader));
     Ok(state)
@@ -106,6 +107,15 @@ struct StatusWriter {
     counters: Arc<DecisionStats>,
     config: RunConfig,
     last_write: HashMap<String, Instant>,
+    /// Per object: failed status writes in a row, and when to try again.
+    failures: HashMap<String, (u32, Instant)>,
+}
+
+/// Exponential backoff for a failing status write: 0.5 s, 1 s, 2 s, … capped at 60 s.
+fn status_retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(7)))
+        .min(Duration::from_secs(60))
 }
 
 impl StatusWriter {
@@ -141,8 +151,14 @@ impl StatusWriter {
                 Some(crate::core::index::Entry::Ready(p)) => Some(p.jwks_uri.clone()),
                 _ => None,
             };
+            // The generation the index holds, not the object's: status describes what is
+            // enforced, and a newer generation is not until the index is rebuilt.
+            let generation = match entry {
+                Some(e) => e.generation(),
+                None => obj.status.as_ref().and_then(|s| s.observed_generation),
+            };
             let inputs = Inputs {
-                generation: obj.metadata.generation,
+                generation,
                 previous: obj.status.as_ref(),
                 entry,
                 conflicts: index
@@ -154,6 +170,7 @@ impl StatusWriter {
                 keys: jwks.as_ref().and_then(|u| self.state.keys.status(u)),
                 stats: self.counters.snapshot(&label),
                 stats_since: self.counters.since(),
+                replica: &self.config.identity,
                 auth_url: format!(
                     "{}/auth/{}/{}",
                     self.config.auth_base_url, key.namespace, key.name
@@ -170,18 +187,26 @@ impl StatusWriter {
                     .get(&uid)
                     .is_none_or(|t| t.elapsed() >= self.config.status_interval),
             };
-            if !due {
+            let backing_off = self
+                .failures
+                .get(&uid)
+                .is_some_and(|(_, retry_at)| Instant::now() < *retry_at);
+            if !due || backing_off {
                 continue;
             }
             match self.patch_status(&obj, &desired).await {
                 Ok(()) => {
+                    self.failures.remove(&uid);
                     self.last_write.insert(uid, Instant::now());
                     for ev in status::events(obj.status.as_ref(), &desired) {
                         self.publish(&obj, ev).await;
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(policy = %label, error = %e, "status write failed; will retry")
+                    let failed = self.failures.get(&uid).map_or(0, |(n, _)| *n) + 1;
+                    let wait = status_retry_delay(failed);
+                    self.failures.insert(uid, (failed, Instant::now() + wait));
+                    tracing::warn!(policy = %label, error = %e, attempt = failed, retry_in = ?wait, "status write failed; will retry")
                 }
             }
         }
@@ -223,5 +248,23 @@ impl StatusWriter {
         if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             tracing::warn!(policy = %obj.name_any(), reason = ev.reason, error = %e, "event not recorded");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_status_writes_back_off_exponentially() {
+        let delays: Vec<u64> = (1..=10)
+            .map(|n| status_retry_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000
+            ]
+        );
     }
 }

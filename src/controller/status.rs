@@ -52,6 +52,7 @@ pub enum KeysReason {
 
 /// Everything the status of one policy is computed from.
 pub struct Inputs<'a> {
+    /// The generation compiled into the index (what is enforced).
     pub generation: Option<i64>,
     pub previous: Option<&'a AccessPolicyStatus>,
     pub entry: Option<&'a Entry>,
@@ -61,6 +62,8 @@ pub struct Inputs<'a> {
     pub keys: Option<KeyStatus>,
     pub stats: Snapshot,
     pub stats_since: SystemTime,
+    /// This replica's name: whose counters `decisions` holds.
+    pub replica: &'a str,
     pub auth_url: String,
     pub now: Timestamp,
 }
@@ -118,7 +121,9 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
     };
 
     let ready_condition = match (i.entry, policy) {
-        (Some(Entry::Invalid(msg)), _) => (Status::False, ReadyReason::Invalid, msg.clone()),
+        (Some(Entry::Invalid { message, .. }), _) => {
+            (Status::False, ReadyReason::Invalid, message.clone())
+        }
         (None, _) => (Status::False, ReadyReason::NotLoaded, "this replica has not loaded the policy yet".to_owned()),
         (_, Some(_)) if !i.refused_hosts.is_empty() => refused_hosts_condition(i.refused_hosts),
         (_, Some(_)) if !i.conflicts.is_empty() => {
@@ -161,6 +166,7 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
         decisions: Some(DecisionsStatus {
             allowed: i.stats.allowed,
             denied: i.stats.denied,
+            replica: Some(i.replica.to_owned()),
             since: Some(rfc3339(i.stats_since)),
             last_denial: i.stats.last_denial.map(|(r, at)| LastDenial {
                 reason: r.code().to_owned(),
@@ -203,6 +209,16 @@ fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (Status, ReadyR
     )
 }
 
+/// Longest condition message written (the CRD allows 32768; a list of hosts could grow).
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => message,
+        Some((at, _)) => format!("{}…", &message[..at]),
+    }
+}
+
 /// A condition whose transition time moves only when its status does.
 fn condition(
     i: &Inputs,
@@ -221,7 +237,7 @@ fn condition(
         type_: type_.to_owned(),
         status: status.to_owned(),
         reason: reason.into().to_owned(),
-        message,
+        message: bounded(message),
         observed_generation: i.generation,
         last_transition_time,
     }
@@ -282,22 +298,40 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
     if let Some(nr) = new_ready {
         let reason_moved =
             old_ready.map(|c| (&c.reason, &c.message)) != Some((&nr.reason, &nr.message));
-        let invalid = |c: &Condition| c.reason == <&str>::from(ReadyReason::Invalid);
-        if invalid(nr) && (generation_moved || reason_moved) {
-            out.push(EventSpec {
-                warning: true,
-                reason: "PolicyRejected",
-                note: nr.message.clone(),
-            });
-        } else if !invalid(nr) && (generation_moved || old_ready.is_some_and(invalid)) {
-            out.push(EventSpec {
-                warning: false,
-                reason: "PolicyAccepted",
-                note: format!(
-                    "generation {} accepted",
-                    new.observed_generation.unwrap_or_default()
-                ),
-            });
+        let is = |r: ReadyReason| nr.reason == <&str>::from(r);
+        if generation_moved || reason_moved {
+            // The event follows the condition: Normal only when enforced as written, Warning
+            // for every reason a user must act on. Missing keys are told by KeyFetchFailing
+            // (a first fetch still under way is no news).
+            if is(ReadyReason::Enforced) {
+                out.push(EventSpec {
+                    warning: false,
+                    reason: "PolicyAccepted",
+                    note: format!(
+                        "generation {} enforced",
+                        new.observed_generation.unwrap_or_default()
+                    ),
+                });
+            } else if is(ReadyReason::Invalid) {
+                out.push(EventSpec {
+                    warning: true,
+                    reason: "PolicyRejected",
+                    note: nr.message.clone(),
+                });
+            } else if let Some(r) = [
+                ReadyReason::RouteConflict,
+                ReadyReason::HostOwnedElsewhere,
+                ReadyReason::HostNotAllowed,
+            ]
+            .into_iter()
+            .find(|r| is(*r))
+            {
+                out.push(EventSpec {
+                    warning: true,
+                    reason: r.into(),
+                    note: nr.message.clone(),
+                });
+            }
         }
     }
     let old_keys = old.and_then(|s| s.keys.as_ref());
@@ -370,6 +404,7 @@ mod tests {
                 last_denial: Some((Reason::TokenExpired, SystemTime::UNIX_EPOCH)),
             },
             stats_since: SystemTime::UNIX_EPOCH,
+            replica: "replica-a",
             auth_url: "http://accessgate.sys.svc.cluster.local/auth/ns/p".into(),
             now: Timestamp::from_second(1_800_000_000).unwrap(),
         }
@@ -409,7 +444,10 @@ mod tests {
 
     #[test]
     fn invalid_policy_says_why() {
-        let e = Entry::Invalid("spec.audiences[0]: must be an AUD tag".into());
+        let e = Entry::Invalid {
+            message: "spec.audiences[0]: must be an AUD tag".into(),
+            generation: Some(2),
+        };
         let s = desired(&inputs(Some(&e), None, None));
         let r = cond(&s, "Ready");
         assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "Invalid"));
@@ -458,20 +496,29 @@ mod tests {
     fn events_follow_transitions() {
         let e = entry();
         let pending = desired(&inputs(Some(&e), None, None));
-        assert_eq!(
-            events(None, &pending)
-                .iter()
-                .map(|e| e.reason)
-                .collect::<Vec<_>>(),
-            ["PolicyAccepted"]
+        assert!(
+            events(None, &pending).is_empty(),
+            "a first fetch under way is no news"
         );
         let fetched = desired(&inputs(Some(&e), Some(loaded()), Some(&pending)));
         assert_eq!(
             events(Some(&pending), &fetched)
                 .iter()
-                .map(|e| e.reason)
+                .map(|e| (e.reason, e.warning))
                 .collect::<Vec<_>>(),
-            ["KeysFetched"]
+            [("PolicyAccepted", false), ("KeysFetched", false)]
+        );
+        // Every reason a user must act on is a Warning named after it.
+        let refused = [("h.example".to_owned(), HostRefusal::OwnedElsewhere)];
+        let mut i = inputs(Some(&e), Some(loaded()), Some(&fetched));
+        i.refused_hosts = &refused;
+        let owned = desired(&i);
+        assert_eq!(
+            events(Some(&fetched), &owned)
+                .iter()
+                .map(|e| (e.reason, e.warning))
+                .collect::<Vec<_>>(),
+            [("HostOwnedElsewhere", true)]
         );
         let rotated_keys = KeyStatus {
             ids: vec!["k2".into()],

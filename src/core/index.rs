@@ -24,7 +24,21 @@ use crate::core::reason::Reason;
 #[derive(Debug, Clone)]
 pub enum Entry {
     Ready(Arc<CompiledPolicy>),
-    Invalid(String),
+    Invalid {
+        message: String,
+        /// The `metadata.generation` that failed validation.
+        generation: Option<i64>,
+    },
+}
+
+impl Entry {
+    /// The `metadata.generation` this entry was built from.
+    pub fn generation(&self) -> Option<i64> {
+        match self {
+            Entry::Ready(p) => p.generation,
+            Entry::Invalid { generation, .. } => *generation,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +262,7 @@ impl PolicyIndex {
     pub fn by_name(&self, namespace: &str, name: &str) -> Result<&Arc<CompiledPolicy>, Reason> {
         match self.by_name.get(namespace).and_then(|m| m.get(name)) {
             Some(Entry::Ready(p)) => Ok(p),
-            Some(Entry::Invalid(_)) => Err(Reason::PolicyInvalid),
+            Some(Entry::Invalid { .. }) => Err(Reason::PolicyInvalid),
             None => Err(Reason::PolicyUnknown),
         }
     }
@@ -300,7 +314,7 @@ impl PolicyIndex {
             .flat_map(|m| m.values())
             .filter_map(|e| match e {
                 Entry::Ready(p) => Some(p.jwks_uri.clone()),
-                Entry::Invalid(_) => None,
+                Entry::Invalid { .. } => None,
             })
             .collect()
     }
@@ -374,7 +388,13 @@ mod tests {
     fn lookup_by_name() {
         let idx = PolicyIndex::build([
             policy("a", &[], &[]),
-            (PolicyKey::new("ns", "bad"), Entry::Invalid("x".into())),
+            (
+                PolicyKey::new("ns", "bad"),
+                Entry::Invalid {
+                    message: "x".into(),
+                    generation: None,
+                },
+            ),
         ]);
         assert_eq!(idx.by_name("ns", "a").unwrap().key.name, "a");
         assert_eq!(idx.by_name("ns", "bad").unwrap_err(), Reason::PolicyInvalid);

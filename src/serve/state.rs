@@ -62,7 +62,7 @@ impl AppState {
         self.keys.retain(&index.jwks_uris());
         let (ready, invalid) = index.entries().fold((0, 0), |(r, i), (_, e)| match e {
             Entry::Ready(_) => (r + 1, i),
-            Entry::Invalid(_) => (r, i + 1),
+            Entry::Invalid { .. } => (r, i + 1),
         });
         for conflict in index.conflicts() {
             tracing::warn!(host = %conflict.host, path = %conflict.path, policies = ?conflict.policies.iter().map(ToString::to_string).collect::<Vec<_>>(),

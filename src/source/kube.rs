@@ -37,7 +37,10 @@ pub fn index_from(objects: &[Arc<AccessPolicy>], rules: Option<&NamespaceHosts>)
             created.insert(key.clone(), at);
             let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
                 Ok(p) => Entry::Ready(Arc::new(p)),
-                Err(e) => Entry::Invalid(e.to_string()),
+                Err(e) => Entry::Invalid {
+                    message: e.to_string(),
+                    generation: obj.metadata.generation,
+                },
             };
             (key, entry)
         })

@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
     kind = "AccessPolicy",
     plural = "accesspolicies",
     namespaced,
-    shortname = "ap",
+    // Not `ap`: Istio's AuthorizationPolicy has it, so `kubectl get ap` is ambiguous there.
+    shortname = "acp",
     category = "accessgate",
     doc = "Protects an application behind Cloudflare Access: which tokens accessgate accepts for it and which identity headers it sends upstream.",
     status = "AccessPolicyStatus",
@@ -38,6 +39,11 @@ use serde::{Deserialize, Serialize};
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer"),
     printcolumn(name = "Audiences", type_ = "string", json_path = ".spec.audiences"),
@@ -49,9 +55,9 @@ use serde::{Deserialize, Serialize};
 )]
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.issuer.teamDomain) || self.audiences.all(a, a.matches('^[0-9a-f]{64}$'))"
-).message("with issuer.teamDomain, every audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)"))]
+).message("with issuer.teamDomain, every audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)").reason(kube::core::Reason::FieldValueInvalid).field_path(".audiences"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.paths) || size(self.paths) == 0 || (has(self.hosts) && size(self.hosts) > 0)")
-    .message("paths route the bare /auth endpoint and need hosts"))]
+    .message("paths route the bare /auth endpoint and need hosts").reason(kube::core::Reason::FieldValueRequired).field_path(".hosts"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {
     /// Who signs the tokens. Set `teamDomain` for Cloudflare Access, or `url` and `jwksUri`
@@ -61,21 +67,21 @@ pub struct AccessPolicySpec {
     /// Accepted audiences. The token's `aud` (a string or an array) must contain at least one.
     /// For Cloudflare Access these are the application's AUD tags (64 hex characters).
     #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 256)))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0 && size(a) <= 256)").message("audiences must be 1 to 256 characters"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0 && size(a) <= 256)").message("audiences must be 1 to 256 characters").reason(kube::core::Reason::FieldValueInvalid))]
     pub audiences: Vec<String>,
 
     /// Hosts this policy serves on the bare `/auth` endpoint, chosen by the host of
     /// `X-Original-URL`. Lowercase DNS names. Not needed for `/auth/{namespace}/{name}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 253)))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(h, h.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'))").message("hosts must be lowercase DNS names without port"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(h, h.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'))").message("hosts must be lowercase DNS names without port").reason(kube::core::Reason::FieldValueInvalid))]
     pub hosts: Vec<String>,
 
     /// Path prefixes (matched by whole segments, like an Ingress `Prefix`) under `hosts`;
     /// the longest match wins. Defaults to `/`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 1024)))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(p, p.startsWith('/') && size(p) <= 1024)").message("paths must start with '/'"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(p, p.startsWith('/') && size(p) <= 1024)").message("paths must start with '/'").reason(kube::core::Reason::FieldValueInvalid))]
     pub paths: Vec<String>,
 
     /// Where to look for the token, in order; the first source present is used.
@@ -83,7 +89,7 @@ pub struct AccessPolicySpec {
     /// cookie). `bearer` (`Authorization: Bearer`) is opt-in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 3))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x == y))").message("tokenSources must not repeat"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x == y))").message("tokenSources must not repeat").reason(kube::core::Reason::FieldValueDuplicate))]
     pub token_sources: Option<Vec<TokenSource>>,
 
     /// Which kinds of token are admitted. Default `[app]` (a person's session). Add `service`
@@ -91,7 +97,7 @@ pub struct AccessPolicySpec {
     /// tokens (the team-domain session) are never admitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 2))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x == y))").message("tokenTypes must not repeat"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x == y))").message("tokenTypes must not repeat").reason(kube::core::Reason::FieldValueDuplicate))]
     pub token_types: Option<Vec<TokenType>>,
 
     /// Signature algorithms accepted. Default `[RS256]` (what Cloudflare Access uses).
@@ -104,7 +110,7 @@ pub struct AccessPolicySpec {
     /// Default `60s`, at most `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^[0-9]{1,4}(ms|s|m)$"))]
-    #[x_kube(validation = kube::core::Rule::new("duration(self) <= duration('5m')").message("leeway must be at most 5m"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) <= duration('5m')").message("leeway must be at most 5m").reason(kube::core::Reason::FieldValueInvalid))]
     pub leeway: Option<String>,
 
     /// Identity headers set on an allowed request, from token claims. Default when omitted:
@@ -112,7 +118,7 @@ pub struct AccessPolicySpec {
     /// in the Ingress `auth-response-headers` annotation so ingress-nginx forwards it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x.header.lowerAscii() == y.header.lowerAscii()))").message("claimHeaders must not name a header twice"))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x.header.lowerAscii() == y.header.lowerAscii()))").message("claimHeaders must not name a header twice").reason(kube::core::Reason::FieldValueDuplicate))]
     pub claim_headers: Option<Vec<ClaimHeader>>,
 
     /// Who may pass, beyond holding a valid token for the audience: `deny` matchers are
@@ -132,14 +138,14 @@ pub struct AccessPolicySpec {
 
 /// Where and how to fetch the identity.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = kube::core::Rule::new("!has(self.cacheFor) || duration(self.cacheFor) <= duration('60m')").message("identity.cacheFor must be at most 60m"))]
+#[x_kube(validation = kube::core::Rule::new("!has(self.cacheFor) || duration(self.cacheFor) <= duration('60m')").message("identity.cacheFor must be at most 60m").reason(kube::core::Reason::FieldValueInvalid).field_path(".cacheFor"))]
 #[serde(rename_all = "camelCase")]
 pub struct IdentitySpec {
     /// The get-identity endpoint. Default `<issuer>/cdn-cgi/access/get-identity`. https only,
     /// except on loopback hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("identity.url must be an https URL (http only on loopback)"))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("identity.url must be an https URL (http only on loopback)").reason(kube::core::Reason::FieldValueInvalid))]
     pub url: Option<String>,
     /// What to do when the identity cannot be fetched: `deny` (default; 503
     /// `identity_unavailable`) or `continueWithoutIdentity` (decide on the token alone).
@@ -181,7 +187,7 @@ pub struct RulesSpec {
 
 /// One condition on the token: set exactly one field. A claim the token lacks never matches.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = kube::core::Rule::new("[has(self.email), has(self.emailDomain), has(self.group), has(self.serviceToken), has(self.country)].filter(x, x).size() == 1").message("a matcher sets exactly one of email, emailDomain, group, serviceToken, country"))]
+#[x_kube(validation = kube::core::Rule::new("[has(self.email), has(self.emailDomain), has(self.group), has(self.serviceToken), has(self.country)].filter(x, x).size() == 1").message("a matcher sets exactly one of email, emailDomain, group, serviceToken, country").reason(kube::core::Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 pub struct Matcher {
     /// The `email` claim equals this, ignoring ASCII case only. Printable ASCII, with a DNS
@@ -190,13 +196,13 @@ pub struct Matcher {
     /// matches a `deny` one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 254))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[!-?A-~]+@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')").message("email must look like user@domain, in printable ASCII"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[!-?A-~]+@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')").message("email must look like user@domain, in printable ASCII").reason(kube::core::Reason::FieldValueInvalid))]
     pub email: Option<String>,
     /// The `email` claim is in this domain (exactly, ignoring ASCII case only; `example.com`
     /// does not match `a.example.com`). Unusable emails are handled as for `email`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')").message("emailDomain must be an ASCII domain name without '@'"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$')").message("emailDomain must be an ASCII domain name without '@'").reason(kube::core::Reason::FieldValueInvalid))]
     pub email_domain: Option<String>,
     /// The groups claim (`groupsClaim`) contains this group (exact, case-sensitive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,29 +220,29 @@ pub struct Matcher {
 
 /// The token issuer: exactly one of `teamDomain` or `url` (with `jwksUri`).
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = kube::core::Rule::new("has(self.teamDomain) != has(self.url)").message("set exactly one of issuer.teamDomain or issuer.url"))]
-#[x_kube(validation = kube::core::Rule::new("has(self.url) == has(self.jwksUri)").message("issuer.url and issuer.jwksUri go together"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.teamDomain) != has(self.url)").message("set exactly one of issuer.teamDomain or issuer.url").reason(kube::core::Reason::FieldValueRequired).field_path(".teamDomain"))]
+#[x_kube(validation = kube::core::Rule::new("has(self.url) == has(self.jwksUri)").message("issuer.url and issuer.jwksUri go together").reason(kube::core::Reason::FieldValueRequired).field_path(".jwksUri"))]
 #[serde(rename_all = "camelCase")]
 pub struct IssuerSpec {
     /// Cloudflare Access team domain, such as `myteam.cloudflareaccess.com`. The token issuer
     /// is then `https://<teamDomain>` and keys come from `https://<teamDomain>/cdn-cgi/access/certs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$')").message("teamDomain must be a lowercase DNS name such as myteam.cloudflareaccess.com, without scheme or path"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$')").message("teamDomain must be a lowercase DNS name such as myteam.cloudflareaccess.com, without scheme or path").reason(kube::core::Reason::FieldValueInvalid))]
     pub team_domain: Option<String>,
 
     /// Issuer URL for a non-Cloudflare issuer; the token's `iss` must equal it exactly.
     /// Must be `https://`, except on loopback hosts (for local tests and demos).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("issuer.url must be an https URL (http only on loopback)"))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("issuer.url must be an https URL (http only on loopback)").reason(kube::core::Reason::FieldValueInvalid))]
     pub url: Option<String>,
 
     /// JWKS endpoint for `url` (a plain JWKS or Cloudflare's certs document).
     /// Same scheme rule as `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("issuer.jwksUri must be an https URL (http only on loopback)"))]
+    #[x_kube(validation = kube::core::Rule::new("isURL(self) && (url(self).getScheme() == 'https' || (url(self).getScheme() == 'http' && (url(self).getHostname().startsWith('127.') || url(self).getHostname() == 'localhost' || url(self).getHostname() == '::1')))").message("issuer.jwksUri must be an https URL (http only on loopback)").reason(kube::core::Reason::FieldValueInvalid))]
     pub jwks_uri: Option<String>,
 }
 
@@ -278,7 +284,7 @@ pub enum SigningAlgorithm {
 
 /// One identity header built from a claim.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = kube::core::Rule::new("!(has(self.join) && has(self.format) && self.format == 'json')").message("join and format: json are exclusive"))]
+#[x_kube(validation = kube::core::Rule::new("!(has(self.join) && has(self.format) && self.format == 'json')").message("join and format: json are exclusive").reason(kube::core::Reason::FieldValueForbidden).field_path(".format"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimHeader {
     /// Header name sent to the upstream, such as `X-Auth-Request-Email`. Letters, digits and
@@ -287,13 +293,13 @@ pub struct ClaimHeader {
     /// X-Real-IP, X-Request-ID, `X-Forwarded-*`, `X-Original-*`, `X-Envoy-*`,
     /// `X-Accessgate-*`, ...) are refused.
     #[schemars(length(min = 1, max = 128))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')").message("header must contain only letters, digits and dashes"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')").message("header must contain only letters, digits and dashes").reason(kube::core::Reason::FieldValueInvalid))]
     #[x_kube(validation = reserved_header_rule())]
     pub header: String,
 
     /// Claim to read, as a dotted path into nested objects (`email`, `custom.groups`).
     #[schemars(length(min = 1, max = 256))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^[^.]+(\\\\.[^.]+)*$')").message("claim must be a dotted path without empty segments"))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[^.]+(\\\\.[^.]+)*$')").message("claim must be a dotted path without empty segments").reason(kube::core::Reason::FieldValueInvalid))]
     pub claim: String,
 
     /// For array claims: join the elements with this separator (default `,`).
@@ -320,6 +326,7 @@ fn reserved_header_rule() -> kube::core::Rule {
         quoted(RESERVED_HEADER_PREFIXES)
     ))
     .message("this header name is reserved")
+    .reason(kube::core::Reason::FieldValueForbidden)
 }
 
 /// How a claim value becomes header text.
@@ -336,11 +343,14 @@ pub enum ClaimFormat {
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicyStatus {
-    /// The `metadata.generation` this status describes.
+    /// The `metadata.generation` that accessgate compiled and enforces (a newer one is
+    /// not enforced yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// `Ready` (the policy is enforced) and `KeysAvailable` (signing keys are loaded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
     /// The issuer (`iss`) tokens must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,8 +373,9 @@ pub struct KeysStatus {
     /// Key IDs (`kid`) currently accepted.
     #[serde(default)]
     pub ids: Vec<String>,
-    /// When the key set was last fetched successfully (RFC 3339).
+    /// When the key set was last fetched successfully.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub fetched_at: Option<String>,
     /// The last fetch error, if the most recent fetch failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -376,11 +387,18 @@ pub struct KeysStatus {
 #[serde(rename_all = "camelCase")]
 pub struct DecisionsStatus {
     /// Requests allowed.
+    #[schemars(extend("format" = "int64"))]
     pub allowed: u64,
     /// Requests denied.
+    #[schemars(extend("format" = "int64"))]
     pub denied: u64,
-    /// Start of the counting window (RFC 3339).
+    /// The replica that counted them: each replica counts its own decisions, and the
+    /// elected one writes its counts here (every replica's are in `/metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// Start of the counting window: when that replica started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub since: Option<String>,
     /// The most recent denial.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -393,15 +411,99 @@ pub struct DecisionsStatus {
 pub struct LastDenial {
     /// Reason code, such as `audience_mismatch`.
     pub reason: String,
-    /// When it happened (RFC 3339).
+    /// When it happened.
+    #[schemars(extend("format" = "date-time"))]
     pub at: String,
+}
+
+/// `metav1.Condition` as the API conventions describe it, kept as a map keyed by `type` so
+/// server-side apply merges conditions one by one.
+fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
+            "properties": {
+                "type": {
+                    "description": "The aspect: Ready or KeysAvailable.",
+                    "type": "string",
+                    "maxLength": 316,
+                    "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+                },
+                "status": {
+                    "description": "True, False or Unknown.",
+                    "type": "string",
+                    "enum": ["True", "False", "Unknown"]
+                },
+                "observedGeneration": {
+                    "description": "The metadata.generation the condition was computed from.",
+                    "type": "integer",
+                    "format": "int64",
+                    "minimum": 0
+                },
+                "lastTransitionTime": {
+                    "description": "When the status last changed.",
+                    "type": "string",
+                    "format": "date-time"
+                },
+                "reason": {
+                    "description": "Why, in CamelCase (README \"Troubleshooting by status\").",
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 1024,
+                    "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+                },
+                "message": {
+                    "description": "What to do about it, for people.",
+                    "type": "string",
+                    "maxLength": 32768
+                }
+            }
+        }
+    })
+}
+
+/// Kubernetes-facing clean-ups of the generated schema: doc comments keep their line breaks
+/// (kubectl explain would print them mid-sentence), and an optional enum lists `null`.
+fn tidy_schema(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::String(d)) = map.get_mut("description") {
+                *d = unwrap_lines(d);
+            }
+            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                values.retain(|x| !x.is_null());
+            }
+            map.values_mut().for_each(tidy_schema);
+        }
+        serde_json::Value::Array(list) => list.iter_mut().for_each(tidy_schema),
+        _ => {}
+    }
+}
+
+/// Joins the lines of each paragraph; blank lines still separate paragraphs.
+fn unwrap_lines(text: &str) -> String {
+    text.split("\n\n")
+        .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// The CustomResourceDefinition, as applied to clusters.
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let mut value = serde_json::to_value(AccessPolicy::crd()).expect("the CRD always serialises");
+    tidy_schema(&mut value);
+    serde_json::from_value(value).expect("tidying keeps the CRD's shape")
 }
 
 /// The CustomResourceDefinition as YAML, exactly what `accessgate crd` prints and
 /// `crds/accesspolicy.yaml` holds.
 pub fn crd_yaml() -> String {
-    let crd = AccessPolicy::crd();
-    let body = serde_saphyr::to_string(&crd).expect("the CRD always serialises");
+    let body = serde_saphyr::to_string(&crd()).expect("the CRD always serialises");
     format!(
         "# Generated by `accessgate crd`; do not edit. Regenerate after changing src/policy.\n{body}"
     )
