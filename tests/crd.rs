@@ -43,7 +43,17 @@ fn crd_has_short_name_columns_status_and_cel() {
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(cols, ["Ready", "Reason", "Issuer", "Audiences", "Age"]);
+    assert_eq!(
+        cols,
+        [
+            "Ready",
+            "Reason",
+            "Headers-Protected",
+            "Issuer",
+            "Audiences",
+            "Age"
+        ]
+    );
     assert_eq!(
         crd.spec.names.categories,
         Some(vec!["accessgate".to_string()])

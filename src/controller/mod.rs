@@ -1,6 +1,7 @@
 //! `accessgate run`: the in-cluster mode. Every replica watches AccessPolicies and serves
 //! auth from them; the replica holding the Lease also writes status and Events.
 
+pub mod audit;
 pub mod counters;
 pub mod status;
 
@@ -9,9 +10,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use serde_json::json;
@@ -69,6 +74,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         config.host_claims.clone(),
     );
     serve::listen(&state, config.listen, config.admin_listen).await?;
+    let ingresses = watch_ingresses(&client, &config.namespaces);
 
     let seconds = config.lease_duration.as_secs().max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
@@ -89,6 +95,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         client: client.clone(),
         recorder: Recorder::new(client, reporter),
         policies,
+        ingresses,
         state: state.clone(),
         counters,
         config,
@@ -103,12 +110,45 @@ struct StatusWriter {
     client: Client,
     recorder: Recorder,
     policies: Policies,
+    /// Ingresses, for the audit of which reach each policy (read-only).
+    ingresses: Vec<Store<Ingress>>,
     state: Arc<AppState>,
     counters: Arc<DecisionStats>,
     config: RunConfig,
     last_write: HashMap<String, Instant>,
     /// Per object: failed status writes in a row, and when to try again.
     failures: HashMap<String, (u32, Instant)>,
+}
+
+/// Watches Ingresses (all namespaces or the configured ones) into stores: the audit reads
+/// their `auth-url` and `auth-response-headers` annotations. Without the RBAC to list them
+/// the watch keeps failing, logs it, and the audit sees none.
+fn watch_ingresses(client: &Client, namespaces: &[String]) -> Vec<Store<Ingress>> {
+    let apis: Vec<Api<Ingress>> = if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    apis.into_iter()
+        .map(|api| {
+            let (reader, writer) = reflector::store();
+            let stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer);
+            tokio::spawn(async move {
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    if let Err(e) = event {
+                        tracing::warn!(error = %e, "Ingress watch failed; the Ingress audit in status may be stale");
+                    }
+                }
+            });
+            reader
+        })
+        .collect()
 }
 
 /// Exponential backoff for a failing status write: 0.5 s, 1 s, 2 s, … capped at 60 s.
@@ -143,6 +183,8 @@ impl StatusWriter {
     async fn write_all(&mut self) {
         let index = self.state.index();
         let now = Timestamp::now();
+        let ingresses: Vec<Arc<Ingress>> = self.ingresses.iter().flat_map(|s| s.state()).collect();
+        let audits = audit::audit(ingresses.iter().map(AsRef::as_ref), &index);
         for obj in self.policies.objects() {
             let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
             let label = key.to_string();
@@ -171,6 +213,7 @@ impl StatusWriter {
                 stats: self.counters.snapshot(&label),
                 stats_since: self.counters.since(),
                 replica: &self.config.identity,
+                audit: audits.get(&key),
                 auth_url: format!(
                     "{}/auth/{}/{}",
                     self.config.auth_base_url, key.namespace, key.name

@@ -6,9 +6,12 @@ use std::time::SystemTime;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use super::audit::Audit;
 use crate::controller::counters::Snapshot;
 use crate::core::index::{Entry, HostRefusal, RouteConflict};
-use crate::core::policy::{AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial};
+use crate::core::policy::{
+    AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial, UsedByStatus,
+};
 use crate::keys::KeyStatus;
 
 /// The condition types this controller writes.
@@ -18,6 +21,8 @@ pub enum ConditionType {
     Ready,
     /// Signing keys are loaded for its issuer.
     KeysAvailable,
+    /// Every Ingress that reaches it lists its identity headers in `auth-response-headers`.
+    HeadersProtected,
 }
 
 /// `metav1.Condition` status.
@@ -50,6 +55,14 @@ pub enum KeysReason {
     PolicyInvalid,
 }
 
+/// Reasons of the `HeadersProtected` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+pub enum HeadersReason {
+    AllListed,
+    ResponseHeadersNotListed,
+    NoIngress,
+}
+
 /// Everything the status of one policy is computed from.
 pub struct Inputs<'a> {
     /// The generation compiled into the index (what is enforced).
@@ -64,6 +77,8 @@ pub struct Inputs<'a> {
     pub stats_since: SystemTime,
     /// This replica's name: whose counters `decisions` holds.
     pub replica: &'a str,
+    /// The Ingresses that reach this policy (none when `None`).
+    pub audit: Option<&'a Audit>,
     pub auth_url: String,
     pub now: Timestamp,
 }
@@ -152,6 +167,11 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
     let conditions = vec![
         condition(i, ConditionType::Ready, ready_condition),
         condition(i, ConditionType::KeysAvailable, keys_condition),
+        condition(
+            i,
+            ConditionType::HeadersProtected,
+            headers_condition(i.audit),
+        ),
     ];
     AccessPolicyStatus {
         observed_generation: i.generation,
@@ -162,6 +182,10 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             ids: keys.map(|k| k.ids.clone()).unwrap_or_default(),
             fetched_at: keys.and_then(|k| k.fetched_at).map(rfc3339),
             error: keys.and_then(|k| k.error.clone()),
+        }),
+        used_by: i.audit.map(|a| UsedByStatus {
+            ingresses: a.ingresses.clone(),
+            other_namespaces: a.elsewhere,
         }),
         decisions: Some(DecisionsStatus {
             allowed: i.stats.allowed,
@@ -174,6 +198,39 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             }),
         }),
     }
+}
+
+/// Whether the Ingresses reaching the policy let accessgate's identity headers through and
+/// nothing else: a mapped header missing from `auth-response-headers` reaches the app as the
+/// client sent it.
+fn headers_condition(audit: Option<&Audit>) -> (Status, HeadersReason, String) {
+    let Some(a) = audit.filter(|a| !a.ingresses.is_empty() || a.elsewhere > 0) else {
+        return (
+            Status::Unknown,
+            HeadersReason::NoIngress,
+            "no Ingress's nginx.ingress.kubernetes.io/auth-url reaches this policy (global-auth-url is not visible to accessgate)".to_owned(),
+        );
+    };
+    if a.unprotected.is_empty() {
+        return (
+            Status::True,
+            HeadersReason::AllListed,
+            "every Ingress reaching this policy lists its identity headers in nginx.ingress.kubernetes.io/auth-response-headers".to_owned(),
+        );
+    }
+    let each: Vec<String> = a
+        .unprotected
+        .iter()
+        .map(|(who, missing)| format!("{who} omits {}", missing.join(", ")))
+        .collect();
+    (
+        Status::False,
+        HeadersReason::ResponseHeadersNotListed,
+        format!(
+            "{}: add them to nginx.ingress.kubernetes.io/auth-response-headers, or clients can send their own values to the app",
+            each.join("; ")
+        ),
+    )
 }
 
 /// Why some hosts are not routed to this policy. Names no other namespace's object: a
@@ -334,6 +391,22 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
             }
         }
     }
+    let headers = |s: &AccessPolicyStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == <&str>::from(ConditionType::HeadersProtected))
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = headers(new)
+        && reason == <&str>::from(HeadersReason::ResponseHeadersNotListed)
+        && old.and_then(headers) != headers(new)
+    {
+        out.push(EventSpec {
+            warning: true,
+            reason: HeadersReason::ResponseHeadersNotListed.into(),
+            note: message,
+        });
+    }
     let old_keys = old.and_then(|s| s.keys.as_ref());
     if let Some(nk) = &new.keys {
         let old_ids = old_keys.map(|k| k.ids.as_slice()).unwrap_or_default();
@@ -405,6 +478,7 @@ mod tests {
             },
             stats_since: SystemTime::UNIX_EPOCH,
             replica: "replica-a",
+            audit: None,
             auth_url: "http://accessgate.sys.svc.cluster.local/auth/ns/p".into(),
             now: Timestamp::from_second(1_800_000_000).unwrap(),
         }
@@ -586,12 +660,49 @@ mod tests {
         let reasons = ReadyReason::VARIANTS
             .iter()
             .map(|r| <&str>::from(*r))
-            .chain(KeysReason::VARIANTS.iter().map(|r| <&str>::from(*r)));
+            .chain(KeysReason::VARIANTS.iter().map(|r| <&str>::from(*r)))
+            .chain(HeadersReason::VARIANTS.iter().map(|r| <&str>::from(*r)));
         for reason in reasons {
             assert!(
                 readme.contains(&format!("`{reason}`")),
                 "README does not explain {reason}"
             );
         }
+    }
+
+    #[test]
+    fn an_ingress_that_omits_a_mapped_header_is_named() {
+        let e = entry();
+        let audit = Audit {
+            ingresses: vec!["web".into()],
+            elsewhere: 1,
+            unprotected: vec![("Ingress web".into(), vec!["x-auth-request-user".into()])],
+        };
+        let mut i = inputs(Some(&e), Some(loaded()), None);
+        i.audit = Some(&audit);
+        let s = desired(&i);
+        let h = cond(&s, "HeadersProtected");
+        assert_eq!(
+            (h.status.as_str(), h.reason.as_str()),
+            ("False", "ResponseHeadersNotListed")
+        );
+        assert!(
+            h.message.contains("Ingress web omits x-auth-request-user"),
+            "{}",
+            h.message
+        );
+        let used = s.used_by.as_ref().unwrap();
+        assert_eq!(
+            (used.ingresses.as_slice(), used.other_namespaces),
+            (&["web".to_string()][..], 1)
+        );
+        assert!(
+            events(None, &s)
+                .iter()
+                .any(|e| e.reason == "ResponseHeadersNotListed" && e.warning)
+        );
+        // No Ingress at all: unknown, not a false alarm.
+        let s = desired(&inputs(Some(&e), Some(loaded()), None));
+        assert_eq!(cond(&s, "HeadersProtected").status, "Unknown");
     }
 }

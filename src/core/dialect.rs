@@ -6,7 +6,9 @@
 //! - `forward`: Traefik ForwardAuth and Caddy `forward_auth` (`X-Forwarded-Method`, `-Proto`,
 //!   `-Host`, `-Uri`);
 //! - `envoy`: Envoy ext_authz over HTTP (the original method and path on the request line,
-//!   the original authority in `Host`).
+//!   the original authority in `Host`);
+//! - `grpc`: ext_authz over gRPC (`CheckRequest.attributes.request.http` fields, headers
+//!   from its header map via `grpc_headers`).
 //!
 //! A request carrying another dialect's headers is refused (`dialect_mismatch`), so a proxy
 //! left pointing at the wrong endpoint after a migration fails closed instead of guessing.
@@ -329,6 +331,110 @@ pub fn normalise_path(raw: &str) -> Result<String, Reason> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// At most this many entries in a gRPC check's header map (pseudo-headers included): Envoy
+/// admits 100 request headers by default (`max_request_headers_count`) and adds a few of
+/// its own (`x-forwarded-proto`, `x-request-id`, ...) before the check.
+pub const GRPC_MAX_HEADERS: usize = 128;
+/// At most this many bytes of names and values in a gRPC check's header map: Envoy admits
+/// 60 KiB of request headers by default (`max_request_headers_kb`).
+pub const GRPC_MAX_HEADER_BYTES: usize = 96 * 1024;
+
+/// The original request as gRPC ext_authz describes it (`attributes.request.http` in
+/// `envoy.service.auth.v3.CheckRequest`): method, scheme, authority and path each in a
+/// field of its own, filled by the proxy from what it routed on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcHttp<'a> {
+    pub method: &'a str,
+    /// Empty reads as `https`, as a missing `X-Forwarded-Proto` does.
+    pub scheme: &'a str,
+    /// `host`: the `:authority` (or `Host`) the proxy routed on.
+    pub host: &'a str,
+    /// `path`: the request target as sent, query included, undecoded.
+    pub path: &'a str,
+    /// `id`: the proxy's own request id (Envoy's stream id), logged when no `X-Request-ID`.
+    pub id: &'a str,
+    /// `attributes.source` address, logged when no `X-Forwarded-For`.
+    pub source_ip: Option<&'a str>,
+}
+
+/// gRPC ext_authz (`envoy.service.auth.v3.Authorization/Check`, sent by Envoy Gateway,
+/// Istio, Contour, kgateway): the original request from [`GrpcHttp`], the client's headers
+/// (for tokens and `X-Request-ID`) as [`grpc_headers`] built them.
+///
+/// The same checks as every HTTP dialect: a method token, `http`/`https`, a plain host
+/// ([`routed_host`]), a path that starts with `/` and is text an HTTP header could carry
+/// (visible ASCII, as `X-Original-URL` must be), and for [`Routing::Strict`] no ambiguous
+/// path. No header names another proxy's dialect here: the request arrives in fields, not
+/// headers, so client headers such as `X-Forwarded-Uri` are only passed through.
+pub fn grpc(
+    http: &GrpcHttp<'_>,
+    headers: &HeaderMap,
+    routing: Routing,
+) -> Result<OriginalRequest, Reason> {
+    // `HeaderValue::to_str`'s rule: what the other dialects read from a header.
+    if !http
+        .path
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+    {
+        return Err(Reason::RequestMalformed);
+    }
+    let scheme = if http.scheme.is_empty() {
+        "https"
+    } else {
+        http.scheme
+    };
+    let mut request = original(
+        http.method,
+        scheme,
+        http.host,
+        http.path,
+        routing,
+        headers,
+        "x-forwarded-for",
+    )?;
+    if request.client_ip.is_none() {
+        request.client_ip = http
+            .source_ip
+            .filter(|ip| !ip.is_empty())
+            .map(str::to_owned);
+    }
+    if request.request_id.is_none() && !http.id.is_empty() {
+        request.request_id = Some(http.id.to_owned());
+    }
+    Ok(request)
+}
+
+/// The client's headers from a gRPC check's header list (`headers`, or `header_map` with
+/// raw values), as an HTTP server would have received them, so token extraction is the
+/// same code for every protocol. Pseudo-headers (`:authority`, `:path`, ...) are skipped:
+/// their values arrive in [`GrpcHttp`]. Refused (`request_malformed`): more than
+/// [`GRPC_MAX_HEADERS`] entries or [`GRPC_MAX_HEADER_BYTES`] bytes, a value that is not
+/// UTF-8, a name or value HTTP could not carry (CR, LF, NUL, spaces in names).
+pub fn grpc_headers<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<HeaderMap, Reason> {
+    use axum::http::{HeaderName, HeaderValue};
+
+    let mut headers = HeaderMap::new();
+    let (mut count, mut bytes) = (0usize, 0usize);
+    for (name, value) in pairs {
+        count += 1;
+        bytes += name.len() + value.len();
+        if count > GRPC_MAX_HEADERS || bytes > GRPC_MAX_HEADER_BYTES {
+            return Err(Reason::RequestMalformed);
+        }
+        if name.starts_with(':') {
+            continue;
+        }
+        std::str::from_utf8(value).map_err(|_| Reason::RequestMalformed)?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Reason::RequestMalformed)?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| Reason::RequestMalformed)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]
@@ -696,11 +802,253 @@ mod tests {
                 match nginx(&m, Routing::Strict, Some(&r.host)) {
                     Ok(strict) => {
                         prop_assert_eq!(&strict, &r);
-                        prop_assert!(!is_ambiguous_path(&path), "ambiguous path routed: {path}");
+                        let raw = path.split(['?', '#']).next().unwrap_or_default();
+                        prop_assert!(!is_ambiguous_path(raw), "ambiguous path routed: {path}");
                     }
                     Err(e) => prop_assert_eq!(e, Reason::RequestMalformed),
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod grpc_tests {
+    use super::*;
+    use axum::http::HeaderValue;
+    use proptest::prelude::*;
+
+    fn http<'a>(method: &'a str, host: &'a str, path: &'a str) -> GrpcHttp<'a> {
+        GrpcHttp {
+            method,
+            scheme: "https",
+            host,
+            path,
+            ..GrpcHttp::default()
+        }
+    }
+
+    fn pairs<'a>(list: &'a [(&'a str, &'a str)]) -> Vec<(&'a str, &'a [u8])> {
+        list.iter().map(|(k, v)| (*k, v.as_bytes())).collect()
+    }
+
+    #[test]
+    fn reads_the_fields_envoy_fills() {
+        let headers = grpc_headers(pairs(&[
+            (":authority", "App.Example.com:8443"),
+            (":method", "POST"),
+            (":path", "/api/../admin/x?q=1"),
+            (":scheme", "https"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-request-id", "req-1"),
+            ("cf-access-jwt-assertion", "tok"),
+        ]))
+        .unwrap();
+        assert!(headers.keys().all(|k| !k.as_str().starts_with(':')));
+        assert_eq!(headers["cf-access-jwt-assertion"], "tok");
+        let r = grpc(
+            &GrpcHttp {
+                id: "17",
+                source_ip: Some("10.0.0.1"),
+                ..http("POST", "App.Example.com:8443", "/api/../admin/x?q=1")
+            },
+            &headers,
+            Routing::Strict,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.method.as_str(),
+                r.scheme.as_str(),
+                r.host.as_str(),
+                r.path.as_str()
+            ),
+            ("POST", "https", "app.example.com", "/admin/x")
+        );
+        assert_eq!(r.client_ip.as_deref(), Some("203.0.113.9"));
+        assert_eq!(r.request_id.as_deref(), Some("req-1"));
+        // Without those headers: the peer address and Envoy's stream id.
+        let r = grpc(
+            &GrpcHttp {
+                id: "17",
+                source_ip: Some("10.0.0.1"),
+                scheme: "",
+                ..http("GET", "a", "/")
+            },
+            &HeaderMap::new(),
+            Routing::Named,
+        )
+        .unwrap();
+        assert_eq!(r.client_ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(r.request_id.as_deref(), Some("17"));
+        assert_eq!(r.scheme, "https", "an empty scheme reads as https");
+    }
+
+    #[test]
+    fn missing_or_bad_fields_are_malformed() {
+        let none = HeaderMap::new();
+        for bad in [
+            http("GET", "", "/"),
+            http("GET", "a", ""),
+            http("", "a", "/"),
+            http("get", "a", "/"),
+            http("GET", "a", "relative"),
+            http("GET", "a", "*"),
+            http("GET", "user@a", "/"),
+            http("GET", "admin.example.com:@public.example.com", "/"),
+            http("GET", "adm%69n.example.com", "/"),
+            http("GET", "a:99999", "/"),
+            http("GET", "a", "/caf\u{e9}"),
+            http("GET", "a", "/a\r\nx-injected: 1"),
+            http("GET", "a", "/%00"),
+            GrpcHttp {
+                scheme: "ftp",
+                ..http("GET", "a", "/")
+            },
+        ] {
+            for routing in [Routing::Named, Routing::Strict] {
+                assert_eq!(
+                    grpc(&bad, &none, routing),
+                    Err(Reason::RequestMalformed),
+                    "{bad:?} {routing:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused_only_when_routing() {
+        for bad in [
+            "/admin;/users",
+            "/admin%3B/users",
+            "/public/..;/admin",
+            "/admin\\x",
+            "/public%2F..%2Fadmin",
+            "/a%252e%252e/admin",
+        ] {
+            let req = http("GET", "app.example.com", bad);
+            assert_eq!(
+                grpc(&req, &HeaderMap::new(), Routing::Strict),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
+            assert!(
+                grpc(&req, &HeaderMap::new(), Routing::Named).is_ok(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_dialects_headers_pass_through() {
+        // The request is in fields; a client's X-Forwarded-Uri cannot stand in for them.
+        let headers = grpc_headers(pairs(&[
+            ("x-forwarded-uri", "/admin"),
+            ("x-original-url", "https://evil/"),
+        ]))
+        .unwrap();
+        let r = grpc(&http("GET", "app", "/public"), &headers, Routing::Strict).unwrap();
+        assert_eq!((r.host.as_str(), r.path.as_str()), ("app", "/public"));
+    }
+
+    #[test]
+    fn header_lists_are_bounded_and_must_be_text() {
+        let many: Vec<(String, String)> = (0..GRPC_MAX_HEADERS)
+            .map(|i| (format!("x-h{i}"), "v".to_owned()))
+            .collect();
+        let list = |n: usize| -> Vec<(&str, &[u8])> {
+            many.iter()
+                .take(n)
+                .map(|(k, v)| (k.as_str(), v.as_bytes()))
+                .collect()
+        };
+        assert_eq!(
+            grpc_headers(list(GRPC_MAX_HEADERS)).unwrap().len(),
+            GRPC_MAX_HEADERS
+        );
+        let mut over = list(GRPC_MAX_HEADERS);
+        over.push((":path", b"/"));
+        assert_eq!(
+            grpc_headers(over),
+            Err(Reason::RequestMalformed),
+            "pseudo-headers count"
+        );
+        let big = "v".repeat(GRPC_MAX_HEADER_BYTES - 1);
+        assert!(grpc_headers([("x", big.as_bytes())]).is_ok());
+        let bigger = "v".repeat(GRPC_MAX_HEADER_BYTES);
+        assert_eq!(
+            grpc_headers([("x", bigger.as_bytes())]),
+            Err(Reason::RequestMalformed)
+        );
+        for (name, value) in [
+            ("x", &b"\xff\xfe"[..]),
+            ("x", b"a\r\nb: c"),
+            ("x", b"a\0"),
+            ("bad name", b"v"),
+            ("", b"v"),
+        ] {
+            assert_eq!(
+                grpc_headers([(name, value)]),
+                Err(Reason::RequestMalformed),
+                "{name:?} {value:?}"
+            );
+        }
+        // Uppercase names are folded, repeated names kept apart (header_map does not merge),
+        // UTF-8 text kept as its bytes, as an HTTP server would.
+        let h = grpc_headers([
+            ("CF-Access-Jwt-Assertion", &b"a"[..]),
+            ("cf-access-jwt-assertion", b"b"),
+            ("x-name", "Zo\u{eb}".as_bytes()),
+        ])
+        .unwrap();
+        assert_eq!(h.get_all("cf-access-jwt-assertion").iter().count(), 2);
+        assert_eq!(h["x-name"].as_bytes(), "Zo\u{eb}".as_bytes());
+    }
+
+    /// `$host` as nginx routes on it: the authority without its port.
+    fn nginx_host(authority: &str) -> &str {
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority.split(':').next().unwrap_or_default(),
+        }
+    }
+
+    proptest! {
+        /// The gRPC dialect reads or refuses exactly what ingress-nginx's would for the same
+        /// request, named and routed.
+        #[test]
+        fn grpc_agrees_with_the_nginx_dialect(
+            scheme in prop::sample::select(vec!["http", "https", "HTTPS", "ftp"]),
+            user in prop::option::weighted(0.2, "[a-z:]{0,6}"),
+            host in prop::collection::vec(
+                prop::sample::select(vec!["app", "Example", "com", "x-1", "127", "0", "", "%61", "\u{ff41}", "a\\b", "[::1]"]), 1..4),
+            port in prop::option::weighted(0.4, prop::sample::select(vec!["", "80", "8443", "65536", "x", "#", "?", "@evil"])),
+            segments in prop::collection::vec(
+                prop::sample::select(vec!["admin", "ADMIN", "..", ".", "", ";", "..;", "%2F", "%3B", "%5C", "%25", "%2e%2e", "%ff", "\\", "\u{e9}", "%00", "x?y", "#f", "a b"]), 0..6),
+            method in prop::sample::select(vec!["GET", "POST", "M-SEARCH", "get", "", "G ET"]),
+        ) {
+            let authority = format!(
+                "{}{}{}",
+                user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
+                host.join("."),
+                port.map(|p| format!(":{p}")).unwrap_or_default()
+            );
+            let path = format!("/{}", segments.join("/"));
+            let url = format!("{scheme}://{authority}{path}");
+            let mut m = HeaderMap::new();
+            match HeaderValue::from_str(&url) {
+                Ok(v) => { m.insert("x-original-url", v); }
+                Err(_) => return Ok(()), // not a request nginx could send
+            }
+            if let Ok(v) = HeaderValue::from_str(method) { m.insert("x-original-method", v); }
+            let req = GrpcHttp { method, scheme, host: &authority, path: &path, ..GrpcHttp::default() };
+            let none = HeaderMap::new();
+            prop_assert_eq!(grpc(&req, &none, Routing::Named), nginx(&m, Routing::Named, None), "{}", url);
+            prop_assert_eq!(
+                grpc(&req, &none, Routing::Strict),
+                nginx(&m, Routing::Strict, Some(nginx_host(&authority))),
+                "{}", url
+            );
         }
     }
 }

@@ -45,6 +45,11 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    printcolumn(
+        name = "Headers-Protected",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"HeadersProtected\")].status"
+    ),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer"),
     printcolumn(name = "Audiences", type_ = "string", json_path = ".spec.audiences"),
     printcolumn(
@@ -364,6 +369,22 @@ pub struct AccessPolicyStatus {
     /// Decisions taken since the reporting replica started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decisions: Option<DecisionsStatus>,
+    /// Ingresses whose `nginx.ingress.kubernetes.io/auth-url` reaches this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<UsedByStatus>,
+}
+
+/// Ingresses that reach the policy: this namespace's by name, others only counted.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsedByStatus {
+    /// Names of this namespace's Ingresses (at most 50).
+    #[serde(default)]
+    pub ingresses: Vec<String>,
+    /// How many Ingresses in other namespaces reach it.
+    #[serde(default)]
+    #[schemars(range(min = 0), extend("format" = "int32"))]
+    pub other_namespaces: u32,
 }
 
 /// The key set fetched from the issuer.
