@@ -268,11 +268,9 @@ fn request_problems_are_400_and_503() {
 
 #[test]
 fn unreachable_or_garbage_jwks_is_503_keys_unavailable() {
-    // A port nobody listens on.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nobody listens on (and nobody can take while the test runs).
+    let closed = ClosedPort::new();
+    let free = closed.addr;
     let issuer = Issuer::start();
     let token = issuer.token(json!({"claims": {"iss": format!("http://{free}")}}));
     let server = Server::start(
@@ -298,31 +296,86 @@ fn unreachable_or_garbage_jwks_is_503_keys_unavailable() {
     assert!(m.contains("result=\"error\""), "{m}");
 }
 
+/// The `kid` in a token's header.
+fn kid_of(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+/// A rotation while one server runs: the first token signed with the new key makes it
+/// refetch the key set once, and is allowed; the previous key verifies while the issuer
+/// still publishes it, and stops once a second rotation has dropped it.
 #[test]
 fn rotation_new_kid_works_first_time_and_previous_key_still_verifies() {
-    let (issuer, server) = setup("");
-    let old = issuer.token(json!({}));
-    server.with_token(NAMED, &old).assert_allow();
-    let new_kid = issuer.rotate();
-    let new = issuer.token(json!({}));
-    assert!(new.len() > 10);
-    // Unknown kid → one refetch → allowed on the very first request.
-    server.with_token(NAMED, &new).assert_allow();
-    // The previous key is still published, so its tokens keep working.
-    server.with_token(NAMED, &old).assert_allow();
-    // Rotate again: the first key is no longer published; its tokens fail once the set is refetched.
-    issuer.rotate();
-    let newest = issuer.token(json!({}));
-    std::thread::sleep(Duration::from_millis(1100)); // past the refetch rate limit used below
-    let _ = new_kid;
-    let server2 = Server::start(
-        &[("p.yaml", &policy_yaml("apps", "web", &issuer.url, ""))],
+    let issuer = Issuer::start();
+    // A 1 s refetch limit (default 10 s) keeps the second rotation below short.
+    let server = Server::start(
+        &[("web.yaml", &policy_yaml("apps", "web", &issuer.url, ""))],
         &["--jwks-refetch-min-interval", "1s"],
     );
-    server2.with_token(NAMED, &newest).assert_allow();
-    server2
+    let fetches = || server.metric_sum("accessgate_key_fetches_total", &[("result", "success")]);
+    let old = issuer.token(json!({}));
+    let old_kid = kid_of(&old);
+    server.with_token(NAMED, &old).assert_allow();
+    let before = fetches();
+    assert_eq!(before, 1.0, "one fetch so far");
+
+    let new_kid = issuer.rotate();
+    assert_ne!(new_kid, old_kid);
+    let new = issuer.token(json!({}));
+    assert_eq!(
+        kid_of(&new),
+        new_kid,
+        "the token is signed with the new key"
+    );
+    // Unknown kid → one refetch → allowed on the very first request.
+    server.with_token(NAMED, &new).assert_allow();
+    assert_eq!(fetches(), before + 1.0, "one refetch for the new kid");
+    // That refetch loaded the rotated set: the new key next to the previous one (its log
+    // line is written before the answer, and read from the process's output meanwhile).
+    let last_loaded = || {
+        let out = server.proc.output();
+        let line = out.lines().rfind(|l| l.contains("signing keys loaded"));
+        line.unwrap_or_default().to_owned()
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || last_loaded().contains(&new_kid)),
+        "no key set with {new_kid} loaded:\n{}",
+        server.proc.output()
+    );
+    assert!(last_loaded().contains(&old_kid), "{}", last_loaded());
+    // The kid picks the key: the new key's signature under the old kid does not verify.
+    server
+        .with_token(NAMED, &issuer.token(json!({"header": {"kid": old_kid}})))
+        .assert_deny(401, "signature_invalid");
+    // The previous key is still published, so its tokens keep working.
+    server.with_token(NAMED, &old).assert_allow();
+    assert_eq!(fetches(), before + 1.0, "known kids fetch nothing");
+
+    // Rotate again: the first key is no longer published. The newest kid is unknown, so the
+    // server refetches as soon as the 1 s refetch limit allows (asking earlier is refused
+    // with key_unknown and fetches nothing); from then on the first key's tokens fail.
+    let newest_kid = issuer.rotate();
+    let newest = issuer.token(json!({}));
+    assert_eq!(kid_of(&newest), newest_kid);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let a = server.with_token(NAMED, &newest);
+            if a.status != 200 {
+                a.assert_deny(401, "key_unknown");
+            }
+            a.status == 200
+        }),
+        "the newest kid was never accepted:\n{}",
+        server.proc.output()
+    );
+    assert_eq!(fetches(), before + 2.0, "one refetch for the newest kid");
+    server
         .with_token(NAMED, &old)
         .assert_deny(401, "key_unknown");
+    server.with_token(NAMED, &new).assert_allow();
 }
 
 #[test]
@@ -446,34 +499,35 @@ fn policy_edits_take_effect_without_restart_and_bad_edits_keep_the_last_good_set
         &issuer.url,
         "  claimHeaders:\n    - { header: X-Department, claim: department }\n",
     );
-    server.write_policy("web.yaml", &mapped);
-    assert!(eventually(Duration::from_secs(3), || server
-        .with_token(NAMED, &token)
-        .header("x-department")
-        == Some("R&D")));
+    server.replace_policy("web.yaml", &mapped);
+    let a = server.with_token(NAMED, &token);
+    a.assert_allow();
+    assert_eq!(a.header("x-department"), Some("R&D"));
 
     // A broken edit is refused; the previous set stays in force.
-    server.write_policy("web.yaml", "apiVersion: accessgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: web, namespace: apps}\nspec:\n  audiences: []\n");
-    assert!(eventually(Duration::from_secs(3), || server
-        .metrics()
-        .contains("accessgate_policy_reloads_total{result=\"error\"}")));
-    server.with_token(NAMED, &token).assert_allow();
+    server.replace_policy("web.yaml", "apiVersion: accessgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: web, namespace: apps}\nspec:\n  audiences: []\n");
+    assert!(
+        server
+            .metrics()
+            .contains("accessgate_policy_reloads_total{result=\"error\"}")
+    );
+    let a = server.with_token(NAMED, &token);
+    a.assert_allow();
+    assert_eq!(a.header("x-department"), Some("R&D"));
     assert!(server.proc.output().contains("keeping the previous set"));
 
     // Audience removed: the same token is now refused.
     let other_aud = policy_yaml("apps", "web", &issuer.url, "").replace(AUD, &"e".repeat(64));
-    server.write_policy("web.yaml", &other_aud);
-    assert!(eventually(Duration::from_secs(3), || server
+    server.replace_policy("web.yaml", &other_aud);
+    server
         .with_token(NAMED, &token)
-        .status
-        == 403));
+        .assert_deny(403, "audience_mismatch");
 
     // Deleted: unknown at once.
-    std::fs::remove_file(server.path().join("web.yaml")).unwrap();
-    assert!(eventually(Duration::from_secs(3), || server
+    server.reload_after(|dir| std::fs::remove_file(dir.join("web.yaml")).unwrap());
+    server
         .with_token(NAMED, &token)
-        .reason()
-        == "policy_unknown"));
+        .assert_deny(503, "policy_unknown");
 }
 
 #[test]
@@ -542,9 +596,11 @@ fn logs_never_contain_tokens() {
     server
         .with_token(NAMED, std::str::from_utf8(&tampered).unwrap())
         .assert_deny(401, "signature_invalid");
-    std::thread::sleep(Duration::from_millis(100));
+    // The deny line is written after the answer: wait for it.
+    server
+        .proc
+        .wait_line("\"reason\":\"signature_invalid\"", Duration::from_secs(10));
     let out = server.proc.output();
-    assert!(out.contains("\"reason\":\"signature_invalid\""), "{out}");
     let signature = token.rsplit('.').next().unwrap();
     assert!(!out.contains(&signature[..20]));
     assert!(!out.contains(token.split('.').nth(1).unwrap()));

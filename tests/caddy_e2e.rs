@@ -4,69 +4,12 @@
 mod common;
 
 use common::caddy::Caddy;
-use common::echo::{Echo, received};
-use common::*;
+use common::echo::received;
+use common::stack::Stack;
 use serde_json::json;
 
-const HEADERS: [&str; 3] = [
-    "X-Auth-Request-Email",
-    "X-Auth-Request-User",
-    "X-Auth-Request-Groups",
-];
-
-struct Stack {
-    issuer: Issuer,
-    _server: Server,
-    echo: Echo,
-    caddy: Caddy,
-}
-
-fn stack() -> Stack {
-    let issuer = Issuer::start();
-    let mapping = "  hosts: [app.example.test]\n  claimHeaders:\n    - { header: X-Auth-Request-Email, claim: email }\n    - { header: X-Auth-Request-User, claim: sub }\n    - { header: X-Auth-Request-Groups, claim: custom.groups, join: \",\" }\n";
-    let server = Server::start(
-        &[(
-            "web.yaml",
-            &policy_yaml("apps", "web", &issuer.url, mapping),
-        )],
-        &[],
-    );
-    let echo = Echo::start();
-    let auth = server.auth.trim_start_matches("http://").to_owned();
-    let caddy = Caddy::start(
-        "app.example.test",
-        &auth,
-        "/forward/apps/web",
-        &HEADERS,
-        echo.port(),
-    );
-    Stack {
-        issuer,
-        _server: server,
-        echo,
-        caddy,
-    }
-}
-
-impl Stack {
-    fn through(&self, headers: &[(&str, &str)]) -> serde_json::Value {
-        let before = self.echo.count();
-        let resp = self.caddy.get("app.example.test", "/page?q=1", headers);
-        assert_eq!(resp.status(), 200);
-        assert_eq!(self.echo.count(), before + 1);
-        resp.json().unwrap()
-    }
-
-    fn refused(&self, headers: &[(&str, &str)], status: u16) {
-        let before = self.echo.count();
-        let resp = self.caddy.get("app.example.test", "/page", headers);
-        assert_eq!(resp.status().as_u16(), status);
-        assert_eq!(
-            self.echo.count(),
-            before,
-            "a refused request reached the upstream"
-        );
-    }
+fn stack() -> Stack<Caddy> {
+    Stack::start()
 }
 
 #[test]

@@ -34,7 +34,8 @@ fn demo_prints_working_curl_lines() {
         "127.0.0.1:0",
     ]);
     demo.wait_line("Mint more tokens", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(200));
+    // The banner's last line, the mint command, follows that heading.
+    demo.wait_line("/mint", Duration::from_secs(10));
     let output = demo.output();
     let curls: Vec<&str> = output
         .lines()

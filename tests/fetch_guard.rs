@@ -128,11 +128,9 @@ async fn key_fetch_failures_are_categories_without_fetched_text() {
         let s = status_after_first_fetch(guarded(&["127.0.0.0/8"]), &format!("{base}/certs")).await;
         assert_eq!(s.error.as_deref(), Some(want.as_str()), "{base}");
     }
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let s = status_after_first_fetch(AddressPolicy::AllowAll, &format!("http://{closed}/")).await;
+    let closed = ClosedPort::new();
+    let s = status_after_first_fetch(AddressPolicy::AllowAll, &format!("http://{}/", closed.addr))
+        .await;
     assert_eq!(s.error.as_deref(), Some("connect"));
 }
 

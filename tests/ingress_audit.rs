@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::ControlPlane;
+use common::replica::{Replica, SYSTEM_NS};
 use common::*;
 use serde_json::{Value, json};
 
-const SYSTEM_NS: &str = "accessgate-system";
 const SVC: &str = "http://accessgate.accessgate-system.svc.cluster.local";
 
 fn ingress(namespace: &str, name: &str, auth_url: &str, response_headers: &str) -> String {
@@ -51,24 +51,7 @@ fn status_names_the_ingresses_and_the_headers_they_leave_unprotected() {
                 {"header": "X-Auth-Request-Email", "claim": "email"},
                 {"header": "X-Auth-Request-Groups", "claim": "custom.groups"}]}});
     cp.apply(&policy.to_string()).unwrap();
-    let replica = Proc::spawn_env(
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--pod-namespace",
-            SYSTEM_NS,
-            "--identity",
-            "replica-a",
-            "--status-interval",
-            "1s",
-            "--allow-fetch-cidr",
-            "127.0.0.0/8",
-        ],
-        &[("KUBECONFIG", kc.to_str().unwrap())],
-    );
+    let replica = Replica::start(&kc, "replica-a", &[]);
     let get = || cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
     let wait = |what: &str, f: &dyn Fn(&Value) -> bool| {
         let mut last = Value::Null;
@@ -76,7 +59,7 @@ fn status_names_the_ingresses_and_the_headers_they_leave_unprotected() {
             last = get();
             f(&last)
         });
-        assert!(ok, "{what}: {:#}\n{}", last["status"], replica.output());
+        assert!(ok, "{what}: {:#}\n{}", last["status"], replica.proc.output());
         last
     };
     wait("no Ingress yet", &|o| {

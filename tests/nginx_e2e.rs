@@ -3,105 +3,35 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::echo::{Echo, received};
 use common::nginx::{Nginx, Site};
+use common::stack::{MAPPING, PATH, Stack};
 use common::*;
 use serde_json::json;
 
-const HEADERS: [&str; 3] = [
-    "X-Auth-Request-Email",
-    "X-Auth-Request-User",
-    "X-Auth-Request-Groups",
-];
-
-fn mapping() -> &'static str {
-    "  hosts: [app.example.test]\n  claimHeaders:\n    - { header: X-Auth-Request-Email, claim: email }\n    - { header: X-Auth-Request-User, claim: sub }\n    - { header: X-Auth-Request-Groups, claim: custom.groups, join: \",\" }\n"
-}
-
-struct Stack {
-    issuer: Issuer,
-    server: Server,
-    echo: Echo,
-    nginx: Nginx,
-}
-
-impl Stack {
-    fn start(extra_args: &[&str]) -> Stack {
-        let issuer = Issuer::start();
-        let server = Server::start(
-            &[(
-                "web.yaml",
-                &policy_yaml("apps", "web", &issuer.url, mapping()),
-            )],
-            extra_args,
-        );
-        let echo = Echo::start();
-        let site = Site {
-            host: "app.example.test".into(),
-            auth_url: format!("{}/auth/apps/web", server.auth),
-            response_headers: HEADERS.iter().map(|s| s.to_string()).collect(),
-        };
-        let nginx = Nginx::start(&[site], echo.port());
-        Stack {
-            issuer,
-            server,
-            echo,
-            nginx,
-        }
-    }
-
-    fn get(&self, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
-        self.nginx
-            .get("app.example.test", "/some/page?x=1", headers)
-    }
-
-    /// A request that must be refused with `status`, reaching nothing upstream.
-    #[track_caller]
-    fn assert_refused(&self, headers: &[(&str, &str)], status: u16) {
-        let before = self.echo.count();
-        let resp = self.get(headers);
-        assert_eq!(resp.status().as_u16(), status, "{}", self.nginx.error_log());
-        assert_eq!(
-            self.echo.count(),
-            before,
-            "a refused request reached the upstream"
-        );
-    }
-
-    /// A request that must reach the upstream; returns what the upstream saw.
-    #[track_caller]
-    fn assert_through(&self, headers: &[(&str, &str)]) -> serde_json::Value {
-        let before = self.echo.count();
-        let resp = self.get(headers);
-        assert_eq!(resp.status().as_u16(), 200, "{}", self.nginx.error_log());
-        assert_eq!(self.echo.count(), before + 1);
-        resp.json().unwrap()
-    }
-}
+type NginxStack = Stack<Nginx>;
 
 #[test]
 fn valid_header_token_reaches_upstream_with_identity_headers() {
-    let s = Stack::start(&[]);
+    let s = NginxStack::start();
     let token = s
         .issuer
         .token(json!({"sub": "u-42", "claims": {"custom": {"groups": ["eng", "ops"]}}}));
-    let seen = s.assert_through(&[("cf-access-jwt-assertion", &token)]);
+    let seen = s.through(&[("cf-access-jwt-assertion", &token)]);
     assert_eq!(
         received(&seen, "x-auth-request-email"),
         ["alice@example.com"]
     );
     assert_eq!(received(&seen, "x-auth-request-user"), ["u-42"]);
     assert_eq!(received(&seen, "x-auth-request-groups"), ["eng,ops"]);
-    assert_eq!(seen["uri"], "/some/page?x=1");
+    assert_eq!(seen["uri"], PATH);
 }
 
 #[test]
 fn valid_cookie_token_reaches_upstream() {
-    let s = Stack::start(&[]);
+    let s = NginxStack::start();
     let token = s.issuer.token(json!({}));
-    let seen = s.assert_through(&[("cookie", &format!("CF_Authorization={token}"))]);
+    let seen = s.through(&[("cookie", &format!("CF_Authorization={token}"))]);
     assert_eq!(
         received(&seen, "x-auth-request-email"),
         ["alice@example.com"]
@@ -110,10 +40,10 @@ fn valid_cookie_token_reaches_upstream() {
 
 #[test]
 fn client_cannot_spoof_identity_headers() {
-    let s = Stack::start(&[]);
+    let s = NginxStack::start();
     // Claim present: the client's copy is replaced by the verified value.
     let token = s.issuer.token(json!({}));
-    let seen = s.assert_through(&[
+    let seen = s.through(&[
         ("cf-access-jwt-assertion", &token),
         ("x-auth-request-email", "ceo@example.com"),
         ("x-auth-request-groups", "admins"),
@@ -128,50 +58,27 @@ fn client_cannot_spoof_identity_headers() {
         "{seen}"
     );
     // A service token has no email at all: still nothing from the client.
-    let server2 = Server::start(
-        &[(
-            "web.yaml",
-            &policy_yaml(
-                "apps",
-                "web",
-                &s.issuer.url,
-                &format!("{}  tokenTypes: [service]\n", mapping()),
-            ),
-        )],
-        &[],
-    );
-    let site = Site {
-        host: "svc.example.test".into(),
-        auth_url: format!("{}/auth/apps/web", server2.auth),
-        response_headers: HEADERS.iter().map(|s| s.to_string()).collect(),
-    };
-    let nginx2 = Nginx::start(&[site], s.echo.port());
-    let svc = s.issuer.token(json!({"type": "service"}));
-    let resp = nginx2.get(
-        "svc.example.test",
-        "/",
-        &[
-            ("cf-access-jwt-assertion", &svc),
-            ("x-auth-request-email", "ceo@example.com"),
-            ("X-Auth-Request-User", "root"),
-        ],
-    );
-    assert_eq!(resp.status(), 200);
-    let seen: serde_json::Value = resp.json().unwrap();
+    let svc_stack = NginxStack::with_spec(&format!("{MAPPING}  tokenTypes: [service]\n"));
+    let svc = svc_stack.issuer.token(json!({"type": "service"}));
+    let seen = svc_stack.through(&[
+        ("cf-access-jwt-assertion", &svc),
+        ("x-auth-request-email", "ceo@example.com"),
+        ("X-Auth-Request-User", "root"),
+    ]);
     assert!(received(&seen, "x-auth-request-email").is_empty(), "{seen}");
     assert!(received(&seen, "x-auth-request-user").is_empty(), "{seen}");
 }
 
 #[test]
 fn denials_reach_the_client_and_nothing_reaches_upstream() {
-    let s = Stack::start(&[]);
-    s.assert_refused(&[], 401);
+    let s = NginxStack::start();
+    s.refused(&[], 401);
     let wrong_aud = s.issuer.mint(json!({"aud": ["0".repeat(64)]}));
-    s.assert_refused(&[("cf-access-jwt-assertion", &wrong_aud)], 403);
+    s.refused(&[("cf-access-jwt-assertion", &wrong_aud)], 403);
     let service = s.issuer.token(json!({"type": "service"}));
-    s.assert_refused(&[("cf-access-jwt-assertion", &service)], 403);
+    s.refused(&[("cf-access-jwt-assertion", &service)], 403);
     let expired = s.issuer.token(json!({"ttl": -3600}));
-    s.assert_refused(&[("cf-access-jwt-assertion", &expired)], 401);
+    s.refused(&[("cf-access-jwt-assertion", &expired)], 401);
     let resp = s.get(&[]);
     assert_eq!(
         resp.headers()
@@ -184,38 +91,47 @@ fn denials_reach_the_client_and_nothing_reaches_upstream() {
 
 #[test]
 fn key_rotation_mid_run() {
-    let s = Stack::start(&[]);
+    let s = NginxStack::start();
     let old = s.issuer.token(json!({}));
-    s.assert_through(&[("cf-access-jwt-assertion", &old)]);
+    s.through(&[("cf-access-jwt-assertion", &old)]);
     s.issuer.rotate();
     let new = s.issuer.token(json!({}));
     // First request with the new kid: one refetch, allowed.
-    s.assert_through(&[("cf-access-jwt-assertion", &new)]);
+    let fetches = || {
+        s.server
+            .metric_sum("accessgate_key_fetches_total", &[("result", "success")])
+    };
+    let before = fetches();
+    s.through(&[("cf-access-jwt-assertion", &new)]);
+    assert_eq!(fetches(), before + 1.0, "one refetch for the new kid");
     // The previous key is still published: its tokens keep working.
-    s.assert_through(&[("cf-access-jwt-assertion", &old)]);
+    s.through(&[("cf-access-jwt-assertion", &old)]);
 }
 
 #[test]
 fn jwks_outage_keeps_serving_from_cache_and_accessgate_down_fails_closed() {
-    let mut s = Stack::start(&[]);
+    let mut s = NginxStack::start();
     let token = s.issuer.token(json!({}));
-    s.assert_through(&[("cf-access-jwt-assertion", &token)]);
+    s.through(&[("cf-access-jwt-assertion", &token)]);
     s.issuer.certs_mode("fail");
-    s.assert_through(&[("cf-access-jwt-assertion", &token)]);
+    s.through(&[("cf-access-jwt-assertion", &token)]);
     s.issuer.proc.kill();
-    s.assert_through(&[("cf-access-jwt-assertion", &token)]);
+    s.through(&[("cf-access-jwt-assertion", &token)]);
     // accessgate itself gone: nginx answers 500, nothing reaches the upstream.
     s.server.proc.kill();
-    s.assert_refused(&[("cf-access-jwt-assertion", &token)], 500);
+    s.refused(&[("cf-access-jwt-assertion", &token)], 500);
 }
 
+/// A policy file edit is live once the server has reloaded its directory, with no restart
+/// and nothing on the nginx side. How long the reload took is printed (the README says
+/// about 150 ms); the time is measured here, asserted nowhere (benchmarks measure).
 #[test]
-fn policy_file_edits_take_effect_within_a_second() {
-    let s = Stack::start(&[]);
+fn policy_file_edits_take_effect_on_the_next_reload() {
+    let s = NginxStack::start();
     let token = s
         .issuer
         .token(json!({"claims": {"custom": {"groups": ["eng"]}, "department": "R&D"}}));
-    let seen = s.assert_through(&[("cf-access-jwt-assertion", &token)]);
+    let seen = s.through(&[("cf-access-jwt-assertion", &token)]);
     assert_eq!(received(&seen, "x-auth-request-groups"), ["eng"]);
 
     // New mapping: groups as JSON now.
@@ -225,27 +141,18 @@ fn policy_file_edits_take_effect_within_a_second() {
         &s.issuer.url,
         "  claimHeaders:\n    - { header: X-Auth-Request-Groups, claim: custom.groups, format: json }\n",
     );
-    let started = Instant::now();
-    s.server.write_policy("web.yaml", &edited);
-    let applied = eventually(Duration::from_secs(1), || {
-        let r = s.get(&[("cf-access-jwt-assertion", &token)]);
-        let seen: serde_json::Value = r.json().unwrap();
-        received(&seen, "x-auth-request-groups") == [r#"["eng"]"#]
-    });
-    assert!(applied, "mapping change not applied within 1 s");
-    eprintln!("mapping change applied after {:?}", started.elapsed());
+    let took = s.server.replace_policy("web.yaml", &edited);
+    eprintln!("mapping change reloaded after {took:?}");
+    let seen = s.through(&[("cf-access-jwt-assertion", &token)]);
+    assert_eq!(received(&seen, "x-auth-request-groups"), [r#"["eng"]"#]);
 
     // Audience removed: the same token is refused from then on.
-    let started = Instant::now();
-    s.server.write_policy(
+    let took = s.server.replace_policy(
         "web.yaml",
         &policy_yaml("apps", "web", &s.issuer.url, "").replace(AUD, &"e".repeat(64)),
     );
-    let applied = eventually(Duration::from_secs(1), || {
-        s.get(&[("cf-access-jwt-assertion", &token)]).status() == 403
-    });
-    assert!(applied, "audience removal not applied within 1 s");
-    eprintln!("audience removal applied after {:?}", started.elapsed());
+    eprintln!("audience removal reloaded after {took:?}");
+    s.refused(&[("cf-access-jwt-assertion", &token)], 403);
 }
 
 #[test]

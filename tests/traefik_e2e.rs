@@ -4,76 +4,13 @@
 
 mod common;
 
-use common::echo::{Echo, received};
+use common::echo::received;
+use common::stack::Stack;
 use common::traefik::Traefik;
-use common::*;
 use serde_json::json;
 
-const HOST: &str = "app.example.test";
-const HEADERS: [&str; 3] = [
-    "X-Auth-Request-Email",
-    "X-Auth-Request-User",
-    "X-Auth-Request-Groups",
-];
-
-struct Stack {
-    issuer: Issuer,
-    _server: Server,
-    echo: Echo,
-    traefik: Traefik,
-}
-
-fn stack() -> Stack {
-    let issuer = Issuer::start();
-    let mapping = "  hosts: [app.example.test]\n  claimHeaders:\n    - { header: X-Auth-Request-Email, claim: email }\n    - { header: X-Auth-Request-User, claim: sub }\n    - { header: X-Auth-Request-Groups, claim: custom.groups, join: \",\" }\n";
-    let server = Server::start(
-        &[(
-            "web.yaml",
-            &policy_yaml("apps", "web", &issuer.url, mapping),
-        )],
-        &[],
-    );
-    let echo = Echo::start();
-    let traefik = Traefik::start(
-        HOST,
-        &format!("{}/forward/apps/web", server.auth),
-        &HEADERS,
-        echo.port(),
-    );
-    Stack {
-        issuer,
-        _server: server,
-        echo,
-        traefik,
-    }
-}
-
-impl Stack {
-    fn through(&self, headers: &[(&str, &str)]) -> serde_json::Value {
-        let before = self.echo.count();
-        let resp = self.traefik.get(HOST, "/page?q=1", headers);
-        assert_eq!(resp.status(), 200, "traefik log:\n{}", self.traefik.log());
-        assert_eq!(self.echo.count(), before + 1);
-        let seen: serde_json::Value = resp.json().unwrap();
-        assert_eq!(seen["uri"], "/page?q=1");
-        seen
-    }
-
-    fn refused(&self, headers: &[(&str, &str)], status: u16) {
-        let before = self.echo.count();
-        let resp = self.traefik.get(HOST, "/page", headers);
-        assert_eq!(
-            resp.status().as_u16(),
-            status,
-            "traefik log:\n{}",
-            self.traefik.log()
-        );
-        assert_eq!(
-            self.echo.count(),
-            before,
-            "a refused request reached the upstream"
-        );
-    }
+fn stack() -> Stack<Traefik> {
+    Stack::start()
 }
 
 #[test]

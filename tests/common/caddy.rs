@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, http};
+use super::{Listening, http, start_on_free_port, wait_listening};
 
 pub struct Caddy {
     child: Child,
@@ -34,43 +34,44 @@ impl Caddy {
         copy_headers: &[&str],
         upstream_port: u16,
     ) -> Caddy {
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.path().display();
         // As examples/Caddyfile: client copies of the mapped headers are stripped first.
         let strip: String = copy_headers
             .iter()
             .map(|h| format!("\t\trequest_header -{h}\n"))
             .collect();
-        let caddyfile = format!(
-            "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/data\n}}\n\n\
-             http://{host}:{port} {{\n\tbind 127.0.0.1\n\troute {{\n{strip}\t\tforward_auth {auth} {{\n\t\t\turi {uri}\n\t\t\tcopy_headers {}\n\t\t}}\n\t\treverse_proxy 127.0.0.1:{upstream_port}\n\t}}\n}}\n",
-            copy_headers.join(" ")
-        );
-        std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();
-        let child = Command::new(caddy_binary())
-            .args(["run", "--adapter", "caddyfile", "--config"])
-            .arg(dir.path().join("Caddyfile"))
-            .env("HOME", dir.path())
-            .env("XDG_DATA_HOME", dir.path().join("data"))
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start caddy");
-        let mut caddy = Caddy { child, port, dir };
-        let up = eventually(Duration::from_secs(15), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if !up {
-            let _ = caddy.child.kill();
-            panic!("caddy did not start on port {port}");
-        }
-        caddy
+        start_on_free_port("caddy", |port| {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path().display();
+            let caddyfile = format!(
+                "{{\n\tadmin off\n\tauto_https off\n\tstorage file_system {d}/data\n}}\n\n\
+                 http://{host}:{port} {{\n\tbind 127.0.0.1\n\troute {{\n{strip}\t\tforward_auth {auth} {{\n\t\t\turi {uri}\n\t\t\tcopy_headers {}\n\t\t}}\n\t\treverse_proxy 127.0.0.1:{upstream_port}\n\t}}\n}}\n",
+                copy_headers.join(" ")
+            );
+            std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();
+            let log_path = dir.path().join("caddy.log");
+            let log = std::fs::File::create(&log_path).unwrap();
+            let mut child = Command::new(caddy_binary())
+                .args(["run", "--adapter", "caddyfile", "--config"])
+                .arg(dir.path().join("Caddyfile"))
+                .env("HOME", dir.path())
+                .env("XDG_DATA_HOME", dir.path().join("data"))
+                .env("XDG_CONFIG_HOME", dir.path().join("config"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start caddy");
+            let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+            match wait_listening("caddy", &mut child, port, Duration::from_secs(20), log) {
+                Listening::Yes => Some(Caddy { child, port, dir }),
+                Listening::PortTaken => None,
+            }
+        })
+    }
+
+    /// Caddy's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
     }
 
     pub fn get(

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
@@ -165,6 +166,54 @@ impl ControlPlane {
         });
         std::fs::write(&path, kubeconfig.to_string()).unwrap();
         path
+    }
+
+    /// `kubectl get ARGS --watch -o json` in the background: every version of the objects
+    /// the API server reports, in order, from the current one on.
+    pub fn watch(&self, args: &[&str]) -> Watch {
+        let mut child = Command::new(self.kubectl_bin())
+            .arg("--kubeconfig")
+            .arg(self.admin_kubeconfig())
+            .arg("get")
+            .args(args)
+            .args(["--watch", "-o", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl watch");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for obj in serde_json::Deserializer::from_reader(out).into_iter::<Value>() {
+                match obj {
+                    Ok(obj) => sink.lock().unwrap().push(obj),
+                    Err(_) => break,
+                }
+            }
+        });
+        Watch { child, seen }
+    }
+}
+
+/// A running `kubectl get --watch`; stopped on drop.
+pub struct Watch {
+    child: Child,
+    seen: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Watch {
+    /// The versions reported so far, oldest first.
+    pub fn seen(&self) -> Vec<Value> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

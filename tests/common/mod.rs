@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -65,6 +65,17 @@ impl Proc {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// How many output lines so far contain `needle` (to wait for the next one with
+    /// [`eventually`] without consuming lines another wait expects).
+    pub fn count_lines(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -76,6 +87,20 @@ impl Proc {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM (what the kubelet sends) and waits up to `timeout` for the process to
+    /// exit; its exit status, or `None` if it is still running.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let mut status = None;
+        eventually(timeout, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 }
 
@@ -259,11 +284,43 @@ impl Server {
         self.dir.path()
     }
 
+    /// Replaces `file` in the policy directory in one step: written next to the directory,
+    /// then renamed into it (as ConfigMap updates swap files), so the watcher sees one
+    /// change and never a half-written file.
     pub fn write_policy(&self, file: &str, body: &str) {
-        // Write then rename, as kubectl/ConfigMap updates do, so no half file is read.
-        let tmp: PathBuf = self.dir.path().join(format!(".{file}.tmp"));
-        std::fs::write(&tmp, body).unwrap();
-        std::fs::rename(&tmp, self.dir.path().join(file)).unwrap();
+        let outside = self.dir.path().parent().expect("policy dir has a parent");
+        let mut tmp = tempfile::NamedTempFile::new_in(outside).unwrap();
+        std::io::Write::write_all(&mut tmp, body.as_bytes()).unwrap();
+        tmp.persist(self.dir.path().join(file)).unwrap();
+    }
+
+    /// Policy directory reloads the server has finished so far, good or bad: its log lines
+    /// "policies reloaded" and "policy reload failed", written once the new set is in force
+    /// (the reload counter in `/metrics` moves just before the set is swapped in).
+    pub fn reloads(&self) -> usize {
+        self.proc.count_lines("policies reloaded") + self.proc.count_lines("policy reload failed")
+    }
+
+    /// Runs `change` on the policy directory and returns once the server has finished
+    /// reloading it, however long that takes on a loaded machine (30 s at most); returns
+    /// how long it took.
+    #[track_caller]
+    pub fn reload_after(&self, change: impl FnOnce(&Path)) -> Duration {
+        let before = self.reloads();
+        let started = Instant::now();
+        change(self.path());
+        assert!(
+            eventually(Duration::from_secs(30), || self.reloads() > before),
+            "no policy reload within 30 s of the change:\n{}",
+            self.proc.output()
+        );
+        started.elapsed()
+    }
+
+    /// [`Server::write_policy`], then waits for the reload it causes.
+    #[track_caller]
+    pub fn replace_policy(&self, file: &str, body: &str) -> Duration {
+        self.reload_after(|_| self.write_policy(file, body))
     }
 
     /// GET {auth}{path} with X-Original-URL and the given extra headers.
@@ -292,6 +349,12 @@ impl Server {
             .unwrap()
             .text()
             .unwrap()
+    }
+
+    /// The sum of the samples of metric `name` (an OpenMetrics family name, e.g.
+    /// `accessgate_key_fetches_total`) whose labels include every `labels` pair.
+    pub fn metric_sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_sum(&self.metrics(), name, labels)
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -373,20 +436,157 @@ pub fn http() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
+/// The sum of the samples of metric `name` in an OpenMetrics text whose labels include every
+/// `labels` pair (0 when there are none).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (family, label_set) = series.split_once('{').unwrap_or((series, ""));
+            family == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| label_set.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse::<f64>().expect("metric value"))
+        .sum()
+}
+
+/// Polls `f` until it returns true or `timeout` passes. The pause between polls is the one
+/// sleep tests need: it waits for a condition, it does not stand in for one.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(25));
+        std::thread::sleep(Duration::from_millis(25)); // between polls, not instead of one
     }
     f()
+}
+
+/// A loopback address nothing listens on, for as long as this value lives: a TCP socket
+/// bound there without listening (and without `SO_REUSEADDR`), so connecting is refused and
+/// no other process can take the port meanwhile, as it could a port merely found free.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    pub addr: std::net::SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("tcp socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let addr = socket.local_addr().unwrap();
+        ClosedPort {
+            _socket: socket,
+            addr,
+        }
+    }
+}
+
+/// How a child process that was given a port to listen on got on.
+pub enum Listening {
+    /// The child itself holds a listening socket on the port.
+    Yes,
+    /// Another process bound the port first (the child said "address already in use").
+    PortTaken,
+}
+
+/// Starts a child that must be told which port to listen on (nginx, Caddy, Traefik cannot
+/// pick one and report it): picks a free port and calls `start`; when `start` reports the
+/// port taken, because another process bound it between the pick and the child's own bind,
+/// tries again with a new port, five times at most.
+pub fn start_on_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Option<T>) -> T {
+    let mut taken = Vec::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if let Some(started) = start(port) {
+            return started;
+        }
+        eprintln!("{what}: port {port} was taken before it could bind it; trying another");
+        taken.push(port);
+    }
+    panic!("{what}: every port tried was taken before it could bind it: {taken:?}")
+}
+
+/// Waits (up to `timeout`) until `child` itself listens on 127.0.0.1:`port`, or reports the
+/// port taken ("address already in use" in `log()`), or exits; panics with `log()` on exit
+/// or timeout. A connect alone would not tell the child from a process that took the port.
+pub fn wait_listening(
+    what: &str,
+    child: &mut Child,
+    port: u16,
+    timeout: Duration,
+    log: impl Fn() -> String,
+) -> Listening {
+    let taken = |log: &str| log.to_ascii_lowercase().contains("address already in use");
+    let mut exited = None;
+    let mut outcome = None;
+    let done = eventually(timeout, || {
+        if listens(child.id(), port) {
+            outcome = Some(Listening::Yes);
+        } else if taken(&log()) {
+            outcome = Some(Listening::PortTaken);
+        } else if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+        }
+        outcome.is_some() || exited.is_some()
+    });
+    match outcome {
+        Some(Listening::PortTaken) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Listening::PortTaken
+        }
+        Some(Listening::Yes) => Listening::Yes,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let why = match exited {
+                Some(status) => format!("exited ({status})"),
+                None if done => "stopped".to_owned(),
+                None => format!("was not listening on port {port} within {timeout:?}"),
+            };
+            panic!("{what} {why}:\n{}", log())
+        }
+    }
+}
+
+/// Whether process `pid` holds a TCP socket listening on 127.0.0.1:`port` (from
+/// /proc/net/tcp and the process's file descriptors).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local_address rem_address st ... inode; st 0A is LISTEN.
+            (f.len() > 9 && f[1] == want && f[3] == "0A").then(|| format!("socket:[{}]", f[9]))
+        })
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
 pub mod caddy;
 pub mod cluster;
 pub mod echo;
 pub mod nginx;
+pub mod replica;
+pub mod stack;
 pub mod traefik;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{eventually, http};
+use super::{Listening, http, start_on_free_port, wait_listening};
 
 /// One Ingress: a host whose `/` is protected by `auth_url`.
 pub struct Site {
@@ -61,47 +61,43 @@ impl Nginx {
         })
     }
 
-    fn start_with(render: impl FnOnce(&Path, u16) -> String) -> Nginx {
-        let prefix = tempfile::tempdir().unwrap();
-        for d in ["logs", "run"] {
-            std::fs::create_dir_all(prefix.path().join(d)).unwrap();
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = render(prefix.path(), port);
-        let conf_path = prefix.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let p = prefix.path().to_str().unwrap();
-        let child = Command::new(nginx_binary())
-            .args([
-                "-p",
-                p,
-                "-e",
-                &format!("{p}/logs/error.log"),
-                "-c",
-                conf_path.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nginx");
-        let mut nginx = Nginx {
-            child,
-            port,
-            prefix,
-        };
-        let up = eventually(Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if !up {
-            let _ = nginx.child.kill();
-            let out = nginx.child.wait_with_output_lossy();
-            panic!("nginx did not start: {out}\n{}", nginx.error_log());
-        }
-        nginx
+    /// Renders the config for a port and starts nginx on it; a port another process took
+    /// first is given up for a new one (see [`start_on_free_port`]).
+    fn start_with(render: impl Fn(&Path, u16) -> String) -> Nginx {
+        start_on_free_port("nginx", |port| {
+            let prefix = tempfile::tempdir().unwrap();
+            for d in ["logs", "run"] {
+                std::fs::create_dir_all(prefix.path().join(d)).unwrap();
+            }
+            let conf = render(prefix.path(), port);
+            let conf_path = prefix.path().join("nginx.conf");
+            std::fs::write(&conf_path, conf).unwrap();
+            let p = prefix.path().to_str().unwrap();
+            // nginx reports start-up errors (a taken port among them) in the error log.
+            let mut child = Command::new(nginx_binary())
+                .args([
+                    "-p",
+                    p,
+                    "-e",
+                    &format!("{p}/logs/error.log"),
+                    "-c",
+                    conf_path.to_str().unwrap(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start nginx");
+            let error_log = prefix.path().join("logs/error.log");
+            let log = || std::fs::read_to_string(&error_log).unwrap_or_default();
+            match wait_listening("nginx", &mut child, port, Duration::from_secs(20), log) {
+                Listening::Yes => Some(Nginx {
+                    child,
+                    port,
+                    prefix,
+                }),
+                Listening::PortTaken => None,
+            }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -147,20 +143,6 @@ impl Nginx {
 
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.prefix.path().join("logs/error.log")).unwrap_or_default()
-    }
-}
-
-trait LossyOutput {
-    fn wait_with_output_lossy(&mut self) -> String;
-}
-
-impl LossyOutput for Child {
-    fn wait_with_output_lossy(&mut self) -> String {
-        let mut s = String::new();
-        if let Some(mut e) = self.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut s);
-        }
-        s
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{eventually, http};
+use super::{Listening, eventually, http, start_on_free_port, wait_listening};
 
 pub struct Traefik {
     child: Child,
@@ -60,12 +60,26 @@ impl Traefik {
         auth_response_headers: &[&str],
         upstream_port: u16,
     ) -> Traefik {
+        start_on_free_port("traefik", |port| {
+            Self::start_on(
+                port,
+                host,
+                auth_address,
+                auth_response_headers,
+                upstream_port,
+            )
+        })
+    }
+
+    /// Starts Traefik on `port`; `None` when another process had taken the port.
+    fn start_on(
+        port: u16,
+        host: &str,
+        auth_address: &str,
+        auth_response_headers: &[&str],
+        upstream_port: u16,
+    ) -> Option<Traefik> {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let dynamic = dir.path().join("dynamic.yaml");
         let static_config = [
             "global: { checkNewVersion: false, sendAnonymousUsage: false }".to_owned(),
@@ -115,7 +129,7 @@ impl Traefik {
         let config = dir.path().join("traefik.yaml");
         std::fs::write(&config, static_config).unwrap();
         let log = std::fs::File::create(dir.path().join("traefik.log")).unwrap();
-        let child = Command::new(traefik_binary())
+        let mut child = Command::new(traefik_binary())
             .arg(format!("--configFile={}", config.display()))
             .current_dir(dir.path())
             .env("HOME", dir.path())
@@ -124,6 +138,13 @@ impl Traefik {
             .stdin(Stdio::null())
             .spawn()
             .expect("start traefik");
+        let log_path = dir.path().join("traefik.log");
+        let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Listening::PortTaken =
+            wait_listening("traefik", &mut child, port, Duration::from_secs(30), log)
+        {
+            return None;
+        }
         let mut traefik = Traefik { child, port, dir };
         // The file provider loads asynchronously: until the router exists Traefik answers
         // 404 for every host. Any other answer (the auth service's 401 for a request without
@@ -154,7 +175,7 @@ impl Traefik {
                 traefik.log()
             );
         }
-        traefik
+        Some(traefik)
     }
 
     /// Traefik's own log (DEBUG), for failure messages.
