@@ -21,9 +21,14 @@ pub struct DemoConfig {
     pub admin_listen: SocketAddr,
 }
 
-/// Starts everything and prints the instructions; returns the guard that keeps the policy
-/// directory alive.
-pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
+/// A running demo: the policy directory and the service (both stop when dropped).
+pub struct Demo {
+    pub dir: tempfile::TempDir,
+    pub running: serve::Running,
+}
+
+/// Starts everything and prints the instructions.
+pub async fn start(config: DemoConfig) -> anyhow::Result<Demo> {
     let issuer_listener = tokio::net::TcpListener::bind(config.issuer_listen).await?;
     let issuer_url = devissuer::issuer_url(issuer_listener.local_addr()?);
     let issuer = IssuerState::new(issuer_url.clone())?;
@@ -63,7 +68,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<tempfile::TempDir> {
         claims: serde_json::from_value(json!({"custom": {"groups": ["engineering", "sre"]}}))?,
         ..Default::default()
     })?;
-    let auth = format!("http://{}/auth/demo/app", running.auth_addr);
+    let auth = format!("http://{}/auth/demo/app", running.listening.auth_addr);
     let url = "X-Original-URL: https://app.example.test/";
     println!(
         r#"accessgate demo is running (Ctrl-C to stop)
@@ -80,9 +85,9 @@ No token: 401 token_missing
 Mint more tokens (any claims; "type": "service" or "org", "ttl": -60 for an expired one):
   curl -s -X POST {issuer_url}/mint -H 'content-type: application/json' -d '{{"aud": ["{DEMO_AUDIENCE}"], "email": "bob@example.com"}}'
 "#,
-        auth_addr = running.auth_addr,
-        admin_addr = running.admin_addr,
+        auth_addr = running.listening.auth_addr,
+        admin_addr = running.listening.admin_addr,
         policy = dir.path().join("policy.yaml").display(),
     );
-    Ok(dir)
+    Ok(Demo { dir, running })
 }

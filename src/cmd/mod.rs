@@ -69,6 +69,8 @@ enum Command {
         routing: RoutingFlags,
         #[command(flatten)]
         keys: VerifyFlags,
+        #[command(flatten)]
+        lifecycle: LifecycleFlags,
     },
     /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
     Run {
@@ -108,6 +110,8 @@ enum Command {
         routing: RoutingFlags,
         #[command(flatten)]
         keys: VerifyFlags,
+        #[command(flatten)]
+        lifecycle: LifecycleFlags,
     },
     /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
     DevIssuer {
@@ -169,6 +173,17 @@ impl FetchFlags {
             AddressPolicy::AllowAll
         }
     }
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct LifecycleFlags {
+    /// After SIGTERM: how long the auth listener keeps answering while `/readyz` is 503, so
+    /// endpoints and proxies stop sending before it stops accepting.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    drain_period: Duration,
+    /// Then: how long requests in flight may take to be answered.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_grace: Duration,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -277,12 +292,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             fetch,
             routing,
             keys,
+            lifecycle,
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
             // the guard is asked for.
             let addresses = fetch.policy(fetch_guard);
             log_address_policy(&addresses);
-            serve::start(ServeConfig {
+            let running = serve::start(ServeConfig {
                 policies,
                 listen,
                 admin_listen,
@@ -291,6 +307,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await?;
             shutdown_signal().await;
+            serve::drain_and_stop_running(
+                running,
+                lifecycle.drain_period,
+                lifecycle.shutdown_grace,
+            )
+            .await;
         }
         Command::Run {
             listen,
@@ -306,6 +328,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             fetch,
             routing,
             keys,
+            lifecycle,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
             let addresses = fetch.policy(true);
@@ -316,7 +339,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 format!(":{service_port}")
             };
             let identity = identity.unwrap_or_else(default_identity);
-            controller::start(RunConfig {
+            let running = controller::start(RunConfig {
                 listen,
                 admin_listen,
                 services: keys.services(&addresses),
@@ -333,6 +356,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             })
             .await?;
             shutdown_signal().await;
+            running
+                .shutdown(lifecycle.drain_period, lifecycle.shutdown_grace)
+                .await;
         }
         Command::DevIssuer { listen } => {
             let listener = tokio::net::TcpListener::bind(listen)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::core::index::NamespaceHosts;
 use crate::serve::state::AppState;
-use crate::serve::{self, ServeError, Services};
+use crate::serve::{self, Listening, ServeError, Services};
 use crate::source::files;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +27,9 @@ pub struct ServeConfig {
     pub host_claims: Option<Arc<NamespaceHosts>>,
 }
 
-/// A started service: its bound addresses and shared state.
+/// A started service: its listeners (with their addresses) and shared state.
 pub struct Running {
-    pub auth_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
+    pub listening: Listening,
     pub state: Arc<AppState>,
 }
 
@@ -43,10 +42,9 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let n = files::reload(&config.policies, state.as_ref(), &state.metrics, &mut clock)?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 
-    let (auth_addr, admin_addr) = serve::listen(&state, config.listen, config.admin_listen).await?;
+    let listening = serve::listen(&state, config.listen, config.admin_listen).await?;
     let running = Running {
-        auth_addr,
-        admin_addr,
+        listening,
         state: state.clone(),
     };
     let dir = config.policies.clone();
@@ -57,4 +55,13 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         }
     });
     Ok(running)
+}
+
+/// The shutdown sequence ([`crate::serve::drain_and_stop`]) for a file-mode service.
+pub async fn drain_and_stop_running(
+    running: Running,
+    drain: std::time::Duration,
+    grace: std::time::Duration,
+) {
+    serve::drain_and_stop(&running.state, running.listening, drain, grace).await;
 }

@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::core::index::NamespaceHosts;
 use crate::core::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
 use crate::serve::state::AppState;
-use crate::serve::{self, ServeError, Services};
+use crate::serve::{self, Listening, ServeError, Services};
 use crate::source::kube::{self as kube_source, Policies};
 use counters::DecisionStats;
 
@@ -62,8 +62,37 @@ pub enum RunError {
     Serve(#[from] ServeError),
 }
 
-/// Starts everything and returns; the tasks run until the process ends.
-pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
+/// A running replica: serving, watching, and (when elected) writing status.
+pub struct Running {
+    pub state: Arc<AppState>,
+    pub listening: Listening,
+    stop_writer: tokio::sync::watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<()>,
+    lease: tokio::task::JoinHandle<
+        Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+    >,
+}
+
+impl Running {
+    /// The shutdown sequence: not ready, drain, stop the listeners (in-flight requests
+    /// answered), then stop writing status and release the Lease (holder cleared) so a
+    /// standby takes over at once instead of waiting for it to expire.
+    pub async fn shutdown(self, drain: Duration, grace: Duration) {
+        serve::drain_and_stop(&self.state, self.listening, drain, grace).await;
+        let _ = self.stop_writer.send(true);
+        let _ = self.writer.await;
+        // The writer held the only leadership receiver: the lease task releases and ends.
+        match tokio::time::timeout(Duration::from_secs(10), self.lease).await {
+            Ok(Ok(Ok(_))) => tracing::info!("lease released"),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "lease not released; it will expire"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed; the lease will expire"),
+            Err(_) => tracing::warn!("lease release timed out; it will expire"),
+        }
+    }
+}
+
+/// Starts everything and returns; the tasks run until [`Running::shutdown`].
+pub async fn start(config: RunConfig) -> Result<Running, RunError> {
     let client = Client::try_default().await?;
     let counters = Arc::new(DecisionStats::default());
     let state = serve::bootstrap(&config.services, Some(counters.clone()))?;
@@ -73,7 +102,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         state.clone(),
         config.host_claims.clone(),
     );
-    serve::listen(&state, config.listen, config.admin_listen).await?;
+    let listening = serve::listen(&state, config.listen, config.admin_listen).await?;
     let ingresses = watch_ingresses(&client, &config.namespaces);
 
     let seconds = config.lease_duration.as_secs().max(2);
@@ -86,7 +115,7 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         ))
         .build()
         .await?;
-    let (leader, _task) = manager.watch().await;
+    let (leader, lease) = manager.watch().await;
     let reporter = Reporter {
         controller: "accessgate".into(),
         instance: Some(config.identity.clone()),
@@ -102,8 +131,15 @@ pub async fn start(config: RunConfig) -> Result<Arc<AppState>, RunError> {
         last_write: HashMap::new(),
         failures: HashMap::new(),
     };
-    tokio::spawn(writer.run(leader));
-    Ok(state)
+    let (stop_writer, stop) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(writer.run(leader, stop));
+    Ok(Running {
+        state,
+        listening,
+        stop_writer,
+        writer,
+        lease,
+    })
 }
 
 struct StatusWriter {
@@ -159,11 +195,18 @@ fn status_retry_delay(failures: u32) -> Duration {
 }
 
 impl StatusWriter {
-    async fn run(mut self, mut leader: tokio::sync::watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut leader: tokio::sync::watch::Receiver<bool>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut was_leader = false;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
             let is_leader = *leader.borrow_and_update();
             if is_leader != was_leader {
                 tracing::info!(identity = %self.config.identity, leader = is_leader, "leadership changed");

@@ -47,6 +47,8 @@ pub fn admin_router(state: Arc<AppState>) -> Router {
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
         "ready\n".into_response()
+    } else if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

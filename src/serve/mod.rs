@@ -2,6 +2,7 @@
 //! [`bootstrap`] builds that state the same way for `serve`, `run` and `demo`; [`listen`]
 //! binds and serves both listeners.
 
+pub mod grpc;
 pub mod http;
 pub mod state;
 
@@ -62,19 +63,90 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Listen { addr, source })
 }
 
-/// Binds the auth and admin listeners and serves them in the background.
+/// Binds the auth and admin listeners and serves them in the background until
+/// [`Listening::shutdown`]. The auth listener speaks HTTP/1.1 and HTTP/2 cleartext: the HTTP
+/// dialects and gRPC ext_authz share it.
 pub async fn listen(
     state: &Arc<AppState>,
     listen: SocketAddr,
     admin_listen: SocketAddr,
-) -> Result<(SocketAddr, SocketAddr), ServeError> {
+) -> Result<Listening, ServeError> {
     let auth = bind(listen).await?;
     let admin = bind(admin_listen).await?;
-    let addrs = (auth.local_addr()?, admin.local_addr()?);
-    tracing::info!(auth = %addrs.0, admin = %addrs.1, "listening");
-    tokio::spawn(serve_http(auth, http::auth_router(state.clone())));
-    tokio::spawn(serve_http(admin, http::admin_router(state.clone())));
-    Ok(addrs)
+    let (auth_addr, admin_addr) = (auth.local_addr()?, admin.local_addr()?);
+    tracing::info!(auth = %auth_addr, admin = %admin_addr, "listening");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(serve_until(
+            auth,
+            grpc::auth_listener(state.clone()),
+            stopped.clone(),
+        )),
+        tokio::spawn(serve_until(
+            admin,
+            http::admin_router(state.clone()),
+            stopped,
+        )),
+    ];
+    Ok(Listening {
+        auth_addr,
+        admin_addr,
+        stop,
+        tasks,
+    })
+}
+
+/// Two listeners being served.
+pub struct Listening {
+    pub auth_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Listening {
+    /// Stops accepting connections and waits (at most `grace`) for requests in flight to be
+    /// answered; keep-alive connections are closed after their current request.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        let _ = self.stop.send(true);
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(grace = ?grace, "requests still in flight after the grace period; closing");
+        }
+    }
+}
+
+/// The shutdown sequence of a serving process, the same for `serve` and `run`: on the first
+/// SIGTERM (or Ctrl-C) `/readyz` turns 503 at once so the endpoint leaves the Service, the
+/// auth listener keeps answering for `drain` while proxies and kube-proxy catch up, then the
+/// listeners stop accepting and finish what is in flight (at most `grace`).
+pub async fn drain_and_stop(
+    state: &AppState,
+    listening: Listening,
+    drain: std::time::Duration,
+    grace: std::time::Duration,
+) {
+    state.begin_drain();
+    tracing::info!(drain = ?drain, "shutting down: not ready, draining");
+    tokio::time::sleep(drain).await;
+    listening.shutdown(grace).await;
+    tracing::info!("listeners stopped");
+}
+
+async fn serve_until(
+    listener: TcpListener,
+    router: axum::Router,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let stop = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, router)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server stopped");
+    }
 }
 
 pub async fn serve_http(listener: TcpListener, router: axum::Router) {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub tokens: TokenCache,
     pub identity: IdentityClient,
     loaded: AtomicBool,
+    /// Set on SIGTERM: `/readyz` answers 503 while the auth listener drains.
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             tokens,
             identity,
             loaded: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -91,9 +94,18 @@ impl AppState {
         }
     }
 
-    /// Ready once a policy set has been installed (it may be empty).
+    /// Ready once a policy set has been installed (it may be empty), until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
+        self.loaded.load(Ordering::Acquire) && !self.is_draining()
+    }
+
+    /// Shutdown has begun: still answering, no longer ready.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 }
 

@@ -187,15 +187,20 @@ pub fn reload(
     metrics: &Metrics,
     clock: &mut ClaimClock,
 ) -> Result<usize, LoadError> {
-    let result = load_dir(dir);
-    let label = if result.is_ok() { "success" } else { "error" };
-    metrics
-        .policy_reloads
-        .get_or_create(&ReloadLabels { result: label })
-        .inc();
-    let index = clock.index(result?);
+    // Counted once the outcome is in force, so a reader of the metric sees the new set.
+    let count = |result| {
+        metrics
+            .policy_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc()
+    };
+    let entries = load_dir(dir).inspect_err(|_| {
+        count("error");
+    })?;
+    let index = clock.index(entries);
     let n = index.len();
     sink.install(index);
+    count("success");
     Ok(n)
 }
 
