@@ -1,0 +1,320 @@
+//! gRPC on the auth listener: `envoy.service.auth.v3.Authorization/Check` (ext_authz, as
+//! Envoy Gateway, Istio, Contour and kgateway call it) and `grpc.health.v1.Health`.
+//!
+//! Same port as the HTTP dialects: the listener speaks HTTP/1.1 and HTTP/2 cleartext (prior
+//! knowledge), and [`auth_listener`] hands a request to the gRPC services only when it is
+//! HTTP/2, has a gRPC content type and names one of the two services. Everything else —
+//! including an HTTP/1.1 or non-gRPC request to a gRPC path — goes to the HTTP router
+//! unchanged, where an unknown path is `503 policy_unknown`: a proxy expecting the HTTP
+//! contract never reads a gRPC answer (HTTP 200 with `grpc-status`) as an allow.
+//!
+//! The data path is the HTTP one: the check's fields → [`dialect::grpc`] → the same
+//! [`http::judge`] (index, decision, metrics, logs) → a `CheckResponse`. Every input,
+//! however broken, gets a `CheckResponse` with a deny, never a gRPC error status: Envoy
+//! treats a failed call as an error (allowed through when `failure_mode_allow` is set),
+//! a denied check as a deny.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Version, header};
+use envoy_types::ext_authz::v3::CheckRequestExt;
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
+    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode,
+    OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::BoolValue;
+use envoy_types::pb::google::rpc;
+use futures::Stream;
+use tonic::{Code, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tower::ServiceExt;
+
+use crate::core::decision::Decision;
+use crate::core::dialect::{self, GrpcHttp, Routing};
+use crate::core::reason::Reason;
+use crate::serve::http::{self, REASON_HEADER, Select};
+use crate::serve::state::AppState;
+
+/// The gRPC services on the auth listener (`/{name}/{method}`).
+const AUTHORIZATION: &str = "envoy.service.auth.v3.Authorization";
+const HEALTH: &str = "grpc.health.v1.Health";
+
+/// How often a health `Watch` looks at readiness.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// The auth listener's service: gRPC ext_authz and health for gRPC requests
+/// ([`is_grpc`]), the HTTP dialects ([`http::auth_router`]) for everything else.
+pub fn auth_listener(state: Arc<AppState>) -> Router {
+    let http = http::auth_router(state.clone());
+    let grpc = tonic::service::Routes::new(AuthorizationServer::new(ExtAuthz {
+        state: state.clone(),
+    }))
+    .add_service(HealthServer::new(Readiness { state }))
+    .prepare()
+    .into_axum_router();
+    Router::new().fallback_service(tower::service_fn(move |req: Request| {
+        let target = if is_grpc(&req) { &grpc } else { &http };
+        target.clone().oneshot(req)
+    }))
+}
+
+/// HTTP/2, `application/grpc` (or `+proto`, ...), and a path under one of our services.
+fn is_grpc(req: &Request) -> bool {
+    let grpc_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct == "application/grpc"
+                || ct.starts_with("application/grpc+")
+                || ct.starts_with("application/grpc;")
+        });
+    let ours = req
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .is_some_and(|(service, _)| service == AUTHORIZATION || service == HEALTH);
+    req.version() == Version::HTTP_2 && grpc_type && ours
+}
+
+struct ExtAuthz {
+    state: Arc<AppState>,
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, Status> {
+        let check = request.into_inner();
+        let decision = match read(&check) {
+            Ok((select, headers, original)) => {
+                let routing = match select {
+                    Select::Name { .. } => Routing::Named,
+                    Select::Route => Routing::Strict,
+                };
+                let request = dialect::grpc(&original, &headers, routing);
+                http::judge(&self.state, &headers, request, &select).await
+            }
+            Err(reason) => {
+                http::judge(&self.state, &HeaderMap::new(), Err(reason), &Select::Route).await
+            }
+        };
+        Ok(tonic::Response::new(respond(decision)))
+    }
+}
+
+/// How a check selects its policy, the client's headers, and the original request.
+///
+/// `context_extensions` `namespace` + `name` (Envoy Gateway `contextExtensions`, Contour
+/// `authPolicy.context`) name the policy like `/auth/{ns}/{name}`; neither chooses by host
+/// and path like the bare endpoints; one without the other is malformed.
+fn read(check: &CheckRequest) -> Result<(Select<'_>, HeaderMap, GrpcHttp<'_>), Reason> {
+    let attributes = check.attributes.as_ref().ok_or(Reason::RequestMalformed)?;
+    let http = attributes
+        .request
+        .as_ref()
+        .and_then(|r| r.http.as_ref())
+        .ok_or(Reason::RequestMalformed)?;
+    let context = &attributes.context_extensions;
+    let select = match (context.get("namespace"), context.get("name")) {
+        (Some(namespace), Some(name)) => Select::Name { namespace, name },
+        (None, None) => Select::Route,
+        _ => return Err(Reason::RequestMalformed),
+    };
+    // Envoy fills `headers` (duplicates joined with `,`), or with `encode_raw_headers`
+    // `header_map` (one entry per header, bytes in `raw_value`); never both.
+    let raw = http
+        .header_map
+        .as_ref()
+        .map(|m| m.headers.as_slice())
+        .unwrap_or_default();
+    let headers = if raw.is_empty() {
+        dialect::grpc_headers(http.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))?
+    } else if !http.headers.is_empty() {
+        return Err(Reason::RequestMalformed);
+    } else {
+        let pairs = raw
+            .iter()
+            .map(|h| match (h.raw_value.is_empty(), h.value.is_empty()) {
+                (true, _) => Ok((h.key.as_str(), h.value.as_bytes())),
+                (false, true) => Ok((h.key.as_str(), h.raw_value.as_slice())),
+                (false, false) if h.raw_value == h.value.as_bytes() => {
+                    Ok((h.key.as_str(), h.value.as_bytes()))
+                }
+                (false, false) => Err(Reason::RequestMalformed),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        dialect::grpc_headers(pairs)?
+    };
+    let original = GrpcHttp {
+        method: &http.method,
+        scheme: &http.scheme,
+        host: &http.host,
+        path: &http.path,
+        id: &http.id,
+        source_ip: check.get_client_address().map(String::as_str),
+    };
+    Ok((select, headers, original))
+}
+
+/// A header Envoy sets, replacing any copy the request (or the local reply) already has.
+#[allow(deprecated)] // `append`: see below
+fn overwrite(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }),
+        // Both spellings: Envoy reads the deprecated `append` when it is set, else
+        // `append_action`; older Envoys read only `append` (unset counts as false).
+        append: Some(BoolValue { value: false }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        keep_empty_value: false,
+    }
+}
+
+fn rpc_status(code: Code, message: &str) -> Option<rpc::Status> {
+    Some(rpc::Status {
+        code: code as i32,
+        message: message.to_owned(),
+        details: Vec::new(),
+    })
+}
+
+/// The HTTP contract in ext_authz form. Allow: OK, the identity headers (overwriting client
+/// copies) and every other mapped header in `headers_to_remove`. Deny: the same status,
+/// reason header and body as the HTTP endpoints, `UNAUTHENTICATED` for 401s and
+/// `PERMISSION_DENIED` for the rest.
+fn respond(decision: Decision) -> CheckResponse {
+    match decision {
+        Decision::Allow {
+            headers: rendered, ..
+        } => {
+            let mut headers = Vec::with_capacity(rendered.set.len());
+            let mut remove: Vec<String> = rendered
+                .absent
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect();
+            for (name, value) in &rendered.set {
+                // Rendered values come from JSON text, so this always holds; were it not
+                // to, the header is removed rather than sent mangled.
+                match std::str::from_utf8(value.as_bytes()) {
+                    Ok(v) => headers.push(overwrite(name.as_str(), v)),
+                    Err(_) => remove.push(name.as_str().to_owned()),
+                }
+            }
+            CheckResponse {
+                status: rpc_status(Code::Ok, ""),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers,
+                    headers_to_remove: remove,
+                    ..OkHttpResponse::default()
+                })),
+                dynamic_metadata: None,
+            }
+        }
+        Decision::Deny(reason) => {
+            let status = reason.status();
+            let mut headers = vec![
+                overwrite(REASON_HEADER, reason.code()),
+                overwrite(header::CACHE_CONTROL.as_str(), "no-store"),
+            ];
+            if status == 401 {
+                headers.push(overwrite(
+                    header::WWW_AUTHENTICATE.as_str(),
+                    "Bearer realm=\"accessgate\"",
+                ));
+            }
+            let http_code = HttpStatusCode::try_from(i32::from(status))
+                .unwrap_or(HttpStatusCode::ServiceUnavailable);
+            let code = if status == 401 {
+                Code::Unauthenticated
+            } else {
+                Code::PermissionDenied
+            };
+            CheckResponse {
+                status: rpc_status(code, reason.code()),
+                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: http_code as i32,
+                    }),
+                    headers,
+                    body: format!("{}\n", reason.code()),
+                })),
+                dynamic_metadata: None,
+            }
+        }
+    }
+}
+
+/// `grpc.health.v1.Health` for the whole server (`""`) and for the ext_authz service:
+/// `SERVING` once a policy set is loaded (as `/readyz`), `NOT_SERVING` before.
+struct Readiness {
+    state: Arc<AppState>,
+}
+
+impl Readiness {
+    fn status(state: &AppState, service: &str) -> ServingStatus {
+        match service {
+            "" | AUTHORIZATION if state.is_ready() => ServingStatus::Serving,
+            "" | AUTHORIZATION => ServingStatus::NotServing,
+            _ => ServingStatus::ServiceUnknown,
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for Readiness {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, Status> {
+        match Self::status(&self.state, &request.get_ref().service) {
+            ServingStatus::ServiceUnknown => Err(Status::not_found("unknown service")),
+            status => Ok(tonic::Response::new(HealthCheckResponse {
+                status: status as i32,
+            })),
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    /// The current status at once, then each change (readiness is looked at every
+    /// [`WATCH_POLL`]); an unknown service stays `SERVICE_UNKNOWN`.
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<WatchStream>, Status> {
+        let state = self.state.clone();
+        let service = request.into_inner().service;
+        let stream = futures::stream::unfold(None, move |last: Option<ServingStatus>| {
+            let state = state.clone();
+            let service = service.clone();
+            async move {
+                loop {
+                    let now = Readiness::status(&state, &service);
+                    if last != Some(now) {
+                        let resp = HealthCheckResponse { status: now as i32 };
+                        return Some((Ok(resp), Some(now)));
+                    }
+                    tokio::time::sleep(WATCH_POLL).await;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
