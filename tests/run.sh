@@ -10,6 +10,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)     # control-plane certificates
 [ -x /usr/sbin/nginx ] || need_apt+=(nginx)               # end-to-end tests run real nginx
 command -v caddy >/dev/null || need_apt+=(caddy)        # ... and real Caddy (forward_auth)
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)   # the chart's pod, sandboxed as a kubelet would run it
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
@@ -22,6 +23,7 @@ done
 echo "control plane binaries: $(ACCESSGATE_CP_GO_P="${ACCESSGATE_CP_GO_P:-2}" bash tests/controlplane/build.sh | tail -n1)"
 echo "helm: $(bash tests/controlplane/build-helm.sh | tail -n1)"
 echo "traefik: $(bash tests/traefik/build.sh | tail -n1)"
+echo "grpc-client: $(bash tests/grpc-client/build.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
