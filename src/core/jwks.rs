@@ -2,11 +2,25 @@
 //! which adds `public_cert` and `public_certs` (PEM certificates with a `kid`). Pure.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use aws_lc_rs::signature::{self as aws, ParsedPublicKey, VerificationAlgorithm};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use serde::Deserialize;
+
+/// The asymmetric algorithms a policy may allow, in the order of [`VerifyingKey`]'s slots.
+const ALGORITHMS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
 
 /// A key usable for signature verification.
 pub struct VerifyingKey {
@@ -15,17 +29,43 @@ pub struct VerifyingKey {
     /// The algorithm the key declares, if any; a token must then use exactly it.
     pub alg: Option<Algorithm>,
     fingerprint: [u8; 32],
+    /// The key parsed into an aws-lc public-key object, once per algorithm it is used with
+    /// (the declared one at load time), so verifying a token parses no key material.
+    parsed: [OnceLock<Option<ParsedPublicKey>>; ALGORITHMS.len()],
 }
 
 impl VerifyingKey {
     pub fn new(kid: String, key: DecodingKey, alg: Option<Algorithm>) -> Self {
         let fingerprint = fingerprint(&key, alg);
-        Self {
+        let k = Self {
             kid,
             key,
             alg,
             fingerprint,
+            parsed: Default::default(),
+        };
+        if let Some(alg) = alg {
+            k.parsed_for(alg);
         }
+        k
+    }
+
+    /// The aws-lc key object for verifying `alg` signatures, or `None` when this key cannot
+    /// (another family, or material aws-lc refuses).
+    pub fn parsed_for(&self, alg: Algorithm) -> Option<&ParsedPublicKey> {
+        let slot = ALGORITHMS.iter().position(|a| *a == alg)?;
+        self.parsed[slot]
+            .get_or_init(|| {
+                let verification = aws_algorithm(alg)?;
+                match self.key.kind() {
+                    DecodingKeyKind::SecretOrDer(der) => ParsedPublicKey::new(verification, der),
+                    DecodingKeyKind::RsaModulusExponent { n, e } => {
+                        ParsedPublicKey::new(verification, rsa_public_key_der(n, e))
+                    }
+                }
+                .ok()
+            })
+            .as_ref()
     }
 
     /// SHA-256 over the key material and declared algorithm: two keys published under one
@@ -36,8 +76,58 @@ impl VerifyingKey {
     }
 }
 
+/// aws-lc's verification algorithm for a JWS `alg` (ECDSA signatures in JWS are the fixed
+/// `r || s` form).
+fn aws_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    Some(match alg {
+        Algorithm::RS256 => &aws::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &aws::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &aws::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &aws::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &aws::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &aws::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &aws::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &aws::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &aws::ED25519,
+        _ => return None,
+    })
+}
+
+/// PKCS#1 `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` in DER,
+/// from a JWK's big-endian `n` and `e`.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(out: &mut Vec<u8>, len: usize) {
+        match len {
+            0..=0x7f => out.push(len as u8),
+            0x80..=0xff => out.extend([0x81, len as u8]),
+            _ => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+    }
+    fn integer(out: &mut Vec<u8>, bytes: &[u8]) {
+        let bytes = match bytes.iter().position(|b| *b != 0) {
+            Some(i) => &bytes[i..],
+            None => &[0][..],
+        };
+        // A set high bit would read as negative: prefix a zero byte.
+        let pad = bytes[0] & 0x80 != 0;
+        out.push(0x02);
+        length(out, bytes.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(bytes);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.push(0x30);
+    length(&mut out, body.len());
+    out.extend(body);
+    out
+}
+
 fn fingerprint(key: &DecodingKey, alg: Option<Algorithm>) -> [u8; 32] {
-    use jsonwebtoken::DecodingKeyKind;
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut field = |tag: &[u8], bytes: &[u8]| {
         ctx.update(tag);
