@@ -8,81 +8,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::cluster::ControlPlane;
+use common::replica::{Replica, SYSTEM_NS};
 use common::*;
 use serde_json::{Value, json};
 
 /// Control planes are heavy on two cores: one test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-const SYSTEM_NS: &str = "accessgate-system";
-
-struct Replica {
-    proc: Proc,
-    auth: String,
-    admin: String,
-}
-
-impl Replica {
-    fn start(kubeconfig: &std::path::Path, identity: &str) -> Replica {
-        let kc = kubeconfig.to_str().unwrap();
-        let proc = Proc::spawn_env(
-            &[
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--pod-namespace",
-                SYSTEM_NS,
-                "--identity",
-                identity,
-                "--lease-duration",
-                "6s",
-                "--status-interval",
-                "1s",
-                "--jwks-refetch-min-interval",
-                "1s",
-                "--jwks-refresh",
-                "2s",
-                "--jwks-retry",
-                "1s",
-                // Everything here runs on 127.0.0.1; the fetch guard refuses the rest.
-                "--allow-fetch-cidr",
-                "127.0.0.0/8",
-            ],
-            &[("KUBECONFIG", kc)],
-        );
-        let line = proc.wait_line("\"listening\"", Duration::from_secs(30));
-        let v: Value = serde_json::from_str(&line).unwrap();
-        let r = Replica {
-            auth: format!("http://{}", v["auth"].as_str().unwrap()),
-            admin: format!("http://{}", v["admin"].as_str().unwrap()),
-            proc,
-        };
-        let ready = eventually(Duration::from_secs(30), || {
-            http()
-                .get(format!("{}/readyz", r.admin))
-                .send()
-                .map(|x| x.status() == 200)
-                .unwrap_or(false)
-        });
-        assert!(
-            ready,
-            "replica {identity} never became ready:\n{}",
-            r.proc.output()
-        );
-        r
-    }
-
-    fn status(&self, path: &str, token: &str) -> u16 {
-        http()
-            .get(format!("{}{path}", self.auth))
-            .header("x-original-url", "https://app.example.test/")
-            .header("cf-access-jwt-assertion", token)
-            .send()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    }
+/// A replica that also refreshes keys every 2 s (rotation and fetch-failure tests).
+fn replica(kubeconfig: &std::path::Path, identity: &str) -> Replica {
+    Replica::start(
+        kubeconfig,
+        identity,
+        &["--jwks-refresh", "2s", "--jwks-retry", "1s"],
+    )
 }
 
 fn policy(name: &str, issuer: &str, audience: &str) -> String {
@@ -142,7 +81,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn policies_get_status_events_and_changes_are_enforced() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (cp, issuer, kc) = setup();
-    let replica = Replica::start(&kc, "replica-a");
+    let replica = replica(&kc, "replica-a");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
 
     let obj = wait_status(&cp, "web", Duration::from_secs(30), |o| {
@@ -369,8 +308,8 @@ fn policies_get_status_events_and_changes_are_enforced() {
 fn only_the_leader_writes_status_and_a_standby_takes_over() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (cp, issuer, kc) = setup();
-    let a = Replica::start(&kc, "replica-a");
-    let b = Replica::start(&kc, "replica-b");
+    let a = replica(&kc, "replica-a");
+    let b = replica(&kc, "replica-b");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
     wait_status(&cp, "web", Duration::from_secs(30), |o| {
         ready_condition(o) == Some(("True".into(), "Enforced".into()))
@@ -470,7 +409,7 @@ fn only_the_leader_writes_status_and_a_standby_takes_over() {
 fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (cp, issuer, kc) = setup();
-    let replica = Replica::start(&kc, "replica-a");
+    let replica = replica(&kc, "replica-a");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
     cp.apply(&policy("other", &issuer.url, AUD)).unwrap();
     wait_status(&cp, "web", Duration::from_secs(30), |o| {
@@ -771,7 +710,7 @@ fn an_older_namespace_keeps_its_host_against_a_newer_claim() {
     let tenant_issuer = Issuer::start();
     cp.kubectl_ok(&["create", "namespace", "victim"]);
     cp.kubectl_ok(&["create", "namespace", "tenant"]);
-    let replica = Replica::start(&kc, "replica-a");
+    let replica = replica(&kc, "replica-a");
     let hosts = r#","hosts":["admin.example.test"]"#;
     cp.apply(&policy_in("victim", "console", &victim_issuer.url, hosts))
         .unwrap();
