@@ -20,7 +20,7 @@ fn committed_crd_matches_generated() {
     .unwrap();
     assert!(
         committed == printed(),
-        "crds/accesspolicy.yaml is stale: run `cargo run -- crd > crds/accesspolicy.yaml` and copy it to charts/accessgate/crds/"
+        "crds/accesspolicy.yaml is stale: run `cargo run -- crd > crds/accesspolicy.yaml` and copy it to charts/accessgate/files/accesspolicy-crd.yaml"
     );
 }
 
@@ -104,12 +104,14 @@ fn walk(node: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
 #[test]
 fn chart_ships_the_same_crd() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let chart = std::fs::read_to_string(format!("{root}/charts/accessgate/crds/accesspolicy.yaml"))
-        .unwrap();
+    let chart = std::fs::read_to_string(format!(
+        "{root}/charts/accessgate/files/accesspolicy-crd.yaml"
+    ))
+    .unwrap();
     let committed = std::fs::read_to_string(format!("{root}/crds/accesspolicy.yaml")).unwrap();
     assert!(
         chart == committed,
-        "charts/accessgate/crds/accesspolicy.yaml differs from crds/: copy it over"
+        "charts/accessgate/files/accesspolicy-crd.yaml differs from crds/: copy it over"
     );
 }
 

@@ -1,93 +1,63 @@
 //! The Helm chart, with helm built from the Go module proxy: lint, rendered manifests
-//! (security context, RBAC from the shared rules file), schema, and a real install into a
-//! kube-apiserver where the installed ServiceAccount runs the controller.
+//! (security context, RBAC from the shared rules file, every value), schema refusals, a real
+//! install into a kube-apiserver where the installed ServiceAccount runs the controller, and
+//! a CRD upgrade that applies (a new field is stored after `helm upgrade`, the CRD and the
+//! policies survive `helm uninstall`).
 
+mod chart_support;
 mod common;
 
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
+use chart_support::*;
 use common::cluster::ControlPlane;
 use common::*;
 use serde_json::{Value, json};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/accessgate");
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/charts/accessgate/files/rbac-rules.yaml"
 );
-const NS: &str = "accessgate-system";
+const CHART_CRD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/charts/accessgate/files/accesspolicy-crd.yaml"
+);
+const GENERATED_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/accesspolicy.yaml");
+const CRD_NAME: &str = "accesspolicies.accessgate.dev";
 const SA: &str = "system:serviceaccount:accessgate-system:accessgate";
 
-fn helm_bin() -> String {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/controlplane/build-helm.sh"
-        ))
-        .output()
-        .expect("build-helm.sh");
-    assert!(
-        out.status.success(),
-        "building helm failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
-fn helm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(helm_bin()).args(args).output().expect("helm");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-#[track_caller]
-fn helm_ok(args: &[&str]) -> String {
-    let (ok, out, err) = helm(args);
-    assert!(ok, "helm {args:?} failed: {err}\n{out}");
-    out
-}
-
-/// `helm template` as a list of objects.
-fn render(extra: &[&str]) -> Vec<Value> {
-    let mut args = vec![
-        "template",
-        "accessgate",
-        CHART,
-        "--namespace",
-        NS,
-        "--kube-version",
-        "1.33.0",
-    ];
-    args.extend_from_slice(extra);
-    let text = helm_ok(&args);
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-fn kinds(objs: &[Value]) -> Vec<String> {
-    let mut k: Vec<String> = objs
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap().to_owned())
-        .collect();
-    k.sort();
-    k
-}
-
-fn find<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    objs.iter().filter(|o| o["kind"] == kind).collect()
-}
-
 fn rules() -> Value {
-    serde_saphyr::from_str(&std::fs::read_to_string(RULES).unwrap()).unwrap()
+    read_yaml(Path::new(RULES))
+}
+
+fn deployment(objs: &[Value]) -> &Value {
+    find(objs, "Deployment")[0]
+}
+
+fn container(objs: &[Value]) -> &Value {
+    &deployment(objs)["spec"]["template"]["spec"]["containers"][0]
+}
+
+fn args(objs: &[Value]) -> Vec<String> {
+    container(objs)["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `helm template` must fail, saying `needle`.
+#[track_caller]
+fn refused(sets: &[&str], needle: &str) {
+    let mut a = vec!["template", "accessgate", CHART, "--kube-version", "1.33.0"];
+    for s in sets {
+        a.extend_from_slice(&["--set", s]);
+    }
+    let (ok, _, err) = helm(&a);
+    assert!(!ok, "{sets:?} was accepted");
+    assert!(err.contains(needle), "{sets:?}: {err}");
 }
 
 #[test]
@@ -100,10 +70,18 @@ fn chart_lints_strictly() {
         "--kube-version",
         "1.33.0",
         "--set",
-        "networkPolicy.enabled=true,serviceMonitor.enabled=true",
+        "networkPolicy.enabled=true,serviceMonitor.enabled=true,prometheusRule.enabled=true",
+        "--set",
+        "dashboards.enabled=true,autoscaling.enabled=true,crds.keep=false,tests.enabled=false",
         "--set",
         "watchNamespaces={a,b}",
     ]);
+    // The chart's own files: no crds/ directory (Helm would install that copy too, and never
+    // upgrade it).
+    assert!(
+        !Path::new(CHART).join("crds").exists(),
+        "charts/accessgate/crds/ is back: the CRD is rendered from templates/crd.yaml"
+    );
 }
 
 #[test]
@@ -114,8 +92,12 @@ fn default_render_is_secure_and_least_privilege() {
         kinds(&objs),
         [
             "ClusterRole",
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
+            "CustomResourceDefinition",
             "Deployment",
+            "Pod",
             "PodDisruptionBudget",
             "Role",
             "RoleBinding",
@@ -123,7 +105,7 @@ fn default_render_is_secure_and_least_privilege() {
             "ServiceAccount"
         ]
     );
-    let dep = find(&objs, "Deployment")[0];
+    let dep = deployment(&objs);
     assert_eq!(dep["spec"]["replicas"], 2);
     let pod = &dep["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -136,7 +118,11 @@ fn default_render_is_secure_and_least_privilege() {
             .as_array()
             .is_some_and(|a| !a.is_empty())
     );
-    let c = &pod["containers"][0];
+    assert_eq!(pod["terminationGracePeriodSeconds"], 40);
+    assert!(pod.get("priorityClassName").is_none());
+    assert!(pod.get("volumes").is_none());
+    let c = container(&objs);
+    assert_eq!(c["image"], "ghcr.io/accessgate/accessgate:0.1.0");
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
@@ -144,24 +130,36 @@ fn default_render_is_secure_and_least_privilege() {
     assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["periodSeconds"], 5);
+    assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
+    // Shutdown: the kubelet's sleep action (no shell in distroless), inside the grace period.
+    assert_eq!(c["lifecycle"]["preStop"], json!({"sleep": {"seconds": 15}}));
     assert!(c["resources"]["limits"]["memory"].is_string());
-    let args: Vec<&str> = c["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args = args(&objs);
     assert_eq!(args[0], "run");
-    assert!(args.contains(&"--service-name=accessgate"));
+    assert!(args.contains(&"--service-name=accessgate".to_owned()));
+    assert!(args.contains(&"--lease-name=accessgate-leader".to_owned()));
     assert!(
         !args.iter().any(|a| a.starts_with("--allow-fetch-cidr")),
         "no fetch guard exceptions by default: {args:?}"
     );
-    // RBAC is exactly the shared rules file, which the controller tests run under.
+    // After the 15 s preStop sleep: a short drain, then what is left of the 40 s grace period
+    // (minus a margin for the Lease release) for requests in flight.
+    assert!(
+        args.contains(&"--drain-period=5s".to_owned())
+            && args.contains(&"--shutdown-grace=15s".to_owned()),
+        "{args:?}"
+    );
+    // RBAC is exactly the shared rules file, which the controller tests run under (for the
+    // default release the Lease name is the binary's default, so the lease rules match too).
     let r = rules();
-    assert_eq!(find(&objs, "ClusterRole")[0]["rules"], r["cluster"]);
-    assert_eq!(find(&objs, "Role")[0]["rules"], r["lease"]);
-    assert_eq!(find(&objs, "Role")[0]["metadata"]["namespace"], NS);
+    assert_eq!(
+        named(&objs, "ClusterRole", "accessgate")["rules"],
+        r["cluster"]
+    );
+    let role = find(&objs, "Role")[0];
+    assert_eq!(role["rules"], r["lease"]);
+    assert_eq!(role["metadata"]["namespace"], NS);
     let verbs: Vec<&str> = r["cluster"]
         .as_array()
         .unwrap()
@@ -177,6 +175,19 @@ fn default_render_is_secure_and_least_privilege() {
     );
     let svc = find(&objs, "Service")[0];
     assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    let pdb = find(&objs, "PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow");
+    // Off unless asked for.
+    for kind in [
+        "HorizontalPodAutoscaler",
+        "PrometheusRule",
+        "ConfigMap",
+        "ServiceMonitor",
+        "NetworkPolicy",
+    ] {
+        assert!(find(&objs, kind).is_empty(), "{kind} rendered by default");
+    }
 }
 
 #[test]
@@ -220,23 +231,318 @@ fn non_default_values_render() {
     );
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "http");
     assert_eq!(find(&objs, "ServiceMonitor").len(), 1);
-    let dep = find(&objs, "Deployment")[0];
+    let dep = deployment(&objs);
     assert_eq!(dep["spec"]["replicas"], 3);
-    let args: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    let args = args(&objs);
+    for want in [
+        "--namespaces=team-a,team-b",
+        "--service-port=8080",
+        "--log=debug",
+        "--allow-fetch-cidr=10.96.0.0/12",
+        "--allow-fetch-cidr=fd00::/8",
+        "--host-claims=team-a=*.a.example.com,b.example.com",
+    ] {
+        assert!(args.contains(&want.to_owned()), "{want} not in {args:?}");
+    }
+}
+
+/// The CRD comes from templates/ (so `helm upgrade` applies it), is exactly what
+/// `accessgate crd` generates, and carries the keep annotation unless told otherwise.
+#[test]
+fn crd_is_rendered_from_templates_with_keep() {
+    let objs = render(&[]);
+    let crd = find(&objs, "CustomResourceDefinition")[0].clone();
+    assert_eq!(crd["metadata"]["name"], CRD_NAME);
+    assert_eq!(
+        crd["metadata"]["annotations"],
+        json!({"helm.sh/resource-policy": "keep"})
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "Helm"
+    );
+    // Apart from Helm's labels and the annotation, the rendered CRD is the generated one
+    // (helm re-serialises it: `minimum: 0.0` comes out as `0`, the same number to the API
+    // server, so numbers are compared as numbers).
+    let mut bare = crd.clone();
+    bare["metadata"] = json!({"name": CRD_NAME});
+    assert!(
+        numbers_as_f64(bare) == numbers_as_f64(read_yaml(Path::new(CHART_CRD))),
+        "the rendered CRD differs from files/accesspolicy-crd.yaml"
+    );
+    assert_eq!(
+        std::fs::read_to_string(CHART_CRD).unwrap(),
+        std::fs::read_to_string(GENERATED_CRD).unwrap(),
+        "charts/accessgate/files/accesspolicy-crd.yaml differs from crds/accesspolicy.yaml: copy it over"
+    );
+
+    let objs = render(&["--set", "crds.keep=false"]);
+    let crd = find(&objs, "CustomResourceDefinition")[0];
+    assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
+    let objs = render(&["--set", "crds.install=false"]);
+    assert!(find(&objs, "CustomResourceDefinition").is_empty());
+}
+
+/// `v` with every number as a float, so `0` and `0.0` compare equal.
+fn numbers_as_f64(v: Value) -> Value {
+    match v {
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(m) => {
+            Value::Object(m.into_iter().map(|(k, v)| (k, numbers_as_f64(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// A PodDisruptionBudget only where it can be satisfied during a drain.
+#[test]
+fn pdb_only_with_more_than_one_replica() {
+    let count = |sets: &str| find(&render(&["--set", sets]), "PodDisruptionBudget").len();
+    assert_eq!(count("replicaCount=1"), 0);
+    assert_eq!(count("replicaCount=2"), 1);
+    assert_eq!(
+        count("autoscaling.enabled=true,autoscaling.minReplicas=1"),
+        0
+    );
+    assert_eq!(
+        count("autoscaling.enabled=true,autoscaling.minReplicas=2,replicaCount=1"),
+        1
+    );
+    let objs = render(&[
+        "--set",
+        "podDisruptionBudget.minAvailable=50%,podDisruptionBudget.unhealthyPodEvictionPolicy=IfHealthyBudget",
+    ]);
+    let pdb = find(&objs, "PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["minAvailable"], "50%");
+    assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "IfHealthyBudget");
+}
+
+/// get/patch on the release's own Lease only; create stands alone (RBAC cannot scope it by
+/// name: the name is in the body, not the URL).
+#[test]
+fn lease_rbac_is_scoped_to_the_release_lease() {
+    for (sets, lease) in [
+        (vec![], "accessgate-leader"),
+        (vec!["--set", "fullnameOverride=gate"], "gate-leader"),
+    ] {
+        let objs = render(&sets);
+        assert!(args(&objs).contains(&format!("--lease-name={lease}")));
+        let rules = find(&objs, "Role")[0]["rules"].as_array().unwrap().clone();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        for r in &rules {
+            assert_eq!(r["resources"], json!(["leases"]));
+            let verbs = r["verbs"].as_array().unwrap();
+            if verbs.contains(&json!("create")) {
+                assert_eq!(verbs, &[json!("create")], "create shares a rule: {r}");
+                assert!(r.get("resourceNames").is_none());
+            } else {
+                assert_eq!(r["resourceNames"], json!([lease]), "{r}");
+            }
+        }
+    }
+}
+
+/// App teams manage AccessPolicies through the built-in roles; nobody but accessgate
+/// writes status.
+#[test]
+fn aggregated_cluster_roles_for_app_teams() {
+    let objs = render(&[]);
+    let view = named(&objs, "ClusterRole", "accessgate-view");
+    let edit = named(&objs, "ClusterRole", "accessgate-edit");
+    let labels = |o: &Value, key: &str| o["metadata"]["labels"][key].clone();
+    for key in ["view", "edit", "admin"] {
+        assert_eq!(
+            labels(
+                view,
+                &format!("rbac.authorization.k8s.io/aggregate-to-{key}")
+            ),
+            "true"
+        );
+    }
+    assert!(labels(edit, "rbac.authorization.k8s.io/aggregate-to-view").is_null());
+    for key in ["edit", "admin"] {
+        assert_eq!(
+            labels(
+                edit,
+                &format!("rbac.authorization.k8s.io/aggregate-to-{key}")
+            ),
+            "true"
+        );
+    }
+    assert_eq!(view["rules"][0]["verbs"], json!(["get", "list", "watch"]));
+    for role in [view, edit] {
+        for rule in role["rules"].as_array().unwrap() {
+            assert_eq!(rule["resources"], json!(["accesspolicies"]), "{rule}");
+        }
+    }
+    let objs = render(&["--set", "rbac.aggregateClusterRoles=false"]);
+    assert_eq!(find(&objs, "ClusterRole").len(), 1);
+}
+
+#[test]
+fn pod_values_render() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let objs = render(&[
+        "--set",
+        &format!("image.digest={digest}"),
+        "--set",
+        "priorityClassName=system-cluster-critical",
+        "--set",
+        "extraArgs={--identity-cache-mib=8}",
+        "--set",
+        "extraEnv[0].name=SSL_CERT_FILE,extraEnv[0].value=/etc/accessgate/ca/bundle.pem",
+        "--set",
+        "extraVolumes[0].name=ca,extraVolumes[0].configMap.name=ca-bundle",
+        "--set",
+        "extraVolumeMounts[0].name=ca,extraVolumeMounts[0].mountPath=/etc/accessgate/ca,extraVolumeMounts[0].readOnly=true",
+        "--set",
+        "podSecurityContext.runAsUser=10001,podSecurityContext.fsGroup=null",
+        "--set",
+        "securityContext.readOnlyRootFilesystem=true,securityContext.runAsUser=10001",
+        "--set",
+        "livenessProbe.periodSeconds=20,livenessProbe.failureThreshold=6",
+        "--set",
+        "readinessProbe.periodSeconds=2,readinessProbe.timeoutSeconds=1",
+        "--set",
+        "terminationGracePeriodSeconds=90,drainSeconds=30",
+    ]);
+    let pod = &deployment(&objs)["spec"]["template"]["spec"];
+    let c = container(&objs);
+    assert_eq!(
+        c["image"],
+        format!("ghcr.io/accessgate/accessgate@{digest}")
+    );
+    assert_eq!(pod["priorityClassName"], "system-cluster-critical");
+    assert_eq!(args(&objs).last().unwrap(), "--identity-cache-mib=8");
+    let env = c["env"].as_array().unwrap();
+    assert_eq!(
+        env[0]["name"], "POD_NAME",
+        "the chart's own env stays first"
+    );
+    assert_eq!(
+        env.last().unwrap(),
+        &json!({"name": "SSL_CERT_FILE", "value": "/etc/accessgate/ca/bundle.pem"})
+    );
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "ca", "configMap": {"name": "ca-bundle"}}])
+    );
+    assert_eq!(
+        c["volumeMounts"],
+        json!([{"name": "ca", "mountPath": "/etc/accessgate/ca", "readOnly": true}])
+    );
+    // Overrides merge with the defaults; null removes a key.
+    assert_eq!(pod["securityContext"]["runAsUser"], 10001);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(pod["securityContext"].get("fsGroup").is_none());
+    assert_eq!(c["securityContext"]["runAsUser"], 10001);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(c["livenessProbe"]["periodSeconds"], 20);
+    assert_eq!(c["livenessProbe"]["failureThreshold"], 6);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["periodSeconds"], 2);
+    assert_eq!(c["readinessProbe"]["timeoutSeconds"], 1);
+    assert_eq!(pod["terminationGracePeriodSeconds"], 90);
+    assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 30);
+
+    // No preStop hook at all with drainSeconds=0.
+    let objs = render(&["--set", "drainSeconds=0"]);
+    assert!(container(&objs).get("lifecycle").is_none());
+    // The grace period has to leave the process time after the sleep.
+    refused(&["drainSeconds=40"], "must be larger than drainSeconds");
+}
+
+#[test]
+fn autoscaling_renders_an_hpa_and_leaves_replicas_to_it() {
+    let objs = render(&[
+        "--set",
+        "autoscaling.enabled=true,autoscaling.minReplicas=3,autoscaling.maxReplicas=9,autoscaling.targetCPUUtilizationPercentage=60",
+    ]);
+    assert!(
+        deployment(&objs)["spec"].get("replicas").is_none(),
+        "the HPA owns the replica count"
+    );
+    let hpa = find(&objs, "HorizontalPodAutoscaler")[0];
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "accessgate");
+    assert_eq!(hpa["spec"]["minReplicas"], 3);
+    assert_eq!(hpa["spec"]["maxReplicas"], 9);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"],
+        json!({"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}})
+    );
+    refused(
+        &["autoscaling.enabled=true,autoscaling.minReplicas=5,autoscaling.maxReplicas=2"],
+        "minReplicas",
+    );
+}
+
+/// `helm test`: a Pod that asks the Service's admin port for /readyz, never selected by the
+/// Service itself, and admitted by the NetworkPolicy.
+#[test]
+fn helm_test_pod_checks_readyz_through_the_service() {
+    let objs = render(&["--set", "networkPolicy.enabled=true"]);
+    let pod = named(&objs, "Pod", "accessgate-test-readyz");
+    assert_eq!(pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    let c = &pod["spec"]["containers"][0];
+    assert_eq!(c["image"], "curlimages/curl:8.17.0");
+    assert_eq!(
+        c["args"].as_array().unwrap().last().unwrap(),
+        "http://accessgate.accessgate-system.svc:9090/readyz"
+    );
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    // The Service's selector must not match the test Pod.
+    let selector = find(&objs, "Service")[0]["spec"]["selector"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let labels = &pod["metadata"]["labels"];
+    assert!(
+        selector.iter().any(|(k, v)| &labels[k] != v),
+        "the Service would send traffic to the test Pod: {labels}"
+    );
+    // The NetworkPolicy admits exactly these labels to the admin port.
+    let np = find(&objs, "NetworkPolicy")[0];
+    let admitted = np["spec"]["ingress"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    assert!(
-        args.contains(&"--namespaces=team-a,team-b")
-            && args.contains(&"--service-port=8080")
-            && args.contains(&"--log=debug")
-            && args.contains(&"--allow-fetch-cidr=10.96.0.0/12")
-            && args.contains(&"--allow-fetch-cidr=fd00::/8")
-            && args.contains(&"--host-claims=team-a=*.a.example.com,b.example.com"),
-        "{args:?}"
+        .find(|r| r["from"][0]["podSelector"].is_object())
+        .expect("a rule for the test Pod");
+    assert_eq!(admitted["ports"][0]["port"], "metrics");
+    for (k, v) in admitted["from"][0]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&labels[k], v, "{k}");
+    }
+    let digest = format!("sha256:{}", "cd".repeat(32));
+    let objs = render(&["--set", &format!("tests.image.digest={digest}")]);
+    assert_eq!(
+        named(&objs, "Pod", "accessgate-test-readyz")["spec"]["containers"][0]["image"],
+        format!("curlimages/curl@{digest}")
     );
+    let objs = render(&["--set", "tests.enabled=false,networkPolicy.enabled=true"]);
+    assert!(find(&objs, "Pod").is_empty());
+    assert_eq!(
+        find(&objs, "NetworkPolicy")[0]["spec"]["ingress"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Umbrella charts pass `global`; the strict schema accepts it (and nothing else unknown).
+#[test]
+fn global_values_are_accepted() {
+    let objs = render(&[
+        "--set",
+        "global.imageRegistry=registry.example,global.anything.nested=1",
+    ]);
+    assert_eq!(find(&objs, "Deployment").len(), 1);
 }
 
 #[test]
@@ -251,19 +557,39 @@ fn values_schema_refuses_nonsense() {
         "hostClaims.team-a={Admin.example.com}",
         "hostClaims.Team_A={a.example.com}",
         "nope=1",
+        // New values: each refuses a wrong type, an unknown key, or a malformed value.
+        "global=1",
+        "crds.enabled=true",
+        "crds.keep=yes",
+        "image.digest=latest",
+        "image.nope=1",
+        "fullnameOverride=Not_A_Name",
+        "extraArgs={run}",
+        "extraEnv[0].value=x",
+        "extraVolumeMounts[0].name=ca",
+        "drainSeconds=-1",
+        "terminationGracePeriodSeconds=0",
+        "livenessProbe.httpGet.path=/",
+        "readinessProbe.periodSeconds=0",
+        "podDisruptionBudget.unhealthyPodEvictionPolicy=Never",
+        "podDisruptionBudget.minAvailable=half",
+        "autoscaling.minReplicas=0",
+        "autoscaling.targetMemoryUtilizationPercentage=80",
+        "rbac.create=false",
+        "prometheusRule.denyRatio=2",
+        "prometheusRule.denyRatio=1.5",
+        "prometheusRule.denyMinRequestsPerSecond=lots",
+        "prometheusRule.nope=1",
+        "dashboards.namespace=Monitoring",
+        "tests.image.repository=",
+        "resources.cpu=1",
     ] {
-        let (ok, _, err) = helm(&[
-            "template",
-            "accessgate",
-            CHART,
-            "--kube-version",
-            "1.33.0",
-            "--set",
-            bad,
-        ]);
-        assert!(!ok, "{bad} was accepted");
-        assert!(err.contains("schema"), "{bad}: {err}");
+        refused(&[bad], "schema");
     }
+}
+
+fn kubectl_json(cp: &ControlPlane, args: &[&str]) -> Value {
+    cp.get_json(args)
 }
 
 #[test]
@@ -271,7 +597,7 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
     let cp = ControlPlane::start();
     let kc = cp.admin_kubeconfig();
     let kc = kc.to_str().unwrap();
-    let notes = helm_ok(&[
+    let install = [
         "install",
         "accessgate",
         CHART,
@@ -280,7 +606,28 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         "--create-namespace",
         "--kubeconfig",
         kc,
+    ];
+
+    // The harness applied the CRD with kubectl, as chart 0.1.x did from crds/: Helm will not
+    // take over an object it did not create ...
+    let (ok, _, err) = helm(&install);
+    assert!(!ok, "helm adopted a CRD without ownership metadata");
+    assert!(err.contains("invalid ownership metadata"), "{err}");
+    // ... until it is labelled and annotated as the release's (README "Upgrading from 0.1.x").
+    cp.kubectl_ok(&[
+        "label",
+        "crd",
+        CRD_NAME,
+        "app.kubernetes.io/managed-by=Helm",
     ]);
+    cp.kubectl_ok(&[
+        "annotate",
+        "crd",
+        CRD_NAME,
+        "meta.helm.sh/release-name=accessgate",
+        &format!("meta.helm.sh/release-namespace={NS}"),
+    ]);
+    let notes = helm_ok(&install);
     assert!(
         notes.contains("nginx.ingress.kubernetes.io/auth-url"),
         "{notes}"
@@ -289,12 +636,17 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         notes.contains("http://accessgate.accessgate-system.svc.cluster.local/auth/"),
         "{notes}"
     );
+    let crd = kubectl_json(&cp, &["crd", CRD_NAME]);
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
 
     // What the controller needs: yes. A sample of what it must not have: no.
-    let can = |args: &[&str]| {
+    let can = |args: &[&str], who: &str| {
         let mut a = vec!["auth", "can-i"];
         a.extend_from_slice(args);
-        a.extend_from_slice(&["--as", SA]);
+        a.extend_from_slice(&["--as", who]);
         let (_, out, _) = cp.kubectl(&a, None);
         out.trim().to_owned()
     };
@@ -311,11 +663,21 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         ],
         vec!["create", "events.events.k8s.io", "-n", "apps"],
         vec!["patch", "events.events.k8s.io", "-n", "apps"],
-        vec!["get", "leases.coordination.k8s.io", "-n", NS],
+        vec![
+            "get",
+            "leases.coordination.k8s.io/accessgate-leader",
+            "-n",
+            NS,
+        ],
+        vec![
+            "patch",
+            "leases.coordination.k8s.io/accessgate-leader",
+            "-n",
+            NS,
+        ],
         vec!["create", "leases.coordination.k8s.io", "-n", NS],
-        vec!["patch", "leases.coordination.k8s.io", "-n", NS],
     ] {
-        assert_eq!(can(&yes), "yes", "{yes:?}");
+        assert_eq!(can(&yes, SA), "yes", "{yes:?}");
     }
     for no in [
         vec!["delete", "accesspolicies.accessgate.dev", "-n", "apps"],
@@ -323,13 +685,59 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         vec!["patch", "accesspolicies.accessgate.dev", "-n", "apps"],
         vec!["get", "secrets", "-n", NS],
         vec!["list", "pods", "-A"],
+        // Only its own Lease, and only in its namespace.
+        vec!["get", "leases.coordination.k8s.io/other-leader", "-n", NS],
+        vec!["patch", "leases.coordination.k8s.io/other-leader", "-n", NS],
+        vec!["list", "leases.coordination.k8s.io", "-n", NS],
+        vec![
+            "delete",
+            "leases.coordination.k8s.io/accessgate-leader",
+            "-n",
+            NS,
+        ],
         vec!["patch", "leases.coordination.k8s.io", "-n", "kube-system"],
         vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
     ] {
-        assert_eq!(can(&no), "no", "{no:?}");
+        assert_eq!(can(&no, SA), "no", "{no:?}");
     }
 
-    // The installed ServiceAccount's token runs the controller (out of cluster: no kubelet here).
+    // The aggregated roles, bound directly (no controller-manager here to aggregate them into
+    // edit/view): an app team edits policies in its namespace, never their status.
+    cp.kubectl_ok(&["create", "namespace", "apps"]);
+    for role in ["accessgate-view", "accessgate-edit"] {
+        cp.kubectl_ok(&[
+            "create",
+            "rolebinding",
+            role,
+            &format!("--clusterrole={role}"),
+            "--user=alice",
+            "-n",
+            "apps",
+        ]);
+    }
+    for yes in [
+        vec!["create", "accesspolicies.accessgate.dev", "-n", "apps"],
+        vec!["patch", "accesspolicies.accessgate.dev", "-n", "apps"],
+        vec!["delete", "accesspolicies.accessgate.dev", "-n", "apps"],
+        vec!["list", "accesspolicies.accessgate.dev", "-n", "apps"],
+    ] {
+        assert_eq!(can(&yes, "alice"), "yes", "{yes:?}");
+    }
+    for no in [
+        vec![
+            "patch",
+            "accesspolicies.accessgate.dev",
+            "--subresource=status",
+            "-n",
+            "apps",
+        ],
+        vec!["create", "accesspolicies.accessgate.dev", "-n", "other"],
+    ] {
+        assert_eq!(can(&no, "alice"), "no", "{no:?}");
+    }
+
+    // The installed ServiceAccount's token runs the controller (out of cluster: no kubelet
+    // here), leader election included under the name-scoped Lease rules.
     let issuer = Issuer::start();
     let sa_kc = cp.token_kubeconfig(NS, "accessgate");
     let proc = Proc::spawn_env(
@@ -352,7 +760,6 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         &[("KUBECONFIG", sa_kc.to_str().unwrap())],
     );
     proc.wait_line("\"listening\"", Duration::from_secs(30));
-    cp.kubectl_ok(&["create", "namespace", "apps"]);
     let policy = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy", "metadata": {"name": "web", "namespace": "apps"},
         "spec": {"issuer": {"url": issuer.url, "jwksUri": issuer.certs_url()}, "audiences": [AUD]}});
     cp.apply(&policy.to_string()).unwrap();
@@ -368,6 +775,8 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         "policy never became Ready under the chart's ServiceAccount:\n{}",
         proc.output()
     );
+    let lease = cp.get_json(&["lease", "accessgate-leader", "-n", NS]);
+    assert_eq!(lease["spec"]["holderIdentity"], "local");
 
     // Upgrade with new values, then uninstall: the CRD (and so the policies) stay.
     helm_ok(&[
@@ -393,6 +802,184 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
     ]);
     let (gone, _, _) = cp.kubectl(&["get", "serviceaccount", "accessgate", "-n", NS], None);
     assert!(!gone, "uninstall left the ServiceAccount");
-    cp.kubectl_ok(&["get", "crd", "accesspolicies.accessgate.dev"]);
+    cp.kubectl_ok(&["get", "crd", CRD_NAME]);
     cp.kubectl_ok(&["get", "accesspolicy", "web", "-n", "apps"]);
+}
+
+/// Copies a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The chart as the next release would ship it: the CRD gained an optional restricting field
+/// in `spec` (`maxTokenAge`), the chart version is bumped.
+fn next_chart(dir: &Path) -> String {
+    let chart = dir.join("accessgate");
+    copy_dir(Path::new(CHART), &chart);
+    let crd_path = chart.join("files/accesspolicy-crd.yaml");
+    let mut crd = read_yaml(&crd_path);
+    let spec = &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"];
+    assert!(spec.get("maxTokenAge").is_none(), "pick another test field");
+    spec["maxTokenAge"] = json!({
+        "description": "Refuse tokens issued longer ago than this (test field).",
+        "type": "string",
+        "pattern": "^[0-9]+(s|m|h)$"
+    });
+    // JSON is YAML: the template reads it with fromYaml all the same.
+    std::fs::write(&crd_path, serde_json::to_string_pretty(&crd).unwrap()).unwrap();
+    let meta_path = chart.join("Chart.yaml");
+    let meta: String = std::fs::read_to_string(&meta_path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                "version: 0.99.0".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&meta_path, meta + "\n").unwrap();
+    chart.to_str().unwrap().to_owned()
+}
+
+/// `helm upgrade` applies CRD changes (a chart's crds/ never would: the API server would
+/// prune a new restricting field from stored policies, failing open), and the CRD with its
+/// policies outlives the release.
+#[test]
+fn crd_upgrade_applies_new_fields_and_uninstall_keeps_crd_and_policies() {
+    let cp = ControlPlane::start();
+    let kc = cp.admin_kubeconfig();
+    let kc = kc.to_str().unwrap();
+    // A cluster without the CRD: the chart creates it.
+    cp.kubectl_ok(&["delete", "crd", CRD_NAME, "--wait=true"]);
+    helm_ok(&[
+        "install",
+        "accessgate",
+        CHART,
+        "--namespace",
+        NS,
+        "--create-namespace",
+        "--kubeconfig",
+        kc,
+    ]);
+    cp.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        &format!("crd/{CRD_NAME}"),
+        "--timeout=60s",
+    ]);
+    cp.kubectl_ok(&["create", "namespace", "apps"]);
+    let policy = |name: &str| {
+        json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": name, "namespace": "apps"},
+            "spec": {"issuer": {"url": "https://issuer.example", "jwksUri": "https://issuer.example/keys"},
+                     "audiences": [AUD], "maxTokenAge": "10m"}})
+        .to_string()
+    };
+    let stored = |name: &str| {
+        cp.get_json(&["accesspolicy", name, "-n", "apps"])["spec"]["maxTokenAge"].clone()
+    };
+
+    // Before the upgrade the API server does not know the field: strict validation refuses
+    // it, and a client that skips validation has it silently pruned.
+    let err = cp.apply(&policy("web")).unwrap_err();
+    assert!(err.contains("maxTokenAge"), "{err}");
+    let (ok, _, err) = cp.kubectl(
+        &["apply", "--validate=false", "-f", "-"],
+        Some(&policy("web")),
+    );
+    assert!(ok, "{err}");
+    assert!(stored("web").is_null(), "an unknown field was stored");
+
+    // The next chart version's CRD has it; `helm upgrade` applies the CRD.
+    let tmp = tempfile::tempdir().unwrap();
+    let next = next_chart(tmp.path());
+    helm_ok(&[
+        "upgrade",
+        "accessgate",
+        &next,
+        "--namespace",
+        NS,
+        "--kubeconfig",
+        kc,
+    ]);
+    let crd = cp.get_json(&["crd", CRD_NAME]);
+    assert!(
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["maxTokenAge"]
+            .is_object(),
+        "helm upgrade did not apply the CRD change"
+    );
+    assert_eq!(
+        crd["metadata"]["labels"]["helm.sh/chart"],
+        "accessgate-0.99.0"
+    );
+    assert_eq!(
+        crd["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    // The API server picks the new schema up within moments; then the field is stored.
+    let applied = eventually(Duration::from_secs(30), || {
+        cp.apply(&policy("web")).is_ok() && stored("web") == "10m"
+    });
+    assert!(applied, "the new field was not stored after the upgrade");
+    cp.apply(&policy("api")).unwrap();
+    assert_eq!(stored("api"), "10m");
+
+    // Dropping the CRD from the release (crds.install=false) does not delete it: keep.
+    helm_ok(&[
+        "upgrade",
+        "accessgate",
+        &next,
+        "--namespace",
+        NS,
+        "--kubeconfig",
+        kc,
+        "--set",
+        "crds.install=false",
+    ]);
+    cp.kubectl_ok(&["get", "crd", CRD_NAME]);
+
+    // Uninstall keeps the CRD and every policy, new field included.
+    helm_ok(&[
+        "uninstall",
+        "accessgate",
+        "--namespace",
+        NS,
+        "--kubeconfig",
+        kc,
+    ]);
+    let (gone, _, _) = cp.kubectl(&["get", "deployment", "accessgate", "-n", NS], None);
+    assert!(!gone, "uninstall left the Deployment");
+    cp.kubectl_ok(&["get", "crd", CRD_NAME]);
+    assert_eq!(stored("web"), "10m");
+    assert_eq!(stored("api"), "10m");
+
+    // Installing again under the same release name takes the kept CRD back over.
+    helm_ok(&[
+        "install",
+        "accessgate",
+        &next,
+        "--namespace",
+        NS,
+        "--kubeconfig",
+        kc,
+    ]);
+    let crd = cp.get_json(&["crd", CRD_NAME]);
+    assert_eq!(
+        crd["metadata"]["annotations"]["meta.helm.sh/release-name"],
+        "accessgate"
+    );
+    assert_eq!(stored("web"), "10m");
 }

@@ -1,5 +1,7 @@
 {{- define "accessgate.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
 {{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
@@ -23,7 +25,42 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "accessgate.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* The leader-election Lease: passed to the binary and the only Lease RBAC lets it touch. */}}
+{{- define "accessgate.leaseName" -}}
+{{- printf "%s-leader" (include "accessgate.fullname" .) -}}
+{{- end -}}
+
+{{/* repository:tag, or repository@digest when a digest is set. Call with an image values map. */}}
+{{- define "accessgate.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (.image.tag | default .appVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Replicas that run at the least: what a PodDisruptionBudget can count on. */}}
+{{- define "accessgate.minReplicas" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- .Values.autoscaling.minReplicas -}}
+{{- else -}}
+{{- .Values.replicaCount -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The rules the controller needs: one file shared with the controller tests. */}}
 {{- define "accessgate.rules" -}}
 {{- .Files.Get "files/rbac-rules.yaml" | fromYaml | toJson -}}
+{{- end -}}
+
+{{/* The PromQL selector of this release's scrape target (job = Service name under a ServiceMonitor). */}}
+{{- define "accessgate.promSelector" -}}
+job="{{ include "accessgate.fullname" . }}",namespace="{{ .Release.Namespace }}"
+{{- end -}}
+
+{{/* The `helm test` Pod's identity: never the Deployment's selector labels. */}}
+{{- define "accessgate.testLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: helm-test
 {{- end -}}
