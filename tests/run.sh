@@ -24,6 +24,8 @@ echo "control plane binaries: $(ACCESSGATE_CP_GO_P="${ACCESSGATE_CP_GO_P:-2}" ba
 echo "helm: $(bash tests/controlplane/build-helm.sh | tail -n1)"
 echo "traefik: $(bash tests/traefik/build.sh | tail -n1)"
 echo "grpc-client: $(bash tests/grpc-client/build.sh | tail -n1)"
+echo "gateway CRDs: $(bash tests/gateway-crds/fetch.sh | tail -n1)"
+echo "promtool: $(bash tests/promtool/build.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

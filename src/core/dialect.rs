@@ -2,7 +2,9 @@
 //!
 //! Each dialect reads only the headers its proxy sets (and overwrites), never headers a
 //! client could add unchecked:
-//! - `nginx`: ingress-nginx `auth-url` (`X-Original-URL`, `X-Original-Method`);
+//! - `nginx`: the `auth-url` annotation on `/auth…`: ingress-nginx's call (`X-Original-URL`,
+//!   `X-Original-Method`), or Traefik's `kubernetesIngressNGINX` provider's, which has the
+//!   shape of `forward` and is read as such;
 //! - `forward`: Traefik ForwardAuth and Caddy `forward_auth` (`X-Forwarded-Method`, `-Proto`,
 //!   `-Host`, `-Uri`);
 //! - `envoy`: Envoy ext_authz over HTTP (the original method and path on the request line,
@@ -11,7 +13,8 @@
 //!   from its header map via `grpc_headers`).
 //!
 //! A request carrying another dialect's headers is refused (`dialect_mismatch`), so a proxy
-//! left pointing at the wrong endpoint after a migration fails closed instead of guessing.
+//! left pointing at the wrong endpoint after a migration fails closed instead of guessing
+//! (on `/auth…`: a call with both the ingress-nginx and the forward headers).
 //!
 //! Routing (the bare endpoints choose a policy by host and path) must see exactly what the
 //! proxy routed on, so [`Routing::Strict`] also refuses what a proxy and a backend could
@@ -204,6 +207,66 @@ pub fn envoy(
     )
 }
 
+/// The `/auth` endpoints: the call a controller makes for the
+/// `nginx.ingress.kubernetes.io/auth-url` annotation, from either controller that reads it.
+///
+/// - ingress-nginx sends `X-Original-URL` (always): read by [`ingress_nginx`].
+/// - Traefik's `kubernetesIngressNGINX` provider makes a ForwardAuth-shaped call instead:
+///   `X-Forwarded-Method`, `-Proto`, `-Host`, `-Uri`, `-For` (overwritten), the client's
+///   other headers passed through, never `X-Original-*`. A call with `X-Forwarded-Uri` and
+///   no `X-Original-URL` is read by [`forward`], with [`forward`]'s checks; see
+///   [`traefik_ingress_nginx`] for the `host` parameter of the bare `/auth`.
+///
+/// A call carrying both sets (`X-Original-URL` or `X-Original-Method` with `X-Forwarded-Uri`
+/// or `X-Forwarded-Method`) is `dialect_mismatch` either way. Through Traefik that is how a
+/// client's own `X-Original-URL` arrives (Traefik does not strip it), so it is refused and
+/// never read as the request. ingress-nginx always sets `X-Original-URL`, so behind it a
+/// client's `X-Forwarded-Uri` still meets the ingress-nginx reading and is refused there.
+pub fn nginx(
+    headers: &HeaderMap,
+    routing: Routing,
+    routed_host: Option<&str>,
+) -> Result<OriginalRequest, Reason> {
+    if !headers.contains_key("x-original-url") && headers.contains_key("x-forwarded-uri") {
+        return traefik_ingress_nginx(headers, routing, routed_host);
+    }
+    ingress_nginx(headers, routing, routed_host)
+}
+
+/// Traefik's `kubernetesIngressNGINX` provider on `/auth…`: the forward dialect.
+///
+/// For [`Routing::Strict`] (bare `/auth`) the policy is chosen by `X-Forwarded-Host`, which
+/// Traefik sets from the `Host` it routed on (as on `/forward`). `routed_host` is the `host`
+/// query parameter of an auth URL written for ingress-nginx (`/auth?host=$host`); Traefik
+/// (v3.7.9) interpolates `$host` there (lowercase, no port), so it must name the same host as
+/// `X-Forwarded-Host`, by the rules of [`ingress_nginx`] (a plain host, no port), or the
+/// call is refused. The literal text `$host` — what a controller that does not interpolate
+/// sends — is ignored: it names no host. No parameter: `X-Forwarded-Host` alone.
+pub fn traefik_ingress_nginx(
+    headers: &HeaderMap,
+    routing: Routing,
+    routed_host: Option<&str>,
+) -> Result<OriginalRequest, Reason> {
+    let request = forward(headers, routing)?;
+    if routing == Routing::Strict {
+        if let Some(param) = routed_host.filter(|h| *h != "$host") {
+            if routed_host_param(param)? != request.host {
+                return Err(Reason::RequestMalformed);
+            }
+        }
+    }
+    Ok(request)
+}
+
+/// The `host` query parameter as nginx's `$host`: a plain host without a port (one means the
+/// auth URL passed something else, such as `$http_host`, the client's header again).
+fn routed_host_param(param: &str) -> Result<String, Reason> {
+    if param.rsplit(']').next().unwrap_or_default().contains(':') {
+        return Err(Reason::RequestMalformed);
+    }
+    routed_host(param)
+}
+
 /// ingress-nginx `auth-url`: `X-Original-URL` (`$scheme://$http_host$request_uri`),
 /// `X-Original-Method`, `X-Real-IP`, `X-Request-ID`.
 ///
@@ -212,7 +275,7 @@ pub fn envoy(
 /// chose the server block from the request line when it was in absolute form
 /// (`GET http://admin.example.com/ HTTP/1.1` with `Host: public.example.com`). The two
 /// must agree, or the request is refused.
-pub fn nginx(
+pub fn ingress_nginx(
     headers: &HeaderMap,
     routing: Routing,
     routed_host: Option<&str>,
@@ -232,12 +295,7 @@ pub fn nginx(
         "x-real-ip",
     )?;
     if routing == Routing::Strict {
-        // nginx's `$host` never has a port; one here means the auth URL passed something
-        // else (such as `$http_host`, which is the client's header again).
-        let routed = routed_host
-            .filter(|h| !h.rsplit(']').next().unwrap_or_default().contains(':'))
-            .ok_or(Reason::RequestMalformed)
-            .and_then(self::routed_host)?;
+        let routed = routed_host_param(routed_host.ok_or(Reason::RequestMalformed)?)?;
         if routed != request.host {
             return Err(Reason::RequestMalformed);
         }
@@ -260,7 +318,7 @@ pub fn original_url(url: &str, routing: Routing) -> Result<OriginalRequest, Reas
         Some(end) => &a[..=end],
         None => a.split(':').next().unwrap_or_default(),
     });
-    nginx(&headers, routing, host)
+    ingress_nginx(&headers, routing, host)
 }
 
 /// The raw value of the one `host` parameter in a query string, undecoded (a decoded
@@ -557,6 +615,156 @@ mod tests {
                 ("x-original-url", "https://a/")
             ])),
             Err(Reason::DialectMismatch)
+        );
+    }
+
+    /// The auth call Traefik's `kubernetesIngressNGINX` provider (v3.7) makes for `auth-url`:
+    /// the client's headers plus `X-Forwarded-*` it overwrites, and `extra`.
+    fn traefik_call(extra: &[(&'static str, &str)]) -> HeaderMap {
+        let mut m = h(&[
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "App.Example.com:8080"),
+            ("x-forwarded-uri", "/api/../admin?x=1"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-request-id", "r-1"),
+            ("cf-access-jwt-assertion", "tok"),
+        ]);
+        for (k, v) in extra {
+            m.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn auth_reads_traefiks_ingress_nginx_call_as_the_forward_dialect() {
+        for routing in [Routing::Named, Routing::Strict] {
+            let m = traefik_call(&[]);
+            assert_eq!(
+                nginx(&m, routing, None),
+                forward(&m, routing),
+                "{routing:?}"
+            );
+        }
+        let r = named(&traefik_call(&[])).unwrap();
+        assert_eq!(
+            (
+                r.method.as_str(),
+                r.scheme.as_str(),
+                r.host.as_str(),
+                r.path.as_str()
+            ),
+            ("POST", "http", "app.example.com", "/admin")
+        );
+        assert_eq!(r.client_ip.as_deref(), Some("198.51.100.7"));
+        assert_eq!(r.request_id.as_deref(), Some("r-1"));
+        // The forward dialect's checks, all of them.
+        let mut no_host = traefik_call(&[]);
+        no_host.remove("x-forwarded-host");
+        assert_eq!(named(&no_host), Err(Reason::RequestMalformed));
+        for (name, value) in [
+            ("x-forwarded-uri", "/again"),
+            ("x-forwarded-host", "other.example.com"),
+            ("x-forwarded-method", "GET"),
+        ] {
+            assert_eq!(
+                named(&traefik_call(&[(name, value)])),
+                Err(Reason::RequestMalformed),
+                "two {name}"
+            );
+        }
+        let mut m = traefik_call(&[]);
+        m.insert("x-forwarded-host", HeaderValue::from_static("a:@b"));
+        assert_eq!(named(&m), Err(Reason::RequestMalformed), "userinfo");
+        m.insert("x-forwarded-host", HeaderValue::from_static("a"));
+        m.insert("x-forwarded-method", HeaderValue::from_static("get"));
+        assert_eq!(named(&m), Err(Reason::RequestMalformed), "method");
+        m.insert("x-forwarded-method", HeaderValue::from_static("GET"));
+        m.insert("x-forwarded-uri", HeaderValue::from_static("/admin;/x"));
+        assert!(
+            named(&m).is_ok(),
+            "the named endpoint chooses nothing by path"
+        );
+        assert_eq!(
+            nginx(&m, Routing::Strict, None),
+            Err(Reason::RequestMalformed),
+            "ambiguous path on the bare endpoint"
+        );
+    }
+
+    #[test]
+    fn both_header_sets_on_auth_are_a_dialect_mismatch() {
+        // Traefik passes a client's X-Original-* through to the auth call.
+        for (name, value) in [
+            ("x-original-url", "https://app.example.com/public"),
+            ("x-original-method", "GET"),
+        ] {
+            for (routing, host) in [
+                (Routing::Named, None),
+                (Routing::Strict, Some("app.example.com")),
+                (Routing::Strict, Some("$host")),
+            ] {
+                assert_eq!(
+                    nginx(&traefik_call(&[(name, value)]), routing, host),
+                    Err(Reason::DialectMismatch),
+                    "{name} {routing:?}"
+                );
+            }
+        }
+        // ingress-nginx always sets X-Original-URL: a client's X-Forwarded-Uri/-Method next
+        // to it is refused, as before.
+        for foreign in ["x-forwarded-uri", "x-forwarded-method"] {
+            let m = h(&[
+                ("x-original-url", "https://app.example.com/"),
+                ("x-forwarded-host", "app.example.com"),
+                (foreign, "/"),
+            ]);
+            assert_eq!(named(&m), Err(Reason::DialectMismatch), "{foreign}");
+        }
+        // No URL in either form: read as ingress-nginx's call, whose foreign header it refuses.
+        assert_eq!(
+            named(&h(&[("x-forwarded-method", "GET")])),
+            Err(Reason::DialectMismatch)
+        );
+        assert_eq!(
+            named(&traefik_call(&[("x-envoy-internal", "true")])),
+            Err(Reason::DialectMismatch)
+        );
+    }
+
+    #[test]
+    fn bare_auth_routes_a_traefik_call_on_its_forwarded_host() {
+        let strict = |param: Option<&str>| nginx(&traefik_call(&[]), Routing::Strict, param);
+        // Traefik (v3.7.9) interpolates `$host` (lowercase, no port); a controller that does not
+        // sends the literal text, which names no host and is ignored.
+        for ok in [
+            None,
+            Some("app.example.com"),
+            Some("APP.example.com."),
+            Some("$host"),
+        ] {
+            let r = strict(ok).unwrap_or_else(|e| panic!("{ok:?}: {e:?}"));
+            assert_eq!(
+                (r.host.as_str(), r.path.as_str()),
+                ("app.example.com", "/admin")
+            );
+        }
+        for bad in [
+            "evil.example.com",
+            "app.example.com:8080",
+            "%61pp.example.com",
+            "",
+            "${host}",
+            "$http_host",
+            "$HOST",
+            "a@app.example.com",
+        ] {
+            assert_eq!(strict(Some(bad)), Err(Reason::RequestMalformed), "{bad:?}");
+        }
+        // The literal `$host` is ignored only in the forward shape: ingress-nginx interpolates it.
+        assert_eq!(
+            routed("https://app.example.com/", Some("$host")),
+            Err(Reason::RequestMalformed)
         );
     }
 

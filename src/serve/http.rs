@@ -77,8 +77,9 @@ pub(crate) enum Select<'a> {
 
 /// Which proxy is asking: how to read the original request and shape the answer.
 enum Dialect<'q> {
-    /// ingress-nginx `auth-url`; on the bare `/auth`, the `host` query parameter carries
-    /// nginx's `$host` (what it routed on).
+    /// The `auth-url` annotation (`/auth…`): ingress-nginx's call, or the forward-shaped
+    /// call of Traefik's `kubernetesIngressNGINX` provider (see [`dialect::nginx`]). On the
+    /// bare `/auth`, the `host` query parameter carries the `$host` the controller routed on.
     Nginx {
         routed_host: Result<Option<&'q str>, Reason>,
     },

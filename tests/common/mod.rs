@@ -590,3 +590,4 @@ pub mod nginx;
 pub mod replica;
 pub mod stack;
 pub mod traefik;
+pub mod traefik_nginx;
