@@ -940,7 +940,19 @@ fn run(category: &str, mut ctx: Ctx, cases: Vec<Case>, post: impl FnOnce(&Ctx) -
     let post_problems = post(&ctx);
     let running = ctx.server.proc.is_running();
     let healthy = ctx.server.is_healthy();
-    std::thread::sleep(Duration::from_millis(100));
+    // Everything the server logged for this table is in once a last, marked request's deny
+    // line is (logs are written in order).
+    let marker = format!("hostile-end-of-{category}");
+    let _ = ctx
+        .client
+        .get(format!("{}/auth/apps/nope", ctx.server.auth))
+        .header("x-original-url", ORIGINAL)
+        .header("x-request-id", &marker)
+        .send();
+    assert!(
+        eventually(Duration::from_secs(20), || ctx.server.proc.output().contains(&marker)),
+        "the server never logged the end marker"
+    );
     let output = ctx.server.proc.output();
     let panicked = output.contains("panicked");
     let logged = logged_tokens(output.as_bytes(), &cases);
