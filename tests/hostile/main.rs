@@ -950,7 +950,11 @@ fn run(category: &str, mut ctx: Ctx, cases: Vec<Case>, post: impl FnOnce(&Ctx) -
         .header("x-request-id", &marker)
         .send();
     assert!(
-        eventually(Duration::from_secs(20), || ctx.server.proc.output().contains(&marker)),
+        eventually(Duration::from_secs(20), || ctx
+            .server
+            .proc
+            .output()
+            .contains(&marker)),
         "the server never logged the end marker"
     );
     let output = ctx.server.proc.output();
