@@ -59,7 +59,12 @@ fn status_names_the_ingresses_and_the_headers_they_leave_unprotected() {
             last = get();
             f(&last)
         });
-        assert!(ok, "{what}: {:#}\n{}", last["status"], replica.proc.output());
+        assert!(
+            ok,
+            "{what}: {:#}\n{}",
+            last["status"],
+            replica.proc.output()
+        );
         last
     };
     wait("no Ingress yet", &|o| {
