@@ -9,10 +9,11 @@
 //! contract never reads a gRPC answer (HTTP 200 with `grpc-status`) as an allow.
 //!
 //! The data path is the HTTP one: the check's fields → [`dialect::grpc`] → the same
-//! [`http::judge`] (index, decision, metrics, logs) → a `CheckResponse`. Every input,
-//! however broken, gets a `CheckResponse` with a deny, never a gRPC error status: Envoy
-//! treats a failed call as an error (allowed through when `failure_mode_allow` is set),
-//! a denied check as a deny.
+//! [`http::judge`] (index, decision, metrics, logs) → a `CheckResponse`. Every
+//! `CheckRequest` that decodes, however broken its contents, gets a `CheckResponse` with a
+//! deny, never a gRPC error status: Envoy treats a failed call as an error (let through
+//! when `failure_mode_allow` is set), a denied check as a deny. Only bytes that are not a
+//! `CheckRequest` (or one over tonic's 4 MiB limit) get an error from tonic itself.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -260,7 +261,8 @@ fn respond(decision: Decision) -> CheckResponse {
 }
 
 /// `grpc.health.v1.Health` for the whole server (`""`) and for the ext_authz service:
-/// `SERVING` once a policy set is loaded (as `/readyz`), `NOT_SERVING` before.
+/// `SERVING` while `/readyz` is ready (a policy set loaded, not shutting down), else
+/// `NOT_SERVING`.
 struct Readiness {
     state: Arc<AppState>,
 }
@@ -294,7 +296,8 @@ impl Health for Readiness {
     type WatchStream = WatchStream;
 
     /// The current status at once, then each change (readiness is looked at every
-    /// [`WATCH_POLL`]); an unknown service stays `SERVICE_UNKNOWN`.
+    /// [`WATCH_POLL`]); an unknown service stays `SERVICE_UNKNOWN`. Once shutdown has begun
+    /// and `NOT_SERVING` has been sent, the call ends with OK.
     async fn watch(
         &self,
         request: tonic::Request<HealthCheckRequest>,
@@ -310,6 +313,11 @@ impl Health for Readiness {
                     if last != Some(now) {
                         let resp = HealthCheckResponse { status: now as i32 };
                         return Some((Ok(resp), Some(now)));
+                    }
+                    // Shutting down and said so: end the call (the client retries, as the
+                    // protocol asks) so that its connection does not hold up the shutdown.
+                    if state.is_draining() {
+                        return None;
                     }
                     tokio::time::sleep(WATCH_POLL).await;
                 }

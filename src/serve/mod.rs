@@ -141,6 +141,11 @@ async fn serve_until(
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
+    // HTTP/2 (gRPC) writes an answer as several frames; with Nagle's algorithm the last one
+    // waits for the peer's delayed ACK, about 40 ms per call: no delay on every connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, router)
         .with_graceful_shutdown(stop)
         .await
@@ -150,6 +155,11 @@ async fn serve_until(
 }
 
 pub async fn serve_http(listener: TcpListener, router: axum::Router) {
+    // HTTP/2 (gRPC) writes an answer as several frames; with Nagle's algorithm the last one
+    // waits for the peer's delayed ACK, about 40 ms per call: no delay on every connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     if let Err(e) = axum::serve(listener, router).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
