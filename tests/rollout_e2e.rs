@@ -173,10 +173,10 @@ fn rolling_restarts_behind_nginx_drop_no_request() {
     let started = Instant::now();
     let mut restarts = 0;
     for _round in 0..3 {
-        for i in 0..instances.len() {
-            let (auth, admin) = (instances[i].auth, instances[i].admin);
+        for instance in instances.iter_mut() {
+            let (auth, admin) = (instance.auth, instance.admin);
             let _ = Command::new("kill")
-                .args(["-TERM", &instances[i].proc.pid().to_string()])
+                .args(["-TERM", &instance.proc.pid().to_string()])
                 .status();
             // Not ready at once, while still answering (the drain period is 1 s).
             let unready = eventually(Duration::from_secs(5), || {
@@ -186,13 +186,13 @@ fn rolling_restarts_behind_nginx_drop_no_request() {
                     .is_ok_and(|r| r.status() == 503)
             });
             assert!(unready, "/readyz did not turn 503 after SIGTERM");
-            let status = instances[i].proc.terminate(Duration::from_secs(30));
+            let status = instance.proc.terminate(Duration::from_secs(30));
             assert!(
                 status.is_some_and(|s| s.success()),
                 "instance did not exit 0 after SIGTERM: {status:?}\n{}",
-                instances[i].proc.output()
+                instance.proc.output()
             );
-            instances[i] = start_instance(dir.path(), auth, admin);
+            *instance = start_instance(dir.path(), auth, admin);
             restarts += 1;
         }
     }
