@@ -53,9 +53,11 @@ done
 # checkout here, so record where the source came from instead of a SHA.
 ldflags+=" -X go.etcd.io/etcd/api/v3/version.GitSHA=gomod-${ETCD_VERSION}"
 tags="selinux,notest,grpcnotrace"
-goflags=(-trimpath -mod=readonly -buildvcs=false -tags="$tags" -p "${ACCESSGATE_CP_GO_P:-1}")
+outputflags=(-trimpath -mod=readonly -buildvcs=false -tags="$tags")
+# Parallelism (-p) changes how fast, not what is built: it is not part of the stamp.
+goflags=("${outputflags[@]}" -p "${ACCESSGATE_CP_GO_P:-1}")
 
-stamp="$( { cat go.mod go.sum cmd/*/main.go; go version; echo "$ldflags ${goflags[*]} CGO_ENABLED=0"; } | sha256sum | cut -d' ' -f1)"
+stamp="$( { cat go.mod go.sum cmd/*/main.go; go version; echo "$ldflags ${outputflags[*]} CGO_ENABLED=0"; } | sha256sum | cut -d' ' -f1)"
 
 have_all=1
 for b in "${bins[@]}"; do [ -x "$bin/$b" ] || have_all=0; done
