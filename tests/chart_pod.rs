@@ -29,25 +29,8 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/accessgate");
 const IMAGE_ENTRYPOINT: &str = "/usr/local/bin/accessgate";
 const POD: &str = "accessgate-7d9f-abcde";
 
-fn helm_bin() -> String {
-    let out = Command::new("bash")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/controlplane/build-helm.sh"
-        ))
-        .output()
-        .expect("build-helm.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_owned()
+fn helm_bin() -> &'static str {
+    built_tool("tests/controlplane/build-helm.sh")
 }
 
 fn render(values: &[&str]) -> Vec<Value> {

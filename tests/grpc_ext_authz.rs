@@ -8,42 +8,15 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use common::*;
 use serde_json::{Value, json};
 
 const HOST: &str = "app.example.test";
 
-/// The client binary, built (once per test process) by `tests/grpc-client/build.sh`, a
-/// no-op when the cached binary exists.
+/// The Go client (`tests/grpc-client/build.sh`; a no-op when cached).
 fn client_binary() -> &'static str {
-    static BIN: OnceLock<String> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc-client/build.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-        assert!(
-            out.status.success(),
-            "building the gRPC test client failed ({script}, {}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            std::path::Path::new(&path).is_file(),
-            "{script} did not print a binary path (got {path:?}):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        path
-    })
+    built_tool("tests/grpc-client/build.sh")
 }
 
 /// Runs the client; `stdin` is fed to it; returns its one JSON line.

@@ -583,6 +583,43 @@ pub fn listens(pid: u32, port: u16) -> bool {
         .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
+/// The binary a build script under `tests/` produces (the last line of its stdout): a Go
+/// tool built from the module proxy and cached under ~/.cache/accessgate, so a no-op when
+/// the cached binary exists. Built once per test process.
+pub fn built_tool(script: &'static str) -> &'static str {
+    static BUILT: std::sync::Mutex<Vec<(&'static str, &'static str)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, path)) = built.iter().find(|(s, _)| *s == script) {
+        return path;
+    }
+    let full = format!("{}/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new("bash")
+        .arg(&full)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {full}: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        Path::new(&path).is_file(),
+        "{script} did not print a binary path (got {path:?}):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path: &'static str = Box::leak(path.into_boxed_str());
+    built.push((script, path));
+    path
+}
+
 pub mod caddy;
 pub mod cluster;
 pub mod echo;

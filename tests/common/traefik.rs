@@ -3,7 +3,6 @@
 //! services: a file provider with one router, one service and one middleware.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{Listening, eventually, http, start_on_free_port, wait_listening};
@@ -14,35 +13,9 @@ pub struct Traefik {
     pub dir: tempfile::TempDir,
 }
 
-/// The traefik binary, built (once per test process) by `tests/traefik/build.sh`, which is a
-/// no-op when the cached binary exists.
+/// The traefik binary (`tests/traefik/build.sh`; a no-op when cached).
 fn traefik_binary() -> &'static str {
-    static BIN: OnceLock<String> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/traefik/build.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-        assert!(
-            out.status.success(),
-            "building traefik failed ({script}, {}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            std::path::Path::new(&path).is_file(),
-            "{script} did not print a traefik binary path (got {path:?}):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        path
-    })
+    super::built_tool("tests/traefik/build.sh")
 }
 
 /// A YAML double-quoted scalar (JSON strings are valid YAML).

@@ -8,7 +8,6 @@
 //! [`rbac_rules`]. Backends are `ExternalName` Services naming a loopback port ([`backend`]).
 
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -76,34 +75,9 @@ pub fn ingress(
              "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}})
 }
 
-/// The traefik binary, built (once per test process) by `tests/traefik/build.sh`, a no-op
-/// when the cached binary exists.
+/// The traefik binary (`tests/traefik/build.sh`; a no-op when cached).
 fn traefik_binary() -> &'static str {
-    static BIN: OnceLock<String> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/traefik/build.sh");
-        let out = Command::new("bash")
-            .arg(script)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-        assert!(
-            out.status.success(),
-            "building traefik failed ({script}, {}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let path = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            std::path::Path::new(&path).is_file(),
-            "{script} did not print a traefik binary path (got {path:?})"
-        );
-        path
-    })
+    super::built_tool("tests/traefik/build.sh")
 }
 
 /// A YAML double-quoted scalar (JSON strings are valid YAML).
