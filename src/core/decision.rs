@@ -9,6 +9,7 @@
 //! made here; the server only does the I/O in between.
 
 use axum::http::HeaderMap;
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 use url::Url;
 
@@ -21,15 +22,26 @@ use crate::core::reason::Reason;
 use crate::core::rules;
 use crate::core::verify::{self, Claims, TokenKind};
 
+/// What a memo remembers of one verified token: the key (by `kid` and material) and the
+/// algorithm it was verified with, and its claims, parsed.
+#[derive(Debug)]
+pub struct Remembered {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub key_fingerprint: [u8; 32],
+    pub claims: Arc<Claims>,
+}
+
 /// Remembers signature checks across requests (never a policy check): the verified-token
 /// cache in `crate::keys::tokens`, or [`Forgetful`].
 pub trait SignatureMemo {
-    fn recall(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>>;
+    fn recall(&self, jwks_uri: &Url, token: &str) -> Option<Arc<Remembered>>;
     fn remember(
         &self,
         jwks_uri: &Url,
         token: &str,
         key: &VerifyingKey,
+        alg: Algorithm,
         claims: Arc<Claims>,
         now: u64,
     );
@@ -39,10 +51,10 @@ pub trait SignatureMemo {
 pub struct Forgetful;
 
 impl SignatureMemo for Forgetful {
-    fn recall(&self, _: &Url, _: &str, _: &VerifyingKey) -> Option<Arc<Claims>> {
+    fn recall(&self, _: &Url, _: &str) -> Option<Arc<Remembered>> {
         None
     }
-    fn remember(&self, _: &Url, _: &str, _: &VerifyingKey, _: Arc<Claims>, _: u64) {}
+    fn remember(&self, _: &Url, _: &str, _: &VerifyingKey, _: Algorithm, _: Arc<Claims>, _: u64) {}
 }
 
 /// What enrichment produced for a verified token.
@@ -102,20 +114,37 @@ pub fn verify_request<'h>(
     now: u64,
 ) -> Result<Verified<'h>, Reason> {
     let token = verify::extract_token(request_headers, &policy.token_sources)?;
+    // Verified before under this key set: no header to parse, no signature to check, as long
+    // as this policy allows the algorithm and the key published under that kid is still the
+    // one it was verified with. Anything else takes the full path below and fails there.
+    if let Some(hit) = verified.recall(&policy.jwks_uri, token)
+        && policy.algorithms.contains(&hit.alg)
+        && let KeyAnswer::Found(key) = keys.lookup(&policy.jwks_uri, &hit.kid)
+        && *key.fingerprint() == hit.key_fingerprint
+        && key.alg.is_none_or(|a| a == hit.alg)
+    {
+        let kind = verify::check_claims(&hit.claims, policy, now)?;
+        return Ok(Verified {
+            token,
+            claims: hit.claims.clone(),
+            kind,
+        });
+    }
     let header = verify::read_header(token, &policy.algorithms)?;
     let key = match keys.lookup(&policy.jwks_uri, &header.kid) {
         KeyAnswer::Found(key) => key,
         KeyAnswer::Unknown => return Err(Reason::KeyUnknown),
         KeyAnswer::Unavailable => return Err(Reason::KeysUnavailable),
     };
-    let claims = match verified.recall(&policy.jwks_uri, token, &key) {
-        Some(claims) => claims,
-        None => {
-            let claims = Arc::new(verify::verify_signature(token, &header, &key)?);
-            verified.remember(&policy.jwks_uri, token, &key, claims.clone(), now);
-            claims
-        }
-    };
+    let claims = Arc::new(verify::verify_signature(token, &header, &key)?);
+    verified.remember(
+        &policy.jwks_uri,
+        token,
+        &key,
+        header.alg,
+        claims.clone(),
+        now,
+    );
     let kind = verify::check_claims(&claims, policy, now)?;
     Ok(Verified {
         token,
@@ -344,8 +373,8 @@ mod tests {
     }
 
     impl SignatureMemo for Counting {
-        fn recall(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>> {
-            let hit = self.cache.recall(jwks_uri, token, key);
+        fn recall(&self, jwks_uri: &Url, token: &str) -> Option<Arc<Remembered>> {
+            let hit = self.cache.recall(jwks_uri, token);
             self.hits.set(self.hits.get() + u32::from(hit.is_some()));
             hit
         }
@@ -354,10 +383,11 @@ mod tests {
             jwks_uri: &Url,
             token: &str,
             key: &VerifyingKey,
+            alg: Algorithm,
             claims: Arc<Claims>,
             now: u64,
         ) {
-            self.cache.remember(jwks_uri, token, key, claims, now)
+            self.cache.remember(jwks_uri, token, key, alg, claims, now)
         }
     }
 
@@ -409,6 +439,34 @@ mod tests {
                 NOW
             ),
             Decision::Deny(Reason::KeyUnknown)
+        );
+        // A policy that does not allow the algorithm refuses it, cached or not.
+        let mut es_only = policy();
+        es_only.algorithms = vec![Algorithm::ES256];
+        assert_eq!(
+            decide(&es_only, &with_token(&t), &keys, &cache, NOW),
+            Decision::Deny(Reason::AlgorithmNotAllowed)
+        );
+        // Other material published under the same kid: the cached verification does not
+        // count, and the token does not verify against the new key.
+        let stranger = Signer::new(ISS).unwrap();
+        let mut swapped: serde_json::Value = stranger.certs_document();
+        let kid = keys.0.as_ref().unwrap().ids()[0].clone();
+        for k in swapped["keys"].as_array_mut().unwrap() {
+            k["kid"] = serde_json::json!(kid);
+        }
+        swapped.as_object_mut().unwrap().remove("public_cert");
+        swapped.as_object_mut().unwrap().remove("public_certs");
+        let swapped = Fixed(Some(parse_key_set(swapped.to_string().as_bytes()).unwrap()));
+        let hits = cache.hits.get();
+        assert_eq!(
+            decide(&p, &with_token(&t), &swapped, &cache, NOW),
+            Decision::Deny(Reason::SignatureInvalid)
+        );
+        assert_eq!(
+            cache.hits.get(),
+            hits + 1,
+            "the entry was found, and not trusted"
         );
     }
 

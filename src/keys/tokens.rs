@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use url::Url;
 
-use crate::core::decision::SignatureMemo;
+use crate::core::decision::{Remembered, SignatureMemo};
 use crate::core::verify::Claims;
 use crate::keys::VerifyingKey;
+use jsonwebtoken::Algorithm;
 
 /// Longest an entry lives regardless of `exp`.
 const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -33,10 +34,7 @@ type Key = [u8; 32];
 
 struct Verified {
     jwks_uri: Url,
-    kid: String,
-    /// The verifying key's material, see [`VerifyingKey::fingerprint`].
-    key_fingerprint: [u8; 32],
-    claims: Arc<Claims>,
+    remembered: Arc<Remembered>,
     ttl: Duration,
 }
 
@@ -55,8 +53,9 @@ impl moka::Expiry<Key, Arc<Verified>> for UntilExpiry {
 }
 
 impl SignatureMemo for TokenCache {
-    fn recall(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>> {
-        self.get(jwks_uri, token, key)
+    fn recall(&self, jwks_uri: &Url, token: &str) -> Option<Arc<Remembered>> {
+        let hit = self.inner.as_ref()?.get(&Self::key(jwks_uri, token))?;
+        (hit.jwks_uri == *jwks_uri).then(|| hit.remembered.clone())
     }
 
     fn remember(
@@ -64,10 +63,11 @@ impl SignatureMemo for TokenCache {
         jwks_uri: &Url,
         token: &str,
         key: &VerifyingKey,
+        alg: Algorithm,
         claims: Arc<Claims>,
         now: u64,
     ) {
-        self.put(jwks_uri, token, key, claims, now)
+        self.put(jwks_uri, token, key, alg, claims, now)
     }
 }
 
@@ -81,10 +81,10 @@ impl TokenCache {
             .max_capacity(max_bytes)
             .weigher(|_: &Key, v: &Arc<Verified>| {
                 let bytes = ENTRY_OVERHEAD
-                    + v.key_fingerprint.len()
-                    + v.kid.len()
+                    + v.remembered.key_fingerprint.len()
+                    + v.remembered.kid.len()
                     + v.jwks_uri.as_str().len()
-                    + v.claims.approx_bytes();
+                    + v.remembered.claims.approx_bytes();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(UntilExpiry)
@@ -110,11 +110,8 @@ impl TokenCache {
     /// The claims of `token` if it was verified before under the same key set with exactly
     /// `key` (same `kid` and same key material).
     pub fn get(&self, jwks_uri: &Url, token: &str, key: &VerifyingKey) -> Option<Arc<Claims>> {
-        let cache = self.inner.as_ref()?;
-        let hit = cache.get(&Self::key(jwks_uri, token))?;
-        (hit.kid == key.kid
-            && hit.key_fingerprint == *key.fingerprint()
-            && hit.jwks_uri == *jwks_uri)
+        let hit = self.recall(jwks_uri, token)?;
+        (hit.kid == key.kid && hit.key_fingerprint == *key.fingerprint())
             .then(|| hit.claims.clone())
     }
 
@@ -126,6 +123,7 @@ impl TokenCache {
         jwks_uri: &Url,
         token: &str,
         key: &VerifyingKey,
+        alg: Algorithm,
         claims: Arc<Claims>,
         now: u64,
     ) {
@@ -141,9 +139,12 @@ impl TokenCache {
         let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
         let entry = Verified {
             jwks_uri: jwks_uri.clone(),
-            kid: key.kid.clone(),
-            key_fingerprint: *key.fingerprint(),
-            claims,
+            remembered: Arc::new(Remembered {
+                kid: key.kid.clone(),
+                alg,
+                key_fingerprint: *key.fingerprint(),
+                claims,
+            }),
             ttl,
         };
         cache.insert(Self::key(jwks_uri, token), Arc::new(entry));
@@ -155,8 +156,9 @@ impl TokenCache {
         let uri = jwks_uri.clone();
         let kids = kids.to_vec();
         // Only fails if invalidation closures were not enabled at build time.
-        let _ =
-            cache.invalidate_entries_if(move |_, v| v.jwks_uri == uri && !kids.contains(&v.kid));
+        let _ = cache.invalidate_entries_if(move |_, v| {
+            v.jwks_uri == uri && !kids.contains(&v.remembered.kid)
+        });
     }
 
     /// Entries currently held (approximate; for metrics and tests).
@@ -212,7 +214,14 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let b = Url::parse("https://b.example/certs").unwrap();
         let (k1, k2) = (key("k1", 0), key("k2", 0));
-        c.put(&a, "t1", &k1, claims(now() + 60.0), now() as u64);
+        c.put(
+            &a,
+            "t1",
+            &k1,
+            Algorithm::RS256,
+            claims(now() + 60.0),
+            now() as u64,
+        );
         assert!(c.get(&a, "t1", &k1).is_some());
         assert!(c.get(&a, "t2", &k1).is_none());
         assert!(c.get(&b, "t1", &k1).is_none(), "another issuer's key set");
@@ -225,7 +234,14 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("k", 0), key("k", 1));
         assert_eq!(old.kid, new.kid);
-        c.put(&a, "t", &old, claims(now() + 60.0), now() as u64);
+        c.put(
+            &a,
+            "t",
+            &old,
+            Algorithm::RS256,
+            claims(now() + 60.0),
+            now() as u64,
+        );
         assert!(c.get(&a, "t", &old).is_some());
         assert!(c.get(&a, "t", &new).is_none(), "same kid, other key");
         assert!(
@@ -239,12 +255,20 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.put(&a, "old", &k, claims(now() - 1.0), now() as u64);
+        c.put(
+            &a,
+            "old",
+            &k,
+            Algorithm::RS256,
+            claims(now() - 1.0),
+            now() as u64,
+        );
         assert!(c.get(&a, "old", &k).is_none());
         c.put(
             &a,
             "none",
             &k,
+            Algorithm::RS256,
             Arc::new(serde_json::from_str("{}").unwrap()),
             now() as u64,
         );
@@ -256,8 +280,22 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("old", 0), key("new", 0));
-        c.put(&a, "t1", &old, claims(now() + 60.0), now() as u64);
-        c.put(&a, "t2", &new, claims(now() + 60.0), now() as u64);
+        c.put(
+            &a,
+            "t1",
+            &old,
+            Algorithm::RS256,
+            claims(now() + 60.0),
+            now() as u64,
+        );
+        c.put(
+            &a,
+            "t2",
+            &new,
+            Algorithm::RS256,
+            claims(now() + 60.0),
+            now() as u64,
+        );
         c.retain_kids(&a, &["new".into()]);
         assert!(c.get(&a, "t1", &old).is_none());
         assert!(c.get(&a, "t2", &new).is_some());
@@ -273,6 +311,7 @@ mod tests {
                 &a,
                 &format!("token-{i}"),
                 &k,
+                Algorithm::RS256,
                 claims(now() + 60.0),
                 now() as u64,
             );
@@ -290,7 +329,14 @@ mod tests {
         let c = TokenCache::disabled();
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.put(&a, "t", &k, claims(now() + 60.0), now() as u64);
+        c.put(
+            &a,
+            "t",
+            &k,
+            Algorithm::RS256,
+            claims(now() + 60.0),
+            now() as u64,
+        );
         assert!(c.get(&a, "t", &k).is_none());
     }
 }
