@@ -583,6 +583,25 @@ pub fn listens(pid: u32, port: u16) -> bool {
         .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
 }
 
+/// `GET path` through a proxy listening on loopback `port`, as a client of `host` would send
+/// it (`Host: host:port`), with `headers`.
+pub fn get_through(
+    client: &reqwest::blocking::Client,
+    port: u16,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::blocking::Response {
+    let mut req = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", format!("{host}:{port}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send()
+        .unwrap_or_else(|e| panic!("request through the proxy on {port}: {e}"))
+}
+
 /// The binary a build script under `tests/` produces (the last line of its stdout): a Go
 /// tool built from the module proxy and cached under ~/.cache/accessgate, so a no-op when
 /// the cached binary exists. Built once per test process.

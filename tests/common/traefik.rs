@@ -162,13 +162,7 @@ impl Traefik {
         path: &str,
         headers: &[(&str, &str)],
     ) -> reqwest::blocking::Response {
-        let mut req = http()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .header("host", format!("{host}:{}", self.port));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().expect("request through traefik")
+        super::get_through(&http(), self.port, host, path, headers)
     }
 }
 

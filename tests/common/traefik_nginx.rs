@@ -193,13 +193,7 @@ impl TraefikIngressNginx {
         path: &str,
         headers: &[(&str, &str)],
     ) -> reqwest::blocking::Response {
-        let mut req = client()
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .header("host", format!("{host}:{}", self.port));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.send().expect("request through traefik")
+        super::get_through(&client(), self.port, host, path, headers)
     }
 
     /// Waits until Traefik routes `host` (answers `path` with anything but its own 404 for an
