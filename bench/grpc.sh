@@ -3,7 +3,9 @@
 # (/auth/{ns}/{name}) on the same accessgate listener, same machine, same run. Not a test:
 # it prints numbers and asserts none.
 #
-#   bench/grpc.sh            release build, then a markdown table on stdout
+#   bench/grpc.sh                  release build, then a markdown table on stdout
+#   bench/grpc.sh --report FILE    also writes the table, ratios and verdicts as a part of
+#                                  docs/benchmarks.md (bench/run.sh joins the parts)
 #
 # The server gets one core's worth of workers (TOKIO_WORKER_THREADS=1, as in benches/e2e.rs);
 # load generators share the machine's other core. Each row runs ACCESSGATE_BENCH_SECONDS (8)
@@ -18,6 +20,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+report=""
+if [ "${1:-}" = "--report" ]; then report="${2:?--report needs a file}"; fi
+started="$(date +%s)"
 DURATION="${ACCESSGATE_BENCH_SECONDS:-8}"
 CONC="${ACCESSGATE_BENCH_CONNECTIONS:-32}"
 CALLS="${ACCESSGATE_BENCH_CALLS:-100000}"
@@ -165,6 +170,7 @@ measure() {
   local cpu_us
   cpu_us="$(awk -v d="$((t1 - t0))" -v t="$tck" -v n="$n" 'BEGIN { printf "%.1f", d * 1e6 / t / n }')"
   rows+=("| $protocol | $tool | $outcome | $rps | $p50 | $p99 | $cpu_us | $answers |")
+  last_rps="$rps"; last_cpu="$cpu_us"
 }
 
 H_URL="X-Original-URL: https://app.example.test/"
@@ -173,18 +179,57 @@ HTTP="HTTP/1.1 /auth/{ns}/{name}"
 GRPC="gRPC Check (h2c, 1 conn)"
 echo "measuring (${DURATION}s per wrk/ghz row, ${CALLS} calls per grpc-client row, ${CONC} concurrent) ..." >&2
 measure "$HTTP" "wrk" "allow" run_wrk "$H_URL" "$H_TOKEN"
+wrk_rps="$last_rps"; http_cpu="$last_cpu"
 measure "$GRPC" "ghz ${GHZ_VERSION}" "allow" run_ghz "$work/allow.json"
+ghz_rps="$last_rps"; grpc_cpu="$last_cpu"
 measure "$HTTP" "wrk" "deny (401)" run_wrk "$H_URL"
 measure "$GRPC" "ghz ${GHZ_VERSION}" "deny (401)" run_ghz "$work/deny.json"
 measure "$HTTP" "grpc-client load-http" "allow" \
   go_load load-http -url "http://$auth/auth/bench/web" -H "$H_URL" -H "$H_TOKEN"
+go_http_rps="$last_rps"
 measure "$GRPC" "grpc-client load" "allow" go_load load -addr "$auth" -request "$work/allow.json"
+go_grpc_rps="$last_rps"
 measure "$HTTP" "grpc-client load-http" "deny (401)" \
   go_load load-http -url "http://$auth/auth/bench/web" -H "$H_URL"
 measure "$GRPC" "grpc-client load" "deny (401)" go_load load -addr "$auth" -request "$work/deny.json"
 
-echo "| protocol | load generator | outcome | req/s | p50 ms | p99 ms | server CPU µs/req | answers |"
-echo "|---|---|---|---:|---:|---:|---:|---|"
-printf '%s\n' "${rows[@]}"
+# verdict NAME NUMERATOR DENOMINATOR TARGET: one ratio row, met when ratio >= TARGET.
+verdict() {
+  awk -v n="$1" -v a="$2" -v b="$3" -v t="$4" 'BEGIN {
+    r = (b > 0) ? a / b : 0
+    if (t == "-") printf "| %s | %.2f× | (context) | met |\n", n, r
+    else printf "| %s | %.2f× | ≥ %s | %s |\n", n, r, t, (r >= t) ? "met" : "missed" }'
+}
+table="$(
+  echo "| protocol | load generator | outcome | req/s | p50 ms | p99 ms | server CPU µs/req | answers |"
+  echo "|---|---|---|---:|---:|---:|---:|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "$(nproc) cores, $(uname -m), load average before: ${load_before}; server TOKIO_WORKER_THREADS=1; ${CONC} concurrent callers."
+)"
+echo "$table"
+verdicts="$(
+  echo "| ratio | measured | target | |"
+  echo "|---|---:|---|---|"
+  verdict "gRPC vs HTTP throughput, same generator (grpc-client load vs load-http), allow" "$go_grpc_rps" "$go_http_rps" 0.8
+  verdict "gRPC vs HTTP capacity: server CPU per HTTP request / per gRPC check, allow" "$http_cpu" "$grpc_cpu" 0.8
+  verdict "gRPC (ghz) vs HTTP (wrk) throughput, allow; different generators" "$ghz_rps" "$wrk_rps" -
+)"
 echo
-echo "$(nproc) cores, $(uname -m), load average before: ${load_before}; server TOKIO_WORKER_THREADS=1; ${CONC} concurrent callers."
+echo "$verdicts"
+if [ -n "$report" ]; then
+  mkdir -p "$(dirname "$report")"
+  {
+    echo "## gRPC ext_authz against the HTTP dialect"
+    echo
+    echo "One accessgate (one worker), both protocols on its one listener, same token, allow = 200/OK with identity headers, deny = no token. ghz (Go) needs more CPU per call than wrk (C) on the same 2 cores, so the throughput ratio is also given with one generator for both protocols (tests/grpc-client \\`load\\` and \\`load-http\\`), and as the server's own CPU per request, which does not depend on the generator."
+    echo
+    echo "_This part took $(( $(date +%s) - started ))s._"
+    echo
+    echo "$table"
+    echo
+    echo "$verdicts"
+    echo
+  } >"$report"
+  echo "wrote $report" >&2
+fi

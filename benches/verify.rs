@@ -10,7 +10,10 @@ use accessgate::devissuer::{MintRequest, Signer};
 use accessgate::keys::tokens::TokenCache;
 use accessgate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
 use axum::http::{HeaderMap, HeaderValue};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::Algorithm;
 use url::Url;
 
 const ISS: &str = "http://127.0.0.1:9";
@@ -69,6 +72,30 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % tokens.len();
             black_box(decide(&policy, &tokens[i], &keys, &off, now as u64))
+        })
+    });
+
+    // The floor under the cold path: aws-lc's RSA-2048 verification of the same signing
+    // input with the same pre-parsed key, nothing else (no base64, JSON or claim checks).
+    let token = tokens[0]["cf-access-jwt-assertion"].to_str().unwrap();
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    let kid = accessgate::core::verify::read_header(token, &policy.algorithms)
+        .unwrap()
+        .kid;
+    let parsed = keys
+        .0
+        .get(&kid)
+        .unwrap()
+        .parsed_for(Algorithm::RS256)
+        .unwrap();
+    c.bench_function("aws_lc_rsa2048_verify_only", |b| {
+        b.iter(|| {
+            black_box(
+                parsed
+                    .verify_sig(signing_input.as_bytes(), &signature)
+                    .is_ok(),
+            )
         })
     });
 }

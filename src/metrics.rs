@@ -14,8 +14,8 @@ use crate::core::reason::Reason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// `namespace/name`, or `-` when no policy was resolved.
-    pub policy: String,
+    /// `namespace/name`, or `-` when no policy was resolved (shared, not copied per request).
+    pub policy: Arc<str>,
     pub decision: &'static str,
     /// Reason code, or `ok` for an allow.
     pub reason: &'static str,
@@ -40,7 +40,7 @@ pub struct JwksLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DroppedHeaderLabels {
-    pub policy: String,
+    pub policy: Arc<str>,
     pub header: String,
     pub reason: &'static str,
 }
@@ -137,14 +137,14 @@ impl Metrics {
         })
     }
 
-    pub fn count_decision(&self, policy: &str, outcome: Result<(), Reason>) {
+    pub fn count_decision(&self, policy: &Arc<str>, outcome: Result<(), Reason>) {
         let (decision, reason) = match outcome {
             Ok(()) => ("allow", "ok"),
             Err(r) => ("deny", r.code()),
         };
         self.decisions
             .get_or_create(&DecisionLabels {
-                policy: policy.to_owned(),
+                policy: policy.clone(),
                 decision,
                 reason,
             })

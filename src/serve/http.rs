@@ -3,13 +3,13 @@
 //! The data path reads top to bottom in [`authorize`]: dialect → index → decision (verify
 //! with keys, then headers) → response.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 
@@ -92,65 +92,52 @@ enum Dialect<'q> {
     },
 }
 
+// Handlers borrow the request's headers (`Request`, not a cloned `HeaderMap`) and its path
+// parameters (`RawPathParams`, not owned strings): nothing per request that need not be.
+
 async fn auth_by_name(
     State(state): State<Arc<AppState>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    params: RawPathParams,
+    request: Request,
 ) -> Response {
-    let select = Select::Name {
-        namespace: &namespace,
-        name: &name,
-    };
     let dialect = Dialect::Nginx {
         routed_host: Ok(None),
     };
-    authorize(&state, &headers, select, dialect).await
+    authorize(&state, request.headers(), named(&params), dialect).await
 }
 
-async fn auth_by_route(
-    State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn auth_by_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let dialect = Dialect::Nginx {
-        routed_host: dialect::host_param(uri.query()),
+        routed_host: dialect::host_param(request.uri().query()),
     };
-    authorize(&state, &headers, Select::Route, dialect).await
+    authorize(&state, request.headers(), Select::Route, dialect).await
 }
 
 async fn forward_by_name(
     State(state): State<Arc<AppState>>,
-    Path((namespace, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    params: RawPathParams,
+    request: Request,
 ) -> Response {
-    let select = Select::Name {
-        namespace: &namespace,
-        name: &name,
-    };
-    authorize(&state, &headers, select, Dialect::Forward).await
+    authorize(&state, request.headers(), named(&params), Dialect::Forward).await
 }
 
-async fn forward_by_route(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    authorize(&state, &headers, Select::Route, Dialect::Forward).await
+async fn forward_by_route(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    authorize(&state, request.headers(), Select::Route, Dialect::Forward).await
 }
 
 async fn envoy_by_name(
     State(state): State<Arc<AppState>>,
-    Path(params): Path<Vec<(String, String)>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    params: RawPathParams,
+    request: Request,
 ) -> Response {
-    let param = |k: &str| {
-        params
-            .iter()
-            .find(|(name, _)| name == k)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
+    let select = named(&params);
+    let Select::Name { namespace, name } = select else {
+        unreachable!("named() selects by name")
     };
     // The original path is everything after /envoy/{ns}/{name}, taken raw from the URI so
     // that its encoding reaches the normaliser untouched.
-    let prefix_len = format!("/envoy/{}/{}", param("namespace"), param("name")).len();
+    let uri = request.uri();
+    let prefix_len = format!("/envoy/{namespace}/{name}").len();
     let raw_path = uri.path();
     let rest = if raw_path.len() > prefix_len && raw_path.is_char_boundary(prefix_len) {
         &raw_path[prefix_len..]
@@ -161,20 +148,26 @@ async fn envoy_by_name(
         Some(q) => format!("{rest}?{q}"),
         None => rest.to_owned(),
     };
-    let select = Select::Name {
+    let dialect = Dialect::Envoy {
+        method: request.method().to_string(),
+        path_and_query,
+    };
+    authorize(&state, request.headers(), select, dialect).await
+}
+
+/// `{namespace}` and `{name}` of a named route (the router matched both, so both exist).
+fn named<'p>(params: &'p RawPathParams) -> Select<'p> {
+    let param = |k: &str| {
+        params
+            .iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v)
+            .unwrap_or("")
+    };
+    Select::Name {
         namespace: param("namespace"),
         name: param("name"),
-    };
-    authorize(
-        &state,
-        &headers,
-        select,
-        Dialect::Envoy {
-            method: method.to_string(),
-            path_and_query,
-        },
-    )
-    .await
+    }
 }
 
 async fn authorize(
@@ -230,16 +223,17 @@ pub(crate) async fn judge(
     select: &Select<'_>,
 ) -> Decision {
     let started = Instant::now();
-    let (policy_label, decision) = match &request {
-        Err(reason) => ("-".to_owned(), Decision::Deny(*reason)),
+    let (resolved, decision) = match &request {
+        Err(reason) => (None, Decision::Deny(*reason)),
         Ok(req) => select_and_decide(state, headers, req, select, unix_now()).await,
     };
+    if let Some(policy) = &resolved {
+        state.observe(policy, decision.outcome());
+    }
+    let policy_label = resolved.unwrap_or_else(|| NO_POLICY.clone());
     state
         .metrics
         .count_decision(&policy_label, decision.outcome());
-    if policy_label != "-" {
-        state.observe(&policy_label, decision.outcome());
-    }
     state
         .metrics
         .decision_seconds
@@ -264,15 +258,19 @@ pub(crate) async fn judge(
     decision
 }
 
-/// The policy the request selects, then the decision: the core's two halves with the I/O
-/// they need in between (a key refetch, the identity fetch). `now` is the one clock.
+/// The metrics and log label of a decision no policy was resolved for.
+static NO_POLICY: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("-"));
+
+/// The policy the request selects (its label, `None` when none was resolved), then the
+/// decision: the core's two halves with the I/O they need in between (a key refetch, the
+/// identity fetch). `now` is the one clock.
 async fn select_and_decide(
     state: &AppState,
     headers: &HeaderMap,
     req: &OriginalRequest,
     select: &Select<'_>,
     now: u64,
-) -> (String, Decision) {
+) -> (Option<Arc<str>>, Decision) {
     let index = state.index();
     let policy = match select {
         Select::Name { namespace, name } => index.by_name(namespace, name),
@@ -283,15 +281,15 @@ async fn select_and_decide(
         Err(reason) => {
             let label = match select {
                 Select::Name { namespace, name } if reason == Reason::PolicyInvalid => {
-                    format!("{namespace}/{name}")
+                    Some(Arc::from(format!("{namespace}/{name}")))
                 }
-                _ => "-".to_owned(),
+                _ => None,
             };
             return (label, Decision::Deny(reason));
         }
     };
     drop(index);
-    let label = policy.key.to_string();
+    let label = Some(policy.label.clone());
     let mut verified = decision::verify_request(&policy, headers, &state.keys, &state.tokens, now);
     // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is still
     // running. One (coalesced, rate-limited) refetch, then verify again.
@@ -312,7 +310,7 @@ async fn select_and_decide(
                 .get_for_policy(&policy, v.token, &v.claims, now)
                 .await
                 .inspect_err(|e| {
-                    tracing::warn!(policy = %label, error = %e, detail = e.detail(), "identity enrichment failed")
+                    tracing::warn!(policy = %policy.label, error = %e, detail = e.detail(), "identity enrichment failed")
                 }),
         ),
     };

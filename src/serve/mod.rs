@@ -6,9 +6,12 @@ pub mod grpc;
 pub mod http;
 pub mod state;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::Request;
+use axum::response::Response;
 use tokio::net::TcpListener;
 
 use crate::identity::{IdentityClient, IdentityConfig};
@@ -133,20 +136,22 @@ pub async fn drain_and_stop(
     tracing::info!("listeners stopped");
 }
 
-async fn serve_until(
+async fn serve_until<S>(
     listener: TcpListener,
-    router: axum::Router,
+    service: S,
     mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
+) where
+    S: tower::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
     let stop = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    // HTTP/2 (gRPC) writes an answer as several frames; with Nagle's algorithm the last one
-    // waits for the peer's delayed ACK, about 40 ms per call: no delay on every connection.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(listener, router)
+    if let Err(e) = axum::serve(no_delay(listener), tower::make::Shared::new(service))
         .with_graceful_shutdown(stop)
         .await
     {
@@ -155,12 +160,15 @@ async fn serve_until(
 }
 
 pub async fn serve_http(listener: TcpListener, router: axum::Router) {
-    // HTTP/2 (gRPC) writes an answer as several frames; with Nagle's algorithm the last one
-    // waits for the peer's delayed ACK, about 40 ms per call: no delay on every connection.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    if let Err(e) = axum::serve(listener, router).await {
+    if let Err(e) = axum::serve(no_delay(listener), router).await {
         tracing::error!(error = %e, "HTTP server stopped");
     }
+}
+
+/// HTTP/2 (gRPC) writes an answer as several frames; with Nagle's algorithm the last one
+/// waits for the peer's delayed ACK, about 40 ms per call: no delay on every connection.
+fn no_delay(listener: TcpListener) -> impl axum::serve::Listener<Addr = SocketAddr> {
+    axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }

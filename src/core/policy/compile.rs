@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderName;
@@ -78,6 +79,8 @@ pub struct CompiledClaimHeader {
 #[derive(Clone, Debug)]
 pub struct CompiledPolicy {
     pub key: PolicyKey,
+    /// `namespace/name`, made once: every decision is counted and logged under it.
+    pub label: Arc<str>,
     pub generation: Option<i64>,
     pub issuer: String,
     pub issuer_kind: IssuerKind,
@@ -207,6 +210,7 @@ pub fn compile(
     .collect();
 
     Ok(CompiledPolicy {
+        label: key.to_string().into(),
         key,
         generation,
         issuer,
