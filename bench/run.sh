@@ -60,10 +60,11 @@ out=docs/benchmarks.md
   echo
   echo "| ratio | measured | target | |"
   echo "|---|---:|---|---|"
-  for f in "$report"/*.md; do grep -E '^\| .* \| (met|missed) \|$' "$f" || true; done
+  for f in "$report"/*.md; do grep -E '^\| .* \| (met|missed) \|$' "$f" | grep -v '(context)' || true; done
   echo
   for f in "$report"/*.md; do cat "$f"; echo; done
-  [ -f docs/profiles/README.md ] && { cat docs/profiles/README.md; echo; }
+  # The profiles page links its SVGs relative to docs/profiles/.
+  [ -f docs/profiles/README.md ] && { sed -E 's#\]\(([a-z-]+\.svg)\)#](profiles/\1)#g' docs/profiles/README.md; echo; }
   echo "## How to reproduce"
   echo
   echo '```sh'

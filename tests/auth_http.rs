@@ -530,6 +530,33 @@ fn policy_edits_take_effect_without_restart_and_bad_edits_keep_the_last_good_set
         .assert_deny(503, "policy_unknown");
 }
 
+/// Reading the policy files is not a change. notify reports every open, and every reload
+/// opens every file: taking those for changes reloaded the directory forever, stalling
+/// requests with 10,000 policies (found by the churn benchmark).
+#[test]
+fn reading_the_policy_files_does_not_reload_them() {
+    let (issuer, server) = setup("");
+    let edited = policy_yaml(
+        "apps",
+        "web",
+        &issuer.url,
+        "  claimHeaders:\n    - { header: X-Email, claim: email }\n",
+    );
+    server.replace_policy("web.yaml", &edited);
+    let after_edit = server.reloads();
+    for entry in std::fs::read_dir(server.path()).unwrap() {
+        let _ = std::fs::read_to_string(entry.unwrap().path());
+    }
+    assert!(
+        !eventually(Duration::from_secs(3), || server.reloads() > after_edit),
+        "the directory was reloaded without a change: {} reloads after the edit",
+        server.reloads() - after_edit
+    );
+    server
+        .with_token(NAMED, &issuer.token(json!({})))
+        .assert_allow();
+}
+
 #[test]
 fn serve_refuses_to_start_on_an_invalid_policy_directory() {
     let dir = tempfile::tempdir().unwrap();

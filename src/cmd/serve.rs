@@ -39,7 +39,14 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     // No status to write in file mode: decisions are counted in metrics only.
     let state = serve::bootstrap(&config.services, None)?;
     let mut clock = files::ClaimClock::new(config.host_claims.clone());
-    let n = files::reload(&config.policies, state.as_ref(), &state.metrics, &mut clock)?;
+    let mut parsed = files::ParsedFiles::default();
+    let n = files::reload(
+        &config.policies,
+        state.as_ref(),
+        &state.metrics,
+        &mut clock,
+        &mut parsed,
+    )?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 
     let listening = serve::listen(&state, config.listen, config.admin_listen).await?;
@@ -50,7 +57,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let dir = config.policies.clone();
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
-        if let Err(e) = files::watch(dir, state, metrics, clock).await {
+        if let Err(e) = files::watch(dir, state, metrics, clock, parsed).await {
             tracing::error!(error = %e, "policy directory watch stopped; policies are no longer reloaded");
         }
     });

@@ -102,6 +102,11 @@ impl ClaimClock {
 
 /// Reads and validates every policy in `dir`.
 pub fn load_dir(dir: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+    load_dir_cached(dir, &mut ParsedFiles::default())
+}
+
+/// The files of `dir` that hold policies, in name order.
+fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| load_err(dir, e.to_string()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -116,26 +121,59 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
         .filter(|p| p.is_file())
         .collect();
     files.sort();
+    Ok(files)
+}
 
+/// Each file's text and what it parsed to, from the previous load: parsing YAML is most of a
+/// reload's cost, and a change usually touches one file of many.
+#[derive(Default)]
+pub struct ParsedFiles {
+    files: HashMap<PathBuf, (String, Vec<(PolicyKey, Entry)>)>,
+}
+
+impl ParsedFiles {
+    /// Whether `dir` still holds exactly the files and texts last loaded.
+    fn is_current(&self, dir: &Path) -> bool {
+        let Ok(files) = policy_files(dir) else {
+            return false;
+        };
+        files.len() == self.files.len()
+            && files.iter().all(|f| {
+                self.files.get(f).is_some_and(|(text, _)| {
+                    std::fs::read_to_string(f).is_ok_and(|now| now == *text)
+                })
+            })
+    }
+}
+
+/// [`load_dir`], parsing again only the files whose text differs from what `parsed` holds
+/// (which it then holds instead). A failed load leaves `parsed` as it was.
+pub fn load_dir_cached(
+    dir: &Path,
+    parsed: &mut ParsedFiles,
+) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
     let mut seen: HashMap<PolicyKey, PathBuf> = HashMap::new();
     let mut entries = Vec::new();
-    for file in &files {
-        for (key, entry) in load_file(file)? {
+    let mut now = HashMap::new();
+    for file in policy_files(dir)? {
+        let text = std::fs::read_to_string(&file).map_err(|e| load_err(&file, e.to_string()))?;
+        let file_entries = match parsed.files.get(&file) {
+            Some((before, file_entries)) if *before == text => file_entries.clone(),
+            _ => parse_manifests(&file.display().to_string(), &text)?,
+        };
+        for (key, entry) in &file_entries {
             if let Some(first) = seen.insert(key.clone(), file.clone()) {
                 return Err(load_err(
-                    file,
+                    &file,
                     format!("policy {key} is also defined in {}", first.display()),
                 ));
             }
-            entries.push((key, entry));
+            entries.push((key.clone(), entry.clone()));
         }
+        now.insert(file, (text, file_entries));
     }
+    parsed.files = now;
     Ok(entries)
-}
-
-fn load_file(file: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
-    let text = std::fs::read_to_string(file).map_err(|e| load_err(file, e.to_string()))?;
-    parse_manifests(&file.display().to_string(), &text)
 }
 
 /// Parses and validates the manifests in `text` (the contents of the file `file_name`, which
@@ -180,12 +218,14 @@ pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, En
     Ok(out)
 }
 
-/// Loads `dir` once and installs it; the caller decides what a failure means.
+/// Loads `dir` and installs it, parsing again only the files that changed since `parsed`
+/// was filled (see [`load_dir_cached`]); the caller decides what a failure means.
 pub fn reload(
     dir: &Path,
     sink: &dyn PolicySink,
     metrics: &Metrics,
     clock: &mut ClaimClock,
+    parsed: &mut ParsedFiles,
 ) -> Result<usize, LoadError> {
     // Counted once the outcome is in force, so a reader of the metric sees the new set.
     let count = |result| {
@@ -194,7 +234,7 @@ pub fn reload(
             .get_or_create(&ReloadLabels { result })
             .inc()
     };
-    let entries = load_dir(dir).inspect_err(|_| {
+    let entries = load_dir_cached(dir, parsed).inspect_err(|_| {
         count("error");
     })?;
     let index = clock.index(entries);
@@ -204,27 +244,55 @@ pub fn reload(
     Ok(n)
 }
 
+/// Whether a watcher event can mean the directory's contents changed. Opening and reading a
+/// file raises Access events (notify watches IN_OPEN), and every reload reads every file:
+/// reacting to those would reload forever.
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Watches `dir` and reloads on every change, debounced. Runs until the process ends.
-/// A bad reload logs the file and field and keeps the set in force.
+/// A bad reload logs the file and field and keeps the set in force. `parsed` is what the
+/// set in force was loaded from: a change made before the watch began is caught up at once.
 pub async fn watch(
     dir: PathBuf,
     sink: Arc<dyn PolicySink>,
     metrics: Arc<Metrics>,
     mut clock: ClaimClock,
+    mut parsed: ParsedFiles,
 ) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let changed = tx.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            let _ = tx.send(());
+        if event.is_ok_and(|e| is_change(&e.kind)) {
+            let _ = changed.send(());
         }
     })?;
     // Watching the directory (not the files) also sees ConfigMap-style symlink swaps.
     watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    if !parsed.is_current(&dir) {
+        let _ = tx.send(());
+    }
+    // Reloading is synchronous work (hundreds of ms for thousands of policies): it runs on the
+    // blocking pool, never on a runtime worker that requests are waiting for.
     while rx.recv().await.is_some() {
         // Editors write in several steps; settle before reading.
         tokio::time::sleep(Duration::from_millis(150)).await;
         while rx.try_recv().is_ok() {}
-        match reload(&dir, sink.as_ref(), &metrics, &mut clock) {
+        let (d, s, m) = (dir.clone(), sink.clone(), metrics.clone());
+        let (result, c, p) = tokio::task::spawn_blocking(move || {
+            let result = reload(&d, s.as_ref(), &m, &mut clock, &mut parsed);
+            (result, clock, parsed)
+        })
+        .await
+        .expect("reload task");
+        (clock, parsed) = (c, p);
+        match result {
             Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
             Err(e) => {
                 tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set")
