@@ -222,7 +222,7 @@ if [ -n "$report" ]; then
   {
     echo "## gRPC ext_authz against the HTTP dialect"
     echo
-    echo "One accessgate (one worker), both protocols on its one listener, same token, allow = 200/OK with identity headers, deny = no token. ghz (Go) needs more CPU per call than wrk (C) on the same 2 cores, so the throughput ratio is also given with one generator for both protocols (tests/grpc-client \\`load\\` and \\`load-http\\`), and as the server's own CPU per request, which does not depend on the generator."
+    echo "One accessgate (one worker), both protocols on its one listener, same token, allow = 200/OK with identity headers, deny = no token. ghz (Go) needs more CPU per call than wrk (C) on the same 2 cores, so the throughput ratio is also given with one generator for both protocols (the load and load-http modes of tests/grpc-client), and as the server's own CPU per request, which does not depend on the generator. ghz counts calls still in flight when its duration ends as Unavailable."
     echo
     echo "_This part took $(( $(date +%s) - started ))s._"
     echo

@@ -67,9 +67,10 @@ headers=(-H "X-Original-URL: https://app.example.test/" -H "Cf-Access-Jwt-Assert
 
 wrk -t1 -c32 -d3s "${headers[@]}" "$url" >/dev/null # warm-up
 wrk -t1 -c32 -d12s "${headers[@]}" "$url" >"$work/wrk.txt" &
+load=$!
 sleep 2
 perf record -F 999 -g --call-graph dwarf,16384 -p "$server" -o "$work/perf.data" -- sleep 8 >&2 2>/dev/null
-wait
+wait "$load"
 perf script -i "$work/perf.data" 2>/dev/null | "$inferno/bin/inferno-collapse-perf" >"$work/folded"
 mkdir -p "$(dirname "$out")"
 # Frames under 0.2 % of samples are left out: the SVG stays small enough to keep in docs/.

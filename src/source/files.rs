@@ -124,11 +124,12 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// Each file's text and what it parsed to, from the previous load: parsing YAML is most of a
+/// Each file's digest (SHA-256 of its text, not the text: 10,000 policies are megabytes) and
+/// what it parsed to, from the previous load: parsing YAML is most of a
 /// reload's cost, and a change usually touches one file of many.
 #[derive(Default)]
 pub struct ParsedFiles {
-    files: HashMap<PathBuf, (String, Vec<(PolicyKey, Entry)>)>,
+    files: HashMap<PathBuf, (Digest, Vec<(PolicyKey, Entry)>)>,
 }
 
 impl ParsedFiles {
@@ -139,8 +140,8 @@ impl ParsedFiles {
         };
         files.len() == self.files.len()
             && files.iter().all(|f| {
-                self.files.get(f).is_some_and(|(text, _)| {
-                    std::fs::read_to_string(f).is_ok_and(|now| now == *text)
+                self.files.get(f).is_some_and(|(digest, _)| {
+                    std::fs::read(f).is_ok_and(|now| digest_of(&now) == *digest)
                 })
             })
     }
@@ -157,8 +158,9 @@ pub fn load_dir_cached(
     let mut now = HashMap::new();
     for file in policy_files(dir)? {
         let text = std::fs::read_to_string(&file).map_err(|e| load_err(&file, e.to_string()))?;
+        let digest = digest_of(text.as_bytes());
         let file_entries = match parsed.files.get(&file) {
-            Some((before, file_entries)) if *before == text => file_entries.clone(),
+            Some((before, file_entries)) if *before == digest => file_entries.clone(),
             _ => parse_manifests(&file.display().to_string(), &text)?,
         };
         for (key, entry) in &file_entries {
@@ -170,10 +172,18 @@ pub fn load_dir_cached(
             }
             entries.push((key.clone(), entry.clone()));
         }
-        now.insert(file, (text, file_entries));
+        now.insert(file, (digest, file_entries));
     }
     parsed.files = now;
     Ok(entries)
+}
+
+type Digest = [u8; 32];
+
+fn digest_of(bytes: &[u8]) -> Digest {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    d
 }
 
 /// Parses and validates the manifests in `text` (the contents of the file `file_name`, which
