@@ -27,7 +27,6 @@ DURATION="${ACCESSGATE_BENCH_SECONDS:-8}"
 CONC="${ACCESSGATE_BENCH_CONNECTIONS:-32}"
 CALLS="${ACCESSGATE_BENCH_CALLS:-100000}"
 GHZ_VERSION="${GHZ_VERSION:-v0.93.0}"   # the only version the module proxy lists for cmd/ghz
-AUD=4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2
 
 for tool in cargo go curl python3; do
   command -v "$tool" >/dev/null || { echo "grpc.sh: $tool is required" >&2; exit 1; }
@@ -48,43 +47,9 @@ fi
 ghz="$ghz_dir/ghz"
 
 load_before="$(cut -d" " -f1-3 /proc/loadavg)"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# wait_for FILE REGEX: the first line of FILE matching REGEX (20 s at most).
-wait_for() {
-  for _ in $(seq 200); do
-    if line="$(grep -m1 -E "$2" "$1" 2>/dev/null)"; then echo "$line"; return 0; fi
-    sleep 0.1
-  done
-  echo "grpc.sh: no line matching $2 in $1:" >&2; cat "$1" >&2; exit 1
-}
-
-"$bin" dev-issuer --listen 127.0.0.1:0 --log-format text >"$work/issuer.log" 2>&1 &
-pids+=($!)
-issuer="$(wait_for "$work/issuer.log" 'dev issuer on ' | awk '{print $4}')"
-
-mkdir "$work/policies"
-cat >"$work/policies/web.yaml" <<EOF
-apiVersion: accessgate.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: web, namespace: bench }
-spec:
-  issuer:
-    url: ${issuer}
-    jwksUri: ${issuer}/cdn-cgi/access/certs
-  audiences: ["${AUD}"]
-  hosts: [app.example.test]
-EOF
-TOKIO_WORKER_THREADS=1 ACCESSGATE_LOG=info "$bin" serve --policies "$work/policies" \
-  --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$work/server.log" 2>&1 &
-pids+=($!)
-auth="$(wait_for "$work/server.log" '"listening"' | python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["auth"])')"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+start_accessgate "$bin"
 
 token="$(curl -sf -X POST "$issuer/mint" -H 'content-type: application/json' \
   -d "{\"aud\": [\"$AUD\"], \"email\": \"alice@example.com\"}")"
@@ -115,7 +80,6 @@ grep -q '"code":16' <("$client" check -addr "$auth" -request "$work/deny.json") 
   || { echo "grpc.sh: HTTP allow request not allowed" >&2; exit 1; }
 
 rows=()
-server_pid="${pids[1]}"
 tck="$(getconf CLK_TCK)"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
 

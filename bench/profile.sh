@@ -11,7 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:?usage: bench/profile.sh OUT.svg [TITLE]}"
 title="${2:-accessgate, cached /auth/{ns}/{name} under wrk -c32 (one worker)}"
-AUD=4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2
 
 for tool in perf wrk curl; do
   command -v "$tool" >/dev/null || { echo "profile.sh: $tool is required" >&2; exit 1; }
@@ -23,41 +22,10 @@ fi
 cargo build --profile profiling --locked --bin accessgate >&2
 bin="$PWD/target/profiling/accessgate"
 
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_for() {  # FILE REGEX
-  for _ in $(seq 200); do
-    if line="$(grep -m1 -E "$2" "$1" 2>/dev/null)"; then echo "$line"; return 0; fi
-    sleep 0.1
-  done
-  echo "profile.sh: no line matching $2 in $1" >&2; exit 1
-}
-
-"$bin" dev-issuer --listen 127.0.0.1:0 --log-format text >"$work/issuer.log" 2>&1 &
-pids+=($!)
-issuer="$(wait_for "$work/issuer.log" 'dev issuer on ' | awk '{print $4}')"
-mkdir "$work/policies"
-cat >"$work/policies/web.yaml" <<EOF
-apiVersion: accessgate.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: web, namespace: bench }
-spec:
-  issuer: { url: ${issuer}, jwksUri: ${issuer}/cdn-cgi/access/certs }
-  audiences: ["${AUD}"]
-  hosts: [app.example.test]
-  claimHeaders:
-    - { header: X-Auth-Request-Email, claim: email }
-EOF
-TOKIO_WORKER_THREADS=1 "$bin" serve --policies "$work/policies" --listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 >"$work/server.log" 2>&1 &
-server=$!
-pids+=("$server")
-auth="$(wait_for "$work/server.log" '"listening"' | sed -E 's/.*"auth":"([^"]+)".*/\1/')"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+start_accessgate "$bin" "  claimHeaders:
+    - { header: X-Auth-Request-Email, claim: email }"
 token="$(curl -sf -X POST "$issuer/mint" -H 'content-type: application/json' \
   -d "{\"aud\": [\"$AUD\"], \"email\": \"alice@example.com\"}")"
 url="http://$auth/auth/bench/web"
@@ -69,7 +37,7 @@ wrk -t1 -c32 -d3s "${headers[@]}" "$url" >/dev/null # warm-up
 wrk -t1 -c32 -d12s "${headers[@]}" "$url" >"$work/wrk.txt" &
 load=$!
 sleep 2
-perf record -F 999 -g --call-graph dwarf,16384 -p "$server" -o "$work/perf.data" -- sleep 8 >&2 2>/dev/null
+perf record -F 999 -g --call-graph dwarf,16384 -p "$server_pid" -o "$work/perf.data" -- sleep 8 >&2 2>/dev/null
 wait "$load"
 perf script -i "$work/perf.data" 2>/dev/null | "$inferno/bin/inferno-collapse-perf" >"$work/folded"
 mkdir -p "$(dirname "$out")"

@@ -130,10 +130,7 @@ async fn envoy_by_name(
     params: RawPathParams,
     request: Request,
 ) -> Response {
-    let select = named(&params);
-    let Select::Name { namespace, name } = select else {
-        unreachable!("named() selects by name")
-    };
+    let (namespace, name) = name_params(&params);
     // The original path is everything after /envoy/{ns}/{name}, taken raw from the URI so
     // that its encoding reaches the normaliser untouched.
     let uri = request.uri();
@@ -152,11 +149,23 @@ async fn envoy_by_name(
         method: request.method().to_string(),
         path_and_query,
     };
-    authorize(&state, request.headers(), select, dialect).await
+    authorize(
+        &state,
+        request.headers(),
+        Select::Name { namespace, name },
+        dialect,
+    )
+    .await
+}
+
+/// The policy a named route selects.
+fn named<'p>(params: &'p RawPathParams) -> Select<'p> {
+    let (namespace, name) = name_params(params);
+    Select::Name { namespace, name }
 }
 
 /// `{namespace}` and `{name}` of a named route (the router matched both, so both exist).
-fn named<'p>(params: &'p RawPathParams) -> Select<'p> {
+fn name_params(params: &RawPathParams) -> (&str, &str) {
     let param = |k: &str| {
         params
             .iter()
@@ -164,10 +173,7 @@ fn named<'p>(params: &'p RawPathParams) -> Select<'p> {
             .map(|(_, v)| v)
             .unwrap_or("")
     };
-    Select::Name {
-        namespace: param("namespace"),
-        name: param("name"),
-    }
+    (param("namespace"), param("name"))
 }
 
 async fn authorize(
