@@ -879,7 +879,7 @@ fn reload_breakdown(dir: &Path, r: &mut Report) {
 /// One pass of [`reload_breakdown`]'s stages, in its order.
 fn reload_stages(dir: &Path) -> [Duration; 7] {
     use accessgate::core::policy::{AccessPolicy, PolicyKey, compile};
-    use accessgate::source::files::{ClaimClock, parse_manifests};
+    use accessgate::source::files::{HostLedger, parse_manifests};
     let timed = |f: &mut dyn FnMut()| {
         let t = Instant::now();
         f();
@@ -916,8 +916,12 @@ fn reload_stages(dir: &Path) -> [Duration; 7] {
             .collect()
     });
     let mut index = None;
-    let indexing =
-        timed(&mut || index = Some(ClaimClock::new(None).index(std::mem::take(&mut entries))));
+    let indexing = timed(&mut || {
+        index = Some(
+            HostLedger::new(None, std::time::Duration::from_secs(3600))
+                .index(std::mem::take(&mut entries)),
+        )
+    });
     let dropping = timed(&mut || drop(index.take()));
     [
         read,

@@ -55,6 +55,19 @@ pub struct PolicyStateLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `auth` or `admin`.
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedConnectionLabels {
+    pub listener: &'static str,
+    /// `over_limit`, `head_timeout`, `idle_timeout` or `shutdown`.
+    pub reason: &'static str,
+}
+
 /// All metric families, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +80,8 @@ pub struct Metrics {
     pub headers_dropped: Family<DroppedHeaderLabels, Counter>,
     pub policy_reloads: Family<ReloadLabels, Counter>,
     pub policies: Family<PolicyStateLabels, Gauge>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    pub connections_dropped: Family<DroppedConnectionLabels, Counter>,
 }
 
 impl Metrics {
@@ -112,7 +127,7 @@ impl Metrics {
         let headers_dropped = Family::<DroppedHeaderLabels, Counter>::default();
         registry.register(
             "header_values_dropped",
-            "Identity header values not emitted because they were unsafe or too long",
+            "Identity header values not emitted: unsafe, too long, or a list item holding its separator",
             headers_dropped.clone(),
         );
         let policy_reloads = Family::<ReloadLabels, Counter>::default();
@@ -123,6 +138,18 @@ impl Metrics {
         );
         let policies = Family::<PolicyStateLabels, Gauge>::default();
         registry.register("policies", "Policies loaded, by state", policies.clone());
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Open connections per listener (bounded by --max-connections / --admin-max-connections)",
+            connections_open.clone(),
+        );
+        let connections_dropped = Family::<DroppedConnectionLabels, Counter>::default();
+        registry.register(
+            "connections_dropped",
+            "Connections accessgate closed with no request in flight: refused over the cap, request head or keep-alive idle timeout, shutdown",
+            connections_dropped.clone(),
+        );
         Arc::new(Self {
             registry,
             decisions,
@@ -134,6 +161,8 @@ impl Metrics {
             headers_dropped,
             policy_reloads,
             policies,
+            connections_open,
+            connections_dropped,
         })
     }
 

@@ -1,7 +1,9 @@
 //! Fetches a policy aims (JWKS, get-identity) as a tenant would aim them: the address guard
-//! refuses loopback/private/link-local targets unless allowed, and failures surface as
-//! categories, never as text from the answer. Real HTTP throughout: the dev issuer process,
-//! hand-written HTTP answers on loopback, `accessgate serve` and `accessgate check`.
+//! refuses loopback/private/link-local targets unless allowed, failures surface as
+//! categories, never as text from the answer, and no setting, traffic or policy churn fetches
+//! one JWKS URL more than a burst and then once per 10 s. Real HTTP throughout: the dev
+//! issuer process, hand-written HTTP answers on loopback, `accessgate serve` and
+//! `accessgate check`.
 
 mod common;
 
@@ -9,13 +11,14 @@ use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use accessgate::core::index::Entry;
 use accessgate::core::verify::Claims;
 use accessgate::fetch::{AddressPolicy, AllowList};
 use accessgate::identity::{IdentityClient, IdentityConfig, IdentityError};
-use accessgate::keys::{KeyConfig, KeyStatus, KeyStore};
+use accessgate::keys::{FETCH_BURST, FETCH_PERIOD, KeyConfig, KeyStatus, KeyStore};
 use accessgate::metrics::Metrics;
 use accessgate::source::files::parse_manifests;
 use common::*;
@@ -278,6 +281,172 @@ fn check_fetches_like_the_server() {
     let (code, out) = check(&[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("too_large"), "{out}");
+}
+
+/// The most fetches of one URL the key store allows over `elapsed`: the burst, then one per
+/// period.
+fn fetch_limit(elapsed: Duration) -> u64 {
+    u64::from(FETCH_BURST) + elapsed.as_secs() / FETCH_PERIOD.as_secs()
+}
+
+/// Five policies on the dev issuer's JWKS URL (or on `base`'s, to take it away).
+fn five_policies(base: &str) -> String {
+    (0..5)
+        .map(|i| policy_yaml("apps", &format!("p{i}"), base, ""))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The worst `accessgate serve` accepts: every fetch interval at its floor (10 s), five
+/// policies on one JWKS URL, a flood of tokens with unknown kids, the key endpoint failing
+/// every other round, and the URL taken away from every policy and given back as fast as
+/// the server reloads. The issuer counts the fetches over the server's whole life: never
+/// more than the burst plus one per period.
+#[test]
+fn no_setting_traffic_or_churn_fetches_a_jwks_url_more_than_a_burst_then_once_per_10s() {
+    let issuer = Issuer::start();
+    let nowhere = ClosedPort::new();
+    let on = five_policies(&issuer.url);
+    let off = five_policies(&format!("http://{}", nowhere.addr));
+    let unknown_kids: Vec<String> = (0..20)
+        .map(|i| issuer.token(json!({"header": {"kid": format!("unknown-{i}")}})))
+        .collect();
+    let started = Instant::now();
+    let server = Server::start(
+        &[("p.yaml", &on)],
+        &[
+            "--jwks-refresh",
+            "10s",
+            "--jwks-retry",
+            "10s",
+            "--jwks-refetch-min-interval",
+            "10s",
+        ],
+    );
+    let until = started + Duration::from_secs(25);
+    let requests = AtomicUsize::new(0);
+    let mut churns = 0;
+    let auth = format!("{}/auth/apps/p0", server.auth);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let client = http();
+            while Instant::now() < until {
+                for token in &unknown_kids {
+                    let status = client
+                        .get(&auth)
+                        .header("x-original-url", "https://app.example.test/")
+                        .header("cf-access-jwt-assertion", token)
+                        .send()
+                        .unwrap()
+                        .status();
+                    assert!(matches!(status.as_u16(), 401 | 503), "{status}");
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        while Instant::now() < until {
+            issuer.certs_mode(if churns % 2 == 0 { "fail" } else { "ok" });
+            server.replace_policy("p.yaml", &off);
+            server.replace_policy("p.yaml", &on);
+            churns += 1;
+        }
+    });
+    let fetches = issuer.certs_calls();
+    let limit = fetch_limit(started.elapsed());
+    eprintln!(
+        "{fetches} key fetches (limit {limit}) over {:?}: {churns} rounds of churn, {} requests",
+        started.elapsed(),
+        requests.load(Ordering::Relaxed)
+    );
+    // Each round would fetch at least once without the limit (a URL given back to a policy
+    // is fetched at once): the churn alone asks for more than the limit.
+    assert!(
+        churns > limit,
+        "only {churns} rounds: the test proves nothing"
+    );
+    assert!(requests.into_inner() > 100, "the flood did not happen");
+    assert!(
+        (1..=limit).contains(&fetches),
+        "{fetches} key fetches over {:?}; at most {limit} allowed:\n{}",
+        started.elapsed(),
+        server.proc.output()
+    );
+}
+
+/// The limit lives in the key store, not in the flags: configured with no intervals at all
+/// (which the binary refuses) and asked to refetch in a loop while the URL is dropped and
+/// added again between asks, it still fetches a burst and then once per period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_store_limits_fetches_per_url_even_with_zero_intervals() {
+    let issuer = tokio::task::spawn_blocking(Issuer::start).await.unwrap();
+    let url = Url::parse(&issuer.certs_url()).unwrap();
+    let started = Instant::now();
+    let store = KeyStore::new(
+        KeyConfig {
+            refresh_interval: Duration::ZERO,
+            retry_interval: Duration::ZERO,
+            unknown_kid_min_interval: Duration::ZERO,
+            ..KeyConfig::default()
+        },
+        Metrics::new(),
+    )
+    .unwrap();
+    let (used, unused) = (HashSet::from([url.clone()]), HashSet::new());
+    let mut asks = 0u64;
+    while started.elapsed() < Duration::from_secs(12) {
+        store.retain(&used);
+        store.refetch(&url).await;
+        if asks % 2 == 0 {
+            store.retain(&unused);
+        }
+        asks += 1;
+        tokio::task::yield_now().await;
+    }
+    let fetches = tokio::task::block_in_place(|| issuer.certs_calls());
+    let limit = fetch_limit(started.elapsed());
+    eprintln!(
+        "{fetches} key fetches (limit {limit}) over {:?}: {asks} asks",
+        started.elapsed()
+    );
+    assert!(asks > limit);
+    assert!(
+        (1..=limit).contains(&fetches),
+        "{fetches} key fetches over {:?}; at most {limit} allowed",
+        started.elapsed()
+    );
+}
+
+/// Intervals that schedule key fetches are refused below 10 s by `serve` and `run`, before
+/// anything starts, naming the flag, the value and the floor.
+#[test]
+fn fetch_intervals_below_the_floor_are_refused_at_start() {
+    for command in [&["serve", "--policies", "/nonexistent"][..], &["run"]] {
+        for flag in [
+            "--jwks-refresh",
+            "--jwks-retry",
+            "--jwks-refetch-min-interval",
+        ] {
+            for value in ["0s", "9s", "9999ms"] {
+                let out = Command::new(BIN)
+                    .args(command)
+                    .args([flag, value])
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(
+                    out.status.code(),
+                    Some(2),
+                    "{command:?} {flag} {value}: {err}"
+                );
+                for needle in [flag, &format!("'{value}'"), "at least 10s"] {
+                    assert!(
+                        err.contains(needle),
+                        "{flag} {value}: no {needle:?} in {err}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// Seconds since the Unix epoch: the decision's clock.

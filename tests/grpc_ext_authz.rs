@@ -3,13 +3,20 @@
 //! (`tests/grpc-client`, Envoy's own Go protos and grpc-go from the Go module proxy) fed
 //! `CheckRequest`s shaped as Envoy's ext_authz filter builds them. Every gRPC answer is
 //! compared with what the HTTP endpoints on the same port answer for the same request.
+//! Checks that must not be UTF-8 (which Go's protobuf refuses to write) are serialised here
+//! with the server's types (envoy-types), broken byte by byte, and sent as they are by the
+//! same Go client, which decodes the answer with Envoy's protos.
 
 mod common;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::*;
+use envoy_types::ext_authz::v3::pb::CheckRequest;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use prost::Message;
 use serde_json::{Value, json};
 
 const HOST: &str = "app.example.test";
@@ -171,6 +178,20 @@ fn http_status(name: &str) -> u16 {
 
 fn check(server: &Server, request: &Value) -> Checked {
     let out = client(&["check", "-addr", addr(server)], &request.to_string());
+    checked(out)
+}
+
+/// [`check`] with the request already serialised: the bytes go out exactly as given.
+fn check_bytes(server: &Server, request: &[u8]) -> Checked {
+    let hex: String = request.iter().map(|b| format!("{b:02x}")).collect();
+    checked(client(
+        &["check", "-addr", addr(server), "-proto-hex"],
+        &hex,
+    ))
+}
+
+/// The client's answer to one check as a [`Checked`]; panics on an RPC error.
+fn checked(out: Value) -> Checked {
     let raw = out
         .get("response")
         .unwrap_or_else(|| panic!("no CheckResponse: {out}"))
@@ -595,6 +616,107 @@ fn broken_check_requests_are_defined_denials() {
     check(&server, &good).assert_allow();
 }
 
+/// A `CheckRequest` as [`envoy_check`] describes it, built with the types the server decodes
+/// into (envoy-types), so that its serialised bytes can be broken on purpose. No
+/// pseudo-headers: their values are in the fields (and a marked field must be marked once).
+fn check_message(
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    context: &[(&str, &str)],
+) -> CheckRequest {
+    let owned = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    id: "10385725624416516474".into(),
+                    method: "GET".into(),
+                    headers: owned(headers),
+                    path: path.into(),
+                    host: host.into(),
+                    scheme: "https".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: owned(context),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Text the tests put where the bytes should not be UTF-8; [`latin1`] breaks it.
+const MARK: &str = "cafe-latin1";
+
+/// `message` serialised, with the one [`MARK`] in it turned into ISO-8859-1 text
+/// (`caf\xe9-latin1`: an `é` as one byte, which is not UTF-8): what a proxy passing raw
+/// header bytes on could send in a `string` field.
+fn latin1(message: &CheckRequest) -> Vec<u8> {
+    let mut bytes = message.encode_to_vec();
+    let at: Vec<usize> = bytes
+        .windows(MARK.len())
+        .enumerate()
+        .filter(|(_, w)| *w == MARK.as_bytes())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(at.len(), 1, "{MARK} must occur once in the message");
+    bytes[at[0] + 3] = 0xe9;
+    assert!(std::str::from_utf8(&bytes[at[0]..at[0] + MARK.len()]).is_err());
+    bytes
+}
+
+#[test]
+fn non_utf8_strings_in_a_check_are_a_400_deny_not_a_grpc_error() {
+    let (issuer, server) = setup();
+    let token = issuer.token(json!({}));
+    let jwt = ("cf-access-jwt-assertion", token.as_str());
+    let web = [("namespace", "apps"), ("name", "web")];
+
+    // The same message, left as UTF-8, is an ordinary allow: only the bytes differ below.
+    let in_header = check_message(HOST, "/", &[jwt, ("x-name", MARK)], &web);
+    check_bytes(&server, &in_header.encode_to_vec()).assert_allow();
+
+    let header_name = format!("x-{MARK}");
+    let path = format!("/{MARK}");
+    let host = format!("{MARK}.example.test");
+    let cases = [
+        ("a header value", in_header),
+        (
+            "a header name",
+            check_message(HOST, "/", &[jwt, (&header_name, "v")], &web),
+        ),
+        ("the path", check_message(HOST, &path, &[jwt], &[])),
+        ("the host", check_message(&host, "/", &[jwt], &[])),
+        (
+            "a context extension",
+            check_message(HOST, "/", &[jwt], &[("namespace", "apps"), ("name", MARK)]),
+        ),
+    ];
+    for (what, message) in cases {
+        let c = check_bytes(&server, &latin1(&message));
+        assert_eq!(
+            (c.http_status, c.reason()),
+            (Some(400), "request_malformed"),
+            "non-UTF-8 in {what}: {:#}",
+            c.raw
+        );
+        c.assert_deny(400, "request_malformed");
+    }
+    // And the server still answers.
+    check(
+        &server,
+        &envoy_check(HOST, "/", &[jwt], named("apps", "web")),
+    )
+    .assert_allow();
+}
+
 #[test]
 fn non_grpc_requests_on_the_grpc_paths_never_read_as_an_allow() {
     let (issuer, server) = setup();
@@ -813,4 +935,55 @@ fn on_sigterm_health_turns_not_serving_and_watch_ends_so_shutdown_completes() {
         !log.contains("requests still in flight after the grace period"),
         "{log}"
     );
+}
+
+/// Finding (HIGH) over gRPC without context: a tenant's claim on a host under the wildcard
+/// another namespace holds is not routed; the wildcard's policy answers (and refuses the
+/// tenant's self-minted token), on any depth under the wildcard.
+#[test]
+fn a_tenant_cannot_take_a_host_under_a_held_wildcard_by_grpc() {
+    let victim = Issuer::start();
+    let tenant = Issuer::start();
+    let server = Server::start(
+        &[(
+            "apps.yaml",
+            &policy_yaml(
+                "victim",
+                "apps",
+                &victim.url,
+                "  hosts: [\"*.apps.example.test\"]\n",
+            ),
+        )],
+        &[],
+    );
+    server.reload_after(|dir| {
+        std::fs::write(
+            dir.join("tenant.yaml"),
+            policy_yaml(
+                "tenant",
+                "grab",
+                &tenant.url,
+                "  hosts: [secret.apps.example.test]\n",
+            ),
+        )
+        .unwrap()
+    });
+    let ask = |authority: &str, token: &str| {
+        check(
+            &server,
+            &envoy_check(
+                authority,
+                "/",
+                &[("cf-access-jwt-assertion", token)],
+                json!({}),
+            ),
+        )
+    };
+    let evil = tenant.token(json!({"email": "eve@evil.test"}));
+    let c = ask("secret.apps.example.test", &evil);
+    assert_eq!(c.http_status, Some(401), "{}", c.reason());
+    let good = victim.token(json!({}));
+    ask("secret.apps.example.test", &good).assert_allow();
+    ask("a.b.apps.example.test", &good).assert_allow();
+    ask("apps.example.test", &good).assert_deny(503, "policy_unknown");
 }

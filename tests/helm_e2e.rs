@@ -97,6 +97,7 @@ fn default_render_is_secure_and_least_privilege() {
             "ClusterRoleBinding",
             "CustomResourceDefinition",
             "Deployment",
+            "NetworkPolicy",
             "Pod",
             "PodDisruptionBudget",
             "Role",
@@ -184,7 +185,6 @@ fn default_render_is_secure_and_least_privilege() {
         "PrometheusRule",
         "ConfigMap",
         "ServiceMonitor",
-        "NetworkPolicy",
     ] {
         assert!(find(&objs, kind).is_empty(), "{kind} rendered by default");
     }
@@ -196,7 +196,7 @@ fn non_default_values_render() {
         "--set",
         "watchNamespaces={team-a,team-b}",
         "--set",
-        "networkPolicy.enabled=true,networkPolicy.metricsNamespace=monitoring",
+        "networkPolicy.metricsNamespaces={monitoring}",
         "--set",
         "serviceMonitor.enabled=true",
         "--set",
@@ -318,26 +318,35 @@ fn pdb_only_with_more_than_one_replica() {
     assert_eq!(pdb["spec"]["unhealthyPodEvictionPolicy"], "IfHealthyBudget");
 }
 
-/// get/patch on the release's own Lease only; create stands alone (RBAC cannot scope it by
-/// name: the name is in the body, not the URL).
+/// get/patch on the release's own Lease and host ledger ConfigMap only; create stands alone
+/// (RBAC cannot scope it by name: the name is in the body, not the URL).
 #[test]
-fn lease_rbac_is_scoped_to_the_release_lease() {
-    for (sets, lease) in [
-        (vec![], "accessgate-leader"),
-        (vec!["--set", "fullnameOverride=gate"], "gate-leader"),
+fn own_namespace_rbac_is_scoped_to_the_release_lease_and_ledger() {
+    for (sets, lease, ledger) in [
+        (vec![], "accessgate-leader", "accessgate-hosts"),
+        (
+            vec!["--set", "fullnameOverride=gate"],
+            "gate-leader",
+            "gate-hosts",
+        ),
     ] {
         let objs = render(&sets);
         assert!(args(&objs).contains(&format!("--lease-name={lease}")));
+        assert!(args(&objs).contains(&format!("--host-ledger={ledger}")));
         let rules = find(&objs, "Role")[0]["rules"].as_array().unwrap().clone();
-        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(rules.len(), 4, "{rules:?}");
         for r in &rules {
-            assert_eq!(r["resources"], json!(["leases"]));
+            let name = match r["resources"].as_array().unwrap().as_slice() {
+                [l] if l == "leases" => lease,
+                [c] if c == "configmaps" => ledger,
+                other => panic!("unexpected resources {other:?}"),
+            };
             let verbs = r["verbs"].as_array().unwrap();
             if verbs.contains(&json!("create")) {
                 assert_eq!(verbs, &[json!("create")], "create shares a rule: {r}");
                 assert!(r.get("resourceNames").is_none());
             } else {
-                assert_eq!(r["resourceNames"], json!([lease]), "{r}");
+                assert_eq!(r["resourceNames"], json!([name]), "{r}");
             }
         }
     }
@@ -535,6 +544,139 @@ fn helm_test_pod_checks_readyz_through_the_service() {
     );
 }
 
+/// The NetworkPolicy is on by default: the auth port admits the ingress controllers'
+/// namespaces only, the admin port the scraper's (with the ServiceMonitor) and the test Pod;
+/// the kubelet's probes come from the node, which a NetworkPolicy always admits.
+#[test]
+fn network_policy_is_on_by_default_for_the_controllers_and_the_scraper() {
+    let from_namespaces = |rule: &Value| -> Vec<String> {
+        rule["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|f| {
+                f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"].as_str()
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let objs = render(&[]);
+    let rules = find(&objs, "NetworkPolicy")[0]["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rules.len(), 2, "auth port and the test Pod: {rules:?}");
+    assert_eq!(from_namespaces(&rules[0]), ["ingress-nginx"]);
+    assert_eq!(
+        rules[0]["ports"],
+        json!([{"port": "http", "protocol": "TCP"}])
+    );
+
+    let objs = render(&[
+        "--set",
+        "networkPolicy.ingressControllerNamespaces={ingress-nginx,traefik}",
+        "--set",
+        "networkPolicy.ingressControllerPodLabels.app=proxy",
+        "--set",
+        "serviceMonitor.enabled=true,tests.enabled=false",
+        "--set",
+        "networkPolicy.extraIngress[0].from[0].ipBlock.cidr=10.0.0.0/16",
+    ]);
+    let rules = find(&objs, "NetworkPolicy")[0]["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(from_namespaces(&rules[0]), ["ingress-nginx", "traefik"]);
+    for from in rules[0]["from"].as_array().unwrap() {
+        assert_eq!(from["podSelector"]["matchLabels"], json!({"app": "proxy"}));
+    }
+    assert_eq!(from_namespaces(&rules[1]), ["monitoring"]);
+    assert_eq!(rules[1]["ports"][0]["port"], "metrics");
+    assert_eq!(rules[2]["from"][0]["ipBlock"]["cidr"], "10.0.0.0/16");
+    assert_eq!(rules.len(), 3);
+
+    // Off when asked; an empty controller list would admit nothing and is refused.
+    assert!(
+        find(
+            &render(&["--set", "networkPolicy.enabled=false"]),
+            "NetworkPolicy"
+        )
+        .is_empty()
+    );
+    refused(&["networkPolicy.ingressControllerNamespaces={}"], "schema");
+    refused(
+        &["networkPolicy.ingressControllerNamespaces=null"],
+        "networkPolicy.ingressControllerNamespaces is empty",
+    );
+    refused(
+        &["networkPolicy.ingressControllerNamespaces={Ingress_Nginx}"],
+        "schema",
+    );
+    refused(
+        &["networkPolicy.ingressControllerNamespace=ingress-nginx"],
+        "schema",
+    );
+}
+
+/// The auth listener's connection limits reach the binary; the memory limit holds a full cap
+/// of slow-header connections (144 KiB each, values.yaml has the arithmetic).
+#[test]
+fn listener_limits_render_into_args_and_fit_the_memory_limit() {
+    let defaults = args(&render(&[]));
+    for want in [
+        "--max-connections=1024",
+        "--request-head-timeout=10s",
+        "--idle-timeout=120s",
+    ] {
+        assert!(
+            defaults.contains(&want.to_owned()),
+            "{want} not in {defaults:?}"
+        );
+    }
+    let objs = render(&[
+        "--set",
+        "listener.maxConnections=200,listener.requestHeadTimeout=5s,listener.idleTimeout=5m",
+    ]);
+    let set = args(&objs);
+    for want in [
+        "--max-connections=200",
+        "--request-head-timeout=5s",
+        "--idle-timeout=5m",
+    ] {
+        assert!(set.contains(&want.to_owned()), "{want} not in {set:?}");
+    }
+    let values = read_yaml(&Path::new(CHART).join("values.yaml"));
+    let limit_mib: u64 = values["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap()
+        .strip_suffix("Mi")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let cap = values["listener"]["maxConnections"].as_u64().unwrap();
+    // Connections + admin + baseline + full token and identity caches.
+    assert!(
+        cap * 144 / 1024 + 2 + 35 + 48 < limit_mib,
+        "{cap} connections in {limit_mib} MiB"
+    );
+
+    for bad in [
+        "listener.maxConnections=0",
+        "listener.requestHeadTimeout=0s",
+        "listener.idleTimeout=soon",
+        "listener.nope=1",
+    ] {
+        refused(&[bad], "schema");
+    }
+    // Where the schema and the binary read the same duration, they agree.
+    for sample in [
+        "1s", "10s", "2m", "1000ms", "999ms", "0s", "500ms", "1x", "-1s",
+    ] {
+        let (schema, binary) = verdicts("listener.requestHeadTimeout", json!(sample));
+        assert_eq!(schema, binary, "{sample}: schema {schema}, binary {binary}");
+    }
+}
+
 /// Umbrella charts pass `global`; the strict schema accepts it (and nothing else unknown).
 #[test]
 fn global_values_are_accepted() {
@@ -607,6 +749,20 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         "--kubeconfig",
         kc,
     ];
+
+    // `helm install` itself refuses every value that would crash-loop the pod, naming its
+    // key: the schema check runs before any object reaches the API server.
+    for bad in CRASHING {
+        let mut args = install.to_vec();
+        args.extend_from_slice(&["--set", bad.set]);
+        let (ok, _, err) = helm(&args);
+        assert!(!ok, "helm install took {}", bad.set);
+        assert!(
+            err.contains(&format!("at '{}'", bad.key)),
+            "{}: {err}",
+            bad.set
+        );
+    }
 
     // The harness applied the CRD with kubectl, as chart 0.1.x did from crds/: Helm will not
     // take over an object it did not create ...
@@ -789,9 +945,18 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
         kc,
         "--set",
         "logLevel=debug,replicaCount=3",
+        "--set",
+        "jwks.refresh=10s,jwks.retry=1h30m,fetch.allowCidrs={10.96.0.0/12,fd00::/8}",
     ]);
     let dep = cp.get_json(&["deployment", "accessgate", "-n", NS]);
     assert_eq!(dep["spec"]["replicas"], 3);
+    let args = &dep["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert!(
+        args.as_array()
+            .unwrap()
+            .contains(&json!("--jwks-retry=1h30m")),
+        "{args}"
+    );
     helm_ok(&[
         "uninstall",
         "accessgate",
@@ -982,4 +1147,439 @@ fn crd_upgrade_applies_new_fields_and_uninstall_keeps_crd_and_policies() {
         "accessgate"
     );
     assert_eq!(stored("web"), "10m");
+}
+
+/// A value that passes a loose schema but stops `accessgate` at start: a crash-looping
+/// Deployment. The schema refuses it (helm names `key`); rendered anyway, the binary refuses
+/// the flag it becomes, naming `flag` and, where clap quotes one, the value.
+struct Crashing {
+    set: &'static str,
+    key: &'static str,
+    flag: &'static str,
+    value: Option<&'static str>,
+}
+
+const fn crashing(
+    set: &'static str,
+    key: &'static str,
+    flag: &'static str,
+    value: Option<&'static str>,
+) -> Crashing {
+    Crashing {
+        set,
+        key,
+        flag,
+        value,
+    }
+}
+
+const CRASHING: &[Crashing] = &[
+    crashing(
+        "jwks.refresh=0s",
+        "/jwks/refresh",
+        "--jwks-refresh",
+        Some("0s"),
+    ),
+    crashing(
+        "jwks.refresh=9s",
+        "/jwks/refresh",
+        "--jwks-refresh",
+        Some("9s"),
+    ),
+    crashing("jwks.retry=1s", "/jwks/retry", "--jwks-retry", Some("1s")),
+    crashing(
+        "jwks.refetchMinInterval=9999ms",
+        "/jwks/refetchMinInterval",
+        "--jwks-refetch-min-interval",
+        Some("9999ms"),
+    ),
+    crashing(
+        "jwks.maxStale=1x",
+        "/jwks/maxStale",
+        "--jwks-max-stale",
+        Some("1x"),
+    ),
+    crashing(
+        "jwks.timeout=5",
+        "/jwks/timeout",
+        "--jwks-timeout",
+        Some("5"),
+    ),
+    crashing(
+        "leaseDuration=-10s",
+        "/leaseDuration",
+        "--lease-duration",
+        Some("-10s"),
+    ),
+    crashing(
+        "statusInterval=soon",
+        "/statusInterval",
+        "--status-interval",
+        Some("soon"),
+    ),
+    crashing("logLevel=nonsense", "/logLevel", "--log", Some("nonsense")),
+    crashing(
+        "logLevel=accessgate=verbose",
+        "/logLevel",
+        "--log",
+        Some("accessgate=verbose"),
+    ),
+    crashing("logLevel=INFO", "/logLevel", "--log", Some("INFO")),
+    crashing("logLevel=", "/logLevel", "--log", Some("")),
+    crashing(
+        "fetch.allowCidrs={300.1.1.1/8}",
+        "/fetch/allowCidrs/0",
+        "--allow-fetch-cidr",
+        Some("300.1.1.1/8"),
+    ),
+    crashing(
+        "fetch.allowCidrs={10.0.0.0/33}",
+        "/fetch/allowCidrs/0",
+        "--allow-fetch-cidr",
+        Some("10.0.0.0/33"),
+    ),
+    crashing(
+        "fetch.allowCidrs={fe80::1%eth0}",
+        "/fetch/allowCidrs/0",
+        "--allow-fetch-cidr",
+        Some("fe80::1%eth0"),
+    ),
+    // A flag the chart sets, again: clap refuses the second one.
+    crashing(
+        "extraArgs={--jwks-refresh=1m}",
+        "/extraArgs/0",
+        "--jwks-refresh",
+        None,
+    ),
+    crashing("extraArgs={--log=debug}", "/extraArgs/0", "--log", None),
+    crashing(
+        "extraArgs={--service-port=81}",
+        "/extraArgs/0",
+        "--service-port",
+        None,
+    ),
+];
+
+/// Values that must keep working, each in the form an operator would write it.
+const GOOD: &[&str] = &[
+    "logLevel=warn\\,accessgate=debug",
+    "logLevel=accessgate::keys=trace",
+    "logLevel=off",
+    "jwks.refresh=10s,jwks.retry=10000ms,jwks.refetchMinInterval=1m",
+    "jwks.refresh=1h30m,jwks.maxStale=2d,jwks.timeout=500ms",
+    "statusInterval=1m30s,leaseDuration=15s",
+    "fetch.allowCidrs={10.96.0.0/12,fd00::/8,127.0.0.1,::1,::ffff:10.0.0.0/104}",
+    "extraArgs={--token-cache-mib=64,--identity-cache-mib=8}",
+];
+
+/// `helm template` with these `--set`s, the schema check skipped or not.
+fn template(sets: &[&str], skip_schema: bool) -> (bool, String, String) {
+    let mut args = vec![
+        "template",
+        "accessgate",
+        CHART,
+        "--namespace",
+        NS,
+        "--kube-version",
+        "1.33.0",
+    ];
+    if skip_schema {
+        args.push("--skip-schema-validation");
+    }
+    for s in sets {
+        args.extend_from_slice(&["--set", s]);
+    }
+    helm(&args)
+}
+
+/// The accessgate container's args in a rendered chart.
+fn rendered_args(manifests: &str) -> Vec<String> {
+    let objs: Vec<Value> = serde_saphyr::from_multiple(manifests).unwrap();
+    let objs: Vec<Value> = objs.into_iter().filter(|o| !o.is_null()).collect();
+    let args = &container(&objs)["args"];
+    assert!(
+        args.is_array(),
+        "no args in the rendered Deployment: {args}"
+    );
+    args.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a.as_str()
+                .unwrap_or_else(|| panic!("arg {a} is not a string"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// `accessgate` parses `args` as a pod would start it, with `--help` last: every value goes
+/// through its flag's parser, and nothing runs. `Err` holds clap's message.
+fn binary_parses(args: &[String]) -> Result<(), String> {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Each value that would crash-loop the pod is refused by the schema, naming its key; and
+/// it really would: rendered without the schema check, the binary refuses the args, naming
+/// the flag and the value.
+#[test]
+fn values_that_would_crash_the_pod_are_refused_and_would_crash_it() {
+    for bad in CRASHING {
+        let (ok, _, err) = template(&[bad.set], false);
+        assert!(!ok, "{} was accepted", bad.set);
+        assert!(
+            err.contains(&format!("at '{}'", bad.key)),
+            "{}: {err}",
+            bad.set
+        );
+
+        let (ok, out, err) = template(&[bad.set], true);
+        assert!(ok, "{}: {err}", bad.set);
+        let refusal = binary_parses(&rendered_args(&out))
+            .expect_err(&format!("the binary accepted {}", bad.set));
+        assert!(refusal.contains(bad.flag), "{}: {refusal}", bad.set);
+        if let Some(value) = bad.value {
+            assert!(
+                refusal.contains(&format!("'{value}'")),
+                "{}: {refusal}",
+                bad.set
+            );
+        }
+    }
+}
+
+/// The defaults and values written the ways operators write them pass the schema, and the
+/// binary parses the args they render.
+#[test]
+fn default_and_good_values_pass_the_schema_and_the_binary() {
+    for good in [
+        &[][..],
+        &[
+            "watchNamespaces={a,b}",
+            "hostClaims.team-a={*.a.example.com}",
+        ][..],
+    ]
+    .into_iter()
+    .chain(GOOD.iter().map(std::slice::from_ref))
+    {
+        let (ok, out, err) = template(good, false);
+        assert!(ok, "{good:?}: {err}");
+        binary_parses(&rendered_args(&out)).unwrap_or_else(|e| panic!("{good:?}: {e}"));
+    }
+}
+
+/// Verdicts on one value at `key` (a dotted path): the schema's, and the binary's on the args
+/// rendered from it without the schema check.
+fn verdicts(key: &str, value: Value) -> (bool, bool) {
+    let mut values = value;
+    for k in key.rsplit('.') {
+        values = json!({ k: values });
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), values.to_string()).unwrap();
+    let path = file.path().to_str().unwrap();
+    let with = |skip: bool| {
+        let mut args = vec![
+            "template",
+            "accessgate",
+            CHART,
+            "--namespace",
+            NS,
+            "--kube-version",
+            "1.33.0",
+            "-f",
+            path,
+        ];
+        if skip {
+            args.push("--skip-schema-validation");
+        }
+        helm(&args)
+    };
+    let (schema_ok, _, _) = with(false);
+    let (rendered, out, err) = with(true);
+    assert!(rendered, "{key}={values}: {err}");
+    (schema_ok, binary_parses(&rendered_args(&out)).is_ok())
+}
+
+/// Where the schema and `accessgate` parse the same text, they agree on every sample: the
+/// schema never passes a value the binary refuses (a crash loop), nor refuses one it takes.
+/// The schema is stricter only where noted (durations: units ms, s, m, h, d, no spaces).
+#[test]
+fn schema_and_binary_agree_on_log_filters_cidrs_and_durations() {
+    let log_filters = [
+        "info",
+        "warn,accessgate=debug",
+        "accessgate::keys=trace",
+        "kube_runtime=warn,info",
+        "off",
+        "nonsense",
+        "warn,nonsense",
+        "INFO",
+        "info,",
+        "accessgate=",
+        "=debug",
+        "info debug",
+        "accessgate:keys=debug",
+        "[span]=debug",
+        "accessgate-x=debug",
+    ];
+    let cidrs = [
+        "10.96.0.0/12",
+        "127.0.0.1",
+        "0.0.0.0/0",
+        "255.255.255.255/32",
+        "::1",
+        "::",
+        "fd00::/8",
+        "2001:db8::1/128",
+        "::ffff:10.0.0.0/104",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1::",
+        "300.1.1.1/8",
+        "10.0.0.0/33",
+        "1.2.3",
+        "1.2.3.4.5",
+        "1:2:3:4:5:6:7:8:9",
+        "1::2::3",
+        "1:2:3:4:5:6::1.2.3.4",
+        "::1/129",
+        "12345::1",
+        "[::1]",
+        "fe80::1%eth0",
+        "everything",
+        "",
+    ];
+    for (key, samples) in [
+        ("logLevel", &log_filters[..]),
+        (
+            "jwks.refresh",
+            &[
+                "10s", "1m", "0m10s", "10000ms", "1h30m", "2d", "9s", "0s", "9999ms", "1x", "-10s",
+            ][..],
+        ),
+        (
+            "jwks.maxStale",
+            &["0s", "24h", "90m", "1h30m", "soon", "1x", "-1s"][..],
+        ),
+    ] {
+        for sample in samples {
+            let (schema, binary) = verdicts(key, json!(sample));
+            assert_eq!(
+                schema, binary,
+                "{key}={sample:?}: schema {schema}, binary {binary}"
+            );
+        }
+    }
+    for cidr in cidrs {
+        let (schema, binary) = verdicts("fetch.allowCidrs", json!([cidr]));
+        assert_eq!(schema, binary, "{cidr:?}: schema {schema}, binary {binary}");
+    }
+    // Stricter than the binary, on purpose: one way to write a duration.
+    for sample in ["10 s", "5s5s", "1min"] {
+        assert_eq!(
+            verdicts("jwks.refresh", json!(sample)),
+            (false, true),
+            "{sample}"
+        );
+    }
+}
+
+/// The flags `accessgate run` reads from each environment variable (`[env: NAME=]` in its
+/// help), and every flag it has.
+fn run_flags() -> (Vec<String>, Vec<(String, String)>) {
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let (mut flags, mut env) = (Vec::new(), Vec::new());
+    for line in help.lines() {
+        let line = line.trim_start();
+        if let Some(rest) = line
+            .strip_prefix("-h, ")
+            .or(Some(line))
+            .and_then(|l| l.strip_prefix("--"))
+        {
+            let name = rest.split([' ', '=']).next().unwrap();
+            flags.push(name.to_owned());
+        } else if let Some(var) = line.split("[env: ").nth(1) {
+            let var = var.split('=').next().unwrap().to_owned();
+            env.push((var, flags.last().cloned().unwrap()));
+        }
+    }
+    (flags, env)
+}
+
+/// The flags the Deployment passes: `--name` in the list items of the template (whatever
+/// value they need to render), and those set through an environment variable it defines.
+fn chart_set_flags() -> Vec<String> {
+    let template =
+        std::fs::read_to_string(Path::new(CHART).join("templates/deployment.yaml")).unwrap();
+    let mut flags: Vec<String> = template
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .filter_map(|item| item.split_once("--").map(|(_, rest)| rest))
+        .filter(|rest| rest.starts_with(|c: char| c.is_ascii_lowercase()))
+        .map(|rest| rest.split(['=', ' ', '"']).next().unwrap().to_owned())
+        .collect();
+    let (_, env) = run_flags();
+    let container = container(&render(&[])).clone();
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap();
+        let (_, flag) = env
+            .iter()
+            .find(|(v, _)| v == name)
+            .unwrap_or_else(|| panic!("the Deployment sets {name}, which no flag reads"));
+        flags.push(flag.clone());
+    }
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+/// `extraArgs` refuses every flag the Deployment already sets (from the template, so a flag
+/// added there without being added to the schema fails here), and takes every other flag
+/// of `accessgate run`.
+#[test]
+fn extra_args_refuse_exactly_the_flags_the_chart_sets() {
+    let chart_set = chart_set_flags();
+    assert!(chart_set.len() > 15, "{chart_set:?}");
+    for flag in [
+        "jwks-retry",
+        "log",
+        "allow-fetch-cidr",
+        "identity",
+        "pod-namespace",
+    ] {
+        assert!(
+            chart_set.iter().any(|f| f == flag),
+            "{flag} not in {chart_set:?}"
+        );
+    }
+    let (all, _) = run_flags();
+    for flag in &all {
+        if flag == "help" {
+            continue;
+        }
+        let set = format!("extraArgs={{--{flag}=x}}");
+        let (ok, _, err) = template(&[&set], false);
+        if chart_set.contains(flag) {
+            assert!(!ok, "extraArgs took --{flag}, which the chart sets");
+            assert!(err.contains("at '/extraArgs/0'"), "--{flag}: {err}");
+        } else {
+            assert!(
+                ok,
+                "extraArgs refused --{flag}, which the chart does not set: {err}"
+            );
+        }
+    }
 }

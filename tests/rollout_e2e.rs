@@ -175,9 +175,7 @@ fn rolling_restarts_behind_nginx_drop_no_request() {
     for _round in 0..3 {
         for instance in instances.iter_mut() {
             let (auth, admin) = (instance.auth, instance.admin);
-            let _ = Command::new("kill")
-                .args(["-TERM", &instance.proc.pid().to_string()])
-                .status();
+            instance.proc.signal("TERM");
             // Not ready at once, while still answering (the drain period is 1 s).
             let unready = eventually(Duration::from_secs(5), || {
                 http()
@@ -186,7 +184,8 @@ fn rolling_restarts_behind_nginx_drop_no_request() {
                     .is_ok_and(|r| r.status() == 503)
             });
             assert!(unready, "/readyz did not turn 503 after SIGTERM");
-            let status = instance.proc.terminate(Duration::from_secs(30));
+            // One SIGTERM, as the kubelet sends: a second would cut the drain short.
+            let status = instance.proc.wait_exit(Duration::from_secs(30));
             assert!(
                 status.is_some_and(|s| s.success()),
                 "instance did not exit 0 after SIGTERM: {status:?}\n{}",

@@ -317,3 +317,196 @@ fn host_claim_rules_keep_each_namespace_to_its_hosts() {
     ask("x.ops.example.test").assert_deny(503, "policy_unknown");
     assert!(server.proc.output().contains("host claims not routed"));
 }
+
+/// The `/forward` dialect (Traefik, Caddy) asked about `GET https://{host}/` with `token`:
+/// status and reason.
+fn forward(server: &Server, host: &str, token: &str) -> (u16, String) {
+    let resp = http()
+        .get(format!("{}/forward", server.auth))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", host)
+        .header("x-forwarded-uri", "/")
+        .header("cf-access-jwt-assertion", token)
+        .send()
+        .unwrap();
+    let reason = resp
+        .headers()
+        .get("x-accessgate-reason")
+        .map_or("", |v| v.to_str().unwrap())
+        .to_owned();
+    (resp.status().as_u16(), reason)
+}
+
+/// Finding (HIGH): the victim's Ingress serves `*.apps.example.test` through the bare
+/// endpoint; a tenant's policy with its own issuer claimed `secret.apps.example.test` and its
+/// self-minted token got 200 at the victim's backend. Now the victim's policy holds the
+/// wildcard and a newer foreign claim under it is refused on every host-selecting endpoint.
+#[test]
+fn a_tenant_cannot_take_a_host_under_a_wildcard_another_namespace_holds() {
+    let victim = Issuer::start();
+    let tenant = Issuer::start();
+    let apps = policy_yaml(
+        "victim",
+        "apps",
+        &victim.url,
+        "  hosts: [\"*.apps.example.test\"]\n",
+    );
+    let server = Server::start(&[("apps.yaml", &apps)], &[]);
+    let echo = Echo::start();
+    let nginx = Nginx::start(
+        &[Site {
+            host: "*.apps.example.test".into(),
+            auth_url: format!("{}/auth?host=$host", server.auth),
+            response_headers: vec!["X-Auth-Request-Email".into()],
+        }],
+        echo.port(),
+    );
+    let through =
+        |host: &str, token: &str| nginx.raw_get("/", host, &[("Cf-Access-Jwt-Assertion", token)]);
+    let victim_token = victim.token(json!({}));
+    assert_eq!(through("secret.apps.example.test", &victim_token), 200);
+    assert_eq!(through("a.b.apps.example.test", &victim_token), 200);
+
+    write_and_reload(
+        &server,
+        "tenant.yaml",
+        &policy_yaml(
+            "tenant",
+            "grab",
+            &tenant.url,
+            "  hosts: [secret.apps.example.test]\n",
+        ),
+    );
+    let evil = tenant.token(json!({"email": "eve@evil.test"}));
+    let before = echo.count();
+    assert_eq!(through("secret.apps.example.test", &evil), 401);
+    assert_eq!(
+        echo.count(),
+        before,
+        "the tenant's token reached the upstream"
+    );
+    assert_eq!(forward(&server, "secret.apps.example.test", &evil).0, 401);
+    // The owner's users are unaffected.
+    assert_eq!(through("secret.apps.example.test", &victim_token), 200);
+    assert_eq!(
+        forward(&server, "secret.apps.example.test", &victim_token).0,
+        200
+    );
+    server
+        .proc
+        .wait_line("host claims not routed", Duration::from_secs(10));
+}
+
+/// The same with a host the victim serves but its policy forgot: in file mode a second
+/// namespace's claim needs an operator rule, so the tenant's claim routes nothing.
+#[test]
+fn a_second_namespace_claims_no_host_without_a_rule_in_file_mode() {
+    let victim = Issuer::start();
+    let tenant = Issuer::start();
+    let www = policy_yaml(
+        "victim",
+        "www",
+        &victim.url,
+        "  hosts: [www.apps.example.test]\n",
+    );
+    let server = Server::start(&[("www.yaml", &www)], &[]);
+    let echo = Echo::start();
+    let nginx = Nginx::start(
+        &[Site {
+            host: "*.apps.example.test".into(),
+            auth_url: format!("{}/auth?host=$host", server.auth),
+            response_headers: vec!["X-Auth-Request-Email".into()],
+        }],
+        echo.port(),
+    );
+    write_and_reload(
+        &server,
+        "tenant.yaml",
+        &policy_yaml(
+            "tenant",
+            "grab",
+            &tenant.url,
+            "  hosts: [secret.apps.example.test]\n",
+        ),
+    );
+    let evil = tenant.token(json!({}));
+    let before = echo.count();
+    let got = nginx.raw_get(
+        "/",
+        "secret.apps.example.test",
+        &[("Cf-Access-Jwt-Assertion", &evil)],
+    );
+    assert_eq!(got, 500, "accessgate's policy_unknown, as nginx shows it");
+    assert_eq!(echo.count(), before);
+    assert_eq!(
+        forward(&server, "secret.apps.example.test", &evil),
+        (503, "policy_unknown".to_owned())
+    );
+    // A rule lets it.
+    let ruled = Server::start(
+        &[
+            ("www.yaml", &www),
+            (
+                "tenant.yaml",
+                &policy_yaml(
+                    "tenant",
+                    "grab",
+                    &tenant.url,
+                    "  hosts: [secret.apps.example.test]\n",
+                ),
+            ),
+        ],
+        &[
+            "--host-claims",
+            "victim=*.apps.example.test",
+            "--host-claims",
+            "tenant=secret.apps.example.test",
+        ],
+    );
+    assert_eq!(forward(&ruled, "secret.apps.example.test", &evil).0, 200);
+}
+
+/// Finding (MEDIUM): the owner's claim absent from one reload handed the host to a waiting
+/// foreign claim for good. Now the owner keeps it through the absence.
+#[test]
+fn an_owner_absent_for_one_reload_keeps_its_host() {
+    let victim = Issuer::start();
+    let tenant = Issuer::start();
+    let console = policy_yaml(
+        "victim",
+        "console",
+        &victim.url,
+        "  hosts: [admin.example.test]\n",
+    );
+    let grab = policy_yaml(
+        "tenant",
+        "grab",
+        &tenant.url,
+        "  hosts: [admin.example.test]\n",
+    );
+    // The operator lets both namespaces claim it: ownership alone decides.
+    let server = Server::start(
+        &[("console.yaml", &console)],
+        &[
+            "--host-claims",
+            "victim=admin.example.test",
+            "--host-claims",
+            "tenant=admin.example.test",
+        ],
+    );
+    write_and_reload(&server, "grab.yaml", &grab);
+    let (victim_token, evil) = (victim.token(json!({})), tenant.token(json!({})));
+    assert_eq!(forward(&server, "admin.example.test", &victim_token).0, 200);
+    assert_eq!(forward(&server, "admin.example.test", &evil).0, 401);
+    // One reload without the owner (a bad deploy, a file being replaced)...
+    server.reload_after(|dir| std::fs::remove_file(dir.join("console.yaml")).unwrap());
+    assert_eq!(
+        forward(&server, "admin.example.test", &evil),
+        (503, "policy_unknown".to_owned()),
+        "held for the absent owner, not handed over"
+    );
+    write_and_reload(&server, "console.yaml", &console);
+    assert_eq!(forward(&server, "admin.example.test", &victim_token).0, 200);
+    assert_eq!(forward(&server, "admin.example.test", &evil).0, 401);
+}

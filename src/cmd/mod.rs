@@ -15,13 +15,17 @@ use crate::fetch::{AddressPolicy, AllowList};
 use crate::identity::IdentityConfig;
 use crate::keys::KeyConfig;
 use crate::serve::Services;
+use crate::serve::listener::{self, ConnectionLimits, ListenerLimits};
 use serve::ServeConfig;
+use signals::{Signal, Signals};
 
 use crate::core::policy;
 
 pub mod check;
 pub mod demo;
+pub mod flag_values;
 pub mod serve;
+pub mod signals;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,8 +37,9 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json, env = "ACCESSGATE_LOG_FORMAT")]
     log_format: LogFormat,
-    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `accessgate=debug`).
-    #[arg(long, global = true, default_value = "info", env = "ACCESSGATE_LOG")]
+    /// Log filter: a level (off, error, warn, info, debug, trace) or comma-separated
+    /// `target=level` directives, e.g. `info` or `warn,accessgate=debug`.
+    #[arg(long, global = true, default_value = "info", env = "ACCESSGATE_LOG", value_parser = flag_values::log_filter)]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -71,6 +76,8 @@ enum Command {
         keys: VerifyFlags,
         #[command(flatten)]
         lifecycle: LifecycleFlags,
+        #[command(flatten)]
+        listener: ListenerFlags,
     },
     /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
     Run {
@@ -98,6 +105,10 @@ enum Command {
         /// Lease used for leader election.
         #[arg(long, default_value = "accessgate-leader")]
         lease_name: String,
+        /// ConfigMap (beside the Lease) where the elected replica records which namespace
+        /// holds which host; every replica routes hosts by it.
+        #[arg(long, default_value = "accessgate-hosts")]
+        host_ledger: String,
         /// How long a leader holds the Lease without renewing it.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         lease_duration: Duration,
@@ -112,6 +123,8 @@ enum Command {
         keys: VerifyFlags,
         #[command(flatten)]
         lifecycle: LifecycleFlags,
+        #[command(flatten)]
+        listener: ListenerFlags,
     },
     /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
     DevIssuer {
@@ -181,9 +194,63 @@ struct LifecycleFlags {
     /// endpoints and proxies stop sending before it stops accepting.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     drain_period: Duration,
-    /// Then: how long requests in flight may take to be answered.
+    /// Then: how long requests in flight may take to be answered. Connections with no
+    /// request in flight (idle, or still sending a request head) are closed at once.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     shutdown_grace: Duration,
+}
+
+/// Connection limits of the auth and admin listeners (see `serve::listener`): what keeps a
+/// neighbour opening connections from exhausting a replica's memory or holding its shutdown.
+#[derive(clap::Args, Debug, Clone)]
+struct ListenerFlags {
+    /// A connection must send a complete request head within this long: from accept for its
+    /// first request, from the first byte of each later one. Both listeners.
+    #[arg(long, default_value = "10s", value_parser = connection_timeout)]
+    request_head_timeout: Duration,
+    /// A connection with no request in flight is closed this long after its last response.
+    /// Keep it longer than the proxy's own upstream keep-alive timeout (nginx 60s, Traefik
+    /// 90s), so the proxy closes idle connections first. Both listeners.
+    #[arg(long, default_value = "120s", value_parser = connection_timeout)]
+    idle_timeout: Duration,
+    /// Open connections on the auth listener at most; more are reset at once, not queued.
+    /// Memory: each may buffer up to --max-request-head-kib while sending its head.
+    #[arg(long, default_value_t = listener::DEFAULT_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Open connections on the admin listener (probes, metrics) at most.
+    #[arg(long, default_value_t = listener::DEFAULT_ADMIN_MAX_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    admin_max_connections: u32,
+    /// Largest request head on the auth listener, in KiB (request line and headers; the
+    /// header list of an HTTP/2 request): also what one connection buffers at most while
+    /// reading it. The default fits ingress-nginx's `large-client-header-buffers 4 16k`.
+    #[arg(long, default_value_t = (listener::DEFAULT_MAX_HEAD_BYTES / 1024) as u32, value_parser = clap::value_parser!(u32).range(8..=4096))]
+    max_request_head_kib: u32,
+}
+
+impl ListenerFlags {
+    fn limits(&self) -> ListenerLimits {
+        let auth = ConnectionLimits {
+            head_timeout: self.request_head_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_head_bytes: self.max_request_head_kib as usize * 1024,
+        };
+        let admin = ConnectionLimits {
+            max_connections: self.admin_max_connections,
+            max_head_bytes: listener::ADMIN_MAX_HEAD_BYTES,
+            ..auth
+        };
+        ListenerLimits { auth, admin }
+    }
+}
+
+/// A connection timeout: a duration of at least a second (0 would close every connection).
+fn connection_timeout(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if d < Duration::from_secs(1) {
+        return Err("must be at least 1s".to_owned());
+    }
+    Ok(d)
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -194,6 +261,11 @@ struct RoutingFlags {
     /// claim any host not already owned.
     #[arg(long = "host-claims", value_name = "NAMESPACE=PATTERNS")]
     host_claims: Vec<String>,
+    /// How long a namespace keeps a host (for host routing) after it stopped claiming it:
+    /// an owner's delete-and-recreate, restore or Invalid spell never hands its host to a
+    /// waiting claim from another namespace within this time.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    host_release_after: Duration,
 }
 
 impl RoutingFlags {
@@ -209,11 +281,12 @@ impl RoutingFlags {
 
 #[derive(clap::Args, Debug, Clone)]
 struct VerifyFlags {
-    /// Background refresh interval of each JWKS.
-    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    /// Background refresh interval of each JWKS (at least 10s).
+    #[arg(long, default_value = "5m", value_parser = flag_values::fetch_interval)]
     jwks_refresh: Duration,
-    /// Minimum time between refetches triggered by an unknown `kid`, per JWKS URL.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Minimum time between refetches triggered by an unknown `kid`, per JWKS URL (at least
+    /// 10s).
+    #[arg(long, default_value = "10s", value_parser = flag_values::fetch_interval)]
     jwks_refetch_min_interval: Duration,
     /// How long the last good key set is used while fetches fail.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
@@ -221,8 +294,8 @@ struct VerifyFlags {
     /// Timeout of one JWKS fetch.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     jwks_timeout: Duration,
-    /// Retry interval after a failed fetch.
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    /// Retry interval after a failed fetch (at least 10s).
+    #[arg(long, default_value = "15s", value_parser = flag_values::fetch_interval)]
     jwks_retry: Duration,
     /// Memory for remembering verified signatures (MiB); 0 verifies every request.
     #[arg(long, default_value_t = 32)]
@@ -293,26 +366,38 @@ async fn run(command: Command) -> anyhow::Result<()> {
             routing,
             keys,
             lifecycle,
+            listener,
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
             // the guard is asked for.
             let addresses = fetch.policy(fetch_guard);
             log_address_policy(&addresses);
+            // From before the listeners accept: a Ctrl-C must never meet the default action.
+            let mut signals = Signals::install()?;
             let running = serve::start(ServeConfig {
                 policies,
                 listen,
                 admin_listen,
+                listeners: listener.limits(),
                 host_claims: routing.rules()?,
+                host_release_after: routing.host_release_after,
                 services: keys.services(&addresses),
             })
             .await?;
-            shutdown_signal().await;
-            serve::drain_and_stop_running(
-                running,
-                lifecycle.drain_period,
-                lifecycle.shutdown_grace,
-            )
-            .await;
+            let code = signals
+                .stop_with(|signal| async move {
+                    // Ctrl-C: nothing to hand over, so nothing to wait for.
+                    if signal == Signal::Terminate {
+                        serve::drain_and_stop_running(
+                            running,
+                            lifecycle.drain_period,
+                            lifecycle.shutdown_grace,
+                        )
+                        .await;
+                    }
+                })
+                .await;
+            exit_unless_zero(code);
         }
         Command::Run {
             listen,
@@ -323,12 +408,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             service_name,
             service_port,
             lease_name,
+            host_ledger,
             lease_duration,
             status_interval,
             fetch,
             routing,
             keys,
             lifecycle,
+            listener,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
             let addresses = fetch.policy(true);
@@ -339,12 +426,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 format!(":{service_port}")
             };
             let identity = identity.unwrap_or_else(default_identity);
+            let mut signals = Signals::install()?;
             let running = controller::start(RunConfig {
                 listen,
                 admin_listen,
+                listeners: listener.limits(),
                 services: keys.services(&addresses),
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
                 host_claims: routing.rules()?,
+                host_ledger,
+                host_release_after: routing.host_release_after,
                 auth_base_url: format!(
                     "http://{service_name}.{pod_namespace}.svc.cluster.local{port}"
                 ),
@@ -355,10 +446,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 status_interval,
             })
             .await?;
-            shutdown_signal().await;
-            running
-                .shutdown(lifecycle.drain_period, lifecycle.shutdown_grace)
+            let code = signals
+                .stop_with(|signal| async move {
+                    match signal {
+                        Signal::Terminate => {
+                            running
+                                .shutdown(lifecycle.drain_period, lifecycle.shutdown_grace)
+                                .await
+                        }
+                        Signal::Interrupt => running.interrupt(LEASE_RELEASE_ON_INTERRUPT).await,
+                    }
+                })
                 .await;
+            exit_unless_zero(code);
         }
         Command::DevIssuer { listen } => {
             let listener = tokio::net::TcpListener::bind(listen)
@@ -370,9 +470,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!(
                 "dev issuer on http://{addr} (certs at /cdn-cgi/access/certs; POST /mint, /sign, /rotate, /certs-mode)"
             );
+            let mut signals = Signals::install()?;
             tokio::select! {
                 _ = crate::serve::serve_http(listener, devissuer::router(state)) => {}
-                _ = shutdown_signal() => {}
+                _ = signals.next() => {}
             }
         }
         Command::Demo {
@@ -380,13 +481,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             listen,
             admin_listen,
         } => {
-            let _dir = demo::start(demo::DemoConfig {
+            let mut signals = Signals::install()?;
+            let demo = demo::start(demo::DemoConfig {
                 issuer_listen,
                 listen,
                 admin_listen,
             })
             .await?;
-            shutdown_signal().await;
+            // Dropping the demo removes its policy directory, before any exit.
+            let code = signals.stop_with(|_| async move { drop(demo) }).await;
+            exit_unless_zero(code);
         }
         Command::Check {
             policy,
@@ -441,7 +545,8 @@ fn default_identity() -> String {
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("invalid --log filter {filter:?}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -452,18 +557,47 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+/// On Ctrl-C, `run` waits this long at most for the Lease to be released; past it the
+/// Lease expires as after a crash (`--lease-duration`).
+const LEASE_RELEASE_ON_INTERRUPT: Duration = Duration::from_secs(2);
+
+/// Ends the process at once with `code`, unless it is 0: then `main` returns as usual.
+fn exit_unless_zero(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
+    }
+}
+
+#[cfg(test)]
+mod listener_flags_tests {
+    use super::*;
+
+    /// `demo` and the library use `ListenerLimits::default()`; `serve` and `run` the flags.
+    #[test]
+    fn listener_flag_defaults_are_the_library_defaults() {
+        for args in [
+            &["accessgate", "serve", "--policies", "/nonexistent"][..],
+            &["accessgate", "run"][..],
+        ] {
+            let listener = match Cli::try_parse_from(args).unwrap().command {
+                Command::Serve { listener, .. } | Command::Run { listener, .. } => listener,
+                _ => unreachable!(),
+            };
+            assert_eq!(listener.limits(), ListenerLimits::default(), "{args:?}");
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutting down");
+
+    #[test]
+    fn a_zero_timeout_is_refused() {
+        let e = Cli::try_parse_from([
+            "accessgate",
+            "serve",
+            "--policies",
+            "/nonexistent",
+            "--request-head-timeout",
+            "0s",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("at least 1s"), "{e}");
+    }
 }

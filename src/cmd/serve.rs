@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::core::index::NamespaceHosts;
 use crate::serve::state::AppState;
-use crate::serve::{self, Listening, ServeError, Services};
+use crate::serve::{self, ListenerLimits, Listening, ServeError, Services};
 use crate::source::files;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +22,13 @@ pub struct ServeConfig {
     pub policies: PathBuf,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Connection limits of both listeners.
+    pub listeners: ListenerLimits,
     pub services: Services,
     /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
     pub host_claims: Option<Arc<NamespaceHosts>>,
+    /// How long a namespace keeps a host it stopped claiming (`--host-release-after`).
+    pub host_release_after: std::time::Duration,
 }
 
 /// A started service: its listeners (with their addresses) and shared state.
@@ -38,18 +42,24 @@ pub struct Running {
 pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     // No status to write in file mode: decisions are counted in metrics only.
     let state = serve::bootstrap(&config.services, None)?;
-    let mut clock = files::ClaimClock::new(config.host_claims.clone());
+    let mut ledger = files::HostLedger::new(config.host_claims.clone(), config.host_release_after);
     let mut parsed = files::ParsedFiles::default();
     let n = files::reload(
         &config.policies,
         state.as_ref(),
         &state.metrics,
-        &mut clock,
+        &mut ledger,
         &mut parsed,
     )?;
     tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
 
-    let listening = serve::listen(&state, config.listen, config.admin_listen).await?;
+    let listening = serve::listen(
+        &state,
+        config.listen,
+        config.admin_listen,
+        &config.listeners,
+    )
+    .await?;
     let running = Running {
         listening,
         state: state.clone(),
@@ -57,7 +67,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     let dir = config.policies.clone();
     let metrics = state.metrics.clone();
     tokio::spawn(async move {
-        if let Err(e) = files::watch(dir, state, metrics, clock, parsed).await {
+        if let Err(e) = files::watch(dir, state, metrics, ledger, parsed).await {
             tracing::error!(error = %e, "policy directory watch stopped; policies are no longer reloaded");
         }
     });

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod counters;
+pub mod ledger;
 pub mod status;
 
 use std::collections::HashMap;
@@ -10,13 +11,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 use serde_json::json;
@@ -24,9 +21,10 @@ use serde_json::json;
 use crate::core::index::NamespaceHosts;
 use crate::core::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
 use crate::serve::state::AppState;
-use crate::serve::{self, Listening, ServeError, Services};
-use crate::source::kube::{self as kube_source, Policies};
+use crate::serve::{self, ListenerLimits, Listening, ServeError, Services};
+use crate::source::kube::{self as kube_source, HostsConfig, Policies};
 use counters::DecisionStats;
+use ledger::LedgerWriter;
 
 use status::{Change, Inputs};
 
@@ -36,12 +34,19 @@ const FIELD_MANAGER: &str = "accessgate";
 pub struct RunConfig {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// Connection limits of both listeners.
+    pub listeners: ListenerLimits,
     /// Keys, token cache and identity client; the fetch guard is always on in cluster mode.
     pub services: Services,
     /// Namespaces to watch; empty for all.
     pub namespaces: Vec<String>,
-    /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
+    /// The operator's namespace → host patterns (`--host-claims`), granted on top of the
+    /// hosts a namespace serves itself.
     pub host_claims: Option<Arc<NamespaceHosts>>,
+    /// The host ledger ConfigMap (in `lease_namespace`).
+    pub host_ledger: String,
+    /// How long a namespace keeps a host it stopped claiming.
+    pub host_release_after: Duration,
     /// Base of the `authUrl` status field, e.g. `http://accessgate.accessgate-system.svc.cluster.local`.
     pub auth_base_url: String,
     pub lease_name: String,
@@ -79,15 +84,46 @@ impl Running {
     /// standby takes over at once instead of waiting for it to expire.
     pub async fn shutdown(self, drain: Duration, grace: Duration) {
         serve::drain_and_stop(&self.state, self.listening, drain, grace).await;
-        let _ = self.stop_writer.send(true);
-        let _ = self.writer.await;
-        // The writer held the only leadership receiver: the lease task releases and ends.
-        match tokio::time::timeout(Duration::from_secs(10), self.lease).await {
-            Ok(Ok(Ok(_))) => tracing::info!("lease released"),
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "lease not released; it will expire"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed; the lease will expire"),
-            Err(_) => tracing::warn!("lease release timed out; it will expire"),
+        release_lease(
+            self.stop_writer,
+            self.writer,
+            self.lease,
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
+    /// Ctrl-C: no drain, no grace period (requests in flight end with the process). Stops
+    /// writing status and releases the Lease as [`Running::shutdown`] does, waiting at most
+    /// `within` for both; past that the Lease expires as after a crash.
+    pub async fn interrupt(self, within: Duration) {
+        let release = release_lease(self.stop_writer, self.writer, self.lease, within);
+        if tokio::time::timeout(within, release).await.is_err() {
+            tracing::warn!("lease release timed out; it will expire");
         }
+    }
+}
+
+type LeaseTask = tokio::task::JoinHandle<
+    Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
+>;
+
+/// Stops the status writer, then waits at most `within` for the lease task to release the
+/// Lease (holder cleared).
+async fn release_lease(
+    stop_writer: tokio::sync::watch::Sender<bool>,
+    writer: tokio::task::JoinHandle<()>,
+    lease: LeaseTask,
+    within: Duration,
+) {
+    let _ = stop_writer.send(true);
+    let _ = writer.await;
+    // The writer held the only leadership receiver: the lease task releases and ends.
+    match tokio::time::timeout(within, lease).await {
+        Ok(Ok(Ok(_))) => tracing::info!("lease released"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "lease not released; it will expire"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "lease task failed; the lease will expire"),
+        Err(_) => tracing::warn!("lease release timed out; it will expire"),
     }
 }
 
@@ -100,10 +136,20 @@ pub async fn start(config: RunConfig) -> Result<Running, RunError> {
         client.clone(),
         &config.namespaces,
         state.clone(),
-        config.host_claims.clone(),
-    );
-    let listening = serve::listen(&state, config.listen, config.admin_listen).await?;
-    let ingresses = watch_ingresses(&client, &config.namespaces);
+        HostsConfig {
+            rules: config.host_claims.clone(),
+            ledger_namespace: config.lease_namespace.clone(),
+            ledger_name: config.host_ledger.clone(),
+        },
+    )
+    .await;
+    let listening = serve::listen(
+        &state,
+        config.listen,
+        config.admin_listen,
+        &config.listeners,
+    )
+    .await?;
 
     let seconds = config.lease_duration.as_secs().max(2);
     let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
@@ -120,11 +166,18 @@ pub async fn start(config: RunConfig) -> Result<Running, RunError> {
         controller: "accessgate".into(),
         instance: Some(config.identity.clone()),
     };
+    let ledger = LedgerWriter {
+        client: client.clone(),
+        policies: policies.clone(),
+        state: state.clone(),
+        release_after: config.host_release_after,
+        last_settled: None,
+    };
     let writer = StatusWriter {
         client: client.clone(),
         recorder: Recorder::new(client, reporter),
         policies,
-        ingresses,
+        ledger,
         state: state.clone(),
         counters,
         config,
@@ -146,45 +199,13 @@ struct StatusWriter {
     client: Client,
     recorder: Recorder,
     policies: Policies,
-    /// Ingresses, for the audit of which reach each policy (read-only).
-    ingresses: Vec<Store<Ingress>>,
+    ledger: LedgerWriter,
     state: Arc<AppState>,
     counters: Arc<DecisionStats>,
     config: RunConfig,
     last_write: HashMap<String, Instant>,
     /// Per object: failed status writes in a row, and when to try again.
     failures: HashMap<String, (u32, Instant)>,
-}
-
-/// Watches Ingresses (all namespaces or the configured ones) into stores: the audit reads
-/// their `auth-url` and `auth-response-headers` annotations. Without the RBAC to list them
-/// the watch keeps failing, logs it, and the audit sees none.
-fn watch_ingresses(client: &Client, namespaces: &[String]) -> Vec<Store<Ingress>> {
-    let apis: Vec<Api<Ingress>> = if namespaces.is_empty() {
-        vec![Api::all(client.clone())]
-    } else {
-        namespaces
-            .iter()
-            .map(|ns| Api::namespaced(client.clone(), ns))
-            .collect()
-    };
-    apis.into_iter()
-        .map(|api| {
-            let (reader, writer) = reflector::store();
-            let stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .reflect(writer);
-            tokio::spawn(async move {
-                let mut stream = std::pin::pin!(stream);
-                while let Some(event) = stream.next().await {
-                    if let Err(e) = event {
-                        tracing::warn!(error = %e, "Ingress watch failed; the Ingress audit in status may be stale");
-                    }
-                }
-            });
-            reader
-        })
-        .collect()
 }
 
 /// Exponential backoff for a failing status write: 0.5 s, 1 s, 2 s, … capped at 60 s.
@@ -214,6 +235,7 @@ impl StatusWriter {
                 self.last_write.clear();
             }
             if is_leader {
+                self.ledger.settle().await;
                 self.write_all().await;
             }
             if leader.has_changed().is_err() {
@@ -226,7 +248,7 @@ impl StatusWriter {
     async fn write_all(&mut self) {
         let index = self.state.index();
         let now = Timestamp::now();
-        let ingresses: Vec<Arc<Ingress>> = self.ingresses.iter().flat_map(|s| s.state()).collect();
+        let ingresses = self.policies.ingresses();
         let audits = audit::audit(ingresses.iter().map(AsRef::as_ref), &index);
         for obj in self.policies.objects() {
             let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());

@@ -41,6 +41,7 @@ pub enum ReadyReason {
     NotLoaded,
     HostOwnedElsewhere,
     HostNotAllowed,
+    HostNotServed,
     RouteConflict,
     KeysUnavailable,
 }
@@ -234,7 +235,8 @@ fn headers_condition(audit: Option<&Audit>) -> (Status, HeadersReason, String) {
 }
 
 /// Why some hosts are not routed to this policy. Names no other namespace's object: a
-/// tenant must not learn who owns a host by claiming it.
+/// tenant must not learn who holds a host by claiming it. The reason a person can fix
+/// first: a missing right before another namespace's holding.
 fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (Status, ReadyReason, String) {
     let list = |why: HostRefusal| {
         refused
@@ -244,16 +246,24 @@ fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (Status, ReadyR
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let (elsewhere, not_allowed) = (
-        list(HostRefusal::OwnedElsewhere),
-        list(HostRefusal::NotAllowed),
-    );
+    const NOT_ROUTED: &str = "the host-selecting endpoints do not route them to this policy (/auth/{namespace}/{name} still works)";
+    let not_served = list(HostRefusal::NotServed);
+    if !not_served.is_empty() {
+        return (
+            Status::False,
+            ReadyReason::HostNotServed,
+            format!(
+                "no Ingress or accepted HTTPRoute in this namespace serves host(s) {not_served}, and no operator hostClaims rule grants them; {NOT_ROUTED}"
+            ),
+        );
+    }
+    let not_allowed = list(HostRefusal::NotAllowed);
     if !not_allowed.is_empty() {
         return (
             Status::False,
             ReadyReason::HostNotAllowed,
             format!(
-                "this namespace may not claim host(s) {not_allowed} (the operator's host-claim rules); the bare /auth endpoint does not route them to this policy"
+                "this namespace may not claim host(s) {not_allowed} (the operator's host-claim rules); {NOT_ROUTED}"
             ),
         );
     }
@@ -261,7 +271,8 @@ fn refused_hosts_condition(refused: &[(String, HostRefusal)]) -> (Status, ReadyR
         Status::False,
         ReadyReason::HostOwnedElsewhere,
         format!(
-            "host(s) {elsewhere} belong to another namespace, whose claim is older; the bare /auth endpoint does not route them to this policy (/auth/{{namespace}}/{{name}} still works)"
+            "host(s) {} are held by another namespace (or fall under a wildcard it holds); {NOT_ROUTED}",
+            list(HostRefusal::OwnedElsewhere)
         ),
     )
 }
@@ -379,6 +390,7 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
                 ReadyReason::RouteConflict,
                 ReadyReason::HostOwnedElsewhere,
                 ReadyReason::HostNotAllowed,
+                ReadyReason::HostNotServed,
             ]
             .into_iter()
             .find(|r| is(*r))

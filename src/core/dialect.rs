@@ -20,7 +20,8 @@
 //! proxy routed on, so [`Routing::Strict`] also refuses what a proxy and a backend could
 //! read two ways: an authority that is not a plain host name (userinfo, `?`, `#`, `\`,
 //! percent-escapes, non-ASCII), and paths with `;`, `\` or the escapes `%3B`, `%5C`, `%2F`,
-//! `%25`. See README "Routing contract".
+//! `%25`, or with a segment ending in `.` or whitespace (which Windows servers trim). See
+//! README "Routing contract".
 
 use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;
@@ -117,9 +118,10 @@ pub fn routed_host(authority: &str) -> Result<String, Reason> {
 
 /// A path as a backend might read it in more than one way: matrix parameters (`;`, which
 /// Tomcat/Spring strip, `..;` read as `..`), backslashes (a separator on some servers, not
-/// in nginx), and escapes of the separator or of `%` itself (decoded twice by some stacks).
+/// in nginx), escapes of the separator or of `%` itself (decoded twice by some stacks), and
+/// segments a server trims ([`has_trimmed_segment`]).
 fn is_ambiguous_path(raw: &str) -> bool {
-    if raw.contains([';', '\\']) {
+    if raw.contains([';', '\\']) || has_trimmed_segment(raw) {
         return true;
     }
     raw.as_bytes().windows(3).any(|w| {
@@ -129,6 +131,23 @@ fn is_ambiguous_path(raw: &str) -> bool {
                 (b'3', b'B') | (b'5', b'C') | (b'2', b'F') | (b'2', b'5')
             )
     })
+}
+
+/// A segment ending in `.` or in whitespace, raw or percent-encoded (`admin.`, `admin%2E`,
+/// `admin%20`, `admin%C2%A0`): Windows path normalisation (IIS, ASP.NET, anything mapping
+/// URLs onto files) trims trailing dots and spaces, and .NET also tab, CR, LF, VT, FF, NEL
+/// and no-break space, so `/admin./users` is served as `/admin/users` while the prefix
+/// match sees a segment `admin.` under another policy. Whitespace is Unicode's (a superset
+/// of every trimmed character). The dot segments `.` and `..` are not: [`normalise_path`]
+/// resolves them as nginx does. Looked at before they are resolved, so `/x/admin./..` counts.
+fn has_trimmed_segment(raw: &str) -> bool {
+    percent_decode_str(raw)
+        .decode_utf8_lossy()
+        .split('/')
+        .any(|segment| {
+            !matches!(segment, "." | "..")
+                && segment.ends_with(|c: char| c == '.' || c.is_whitespace())
+        })
 }
 
 /// The original request from its parts as a proxy wrote them.
@@ -946,6 +965,69 @@ mod tests {
         assert_eq!(r.path, "/a");
     }
 
+    /// Segment endings Windows path normalisation trims (IIS, ASP.NET, anything serving
+    /// files): each of these reaches `/admin/users` there, `admin.` or `admin ` here.
+    const TRIMMED_SEGMENTS: &[&str] = &[
+        "/admin./users",
+        "/admin%2e/users",
+        "/admin%2E/users",
+        "/admin%20/users",
+        "/admin /users",
+        "/admin%c2%a0/users",
+        "/admin%C2%A0/users",
+        "/admin%e3%80%80/users",
+        "/admin...",
+        "/admin%2e%2e%2e/users",
+        "/admin. ./users",
+        "/admin.",
+        "/admin%2e",
+        "/ /admin",
+        "/x/admin./../y",
+    ];
+
+    #[test]
+    fn segments_ending_in_a_dot_or_whitespace_are_refused_when_routing() {
+        let control = ["/admin%09/users", "/admin%0b/users", "/admin%0d/users"];
+        for bad in TRIMMED_SEGMENTS.iter().chain(&control) {
+            let url = format!("https://app.example.com{bad}");
+            assert_eq!(
+                routed(&url, Some("app.example.com")),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
+            assert_eq!(
+                forward(
+                    &h(&[
+                        ("x-forwarded-host", "app.example.com"),
+                        ("x-forwarded-uri", bad)
+                    ]),
+                    Routing::Strict
+                ),
+                Err(Reason::RequestMalformed),
+                "forward {bad}"
+            );
+        }
+        // By name no policy is chosen by path: accepted, as `;` is.
+        for bad in TRIMMED_SEGMENTS {
+            let url = format!("https://app.example.com{bad}");
+            assert!(named(&h(&[("x-original-url", &url)])).is_ok(), "{bad}");
+        }
+        // Dot segments are resolved, dots inside a segment are ordinary.
+        for (ok, path) in [
+            ("/admin/./users", "/admin/users"),
+            ("/admin/%2e/users", "/admin/users"),
+            ("/x/../admin/users", "/admin/users"),
+            ("/x/%2e%2e/admin", "/admin"),
+            ("/.well-known/x", "/.well-known/x"),
+            ("/v1.2/x.json", "/v1.2/x.json"),
+            ("/a b/c", "/a b/c"),
+        ] {
+            let url = format!("https://app.example.com{ok}");
+            let r = routed(&url, Some("app.example.com")).unwrap();
+            assert_eq!(r.path, path, "{ok}");
+        }
+    }
+
     #[test]
     fn paths_are_normalised_like_nginx() {
         assert_eq!(normalise_path("/").unwrap(), "/");
@@ -959,6 +1041,26 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever the segment, ending it in a dot or in whitespace (raw or escaped, any
+        /// case) makes the route-selecting endpoints refuse the path.
+        #[test]
+        fn a_trimmed_ending_on_any_segment_is_refused_when_routing(
+            before in prop::collection::vec("[a-zA-Z0-9._~-]{0,6}", 0..3),
+            segment in "[a-zA-Z0-9_~-][a-zA-Z0-9._~-]{0,6}",
+            ending in prop::sample::select(vec![
+                ".", "%2e", "%2E", "..", "%2e.", " ", "%20", "%09", "%0a", "%0B", "%0c", "%0D",
+                "%c2%a0", "%C2%85", "%e2%80%80", "%e2%80%a8", "%e3%80%80", ". ", "%20.",
+            ]),
+            after in prop::collection::vec("[a-z0-9]{1,6}", 0..3),
+        ) {
+            let mut segments = before;
+            segments.push(format!("{segment}{ending}"));
+            segments.extend(after);
+            let path = format!("/{}", segments.join("/"));
+            let url = format!("https://app.example.com{path}");
+            prop_assert_eq!(routed(&url, Some("app.example.com")), Err(Reason::RequestMalformed), "{}", path);
+        }
+
         #[test]
         fn normalised_paths_are_canonical(raw in "[/a-z%.0-9]{0,40}") {
             if let Ok(p) = normalise_path(&raw) {
@@ -1133,6 +1235,30 @@ mod grpc_tests {
             "/admin\\x",
             "/public%2F..%2Fadmin",
             "/a%252e%252e/admin",
+        ] {
+            let req = http("GET", "app.example.com", bad);
+            assert_eq!(
+                grpc(&req, &HeaderMap::new(), Routing::Strict),
+                Err(Reason::RequestMalformed),
+                "{bad}"
+            );
+            assert!(
+                grpc(&req, &HeaderMap::new(), Routing::Named).is_ok(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_ending_in_a_dot_or_space_are_refused_only_when_routing() {
+        for bad in [
+            "/admin./users",
+            "/admin%2e/users",
+            "/admin%2E/users",
+            "/admin%20/users",
+            "/admin /users",
+            "/admin%c2%a0/users",
+            "/admin...",
         ] {
             let req = http("GET", "app.example.com", bad);
             assert_eq!(

@@ -7,7 +7,12 @@
 //! emitted; neither is one longer than [`MAX_VALUE_BYTES`]. Such a header is dropped whole
 //! (not truncated: half a group list is a different group list) and reported so it can be
 //! counted. Separators are counted as `control_character` too, so the metric's reason
-//! vocabulary stays `control_character` / `too_long`.
+//! vocabulary stays `control_character` / `too_long` / `separator_in_item`.
+//!
+//! A list joined into text must split back into the same items: an item holding the join
+//! separator (`staff,admins` joined with `,`) would read as two to an app splitting on it,
+//! and one of them (`admins`) was never in the claim. Such a list drops its header too
+//! ([`splits_on`] says what counts); `format: json` carries any item safely.
 
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -23,6 +28,8 @@ pub const MAX_VALUE_BYTES: usize = 3072;
 pub enum DropReason {
     ControlCharacter,
     TooLong,
+    /// An item of a joined list holds the separator ([`splits_on`]).
+    SeparatorInItem,
 }
 
 impl DropReason {
@@ -30,6 +37,7 @@ impl DropReason {
         match self {
             DropReason::ControlCharacter => "control_character",
             DropReason::TooLong => "too_long",
+            DropReason::SeparatorInItem => "separator_in_item",
         }
     }
 }
@@ -48,12 +56,12 @@ pub struct Rendered {
 pub fn render(claims: &Claims, mapping: &[CompiledClaimHeader]) -> Rendered {
     let mut out = Rendered::default();
     for m in mapping {
-        let Some(text) = claims.path(&m.path).and_then(|v| encode(v, &m.encoding)) else {
-            out.absent.push(m.header.clone());
-            continue;
-        };
-        match sanitise(&text) {
-            Ok(value) => out.set.push((m.header.clone(), value)),
+        let text = claims
+            .path(&m.path)
+            .map_or(Ok(None), |v| encode(v, &m.encoding));
+        match text.and_then(|t| t.as_deref().map(sanitise).transpose()) {
+            Ok(Some(value)) => out.set.push((m.header.clone(), value)),
+            Ok(None) => out.absent.push(m.header.clone()),
             Err(reason) => {
                 out.dropped.push((m.header.clone(), reason));
                 out.absent.push(m.header.clone());
@@ -63,26 +71,47 @@ pub fn render(claims: &Claims, mapping: &[CompiledClaimHeader]) -> Rendered {
     out
 }
 
-/// Claim value → header text. `None` for absent-like values (null, empty string or array).
-pub fn encode(value: &Value, encoding: &ClaimEncoding) -> Option<String> {
+/// Claim value → header text. `None` for absent-like values (null, empty string or array);
+/// an error for a list that would not split back into its items.
+pub fn encode(value: &Value, encoding: &ClaimEncoding) -> Result<Option<String>, DropReason> {
     let text = match (value, encoding) {
-        (Value::Null, _) => return None,
+        (Value::Null, _) => return Ok(None),
         (_, ClaimEncoding::Json) => value.to_string(),
         (Value::String(s), _) => s.clone(),
-        (Value::Array(items), ClaimEncoding::Text { join }) => {
-            let parts: Vec<String> = items
-                .iter()
-                .filter(|v| !v.is_null())
-                .map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                })
-                .collect();
-            parts.join(join)
-        }
+        (Value::Array(items), ClaimEncoding::Text { join }) => join_items(items, join)?,
         (other, _) => other.to_string(),
     };
-    if text.is_empty() { None } else { Some(text) }
+    Ok(if text.is_empty() { None } else { Some(text) })
+}
+
+/// The non-null items of a list as text (strings as-is, others as JSON), joined with `join`.
+fn join_items(items: &[Value], join: &str) -> Result<String, DropReason> {
+    let parts: Vec<String> = items
+        .iter()
+        .filter(|v| !v.is_null())
+        .map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    if parts.iter().any(|item| splits_on(item, join)) {
+        return Err(DropReason::SeparatorInItem);
+    }
+    Ok(parts.join(join))
+}
+
+/// Whether an app splitting a joined list on `join` would cut `item` in two. List parsers
+/// trim the whitespace around separators (`a, b`), so the separator is `join` without it:
+/// `,` and `, ` both cut at every `,`. A separator of whitespace only (` `) cuts at any
+/// whitespace, as `split()` with no argument and shell words do. Whitespace at an item's
+/// ends is harmless otherwise (trimmed away, the item is the same). An empty `join`
+/// separates nothing.
+fn splits_on(item: &str, join: &str) -> bool {
+    match join.trim() {
+        "" if join.is_empty() => false,
+        "" => item.contains(char::is_whitespace),
+        separator => item.contains(separator),
+    }
 }
 
 /// A control character (Unicode Cc: C0, DEL, C1 including NEL U+0085) or a line or
@@ -112,26 +141,72 @@ mod tests {
         ClaimEncoding::Text { join: ",".into() }
     }
 
+    fn join(separator: &str) -> ClaimEncoding {
+        ClaimEncoding::Text {
+            join: separator.into(),
+        }
+    }
+
+    /// The header text of `value`, or why there is none.
+    fn encoded(value: Value, encoding: &ClaimEncoding) -> Result<Option<String>, DropReason> {
+        encode(&value, encoding)
+    }
+
     #[test]
     fn values_encode_by_type() {
-        assert_eq!(encode(&json!("a@b.c"), &text()).as_deref(), Some("a@b.c"));
-        assert_eq!(encode(&json!(42), &text()).as_deref(), Some("42"));
-        assert_eq!(encode(&json!(true), &text()).as_deref(), Some("true"));
+        let some = |s: &str| Ok(Some(s.to_owned()));
+        assert_eq!(encoded(json!("a@b.c"), &text()), some("a@b.c"));
+        assert_eq!(encoded(json!(42), &text()), some("42"));
+        assert_eq!(encoded(json!(true), &text()), some("true"));
+        assert_eq!(encoded(json!(["a", "b", 3]), &text()), some("a,b,3"));
         assert_eq!(
-            encode(&json!(["a", "b", 3]), &text()).as_deref(),
-            Some("a,b,3")
+            encoded(json!(["a", "b"]), &ClaimEncoding::Json),
+            some(r#"["a","b"]"#)
+        );
+        assert_eq!(encoded(json!({"k": 1}), &text()), some(r#"{"k":1}"#));
+        assert_eq!(encoded(json!(null), &text()), Ok(None));
+        assert_eq!(encoded(json!(""), &text()), Ok(None));
+        assert_eq!(encoded(json!([]), &text()), Ok(None));
+    }
+
+    #[test]
+    fn a_list_item_holding_the_separator_drops_the_list() {
+        let split = Err(DropReason::SeparatorInItem);
+        // An app splitting `staff,admins,eng` on `,` would see `admins`.
+        assert_eq!(encoded(json!(["staff,admins", "eng"]), &text()), split);
+        assert_eq!(encoded(json!(["eng", ","]), &text()), split);
+        // Non-string items are JSON text, whose commas count too.
+        assert_eq!(encoded(json!([{"a": 1, "b": 2}]), &text()), split);
+        assert_eq!(encoded(json!([[1, 2]]), &text()), split);
+        // `, ` is cut at `,` by parsers that trim: an item's bare `,` counts.
+        assert_eq!(encoded(json!(["a,b"]), &join(", ")), split);
+        assert_eq!(encoded(json!(["a|b", "c"]), &join(" | ")), split);
+        // A separator of whitespace cuts at any whitespace.
+        for item in ["site admins", "a\tb", "a\u{a0}b"] {
+            assert_eq!(encoded(json!([item, "c"]), &join(" ")), split, "{item:?}");
+        }
+        // What no parser of that separator splits: emitted.
+        let some = |s: &str| Ok(Some(s.to_owned()));
+        assert_eq!(
+            encoded(json!(["staff,admins", "eng"]), &join(";")),
+            some("staff,admins;eng")
         );
         assert_eq!(
-            encode(&json!(["a", "b"]), &ClaimEncoding::Json).as_deref(),
-            Some(r#"["a","b"]"#)
+            encoded(json!(["site admins", "eng"]), &text()),
+            some("site admins,eng")
         );
+        assert_eq!(encoded(json!(["a b", "c"]), &join(", ")), some("a b, c"));
+        assert_eq!(encoded(json!(["a", "b"]), &join("")), some("ab"));
+        // One string is not a list: as-is, whatever it holds.
         assert_eq!(
-            encode(&json!({"k": 1}), &text()).as_deref(),
-            Some(r#"{"k":1}"#)
+            encoded(json!("staff,admins"), &text()),
+            some("staff,admins")
         );
-        assert_eq!(encode(&json!(null), &text()), None);
-        assert_eq!(encode(&json!(""), &text()), None);
-        assert_eq!(encode(&json!([]), &text()), None);
+        // JSON keeps any item apart: the safe format for lists.
+        assert_eq!(
+            encoded(json!(["staff,admins", "eng"]), &ClaimEncoding::Json),
+            some(r#"["staff,admins","eng"]"#)
+        );
     }
 
     #[test]
@@ -172,19 +247,28 @@ mod tests {
 
     #[test]
     fn json_format_escapes_controls_so_they_are_safe() {
-        let v = encode(&json!(["a\nb"]), &ClaimEncoding::Json).unwrap();
+        let v = encode(&json!(["a\nb"]), &ClaimEncoding::Json)
+            .unwrap()
+            .unwrap();
         assert_eq!(v, r#"["a\nb"]"#);
         assert!(sanitise(&v).is_ok());
     }
 
     #[test]
     fn render_skips_missing_and_reports_dropped() {
-        let claims: Claims =
-            serde_json::from_value(json!({"email": "a@b.c", "name": "bad\r\nname"})).unwrap();
+        let claims: Claims = serde_json::from_value(
+            json!({"email": "a@b.c", "name": "bad\r\nname", "teams": ["staff,admins", "eng"]}),
+        )
+        .unwrap();
         let mapping = vec![
             CompiledClaimHeader {
                 header: HeaderName::from_static("x-email"),
                 path: vec!["email".into()],
+                encoding: text(),
+            },
+            CompiledClaimHeader {
+                header: HeaderName::from_static("x-teams"),
+                path: vec!["teams".into()],
                 encoding: text(),
             },
             CompiledClaimHeader {
@@ -208,10 +292,20 @@ mod tests {
         );
         assert_eq!(
             r.dropped,
-            vec![(
-                HeaderName::from_static("x-name"),
-                DropReason::ControlCharacter
-            )]
+            vec![
+                (
+                    HeaderName::from_static("x-teams"),
+                    DropReason::SeparatorInItem
+                ),
+                (
+                    HeaderName::from_static("x-name"),
+                    DropReason::ControlCharacter
+                ),
+            ]
+        );
+        assert_eq!(
+            r.absent,
+            ["x-teams", "x-name", "x-groups"].map(HeaderName::from_static)
         );
     }
 
@@ -240,7 +334,7 @@ mod tests {
             #[test]
             fn emitted_values_never_hold_control_characters(v in any_json(), json in any::<bool>()) {
                 let enc = if json { ClaimEncoding::Json } else { ClaimEncoding::Text { join: ",".into() } };
-                if let Some(text) = encode(&v, &enc)
+                if let Ok(Some(text)) = encode(&v, &enc)
                     && let Ok(value) = sanitise(&text)
                 {
                     prop_assert!(value.as_bytes().iter().all(|b| *b >= 0x20 && *b != 0x7f));
@@ -248,6 +342,25 @@ mod tests {
                     prop_assert!(!text.chars().any(char::is_control));
                     prop_assert!(!text.contains(['\u{2028}', '\u{2029}', '\u{85}']), "{:?}", text);
                     prop_assert!(value.len() <= MAX_VALUE_BYTES);
+                }
+            }
+
+            /// A list emitted as text splits back, on its separator as a parser reads it,
+            /// into exactly its items.
+            #[test]
+            fn a_joined_list_splits_back_into_its_items(
+                items in prop::collection::vec("[a-z ,;|\t]{1,6}", 1..6),
+                separator in prop::sample::select(vec![",", ", ", ";", "|", " | ", " "]),
+            ) {
+                if let Ok(Some(text)) = encode(&json!(items), &join(separator)) {
+                    let pieces: Vec<&str> = match separator.trim() {
+                        "" => text.split(separator).collect(),
+                        core => text.split(core).collect(),
+                    };
+                    prop_assert_eq!(pieces.len(), items.len(), "{:?} -> {:?}", items, text);
+                    for (piece, item) in pieces.iter().zip(&items) {
+                        prop_assert_eq!(piece.trim(), item.trim());
+                    }
                 }
             }
 

@@ -1,13 +1,14 @@
 //! The live set of policies: lookup by `namespace/name` and by host + path. Pure; the
 //! sources build a new index and the server swaps it in whole (see `state::AppState`).
 //!
-//! Host routing is shared between tenants, so it follows two rules:
-//! - **A host belongs to one namespace**: the one whose claim on it is oldest (see
-//!   [`Seniority`]). Claims on that host from other namespaces, on any path, are not
-//!   routed and change nothing for the owner; they are reported per policy
-//!   ([`PolicyIndex::hosts_owned_elsewhere`]) without naming the owner.
-//! - **Within the owner namespace**, two policies on the same host and path are a conflict:
-//!   neither is chosen (the route denies with `policy_invalid`) and both are told why.
+//! Host routing is shared between tenants:
+//! - **A host belongs to one namespace**, decided by [`crate::core::hosts::resolve`] (a right
+//!   to the host, then the ledger of who holds it). Claims from other namespaces, on any
+//!   path, are not routed and change nothing for the holder; they are reported per policy
+//!   ([`PolicyIndex::refused_hosts`]) without naming the holder.
+//! - **Within the holder's namespace**, two policies on the same host and path are a
+//!   conflict: neither is chosen (the route denies with `policy_invalid`) and both are told
+//!   why.
 //!
 //! Path prefixes match whole segments, ASCII-case-insensitively: backends such as Express
 //! or ASP.NET route `/ADMIN` to `/admin`, so a case change must not select another policy.
@@ -17,6 +18,10 @@ use std::sync::Arc;
 
 use url::Url;
 
+use crate::core::hosts::{
+    Clock, HostClaim, HostRights, Ledger, Ties, resolve, wildcard_suffix, wildcard_suffixes,
+};
+pub use crate::core::hosts::{HostRefusal, NamespaceHosts};
 use crate::core::policy::{CompiledPolicy, PolicyKey};
 use crate::core::reason::Reason;
 
@@ -56,182 +61,134 @@ pub struct RouteConflict {
     pub policies: Vec<PolicyKey>,
 }
 
-/// When a claim on a host began; the oldest claim owns the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Seniority {
-    /// Cluster: the policy's `creationTimestamp` (seconds). The same instant on every
-    /// replica, so all replicas agree; ties go to the smaller `namespace/name`.
-    Created(i64),
-    /// File mode: the reload in which this process first saw the namespace claim the host.
-    /// Claims first seen together (at start-up, or in one reload) are a tie that nobody
-    /// wins: the host is routed to neither until one claim goes away.
-    FirstSeen(u64),
+/// How host claims are settled for one build (see [`crate::core::hosts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HostRouting<'a> {
+    /// The ledger as last recorded.
+    pub ledger: &'a Ledger,
+    pub rights: HostRights<'a>,
+    pub ties: Ties,
+    /// The ledger writer's clock; `None` on a replica that only reads the ledger.
+    pub clock: Option<Clock>,
 }
 
-impl Seniority {
-    fn rank(self) -> i128 {
-        match self {
-            Seniority::Created(t) => i128::from(t),
-            Seniority::FirstSeen(n) => i128::from(n),
+impl HostRouting<'static> {
+    /// Any namespace may claim; equal claims from two namespaces go to neither. For
+    /// single-policy uses and tests.
+    pub fn open() -> Self {
+        static EMPTY: Ledger = Ledger::new();
+        HostRouting {
+            ledger: &EMPTY,
+            rights: HostRights::Open,
+            ties: Ties::Nobody,
+            clock: None,
         }
     }
-
-    fn ties_refused(self) -> bool {
-        matches!(self, Seniority::FirstSeen(_))
-    }
 }
 
-/// The operator's mapping of namespaces to the host patterns they may claim, e.g.
-/// `team-a=*.team-a.example.com,app.example.com` (flag `--host-claims`, repeatable). A
-/// pattern is a host name, or `*.` and a suffix matching one or more labels before it.
-/// Once any mapping is given, a namespace not listed may claim no host.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespaceHosts {
-    patterns: HashMap<String, Vec<String>>,
-}
-
-impl NamespaceHosts {
-    /// Parses `NAMESPACE=PATTERN[,PATTERN...]` specs.
-    pub fn parse<S: AsRef<str>>(specs: &[S]) -> Result<Self, String> {
-        let mut patterns: HashMap<String, Vec<String>> = HashMap::new();
-        for spec in specs {
-            let spec = spec.as_ref();
-            let (ns, list) = spec
-                .split_once('=')
-                .ok_or_else(|| format!("{spec:?}: expected NAMESPACE=PATTERN[,PATTERN...]"))?;
-            if ns.is_empty() {
-                return Err(format!("{spec:?}: empty namespace"));
-            }
-            for pattern in list.split(',') {
-                let name = pattern.strip_prefix("*.").unwrap_or(pattern);
-                if !crate::core::policy::is_dns_name(name) {
-                    return Err(format!(
-                        "{spec:?}: {pattern:?} is not a lowercase host name or *.suffix"
-                    ));
-                }
-                patterns
-                    .entry(ns.to_owned())
-                    .or_default()
-                    .push(pattern.to_owned());
-            }
-        }
-        Ok(NamespaceHosts { patterns })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
-    }
-}
-
-impl NamespaceHosts {
-    pub fn may_claim(&self, namespace: &str, host: &str) -> bool {
-        self.patterns.get(namespace).is_some_and(|list| {
-            list.iter().any(|p| match p.strip_prefix("*.") {
-                Some(suffix) => host
-                    .strip_suffix(suffix)
-                    .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-                None => p == host,
-            })
-        })
-    }
-}
-
-/// Why a policy's claim on a host is not routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum HostRefusal {
-    /// Another namespace's claim is older (or, in file mode, as old).
-    OwnedElsewhere,
-    /// The operator's host-claim rules do not let this namespace claim the host.
-    NotAllowed,
-}
+/// Routes under one host pattern: prefixes (lowercase) sorted longest first. Empty when the
+/// pattern is held by a namespace that does not claim it now: nothing routes, and the
+/// request is not handed to a less specific pattern.
+type Routes = Vec<(String, Route)>;
 
 #[derive(Debug, Default)]
 pub struct PolicyIndex {
     by_name: HashMap<String, HashMap<String, Entry>>,
-    /// Per host, prefixes (lowercase) sorted longest first.
-    by_host: HashMap<String, Vec<(String, Route)>>,
+    /// Exact hosts.
+    by_host: HashMap<String, Routes>,
+    /// Wildcard patterns, by suffix (`*.apps.example.com` under `apps.example.com`).
+    by_suffix: HashMap<String, Routes>,
     conflicts: Vec<RouteConflict>,
     refused: HashMap<PolicyKey, Vec<(String, HostRefusal)>>,
+    ledger: Ledger,
     len: usize,
 }
 
 impl PolicyIndex {
-    /// An index where every claim is equally old (`FirstSeen(0)`): a host claimed from two
-    /// namespaces is routed to neither. For single-policy uses and tests.
+    /// An index where any namespace may claim any host, every claim equally old: a host
+    /// claimed from two namespaces is routed to neither. For single-policy uses and tests.
     pub fn build(entries: impl IntoIterator<Item = (PolicyKey, Entry)>) -> Self {
-        Self::build_with(entries, |_, _| Seniority::FirstSeen(0), None)
+        Self::build_with(entries, |_| 0, HostRouting::open())
     }
 
-    /// Builds the index; `seniority(policy, host)` says how old a policy's claim on a host
-    /// is, `rules` (the operator's, if any) which namespaces may claim which hosts.
+    /// Builds the index; `seniority(policy)` says how old a policy's claims are (older
+    /// claims win hosts nobody holds), `routing` who may claim what and who holds what.
     pub fn build_with(
         entries: impl IntoIterator<Item = (PolicyKey, Entry)>,
-        seniority: impl Fn(&PolicyKey, &str) -> Seniority,
-        rules: Option<&NamespaceHosts>,
+        seniority: impl Fn(&PolicyKey) -> i64,
+        routing: HostRouting,
     ) -> Self {
         let mut index = PolicyIndex::default();
-        // host -> every (policy, path) claiming it
-        let mut by_host: HashMap<&str, Vec<(Arc<CompiledPolicy>, String)>> = HashMap::new();
         let entries: Vec<(PolicyKey, Entry)> = entries.into_iter().collect();
-        for (_, entry) in &entries {
-            if let Entry::Ready(p) = entry {
-                for (host, path) in &p.routes {
-                    by_host
-                        .entry(host.as_str())
+        let ready = || {
+            entries.iter().filter_map(|(_, e)| match e {
+                Entry::Ready(p) => Some(p),
+                Entry::Invalid { .. } => None,
+            })
+        };
+        let mut claims = Vec::new();
+        for p in ready() {
+            let seniority = seniority(&p.key);
+            let mut patterns: Vec<&str> = p.routes.iter().map(|(h, _)| h.as_str()).collect();
+            patterns.sort_unstable();
+            patterns.dedup();
+            claims.extend(patterns.into_iter().map(|pattern| HostClaim {
+                key: &p.key,
+                pattern,
+                seniority,
+            }));
+        }
+        let resolution = resolve(
+            routing.ledger,
+            &claims,
+            &routing.rights,
+            routing.ties,
+            routing.clock,
+        );
+        // (pattern, path) -> the holder's policies claiming it
+        let mut routed: HashMap<(&str, String), Vec<Arc<CompiledPolicy>>> = HashMap::new();
+        for p in ready() {
+            for (pattern, path) in &p.routes {
+                if resolution.holds(&p.key.namespace, pattern) {
+                    routed
+                        .entry((pattern.as_str(), path.to_ascii_lowercase()))
                         .or_default()
-                        .push((p.clone(), path.to_ascii_lowercase()));
+                        .push(p.clone());
                 }
             }
         }
-        let mut claims: HashMap<(String, String), Vec<Arc<CompiledPolicy>>> = HashMap::new();
-        for (host, mut claimants) in by_host {
-            if let Some(rules) = rules {
-                claimants.retain(|(p, _)| {
-                    let ok = rules.may_claim(&p.key.namespace, host);
-                    if !ok {
-                        index.refuse(&p.key, host, HostRefusal::NotAllowed);
-                    }
-                    ok
-                });
-            }
-            let owner = owner(&claimants, host, &seniority);
-            for (p, path) in claimants {
-                if owner.as_deref() == Some(p.key.namespace.as_str()) {
-                    claims.entry((host.to_owned(), path)).or_default().push(p);
-                } else {
-                    index.refuse(&p.key, host, HostRefusal::OwnedElsewhere);
-                }
-            }
-        }
-        for ((host, path), mut policies) in claims {
+        for ((pattern, path), mut policies) in routed {
             // A policy listing `/x` and `/X` claims one route once.
             policies.sort_by(|a, b| a.key.cmp(&b.key));
             policies.dedup_by(|a, b| a.key == b.key);
             let route = if policies.len() == 1 {
                 Route::Policy(policies.pop().expect("one element"))
             } else {
-                let mut keys: Vec<PolicyKey> = policies.iter().map(|p| p.key.clone()).collect();
-                keys.sort();
-                keys.dedup();
                 index.conflicts.push(RouteConflict {
-                    host: host.clone(),
+                    host: pattern.to_owned(),
                     path: path.clone(),
-                    policies: keys,
+                    policies: policies.iter().map(|p| p.key.clone()).collect(),
                 });
                 Route::Conflict
             };
-            index.by_host.entry(host).or_default().push((path, route));
+            index.routes_mut(pattern).push((path, route));
         }
-        for routes in index.by_host.values_mut() {
+        // Held by a namespace that claims it no more: nothing routes there.
+        for pattern in resolution.ledger.keys() {
+            index.routes_mut(pattern);
+        }
+        for routes in index
+            .by_host
+            .values_mut()
+            .chain(index.by_suffix.values_mut())
+        {
             routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         }
         index
             .conflicts
             .sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
-        for hosts in index.refused.values_mut() {
-            hosts.sort();
-            hosts.dedup();
-        }
+        index.refused = resolution.refused;
+        index.ledger = resolution.ledger;
         for (key, entry) in entries {
             index
                 .by_name
@@ -243,11 +200,16 @@ impl PolicyIndex {
         index
     }
 
-    fn refuse(&mut self, key: &PolicyKey, host: &str, why: HostRefusal) {
-        self.refused
-            .entry(key.clone())
-            .or_default()
-            .push((host.to_owned(), why));
+    fn routes_mut(&mut self, pattern: &str) -> &mut Routes {
+        match wildcard_suffix(pattern) {
+            Some(suffix) => self.by_suffix.entry(suffix.to_owned()).or_default(),
+            None => self.by_host.entry(pattern.to_owned()).or_default(),
+        }
+    }
+
+    /// Who holds which host pattern after this build.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     pub fn len(&self) -> usize {
@@ -267,11 +229,18 @@ impl PolicyIndex {
         }
     }
 
-    /// For the bare `/auth`: the longest path prefix (whole segments, ASCII case ignored)
-    /// under the exact host.
+    /// For the bare `/auth`: the most specific held host pattern (the host, then wildcards
+    /// from the longest suffix), then the longest path prefix under it (whole segments, ASCII
+    /// case ignored). A pattern that matches but routes no prefix is a miss, never a
+    /// fall-through to a wider pattern another policy holds.
     pub fn by_route(&self, host: &str, path: &str) -> Result<&Arc<CompiledPolicy>, Reason> {
-        let routes = self.by_host.get(host).ok_or(Reason::PolicyUnknown)?;
-        for (prefix, route) in routes {
+        let routes = self.by_host.get(host).or_else(|| {
+            if self.by_suffix.is_empty() {
+                return None;
+            }
+            wildcard_suffixes(host).find_map(|suffix| self.by_suffix.get(suffix))
+        });
+        for (prefix, route) in routes.ok_or(Reason::PolicyUnknown)? {
             if segment_prefix(prefix, path) {
                 return match route {
                     Route::Policy(p) => Ok(p),
@@ -318,34 +287,6 @@ impl PolicyIndex {
             })
             .collect()
     }
-}
-
-/// The namespace that owns `host` among its claimants, if any.
-fn owner(
-    claimants: &[(Arc<CompiledPolicy>, String)],
-    host: &str,
-    seniority: &impl Fn(&PolicyKey, &str) -> Seniority,
-) -> Option<String> {
-    // Oldest claim per namespace, then the oldest namespace.
-    let mut oldest: Vec<(i128, &PolicyKey, bool)> = Vec::new();
-    for (p, _) in claimants {
-        let s = seniority(&p.key, host);
-        let rank = s.rank();
-        match oldest
-            .iter_mut()
-            .find(|(_, k, _)| k.namespace == p.key.namespace)
-        {
-            Some(o) if (rank, &p.key) < (o.0, o.1) => *o = (rank, &p.key, s.ties_refused()),
-            Some(_) => {}
-            None => oldest.push((rank, &p.key, s.ties_refused())),
-        }
-    }
-    oldest.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-    let first = oldest.first()?;
-    if first.2 && oldest.get(1).is_some_and(|second| second.0 == first.0) {
-        return None;
-    }
-    Some(first.1.namespace.clone())
 }
 
 /// `/api` matches `/api`, `/API/x` and `/api/x`, not `/apix`. `prefix` is lowercase; both
@@ -456,8 +397,16 @@ mod tests {
     }
 
     /// Seniority from a table of (namespace, creation second).
-    fn created(table: &'static [(&'static str, i64)]) -> impl Fn(&PolicyKey, &str) -> Seniority {
-        move |k, _| Seniority::Created(table.iter().find(|(ns, _)| *ns == k.namespace).unwrap().1)
+    fn created(table: &'static [(&'static str, i64)]) -> impl Fn(&PolicyKey) -> i64 {
+        move |k| table.iter().find(|(ns, _)| *ns == k.namespace).unwrap().1
+    }
+
+    /// The cluster's settlement for a fresh ledger: anyone may claim, ties by name.
+    fn cluster() -> HostRouting<'static> {
+        HostRouting {
+            ties: Ties::ToSmallerName,
+            ..HostRouting::open()
+        }
     }
 
     fn routed_to(idx: &PolicyIndex, host: &str, path: &str) -> Result<String, Reason> {
@@ -476,7 +425,7 @@ mod tests {
         let idx = PolicyIndex::build_with(
             entries(),
             created(&[("victim", 100), ("tenant", 200)]),
-            None,
+            cluster(),
         );
         assert_eq!(
             routed_to(&idx, "admin.example.com", "/x/y").unwrap(),
@@ -505,7 +454,7 @@ mod tests {
         let idx = PolicyIndex::build_with(
             entries(),
             created(&[("victim", 300), ("tenant", 200)]),
-            None,
+            cluster(),
         );
         assert_eq!(
             routed_to(&idx, "admin.example.com", "/").unwrap(),
@@ -520,8 +469,8 @@ mod tests {
                 in_ns("b", "p", &["h.example"], &[]),
                 in_ns("a", "p", &["h.example"], &[]),
             ],
-            |_, _| Seniority::Created(5),
-            None,
+            |_| 5,
+            cluster(),
         );
         assert_eq!(routed_to(&idx, "h.example", "/").unwrap(), "a/p");
     }
@@ -545,8 +494,8 @@ mod tests {
                 in_ns("a", "q", &["h.example"], &["/q"]),
                 in_ns("b", "p", &["h.example"], &[]),
             ],
-            |k, _| Seniority::FirstSeen(if k.namespace == "a" { 1 } else { 2 }),
-            None,
+            |k| if k.namespace == "a" { 1 } else { 2 },
+            HostRouting::open(),
         );
         assert_eq!(routed_to(&idx, "h.example", "/q/1").unwrap(), "a/q");
         assert_eq!(routed_to(&idx, "h.example", "/").unwrap(), "a/p");
@@ -561,7 +510,7 @@ mod tests {
                 in_ns("z", "late", &["h.example"], &["/x"]),
             ],
             created(&[("a", 1), ("z", 2)]),
-            None,
+            cluster(),
         );
         assert_eq!(
             routed_to(&idx, "h.example", "/x"),
@@ -598,13 +547,17 @@ mod tests {
 
     #[test]
     fn host_claim_rules_refuse_before_seniority() {
+        let rules = NamespaceHosts::parse(&["ops=*.example.com"]).unwrap();
         let idx = PolicyIndex::build_with(
             [
                 in_ns("old", "p", &["admin.example.com"], &[]),
                 in_ns("ops", "p", &["admin.example.com"], &[]),
             ],
             created(&[("old", 1), ("ops", 9)]),
-            Some(&NamespaceHosts::parse(&["ops=*.example.com"]).unwrap()),
+            HostRouting {
+                rights: HostRights::Rules(&rules),
+                ..cluster()
+            },
         );
         assert_eq!(routed_to(&idx, "admin.example.com", "/").unwrap(), "ops/p");
         assert_eq!(
@@ -614,35 +567,130 @@ mod tests {
     }
 
     #[test]
-    fn namespace_host_patterns() {
-        let rules = NamespaceHosts::parse(&[
-            "team-a=*.a.example.com,app.example.com",
-            "ops=admin.example.com",
-        ])
-        .unwrap();
-        assert!(rules.may_claim("team-a", "x.a.example.com"));
-        assert!(rules.may_claim("team-a", "x.y.a.example.com"));
-        assert!(rules.may_claim("team-a", "app.example.com"));
-        assert!(
-            !rules.may_claim("team-a", "a.example.com"),
-            "the wildcard needs a label"
+    fn the_most_specific_held_pattern_routes_without_falling_through() {
+        let idx = PolicyIndex::build_with(
+            [
+                in_ns("apps", "all", &["*.apps.example.com"], &[]),
+                in_ns("apps", "api", &["*.apps.example.com"], &["/api"]),
+                in_ns("team", "one", &["one.apps.example.com"], &["/only"]),
+                in_ns("deep", "x", &["*.x.apps.example.com"], &[]),
+            ],
+            created(&[("team", 1), ("apps", 2), ("deep", 3)]),
+            cluster(),
         );
-        assert!(!rules.may_claim("team-a", "xa.example.com"));
-        assert!(!rules.may_claim("team-a", "admin.example.com"));
-        assert!(
-            !rules.may_claim("other", "app.example.com"),
-            "unlisted namespaces claim nothing"
+        assert_eq!(
+            routed_to(&idx, "a.apps.example.com", "/").unwrap(),
+            "apps/all"
         );
-        assert!(rules.may_claim("ops", "admin.example.com"));
-        for bad in [
-            "noequals",
-            "=a.example.com",
-            "ns=*",
-            "ns=A.example.com",
-            "ns=a..b",
-            "ns=*.*.a",
-        ] {
-            assert!(NamespaceHosts::parse(&[bad]).is_err(), "{bad}");
-        }
+        assert_eq!(
+            routed_to(&idx, "a.b.apps.example.com", "/api/v").unwrap(),
+            "apps/api"
+        );
+        assert_eq!(
+            routed_to(&idx, "one.apps.example.com", "/only/x").unwrap(),
+            "team/one"
+        );
+        // The exact host is held: its unrouted paths do not fall to the wildcard.
+        assert_eq!(
+            routed_to(&idx, "one.apps.example.com", "/"),
+            Err(Reason::PolicyUnknown)
+        );
+        assert_eq!(
+            routed_to(&idx, "apps.example.com", "/"),
+            Err(Reason::PolicyUnknown)
+        );
+        // A newer foreign wildcard under a held one is refused.
+        assert_eq!(
+            idx.refused_hosts(&PolicyKey::new("deep", "x")),
+            &[(
+                "*.x.apps.example.com".to_owned(),
+                HostRefusal::OwnedElsewhere
+            )]
+        );
+        assert_eq!(
+            routed_to(&idx, "y.x.apps.example.com", "/").unwrap(),
+            "apps/all"
+        );
+    }
+
+    #[test]
+    fn an_invalid_spell_is_an_absence_not_a_handover() {
+        let (owner, tenant) = (
+            in_ns("owner", "p", &["h.example.com"], &[]),
+            in_ns("tenant", "p", &["h.example.com"], &[]),
+        );
+        let clock = |now| Some(Clock { now, grace: 60 });
+        let first = PolicyIndex::build_with(
+            [owner.clone(), tenant.clone()],
+            created(&[("owner", 1), ("tenant", 2)]),
+            HostRouting {
+                clock: clock(10),
+                ..cluster()
+            },
+        );
+        assert_eq!(routed_to(&first, "h.example.com", "/").unwrap(), "owner/p");
+        let invalid = (
+            owner.0.clone(),
+            Entry::Invalid {
+                message: "bad".into(),
+                generation: Some(2),
+            },
+        );
+        let during = PolicyIndex::build_with(
+            [invalid, tenant.clone()],
+            created(&[("owner", 1), ("tenant", 2)]),
+            HostRouting {
+                ledger: first.ledger(),
+                clock: clock(20),
+                ..cluster()
+            },
+        );
+        assert_eq!(
+            routed_to(&during, "h.example.com", "/"),
+            Err(Reason::PolicyUnknown)
+        );
+        let after = PolicyIndex::build_with(
+            [owner, tenant],
+            created(&[("owner", 1), ("tenant", 2)]),
+            HostRouting {
+                ledger: during.ledger(),
+                clock: clock(30),
+                ..cluster()
+            },
+        );
+        assert_eq!(routed_to(&after, "h.example.com", "/").unwrap(), "owner/p");
+    }
+
+    #[test]
+    fn a_held_host_whose_holder_is_absent_routes_nowhere() {
+        let mut ledger = Ledger::new();
+        ledger.insert(
+            "h.example.com".into(),
+            crate::core::hosts::Holding {
+                namespace: "owner".into(),
+                since: 1,
+                absent_since: None,
+            },
+        );
+        let idx = PolicyIndex::build_with(
+            [
+                in_ns("apps", "all", &["*.example.com"], &[]),
+                in_ns("tenant", "grab", &["h.example.com"], &[]),
+            ],
+            |_| 0,
+            HostRouting {
+                ledger: &ledger,
+                ..cluster()
+            },
+        );
+        assert_eq!(
+            routed_to(&idx, "h.example.com", "/"),
+            Err(Reason::PolicyUnknown)
+        );
+        assert_eq!(routed_to(&idx, "z.example.com", "/").unwrap(), "apps/all");
+        assert_eq!(
+            idx.refused_hosts(&PolicyKey::new("tenant", "grab")).len(),
+            1
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod dialect;
 pub mod explain;
 pub mod headers;
+pub mod hosts;
 pub mod index;
 pub mod jwks;
 pub mod policy;

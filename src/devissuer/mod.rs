@@ -38,6 +38,8 @@ pub struct IssuerState {
     identities: RwLock<HashMap<String, IdentityConfig>>,
     identity_mode: RwLock<CertsMode>,
     identity_calls: AtomicU64,
+    /// Requests to the certs endpoint: what an issuer sees of a client's fetch rate.
+    certs_calls: AtomicU64,
 }
 
 /// What get-identity reports for one user.
@@ -62,6 +64,7 @@ impl IssuerState {
             identities: RwLock::new(HashMap::new()),
             identity_mode: RwLock::new(CertsMode::Ok),
             identity_calls: AtomicU64::new(0),
+            certs_calls: AtomicU64::new(0),
         }))
     }
 
@@ -105,11 +108,13 @@ pub fn router(state: SharedIssuer) -> Router {
         .route("/identity", post(set_identity))
         .route("/identity-mode", post(set_identity_mode))
         .route("/identity-calls", get(identity_calls))
+        .route("/certs-calls", get(certs_calls))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }
 
 async fn certs(State(s): State<SharedIssuer>) -> Response {
+    s.certs_calls.fetch_add(1, Ordering::Relaxed);
     match *s.certs_mode.read().expect("mode lock") {
         CertsMode::Ok => {
             Json(s.signer.read().expect("signer lock").certs_document()).into_response()
@@ -262,4 +267,8 @@ async fn set_identity_mode(
 
 async fn identity_calls(State(s): State<SharedIssuer>) -> Response {
     Json(json!({"calls": s.identity_calls.load(Ordering::Relaxed)})).into_response()
+}
+
+async fn certs_calls(State(s): State<SharedIssuer>) -> Response {
+    Json(json!({"calls": s.certs_calls.load(Ordering::Relaxed)})).into_response()
 }

@@ -28,6 +28,11 @@
 //!   reads: an identity cached by a policy with `cacheFor: 60m` is fetched again for a policy
 //!   with `cacheFor: 1m` once it is a minute old.
 //!
+//! Unlike JWKS URLs ([`crate::keys`]), a get-identity URL has no per-URL fetch budget: each
+//! fetch is one user's session, so a cap per URL would turn one team's traffic into denials
+//! for all its users. What bounds the rate is one fetch per session per `cacheFor`,
+//! coalesced across concurrent requests (with `cacheFor: 0s`, one per request).
+//!
 //! Failures are reported as categories ([`FetchError`]): never text from the answer.
 
 use std::sync::Arc;
@@ -281,8 +286,11 @@ impl IdentityClient {
             who("sub").as_bytes(),
             who("email").as_bytes(),
         ]);
+        let asked = Instant::now();
         let entry = self.cached_or_fetch(key, cfg, token, ttl).await?;
-        if entry.fetched.elapsed() <= cfg.cache_for {
+        // Fetched for this request: fresh, whatever `cacheFor` says (with `0s` the age check
+        // alone would fetch every identity twice).
+        if entry.fetched >= asked || entry.fetched.elapsed() <= cfg.cache_for {
             return Ok(entry.identity);
         }
         // Cached by a policy that keeps identities longer than this one: too old here.
@@ -560,6 +568,20 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(calls(), 2, "the refetched entry serves both");
+        }
+
+        #[tokio::test]
+        async fn cache_for_zero_fetches_once_per_request() {
+            let (ep, url) = endpoint(IDENTITY.into()).await;
+            let c = client(1 << 20);
+            let i = "http://127.0.0.1:1";
+            let p = policy(i, &format!("{i}/certs"), &url, "0s");
+            for request in 1..=3 {
+                c.get_for_policy(&p, "t", &claims(i, "n"), test_now())
+                    .await
+                    .unwrap();
+                assert_eq!(ep.calls.load(Ordering::SeqCst), request);
+            }
         }
 
         #[tokio::test]

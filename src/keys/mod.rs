@@ -4,6 +4,10 @@
 //!   (default every 5 min, ±10 % jitter);
 //! - a token with an unknown `kid` triggers one refetch, coalesced across concurrent
 //!   requests and rate-limited per URL (default once per 10 s);
+//! - whatever asks for it (first use, background refresh, retries after errors, unknown-`kid`
+//!   refetches, a policy removed and added again), one URL is fetched at most
+//!   [`FETCH_BURST`] times at once and then once per [`FETCH_PERIOD`]: no setting and no
+//!   policy can make a replica fetch an issuer's keys more than a few times a minute;
 //! - on fetch errors the last good set is kept for a bounded time (default 24 h), then
 //!   dropped: stale keys never live forever;
 //! - every fetch has a timeout and a body-size cap, follows no redirects and, in cluster
@@ -31,6 +35,47 @@ use url::Url;
 
 use crate::fetch::{AddressPolicy, Fetcher};
 use crate::metrics::{JwksLabels, KeyFetchLabels, Metrics};
+
+/// Sustained rate of fetches of one JWKS URL: one per period, per replica. The design's own
+/// unknown-`kid` limit (once per 10 s per issuer); 6 a minute stays far below what issuers
+/// rate-limit (Cloudflare's certs endpoint is cached and meant to be polled in minutes).
+pub const FETCH_PERIOD: Duration = Duration::from_secs(10);
+/// Fetches of one URL allowed back to back before [`FETCH_PERIOD`] applies: the first fetch,
+/// a refetch for a key rotated just after it, and one retry or re-added policy, without
+/// making any of them wait. So at most `FETCH_BURST + 6` fetches in any minute.
+pub const FETCH_BURST: u32 = 3;
+
+/// When the next fetch of one URL may start: a bucket of [`FETCH_BURST`] fetches refilled one
+/// per [`FETCH_PERIOD`], kept as the instant it is full again (the generic cell rate
+/// algorithm: one `Instant`, no timer).
+#[derive(Clone, Copy, Debug)]
+struct FetchBudget {
+    full_at: Instant,
+}
+
+impl FetchBudget {
+    fn full(now: Instant) -> Self {
+        Self { full_at: now }
+    }
+
+    /// Spends one fetch at `now`, or returns the instant one is available.
+    fn spend(&mut self, now: Instant) -> Result<(), Instant> {
+        let full_at = self.full_at.max(now);
+        let reach = FETCH_PERIOD * (FETCH_BURST - 1);
+        if let Some(earliest) = full_at.checked_sub(reach)
+            && now < earliest
+        {
+            return Err(earliest);
+        }
+        self.full_at = full_at + FETCH_PERIOD;
+        Ok(())
+    }
+
+    /// Full again: forgetting it changes nothing.
+    fn is_full(&self, now: Instant) -> bool {
+        now >= self.full_at
+    }
+}
 
 /// Tunables; the defaults are the design's.
 #[derive(Clone, Debug)]
@@ -103,6 +148,38 @@ struct Inner {
     caches: RwLock<HashMap<Url, Arc<Cache>>>,
     metrics: Arc<Metrics>,
     listener: RwLock<Option<KeySetListener>>,
+    /// Per URL, outliving its cache: a policy removed and added again gets no new budget.
+    budgets: Mutex<HashMap<Url, FetchBudget>>,
+}
+
+impl Inner {
+    /// Takes one fetch of `url` from its budget, or returns when one will be available.
+    fn spend_fetch(&self, url: &Url) -> Result<(), Instant> {
+        let now = Instant::now();
+        self.budgets
+            .lock()
+            .expect("fetch budget lock")
+            .entry(url.clone())
+            .or_insert_with(|| FetchBudget::full(now))
+            .spend(now)
+    }
+
+    /// Waits until `url` may be fetched, and takes that fetch.
+    async fn wait_for_fetch(&self, url: &Url) {
+        while let Err(at) = self.spend_fetch(url) {
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+
+    /// Forgets the budgets of URLs no policy names that are full again (the rest are kept
+    /// until they refill, so dropping and re-adding a URL cannot reset its budget).
+    fn prune_budgets(&self, urls: &HashSet<Url>) {
+        let now = Instant::now();
+        self.budgets
+            .lock()
+            .expect("fetch budget lock")
+            .retain(|url, budget| urls.contains(url) || !budget.is_full(now));
+    }
 }
 
 impl KeyStore {
@@ -115,6 +192,7 @@ impl KeyStore {
                 caches: RwLock::new(HashMap::new()),
                 metrics,
                 listener: RwLock::new(None),
+                budgets: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -140,6 +218,7 @@ impl KeyStore {
             }
             keep
         });
+        self.inner.prune_budgets(urls);
         for url in urls {
             if !caches.contains_key(url) {
                 let cache = Arc::new(Cache {
@@ -168,7 +247,8 @@ impl KeyStore {
     }
 
     /// Called when a decision hit an unknown `kid` or no keys: fetches again unless a fetch
-    /// for this URL ran within the rate limit. Concurrent callers share one fetch. Returns
+    /// for this URL ran within the rate limit (`unknown_kid_min_interval`, and the URL's
+    /// fetch budget). Concurrent callers share one fetch. Returns
     /// whether a fetch completed since the caller looked, i.e. whether deciding again can
     /// give a different answer.
     pub async fn refetch(&self, url: &Url) -> bool {
@@ -189,6 +269,10 @@ impl KeyStore {
             if let Some(t) = *last
                 && now.duration_since(t) < self.inner.config.unknown_kid_min_interval
             {
+                return false;
+            }
+            if self.inner.spend_fetch(url).is_err() {
+                tracing::debug!(jwks_uri = %url, "unknown-kid refetch held back: the URL's fetch budget is spent");
                 return false;
             }
             *last = Some(now);
@@ -244,6 +328,7 @@ impl KeyLookup for KeyStore {
 
 async fn refresh_loop(inner: Arc<Inner>, cache: Arc<Cache>) {
     loop {
+        inner.wait_for_fetch(&cache.url).await;
         let ok = {
             let _guard = cache.fetch_lock.lock().await;
             fetch_into(&inner, &cache).await
@@ -344,4 +429,65 @@ pub async fn fetch_once(config: &KeyConfig, url: &Url) -> Result<KeySet, FetchEr
     let fetcher = Fetcher::new(config.fetch_timeout, config.addresses.clone())
         .map_err(|e| FetchError::Request(e.to_string()))?;
     fetch_key_set(&fetcher, url, config.max_body_bytes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_gets_a_burst_of_fetches_then_one_per_period() {
+        let start = Instant::now();
+        let mut budget = FetchBudget::full(start);
+        for _ in 0..FETCH_BURST {
+            assert_eq!(budget.spend(start), Ok(()));
+        }
+        assert_eq!(budget.spend(start), Err(start + FETCH_PERIOD));
+        let later = start + FETCH_PERIOD;
+        assert_eq!(budget.spend(later), Ok(()));
+        assert_eq!(budget.spend(later), Err(later + FETCH_PERIOD));
+    }
+
+    /// Asked every 10 ms for ten minutes (what a flood of unknown kids, a 0 s refresh and
+    /// policy churn together would ask): never more than the burst plus one per period.
+    #[test]
+    fn no_caller_pattern_spends_more_than_burst_plus_one_per_period() {
+        let start = Instant::now();
+        let mut budget = FetchBudget::full(start);
+        let mut granted = Vec::new();
+        for tick in 0..60_000u32 {
+            let now = start + Duration::from_millis(10) * tick;
+            if budget.spend(now).is_ok() {
+                granted.push(now);
+            }
+        }
+        for (i, &from) in granted.iter().enumerate() {
+            let in_a_minute = granted[i..]
+                .iter()
+                .take_while(|&&t| t < from + Duration::from_secs(60))
+                .count();
+            assert!(
+                in_a_minute <= FETCH_BURST as usize + 6,
+                "{in_a_minute} fetches in a minute"
+            );
+        }
+        // Ten minutes: the burst at the start, then one at every period but the first.
+        assert_eq!(granted.len(), FETCH_BURST as usize + 59);
+    }
+
+    #[test]
+    fn an_unused_budget_refills_and_is_then_forgettable() {
+        let start = Instant::now();
+        let mut budget = FetchBudget::full(start);
+        assert!(budget.is_full(start));
+        for _ in 0..FETCH_BURST {
+            budget.spend(start).unwrap();
+        }
+        assert!(!budget.is_full(start + FETCH_PERIOD));
+        let refilled = start + FETCH_PERIOD * FETCH_BURST;
+        assert!(budget.is_full(refilled));
+        for _ in 0..FETCH_BURST {
+            assert_eq!(budget.spend(refilled), Ok(()));
+        }
+    }
 }

@@ -12,8 +12,11 @@
 //! [`http::judge`] (index, decision, metrics, logs) → a `CheckResponse`. Every
 //! `CheckRequest` that decodes, however broken its contents, gets a `CheckResponse` with a
 //! deny, never a gRPC error status: Envoy treats a failed call as an error (let through
-//! when `failure_mode_allow` is set), a denied check as a deny. Only bytes that are not a
-//! `CheckRequest` (or one over tonic's 4 MiB limit) get an error from tonic itself.
+//! when `failure_mode_allow` is set), a denied check as a deny. That includes one whose
+//! strings are not UTF-8, which prost alone would refuse whole ([`codec`]). Only bytes
+//! that are not a `CheckRequest` (or one over tonic's 4 MiB limit) get an error from tonic.
+
+mod codec;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,11 +28,11 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderMap, Version, header};
 use axum::response::Response;
+use codec::{Check, CheckCodec};
 use envoy_types::ext_authz::v3::CheckRequestExt;
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
-    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode,
-    OkHttpResponse,
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::pb::google::rpc;
@@ -48,6 +51,8 @@ use crate::serve::state::AppState;
 /// The gRPC services on the auth listener (`/{name}/{method}`).
 const AUTHORIZATION: &str = "envoy.service.auth.v3.Authorization";
 const HEALTH: &str = "grpc.health.v1.Health";
+/// The one method of [`AUTHORIZATION`].
+const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// How often a health `Watch` looks at readiness.
 const WATCH_POLL: Duration = Duration::from_millis(500);
@@ -58,9 +63,9 @@ const WATCH_POLL: Duration = Duration::from_millis(500);
 /// request, no routing, boxing or cloning of its own.
 pub fn auth_listener(state: Arc<AppState>) -> AuthListener {
     let http = http::auth_router(state.clone());
-    let grpc = tonic::service::Routes::new(AuthorizationServer::new(ExtAuthz {
+    let grpc = tonic::service::Routes::new(ExtAuthz {
         state: state.clone(),
-    }))
+    })
     .add_service(HealthServer::new(Readiness { state }))
     .prepare()
     .into_axum_router();
@@ -113,32 +118,62 @@ fn is_grpc(req: &Request) -> bool {
     req.version() == Version::HTTP_2 && grpc_type && ours
 }
 
+/// `envoy.service.auth.v3.Authorization`, served here rather than by envoy-types'
+/// generated server: the same path, method and limits, decoded with [`CheckCodec`] instead
+/// of plain prost, so that a check with non-UTF-8 strings is answered with a deny.
+#[derive(Clone)]
 struct ExtAuthz {
     state: Arc<AppState>,
 }
 
-#[tonic::async_trait]
-impl Authorization for ExtAuthz {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, Status> {
-        let check = request.into_inner();
-        let decision = match read(&check) {
-            Ok((select, headers, original)) => {
-                let routing = match select {
-                    Select::Name { .. } => Routing::Named,
-                    Select::Route => Routing::Strict,
-                };
-                let request = dialect::grpc(&original, &headers, routing);
-                http::judge(&self.state, &headers, request, &select).await
-            }
-            Err(reason) => {
-                http::judge(&self.state, &HeaderMap::new(), Err(reason), &Select::Route).await
-            }
-        };
-        Ok(tonic::Response::new(respond(decision)))
+impl tonic::server::NamedService for ExtAuthz {
+    const NAME: &'static str = AUTHORIZATION;
+}
+
+type GrpcRequest = axum::http::Request<tonic::body::Body>;
+type GrpcResponse = axum::http::Response<tonic::body::Body>;
+
+impl tower::Service<GrpcRequest> for ExtAuthz {
+    type Response = GrpcResponse;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<GrpcResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
+
+    fn call(&mut self, req: GrpcRequest) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move {
+            if req.uri().path() != CHECK {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let check = tower::service_fn(move |request: tonic::Request<Check>| {
+                let state = state.clone();
+                async move {
+                    let response = answer(&state, request.into_inner()).await;
+                    Ok::<_, Status>(tonic::Response::new(response))
+                }
+            });
+            Ok(tonic::server::Grpc::new(CheckCodec).unary(check, req).await)
+        })
+    }
+}
+
+/// The `CheckResponse` for a check: its decision, or a deny when it cannot be read.
+async fn answer(state: &AppState, check: Check) -> CheckResponse {
+    let decision = match check.as_ref().map_err(|reason| *reason).and_then(read) {
+        Ok((select, headers, original)) => {
+            let routing = match select {
+                Select::Name { .. } => Routing::Named,
+                Select::Route => Routing::Strict,
+            };
+            let request = dialect::grpc(&original, &headers, routing);
+            http::judge(state, &headers, request, &select).await
+        }
+        Err(reason) => http::judge(state, &HeaderMap::new(), Err(reason), &Select::Route).await,
+    };
+    respond(decision)
 }
 
 /// How a check selects its policy, the client's headers, and the original request.

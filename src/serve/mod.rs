@@ -1,23 +1,22 @@
 //! Serving: the auth and admin listeners ([`http`]) and the state they share ([`state`]).
 //! [`bootstrap`] builds that state the same way for `serve`, `run` and `demo`; [`listen`]
-//! binds and serves both listeners.
+//! binds and serves both listeners, each with the connection limits of [`listener`].
 
 pub mod grpc;
 pub mod http;
+pub mod listener;
 pub mod state;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::response::Response;
 use tokio::net::TcpListener;
 
 use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
+pub use listener::{ConnectionLimits, ListenerLimits};
 use state::{AppState, DecisionObserver};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +72,7 @@ pub async fn listen(
     state: &Arc<AppState>,
     listen: SocketAddr,
     admin_listen: SocketAddr,
+    limits: &ListenerLimits,
 ) -> Result<Listening, ServeError> {
     let auth = bind(listen).await?;
     let admin = bind(admin_listen).await?;
@@ -80,14 +80,20 @@ pub async fn listen(
     tracing::info!(auth = %auth_addr, admin = %admin_addr, "listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tasks = vec![
-        tokio::spawn(serve_until(
+        tokio::spawn(listener::serve(
             auth,
+            "auth",
             grpc::auth_listener(state.clone()),
+            limits.auth,
+            state.metrics.clone(),
             stopped.clone(),
         )),
-        tokio::spawn(serve_until(
+        tokio::spawn(listener::serve(
             admin,
+            "admin",
             http::admin_router(state.clone()),
+            limits.admin,
+            state.metrics.clone(),
             stopped,
         )),
     ];
@@ -108,8 +114,9 @@ pub struct Listening {
 }
 
 impl Listening {
-    /// Stops accepting connections and waits (at most `grace`) for requests in flight to be
-    /// answered; keep-alive connections are closed after their current request.
+    /// Stops accepting connections, closes those with no request in flight (idle, or still
+    /// sending a request head) at once, and waits (at most `grace`) for requests in flight
+    /// to be answered; their connections are closed after their current request.
     pub async fn shutdown(self, grace: std::time::Duration) {
         let _ = self.stop.send(true);
         let all = futures::future::join_all(self.tasks);
@@ -119,10 +126,11 @@ impl Listening {
     }
 }
 
-/// The shutdown sequence of a serving process, the same for `serve` and `run`: on the first
-/// SIGTERM (or Ctrl-C) `/readyz` turns 503 at once so the endpoint leaves the Service, the
-/// auth listener keeps answering for `drain` while proxies and kube-proxy catch up, then the
-/// listeners stop accepting and finish what is in flight (at most `grace`).
+/// The shutdown sequence of a serving process, the same for `serve` and `run`: on SIGTERM
+/// (Ctrl-C exits without it) `/readyz` turns 503 at once so the endpoint leaves the
+/// Service, the auth listener keeps answering for `drain` while proxies and kube-proxy
+/// catch up, then the listeners stop accepting, close every connection with no request in
+/// flight at once, and finish what is in flight (at most `grace`).
 pub async fn drain_and_stop(
     state: &AppState,
     listening: Listening,
@@ -136,29 +144,7 @@ pub async fn drain_and_stop(
     tracing::info!("listeners stopped");
 }
 
-async fn serve_until<S>(
-    listener: TcpListener,
-    service: S,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) where
-    S: tower::Service<Request, Response = Response, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send,
-{
-    let stop = async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(no_delay(listener), tower::make::Shared::new(service))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server stopped");
-    }
-}
-
+/// A plain server without the listeners' limits, for the loopback dev issuer.
 pub async fn serve_http(listener: TcpListener, router: axum::Router) {
     if let Err(e) = axum::serve(no_delay(listener), router).await {
         tracing::error!(error = %e, "HTTP server stopped");

@@ -73,7 +73,7 @@ impl AppState {
         }
         for (policy, hosts) in index.refusals() {
             tracing::warn!(policy = %policy, hosts = ?hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
-                "host claims not routed: the hosts belong to another namespace or are outside this namespace's allowed hosts");
+                "host claims not routed: another namespace holds the hosts, or this namespace neither serves them nor is granted them");
         }
         self.metrics
             .policies

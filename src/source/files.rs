@@ -15,7 +15,8 @@ use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use super::PolicySink;
-use crate::core::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
+use crate::core::hosts::{Clock, HostRights, Ledger, Ties};
+use crate::core::index::{Entry, HostRouting, NamespaceHosts, PolicyIndex};
 use crate::core::policy::{AccessPolicy, PolicyKey, compile};
 use crate::metrics::Metrics;
 use crate::metrics::ReloadLabels;
@@ -50,53 +51,80 @@ struct TypeMeta {
     kind: String,
 }
 
-/// File mode's host seniority: the reload in which this process first saw a namespace
-/// claim a host. A claim keeps its age while any policy of the namespace still makes it,
-/// so an owner editing its files keeps its hosts; claims seen together tie (nobody wins).
-#[derive(Debug, Default)]
-pub struct ClaimClock {
-    reloads: u64,
-    first_seen: HashMap<(String, String), u64>,
+/// File mode's host ledger, in memory: who holds which host, and which namespace claimed
+/// hosts first. Without `--host-claims` that first namespace may claim any host and every
+/// other namespace needs a rule; claims first seen together tie (nobody wins). A holder
+/// keeps its hosts through reloads that drop them until `grace` has passed (checked at each
+/// reload); a restart starts a new ledger.
+#[derive(Debug)]
+pub struct HostLedger {
+    ledger: Ledger,
+    first_namespace: Option<String>,
     /// The operator's namespace → host patterns, if any.
     rules: Option<Arc<NamespaceHosts>>,
+    grace: Duration,
 }
 
-impl ClaimClock {
-    pub fn new(rules: Option<Arc<NamespaceHosts>>) -> Self {
-        ClaimClock {
+impl HostLedger {
+    pub fn new(rules: Option<Arc<NamespaceHosts>>, grace: Duration) -> Self {
+        HostLedger {
+            ledger: Ledger::new(),
+            first_namespace: None,
             rules,
-            ..ClaimClock::default()
+            grace,
         }
     }
 
     /// The index of a freshly loaded set, with this set's claims recorded.
     pub fn index(&mut self, entries: Vec<(PolicyKey, Entry)>) -> PolicyIndex {
-        let now = self.reloads;
-        self.reloads += 1;
-        let mut current = HashMap::new();
-        for (key, entry) in &entries {
-            if let Entry::Ready(p) = entry {
-                for (host, _) in &p.routes {
-                    let claim = (key.namespace.clone(), host.clone());
-                    let since = self.first_seen.get(&claim).copied().unwrap_or(now);
-                    current.insert(claim, since);
-                }
-            }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.index_at(entries, now)
+    }
+
+    fn index_at(&mut self, entries: Vec<(PolicyKey, Entry)>, now: i64) -> PolicyIndex {
+        if self.rules.is_none() {
+            self.first_namespace = self.first_namespace_of(&entries, now);
         }
-        self.first_seen = current;
-        let first_seen = &self.first_seen;
-        PolicyIndex::build_with(
+        let rights = match (&self.rules, &self.first_namespace) {
+            (Some(rules), _) => HostRights::Rules(rules),
+            (None, first) => HostRights::FirstNamespace(first.as_deref()),
+        };
+        let index = PolicyIndex::build_with(
             entries,
-            |key, host| {
-                Seniority::FirstSeen(
-                    first_seen
-                        .get(&(key.namespace.clone(), host.to_owned()))
-                        .copied()
-                        .unwrap_or(now),
-                )
+            |_| 0,
+            HostRouting {
+                ledger: &self.ledger,
+                rights,
+                ties: Ties::Nobody,
+                clock: Some(Clock {
+                    now,
+                    grace: self.grace.as_secs() as i64,
+                }),
             },
-            self.rules.as_deref(),
-        )
+        );
+        self.ledger = index.ledger().clone();
+        index
+    }
+
+    /// The namespace still holding hosts (absent for less than the grace period), else the
+    /// only namespace claiming any.
+    fn first_namespace_of(&self, entries: &[(PolicyKey, Entry)], now: i64) -> Option<String> {
+        let grace = self.grace.as_secs() as i64;
+        let holding = self.ledger.values().find(|h| {
+            h.absent_since
+                .is_none_or(|since| now.saturating_sub(since) < grace)
+        });
+        if let Some(holding) = holding {
+            return Some(holding.namespace.clone());
+        }
+        let mut claiming = entries.iter().filter_map(|(key, entry)| match entry {
+            Entry::Ready(p) if !p.routes.is_empty() => Some(key.namespace.as_str()),
+            _ => None,
+        });
+        let first = claiming.next()?;
+        claiming.all(|ns| ns == first).then(|| first.to_owned())
     }
 }
 
@@ -234,7 +262,7 @@ pub fn reload(
     dir: &Path,
     sink: &dyn PolicySink,
     metrics: &Metrics,
-    clock: &mut ClaimClock,
+    ledger: &mut HostLedger,
     parsed: &mut ParsedFiles,
 ) -> Result<usize, LoadError> {
     // Counted once the outcome is in force, so a reader of the metric sees the new set.
@@ -247,7 +275,7 @@ pub fn reload(
     let entries = load_dir_cached(dir, parsed).inspect_err(|_| {
         count("error");
     })?;
-    let index = clock.index(entries);
+    let index = ledger.index(entries);
     let n = index.len();
     sink.install(index);
     count("success");
@@ -273,7 +301,7 @@ pub async fn watch(
     dir: PathBuf,
     sink: Arc<dyn PolicySink>,
     metrics: Arc<Metrics>,
-    mut clock: ClaimClock,
+    mut ledger: HostLedger,
     mut parsed: ParsedFiles,
 ) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -296,12 +324,12 @@ pub async fn watch(
         while rx.try_recv().is_ok() {}
         let (d, s, m) = (dir.clone(), sink.clone(), metrics.clone());
         let (result, c, p) = tokio::task::spawn_blocking(move || {
-            let result = reload(&d, s.as_ref(), &m, &mut clock, &mut parsed);
-            (result, clock, parsed)
+            let result = reload(&d, s.as_ref(), &m, &mut ledger, &mut parsed);
+            (result, ledger, parsed)
         })
         .await
         .expect("reload task");
-        (clock, parsed) = (c, p);
+        (ledger, parsed) = (c, p);
         match result {
             Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
             Err(e) => {
@@ -315,6 +343,7 @@ pub async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::hosts::HostRefusal;
 
     const GOOD: &str = r#"
 apiVersion: accessgate.dev/v1alpha1
@@ -417,11 +446,15 @@ spec:
             .map(|p| p.key.namespace.clone())
     }
 
+    fn ledger() -> HostLedger {
+        HostLedger::new(None, Duration::from_secs(100))
+    }
+
     #[test]
-    fn first_claim_seen_owns_the_host_across_reloads() {
+    fn the_first_namespace_keeps_its_hosts_and_a_second_needs_a_rule() {
         let d = dir_with(&[("victim.yaml", &claiming("victim", "admin.example.com"))]);
-        let mut clock = ClaimClock::default();
-        let idx = clock.index(load_dir(d.path()).unwrap());
+        let mut hosts = ledger();
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 0);
         assert_eq!(owner(&idx).as_deref(), Some("victim"));
 
         std::fs::write(
@@ -429,24 +462,34 @@ spec:
             claiming("tenant", "admin.example.com"),
         )
         .unwrap();
-        let idx = clock.index(load_dir(d.path()).unwrap());
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 1);
+        assert_eq!(owner(&idx).as_deref(), Some("victim"));
         assert_eq!(
-            owner(&idx).as_deref(),
-            Some("victim"),
-            "a later claim changes nothing"
+            idx.refused_hosts(&PolicyKey::new("tenant", "p")),
+            &[("admin.example.com".to_owned(), HostRefusal::NotAllowed)]
         );
-        assert_eq!(idx.refused_hosts(&PolicyKey::new("tenant", "p")).len(), 1);
 
-        // The owner goes away and comes back: now the tenant's claim is older.
+        // The owner goes away for one reload and comes back: it still holds the host.
         std::fs::remove_file(d.path().join("victim.yaml")).unwrap();
-        let idx = clock.index(load_dir(d.path()).unwrap());
-        assert_eq!(owner(&idx).as_deref(), Some("tenant"));
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 2);
+        assert_eq!(
+            owner(&idx),
+            None,
+            "held for the absent owner, not handed over"
+        );
         std::fs::write(
             d.path().join("victim.yaml"),
             claiming("victim", "admin.example.com"),
         )
         .unwrap();
-        let idx = clock.index(load_dir(d.path()).unwrap());
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 3);
+        assert_eq!(owner(&idx).as_deref(), Some("victim"));
+
+        // Gone for longer than the grace period: the host and the first-namespace right are
+        // free, and the namespace left claiming takes them.
+        std::fs::remove_file(d.path().join("victim.yaml")).unwrap();
+        hosts.index_at(load_dir(d.path()).unwrap(), 10);
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 200);
         assert_eq!(owner(&idx).as_deref(), Some("tenant"));
     }
 
@@ -456,11 +499,11 @@ spec:
             ("a.yaml", &claiming("a", "admin.example.com")),
             ("b.yaml", &claiming("b", "admin.example.com")),
         ]);
-        let mut clock = ClaimClock::default();
-        let idx = clock.index(load_dir(d.path()).unwrap());
+        let mut hosts = ledger();
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 0);
         assert_eq!(owner(&idx), None);
         std::fs::remove_file(d.path().join("b.yaml")).unwrap();
-        let idx = clock.index(load_dir(d.path()).unwrap());
+        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 1);
         assert_eq!(owner(&idx).as_deref(), Some("a"));
     }
 }

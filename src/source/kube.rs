@@ -1,5 +1,8 @@
 //! The in-cluster source: AccessPolicies watched through the API server (all namespaces or a
-//! list), compiled into the same index the file source builds.
+//! list), compiled into the same index the file source builds. Host routing also reads who
+//! serves which host (Ingresses; HTTPRoutes where Gateway API is installed) and the host
+//! ledger ConfigMap the leader writes (`controller::ledger`); every replica reads
+//! them alike, so every replica routes alike.
 //!
 //! The reflector stores keep the last known objects while the API server is unreachable, so
 //! auth keeps answering from them; on reconnect the watcher re-lists and the stores (and so
@@ -10,31 +13,59 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::runtime::reflector::{self, Store};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::PolicySink;
-use crate::core::index::{Entry, NamespaceHosts, PolicyIndex, Seniority};
+use super::hosts::{ledger_from, served_hosts};
+use crate::core::hosts::{Clock, HostClaim, HostRights, Ledger, ServedHosts, Ties, resolve};
+use crate::core::index::{Entry, HostRouting, NamespaceHosts, PolicyIndex};
 use crate::core::policy::{AccessPolicy, PolicyKey, compile};
+
+/// How the cluster settles host claims.
+#[derive(Debug, Clone)]
+pub struct HostsConfig {
+    /// The operator's namespace → host patterns (`--host-claims`), granted on top of what
+    /// each namespace serves.
+    pub rules: Option<Arc<NamespaceHosts>>,
+    /// The ledger ConfigMap, in accessgate's own namespace.
+    pub ledger_namespace: String,
+    pub ledger_name: String,
+}
+
+/// What the host rules read from the cluster at one moment.
+pub struct HostInputs {
+    pub served: ServedHosts,
+    pub ledger: Ledger,
+    pub rules: Option<Arc<NamespaceHosts>>,
+}
+
+impl HostInputs {
+    fn rights(&self) -> HostRights<'_> {
+        HostRights::Served {
+            served: &self.served,
+            rules: self.rules.as_deref(),
+        }
+    }
+}
 
 /// Builds the index from API objects. A policy that fails validation stays in the index as
 /// invalid (its requests get `policy_invalid`, its status says why); the rest are unaffected.
-/// A host belongs to the namespace of the oldest policy claiming it (`creationTimestamp`,
-/// which every replica sees alike).
-pub fn index_from(objects: &[Arc<AccessPolicy>], rules: Option<&NamespaceHosts>) -> PolicyIndex {
-    let mut created = HashMap::new();
+/// Host claims are settled by the recorded ledger and what each namespace serves; a host
+/// nobody holds goes to the oldest policy claiming it (`creationTimestamp`, which every
+/// replica sees alike). Only the leader's ledger writer moves holdings in time.
+pub fn index_from(objects: &[Arc<AccessPolicy>], hosts: &HostInputs) -> PolicyIndex {
+    let created = creation_seconds(objects);
     let entries: Vec<_> = objects
         .iter()
         .map(|obj| {
             let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
-            let at = obj
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(i64::MAX, |t| t.0.as_second());
-            created.insert(key.clone(), at);
             let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
                 Ok(p) => Entry::Ready(Arc::new(p)),
                 Err(e) => Entry::Invalid {
@@ -47,9 +78,63 @@ pub fn index_from(objects: &[Arc<AccessPolicy>], rules: Option<&NamespaceHosts>)
         .collect();
     PolicyIndex::build_with(
         entries,
-        |key, _| Seniority::Created(created.get(key).copied().unwrap_or(i64::MAX)),
-        rules,
+        |key| created.get(key).copied().unwrap_or(i64::MAX),
+        HostRouting {
+            ledger: &hosts.ledger,
+            rights: hosts.rights(),
+            ties: Ties::ToSmallerName,
+            clock: None,
+        },
     )
+}
+
+fn creation_seconds(objects: &[Arc<AccessPolicy>]) -> HashMap<PolicyKey, i64> {
+    objects
+        .iter()
+        .map(|obj| {
+            let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
+            let at = obj
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(i64::MAX, |t| t.0.as_second());
+            (key, at)
+        })
+        .collect()
+}
+
+/// The ledger the leader records: the enforced policies' claims settled with its clock
+/// (absences stamped, holdings past the grace period freed, free hosts taken).
+pub fn next_ledger(policies: &Policies, index: &PolicyIndex, clock: Clock) -> Ledger {
+    let hosts = policies.host_inputs();
+    let created = creation_seconds(&policies.objects());
+    let ready: Vec<_> = index
+        .entries()
+        .filter_map(|(key, entry)| match entry {
+            Entry::Ready(p) => Some((key, p.clone())),
+            Entry::Invalid { .. } => None,
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for (key, p) in &ready {
+        let seniority = created.get(key).copied().unwrap_or(i64::MAX);
+        let mut patterns: Vec<&str> = p.routes.iter().map(|(h, _)| h.as_str()).collect();
+        patterns.sort_unstable();
+        patterns.dedup();
+        claims.extend(patterns.into_iter().map(|pattern| HostClaim {
+            key,
+            pattern,
+            seniority,
+        }));
+    }
+    resolve(
+        &hosts.ledger,
+        &claims,
+        &hosts.rights(),
+        Ties::ToSmallerName,
+        Some(clock),
+    )
+    .ledger
 }
 
 /// What the index was built from: a rebuild is needed only when this changes (status
@@ -68,76 +153,199 @@ fn fingerprint(objects: &[Arc<AccessPolicy>]) -> Vec<(String, Option<i64>)> {
     fp
 }
 
-/// The watched objects, across the configured namespaces.
+/// The watched objects: policies across the configured namespaces, the routing objects
+/// that say who serves which host, and the host ledger.
 #[derive(Clone)]
 pub struct Policies {
     stores: Vec<Store<AccessPolicy>>,
+    ingresses: Vec<Store<Ingress>>,
+    routes: Vec<Store<DynamicObject>>,
+    ledger: Store<ConfigMap>,
+    pub hosts: Arc<HostsConfig>,
 }
 
 impl Policies {
     pub fn objects(&self) -> Vec<Arc<AccessPolicy>> {
         self.stores.iter().flat_map(|s| s.state()).collect()
     }
+
+    pub fn ingresses(&self) -> Vec<Arc<Ingress>> {
+        self.ingresses.iter().flat_map(|s| s.state()).collect()
+    }
+
+    /// What each namespace serves and the ledger as recorded now.
+    pub fn host_inputs(&self) -> HostInputs {
+        let ingresses = self.ingresses();
+        let routes: Vec<_> = self.routes.iter().flat_map(|s| s.state()).collect();
+        let map = self.ledger.state().into_iter().next();
+        let (ledger, unreadable) = ledger_from(map.as_deref());
+        if !unreadable.is_empty() {
+            tracing::warn!(configmap = %self.hosts.ledger_name, keys = ?unreadable, "host ledger entries unreadable; those hosts are settled afresh");
+        }
+        HostInputs {
+            served: served_hosts(
+                ingresses.iter().map(AsRef::as_ref),
+                routes.iter().map(AsRef::as_ref),
+            ),
+            ledger,
+            rules: self.hosts.rules.clone(),
+        }
+    }
+
+    async fn wait_until_ready(&self) -> bool {
+        for store in &self.stores {
+            if store.wait_until_ready().await.is_err() {
+                return false;
+            }
+        }
+        for store in &self.ingresses {
+            if store.wait_until_ready().await.is_err() {
+                return false;
+            }
+        }
+        for store in &self.routes {
+            if store.wait_until_ready().await.is_err() {
+                return false;
+            }
+        }
+        self.ledger.wait_until_ready().await.is_ok()
+    }
 }
 
-/// Starts the watches and the task that keeps `state`'s index in step with them.
-pub fn start(
-    client: Client,
-    namespaces: &[String],
-    sink: Arc<dyn PolicySink>,
-    host_claims: Option<Arc<NamespaceHosts>>,
-) -> Policies {
-    let apis: Vec<Api<AccessPolicy>> = if namespaces.is_empty() {
-        vec![Api::all(client)]
+/// One `Api` per watched namespace, or one for all.
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
     } else {
         namespaces
             .iter()
             .map(|ns| Api::namespaced(client.clone(), ns))
             .collect()
-    };
-    let changed = Arc::new(Notify::new());
-    let mut stores = Vec::new();
-    for api in apis {
-        let (reader, writer) = reflector::store();
-        stores.push(reader);
-        let changed = changed.clone();
-        let stream = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .reflect(writer);
-        tokio::spawn(async move {
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(_) => changed.notify_one(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "AccessPolicy watch failed; serving the last known policies and retrying")
-                    }
+    }
+}
+
+/// Watches `api` into `writer`'s store in the background, waking `changed` on each event.
+fn spawn_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    writer: Writer<K>,
+    what: &'static str,
+    changed: Arc<Notify>,
+) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let reader = writer.as_reader();
+    let stream = watcher(api, config).default_backoff().reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} watch failed; serving from the last known objects and retrying")
                 }
             }
-        });
+        }
+    });
+    reader
+}
+
+/// Gateway API's HTTPRoute, when its CRD is installed (checked once at start).
+async fn http_route_resource(client: &Client) -> Option<ApiResource> {
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok((resource, _)) => Some(resource),
+        Err(e) => {
+            tracing::info!(error = %e, "HTTPRoute not served by the API server: host rights come from Ingresses only");
+            None
+        }
     }
-    let policies = Policies { stores };
-    tokio::spawn(keep_index(policies.clone(), changed, sink, host_claims));
+}
+
+/// Starts the watches and the task that keeps `state`'s index in step with them.
+pub async fn start(
+    client: Client,
+    namespaces: &[String],
+    sink: Arc<dyn PolicySink>,
+    hosts: HostsConfig,
+) -> Policies {
+    let changed = Arc::new(Notify::new());
+    let watch = |what| (watcher::Config::default(), what, changed.clone());
+    let stores = apis::<AccessPolicy>(&client, namespaces)
+        .into_iter()
+        .map(|api| {
+            let (config, what, changed) = watch("AccessPolicy");
+            spawn_watch(api, config, Writer::default(), what, changed)
+        })
+        .collect();
+    let ingresses = apis::<Ingress>(&client, namespaces)
+        .into_iter()
+        .map(|api| {
+            let (config, what, changed) = watch("Ingress");
+            spawn_watch(api, config, Writer::default(), what, changed)
+        })
+        .collect();
+    let mut routes = Vec::new();
+    if let Some(resource) = http_route_resource(&client).await {
+        let apis: Vec<Api<DynamicObject>> = if namespaces.is_empty() {
+            vec![Api::all_with(client.clone(), &resource)]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| Api::namespaced_with(client.clone(), ns, &resource))
+                .collect()
+        };
+        for api in apis {
+            let (config, what, changed) = watch("HTTPRoute");
+            routes.push(spawn_watch(
+                api,
+                config,
+                Writer::new(resource.clone()),
+                what,
+                changed,
+            ));
+        }
+    }
+    let (config, what, changed_ledger) = watch("host ledger ConfigMap");
+    let ledger = spawn_watch(
+        Api::<ConfigMap>::namespaced(client.clone(), &hosts.ledger_namespace),
+        config.fields(&format!("metadata.name={}", hosts.ledger_name)),
+        Writer::default(),
+        what,
+        changed_ledger,
+    );
+    let policies = Policies {
+        stores,
+        ingresses,
+        routes,
+        ledger,
+        hosts: Arc::new(hosts),
+    };
+    tokio::spawn(keep_index(policies.clone(), changed, sink));
     policies
 }
 
-async fn keep_index(
-    policies: Policies,
-    changed: Arc<Notify>,
-    sink: Arc<dyn PolicySink>,
-    host_claims: Option<Arc<NamespaceHosts>>,
-) {
-    for store in &policies.stores {
-        if store.wait_until_ready().await.is_err() {
-            return;
-        }
+async fn keep_index(policies: Policies, changed: Arc<Notify>, sink: Arc<dyn PolicySink>) {
+    if !policies.wait_until_ready().await {
+        return;
     }
     let mut last = None;
     loop {
         let objects = policies.objects();
-        let fp = fingerprint(&objects);
+        let hosts = policies.host_inputs();
+        let fp = (
+            fingerprint(&objects),
+            hosts.served.clone(),
+            hosts.ledger.clone(),
+        );
         if last.as_ref() != Some(&fp) {
-            let index = index_from(&objects, host_claims.as_deref());
+            let index = index_from(&objects, &hosts);
             tracing::info!(
                 policies = index.len(),
                 "policy set updated from the API server"

@@ -3,6 +3,7 @@
 //! who serves it.
 
 pub mod files;
+pub mod hosts;
 pub mod kube;
 
 use crate::core::index::PolicyIndex;

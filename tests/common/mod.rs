@@ -92,9 +92,20 @@ impl Proc {
     /// Sends SIGTERM (what the kubelet sends) and waits up to `timeout` for the process to
     /// exit; its exit status, or `None` if it is still running.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.signal("TERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status();
+    }
+
+    /// Waits up to `timeout` for the process to exit: its exit status, or `None` if it is
+    /// still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut status = None;
         eventually(timeout, || {
             status = self.child.try_wait().ok().flatten();
@@ -219,6 +230,17 @@ impl Issuer {
 
     pub fn certs(&self) -> Value {
         http().get(self.certs_url()).send().unwrap().json().unwrap()
+    }
+
+    /// Requests its certs endpoint has answered so far (each is one key fetch by a client).
+    pub fn certs_calls(&self) -> u64 {
+        let v: Value = http()
+            .get(format!("{}/certs-calls", self.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        v["calls"].as_u64().unwrap()
     }
 }
 

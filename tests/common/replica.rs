@@ -33,8 +33,6 @@ impl Replica {
             "6s",
             "--status-interval",
             "1s",
-            "--jwks-refetch-min-interval",
-            "1s",
             "--allow-fetch-cidr",
             "127.0.0.0/8",
         ];

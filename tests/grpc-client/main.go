@@ -6,6 +6,9 @@
 //
 //	grpc-client check  -addr HOST:PORT [-request FILE]   CheckRequest as protojson (file or stdin)
 //	                                                     -> {"response": CheckResponse} | {"rpc_error": {...}}
+//	                   [-proto-hex]                      the input is a serialised CheckRequest in hex, sent
+//	                                                     as it is (e.g. with non-UTF-8 strings, which
+//	                                                     proto.Marshal refuses to write)
 //	grpc-client health -addr HOST:PORT [-service NAME] [-watch [-all]]
 //	                                                     -> {"status": "SERVING"} | {"rpc_error": {...}}
 //	                                                     -all: one {"status"} line per Watch message as
@@ -106,9 +109,8 @@ func rpcError(err error) map[string]any {
 	return map[string]any{"rpc_error": map[string]any{"code": s.Code().String(), "message": s.Message()}}
 }
 
-// readRequest reads a CheckRequest in protojson form; unknown fields are an error, so a
-// test cannot misspell a field and send an empty message without noticing.
-func readRequest(path string) *authv3.CheckRequest {
+// readInput reads a file, or stdin for "" and "-".
+func readInput(path string) []byte {
 	var data []byte
 	var err error
 	if path == "" || path == "-" {
@@ -119,6 +121,13 @@ func readRequest(path string) *authv3.CheckRequest {
 	if err != nil {
 		fail("read request: %v", err)
 	}
+	return data
+}
+
+// readRequest reads a CheckRequest in protojson form; unknown fields are an error, so a
+// test cannot misspell a field and send an empty message without noticing.
+func readRequest(path string) *authv3.CheckRequest {
+	data := readInput(path)
 	req := &authv3.CheckRequest{}
 	if err := protojson.Unmarshal(data, req); err != nil {
 		fail("request is not a CheckRequest: %v", err)
@@ -133,13 +142,24 @@ func check(args []string) any {
 	addr := fs.String("addr", "", "server host:port")
 	file := fs.String("request", "-", "CheckRequest JSON file, - for stdin")
 	timeout := fs.Duration("timeout", 10*time.Second, "call timeout")
+	protoHex := fs.Bool("proto-hex", false, "the input is a serialised CheckRequest in hex, sent as it is")
 	_ = fs.Parse(args)
-	req := readRequest(*file)
 	conn := dial(*addr)
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
+	var resp *authv3.CheckResponse
+	var err error
+	if *protoHex {
+		body, herr := hex.DecodeString(strings.TrimSpace(string(readInput(*file))))
+		if herr != nil {
+			fail("proto-hex: %v", herr)
+		}
+		resp = &authv3.CheckResponse{}
+		err = conn.Invoke(ctx, authv3.Authorization_Check_FullMethodName, body, resp, grpc.ForceCodec(rawProto{}))
+	} else {
+		resp, err = authv3.NewAuthorizationClient(conn).Check(ctx, readRequest(*file))
+	}
 	if err != nil {
 		return rpcError(err)
 	}
@@ -149,6 +169,24 @@ func check(args []string) any {
 	}
 	return map[string]any{"response": json.RawMessage(b)}
 }
+
+// rawProto is the proto codec with the request side left out: the request is already
+// bytes (-proto-hex), written as they are; the answer is decoded with Envoy's protos.
+type rawProto struct{}
+
+func (rawProto) Marshal(v any) ([]byte, error) {
+	b, ok := v.([]byte)
+	if !ok {
+		return nil, fmt.Errorf("rawProto: %T is not []byte", v)
+	}
+	return b, nil
+}
+
+func (rawProto) Unmarshal(data []byte, v any) error {
+	return proto.Unmarshal(data, v.(proto.Message))
+}
+
+func (rawProto) Name() string { return "proto" }
 
 func health(args []string) any {
 	fs := flag.NewFlagSet("health", flag.ExitOnError)

@@ -1,6 +1,6 @@
 //! Claim values that become headers: control characters and Unicode separators (the header is
 //! dropped whole, the others still go out), safe Unicode (emitted as-is), the 3072-byte limit,
-//! value encodings, and the drop counter.
+//! value encodings, list items holding the join separator, and the drop counter.
 
 use serde_json::{Value, json};
 
@@ -129,6 +129,16 @@ fn cases() {
         Case::tok("custom is an array (path does not resolve)", claims(json!({"custom": [{"groups": ["x"]}]})), groups_as(None)),
         Case::tok("dotted claim name is not a path", claims(json!({"custom.groups": ["x"]})), groups_as(None)),
     ]);
+    // A list item holding the join separator would read as two items to an app splitting on
+    // it (`staff,admins` → `admins`): the header is dropped whole. `format: json` keeps it.
+    #[rustfmt::skip]
+    c.extend([
+        Case::tok("groups item with a comma (join ,): dropped, admins never an item", custom("groups", json!(["staff,admins", "eng"])), groups_as(None)),
+        Case::tok("groups item that is only a comma: dropped", custom("groups", json!(["eng", ","])), groups_as(None)),
+        Case::tok("groups item that is an object with a comma in its JSON: dropped", custom("groups", json!([{"a": 1, "b": 2}])), groups_as(None)),
+        Case::tok("groups items with spaces (join ,): emitted", custom("groups", json!(["site admins", "eng"])), groups_as(Some("site admins,eng"))),
+        Case::tok("json-format list with a comma inside an item: emitted as JSON", custom("meta", json!(["staff,admins", "eng"])), emitted("x-auth-request-meta", r#"["staff,admins","eng"]"#)),
+    ]);
     let level = |v: Value| ctx.with_claims(json!({ "level": v }));
     let nested_dup = ctx.raw_payload(r#""custom":{"groups":["a"],"groups":["b"]}"#);
     let named_like_headers = json!({"X-Admin": "true", "x-auth-request-admin": "true"});
@@ -178,6 +188,7 @@ fn cases() {
             ("x-auth-request-name", "too_long"),
             ("x-auth-request-groups", "too_long"),
             ("x-auth-request-groups", "control_character"),
+            ("x-auth-request-groups", "separator_in_item"),
             ("x-auth-request-meta", "control_character"),
             ("x-auth-request-email", "control_character"),
         ]

@@ -1,5 +1,6 @@
 //! The ingress-nginx dialect and the endpoints: `X-Original-URL`, `X-Original-Method`, other
-//! proxies' headers, policy selection by path, host routing with `?host=$host`, ambiguous paths.
+//! proxies' headers, policy selection by path, host routing with `?host=$host`, ambiguous paths
+//! (segments a Windows server trims included).
 //! Every request here carries the valid token unless it says "no token".
 
 use crate::{Case, Ctx, Expect, NAMED, ORIGINAL, allow, deny, run};
@@ -204,6 +205,42 @@ fn cases() {
     #[rustfmt::skip]
     c.push(t("forward route path: ;", deny(400, "request_malformed"))
         .path("/forward").no_url().header("x-forwarded-host", APP).header("x-forwarded-uri", "/admin;/users"));
+    // A segment ending in `.` or whitespace, raw or escaped: Windows path normalisation (IIS,
+    // ASP.NET, anything mapping URLs onto files) trims it and serves `/admin/users`, while the
+    // prefix match would see a segment `admin.` under the root policy. Refused on both bare
+    // endpoints; by name the path chooses nothing and is accepted, as `;` is.
+    #[rustfmt::skip]
+    let trimmed = [
+        "/admin./users", "/admin%2e/users", "/admin%2E/users", "/admin%20/users", "/admin /users",
+        "/admin%c2%a0/users", "/admin...", "/admin%2e%2e%2e/users", "/admin.%20./users", "/admin.",
+    ];
+    for path in trimmed {
+        let url = format!("https://app.example.test{path}");
+        #[rustfmt::skip]
+        c.extend([
+            r(&format!("route path: {path} ends a segment Windows trims"), APP, &url, deny(400, "request_malformed")),
+            t(&format!("forward route path: {path} ends a segment Windows trims"), deny(400, "request_malformed"))
+                .path("/forward").no_url().header("x-forwarded-host", APP).header("x-forwarded-uri", path),
+            t(&format!("named path: {path} is accepted"), allow()).url(&url),
+        ]);
+    }
+    // Whitespace that is a control character is refused on every endpoint.
+    for path in ["/admin%09/users", "/admin%0b/users", "/admin%0c/users"] {
+        let url = format!("https://app.example.test{path}");
+        #[rustfmt::skip]
+        c.extend([
+            r(&format!("route path: {path} ends a segment Windows trims"), APP, &url, deny(400, "request_malformed")),
+            t(&format!("forward route path: {path} ends a segment Windows trims"), deny(400, "request_malformed"))
+                .path("/forward").no_url().header("x-forwarded-host", APP).header("x-forwarded-uri", path),
+        ]);
+    }
+    // Dots inside a segment, and dot segments themselves, are ordinary.
+    #[rustfmt::skip]
+    c.extend([
+        r("route path: /admin/./users meets the /admin policy", APP, "https://app.example.test/admin/./users", deny(403, "rule_denied")),
+        r("route path: /admin/v1.2/x.json meets the /admin policy", APP, "https://app.example.test/admin/v1.2/x.json", deny(403, "rule_denied")),
+        r("route path: /.well-known/x: allowed", APP, "https://app.example.test/.well-known/x", allow()),
+    ]);
 
     // --- written byte for byte
     let raw = |target: &str, url: &str| {

@@ -30,6 +30,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s-leader" (include "accessgate.fullname" .) -}}
 {{- end -}}
 
+{{/* The host ledger ConfigMap: which namespace holds which host for host routing. */}}
+{{- define "accessgate.hostLedgerName" -}}
+{{- printf "%s-hosts" (include "accessgate.fullname" .) -}}
+{{- end -}}
+
 {{/* repository:tag, or repository@digest when a digest is set. Call with an image values map. */}}
 {{- define "accessgate.image" -}}
 {{- if .image.digest -}}

@@ -324,10 +324,10 @@ fn compile_routes(spec: &AccessPolicySpec) -> Result<Vec<(String, String)>, Comp
         ));
     }
     for (i, host) in spec.hosts.iter().enumerate() {
-        if !is_dns_name(host) {
+        if !crate::core::hosts::is_host_pattern(host) {
             return Err(err(
                 format!("spec.hosts[{i}]"),
-                "hosts must be lowercase DNS names without port",
+                "hosts must be lowercase DNS names without port, or *. and a suffix of two or more labels",
             ));
         }
     }

@@ -75,11 +75,16 @@ pub struct AccessPolicySpec {
     #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0 && size(a) <= 256)").message("audiences must be 1 to 256 characters").reason(kube::core::Reason::FieldValueInvalid))]
     pub audiences: Vec<String>,
 
-    /// Hosts this policy serves on the bare `/auth` endpoint, chosen by the host of
-    /// `X-Original-URL`. Lowercase DNS names. Not needed for `/auth/{namespace}/{name}`.
+    /// Hosts this policy serves on the host-selecting endpoints (bare `/auth?host=$host`,
+    /// `/forward`, `/envoy`, gRPC without context): lowercase DNS names, or `*.` and a suffix
+    /// of two or more labels matching one or more labels. A namespace routes a host only
+    /// where it has a right to it (in a cluster: its own Ingress or HTTPRoute serves it, or
+    /// the operator's hostClaims grant it) and no other namespace holds it; see the status
+    /// reasons HostNotServed, HostOwnedElsewhere, HostNotAllowed. Not needed for
+    /// `/auth/{namespace}/{name}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = 253)))]
-    #[x_kube(validation = kube::core::Rule::new("self.all(h, h.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$'))").message("hosts must be lowercase DNS names without port").reason(kube::core::Reason::FieldValueInvalid))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(h, h.matches('^([*]\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*)$'))").message("hosts must be lowercase DNS names without port, or *. and a suffix of two or more labels").reason(kube::core::Reason::FieldValueInvalid))]
     pub hosts: Vec<String>,
 
     /// Path prefixes (matched by whole segments, like an Ingress `Prefix`) under `hosts`;
@@ -307,7 +312,11 @@ pub struct ClaimHeader {
     #[x_kube(validation = kube::core::Rule::new("self.matches('^[^.]+(\\\\.[^.]+)*$')").message("claim must be a dotted path without empty segments").reason(kube::core::Reason::FieldValueInvalid))]
     pub claim: String,
 
-    /// For array claims: join the elements with this separator (default `,`).
+    /// For array claims: join the elements with this separator (default `,`). An element
+    /// holding the separator (its non-space part: `,` for `, `; any whitespace for a
+    /// separator of spaces) would read as two elements to an app splitting the header, so
+    /// the header is then not sent (counted as `separator_in_item`). For lists whose
+    /// elements may hold it, use `format: json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 8))]
     pub join: Option<String>,
@@ -334,13 +343,15 @@ fn reserved_header_rule() -> kube::core::Rule {
     .reason(kube::core::Reason::FieldValueForbidden)
 }
 
-/// How a claim value becomes header text.
+/// How a claim value becomes header text: `text` (default; arrays joined with `join`) or
+/// `json` (the claim's JSON text, the safe choice for lists whose elements may hold the
+/// separator).
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ClaimFormat {
     /// Strings as-is, numbers and booleans as JSON text, arrays joined, objects as JSON.
     Text,
-    /// The claim's JSON text.
+    /// The claim's JSON text: the safe choice for lists whose elements may hold a separator.
     Json,
 }
 

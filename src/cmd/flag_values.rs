@@ -1,0 +1,119 @@
+//! Flag values that would hurt someone else, or stop the process after it was deployed, are
+//! refused while the command line is parsed. These are clap value parsers: clap's message
+//! names the flag and the value (`invalid value '0s' for '--jwks-refresh <JWKS_REFRESH>'`),
+//! these add why. The chart's `values.schema.json` refuses the same values before a pod
+//! starts; `tests/helm_e2e.rs` checks the two agree.
+
+use std::time::Duration;
+
+/// The shortest interval accepted for anything that schedules a JWKS fetch
+/// (`--jwks-refresh`, `--jwks-retry`, `--jwks-refetch-min-interval`): the key store's own
+/// per-URL period ([`crate::keys::FETCH_PERIOD`]). A shorter one could not take effect (the
+/// store would hold the fetches back), so it is refused instead of silently stretched.
+pub const MIN_FETCH_INTERVAL: Duration = crate::keys::FETCH_PERIOD;
+
+/// Log levels `--log` accepts, alone or after `target=`.
+pub const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A duration (`90s`, `5m`, `1h30m`) of at least [`MIN_FETCH_INTERVAL`].
+pub fn fetch_interval(value: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if interval < MIN_FETCH_INTERVAL {
+        let floor = humantime::format_duration(MIN_FETCH_INTERVAL);
+        return Err(format!(
+            "must be at least {floor}, the floor for intervals that schedule JWKS fetches \
+             (a JWKS URL is fetched at most once per {floor}; issuers rate-limit clients that \
+             fetch their keys more often)"
+        ));
+    }
+    Ok(interval)
+}
+
+/// A log filter: comma-separated directives, each a level or `target=level`, the target a
+/// Rust module path (`info`, `warn,accessgate=debug`, `accessgate::keys=trace`).
+///
+/// Stricter than tracing's `EnvFilter`, which reads a bare word that is not a level as a
+/// target: `nonsense` would enable every level for a target nothing logs under and silence
+/// everything else, so a typo would turn the logs off instead of failing.
+pub fn log_filter(value: &str) -> Result<String, String> {
+    match value.split(',').find(|d| !is_log_directive(d)) {
+        None => Ok(value.to_owned()),
+        Some(bad) => Err(format!(
+            "`{bad}` is not a level ({}) or `target=level`",
+            LOG_LEVELS.join(", ")
+        )),
+    }
+}
+
+fn is_log_directive(directive: &str) -> bool {
+    let (target, level) = match directive.split_once('=') {
+        Some((target, level)) => (Some(target), level),
+        None => (None, directive),
+    };
+    LOG_LEVELS.contains(&level) && target.is_none_or(is_module_path)
+}
+
+/// `name(::name)*`, a name being an ASCII identifier.
+fn is_module_path(path: &str) -> bool {
+    path.split("::").all(|name| {
+        let mut chars = name.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fetch_intervals_below_the_floor_are_refused_with_the_floor() {
+        for bad in ["0s", "1s", "9s", "9999ms"] {
+            let e = fetch_interval(bad).unwrap_err();
+            assert!(e.contains("must be at least 10s"), "{bad}: {e}");
+        }
+        for good in ["10s", "10000ms", "5m", "1h30m", "1m 5s"] {
+            assert!(fetch_interval(good).is_ok(), "{good}");
+        }
+        assert!(fetch_interval("soon").is_err());
+    }
+
+    #[test]
+    fn log_filters_are_levels_or_target_level_lists() {
+        for good in [
+            "info",
+            "warn,accessgate=debug",
+            "accessgate::keys=trace",
+            "off",
+            "kube_runtime=warn,info",
+        ] {
+            assert_eq!(log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "nonsense",
+            "",
+            "INFO",
+            "info,",
+            "accessgate=verbose",
+            "accessgate=",
+            "=debug",
+            "info debug",
+            "accessgate:keys=debug",
+            "[span]=debug",
+            "accessgate-x=debug",
+        ] {
+            assert!(log_filter(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    /// What passes here, tracing parses too: the binary never starts with a filter it
+    /// would then refuse or read differently.
+    #[test]
+    fn accepted_log_filters_parse_as_env_filters() {
+        for good in ["info", "warn,accessgate=debug", "accessgate::keys=trace"] {
+            tracing_subscriber::EnvFilter::try_new(log_filter(good).unwrap()).unwrap();
+        }
+    }
+}
