@@ -840,7 +840,43 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
         "{:?}",
         ready_in(&cp, "tenant", "grab")
     );
-    assert_eq!(bare_auth(&replica, "secret.apps.example.test", &evil), 401);
+    // nginx now sends that host to the tenant's backend: the victim's wildcard policy no
+    // longer decides for it either, and nobody's token is let in there.
+    assert!(eventually(Duration::from_secs(10), || bare_auth(
+        &replica,
+        "secret.apps.example.test",
+        &victim_token
+    ) == 503));
+    assert_eq!(bare_auth(&replica, "secret.apps.example.test", &evil), 503);
+    assert_eq!(
+        bare_auth(&replica, "www.apps.example.test", &victim_token),
+        200
+    );
+
+    // The other way round: a wildcard the tenant serves and holds does not decide for a host
+    // under it that the victim serves with its own Ingress but forgot to name in a policy.
+    cp.apply(&ingress_in("tenant", "wild", "*.wild.example.test"))
+        .unwrap();
+    cp.apply(&policy_in(
+        "tenant",
+        "wild",
+        &tenant_issuer.url,
+        r#","hosts":["*.wild.example.test"]"#,
+    ))
+    .unwrap();
+    cp.apply(&ingress_in("victim", "forgot", "app.wild.example.test"))
+        .unwrap();
+    assert!(is("tenant", "wild", "True", "Enforced"));
+    assert!(eventually(Duration::from_secs(10), || bare_auth(
+        &replica,
+        "x.wild.example.test",
+        &evil
+    ) == 200));
+    assert!(eventually(Duration::from_secs(10), || bare_auth(
+        &replica,
+        "app.wild.example.test",
+        &evil
+    ) == 503));
 }
 
 /// Finding (MEDIUM), in the cluster: ownership is durable. Both namespaces serve

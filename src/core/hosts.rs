@@ -169,6 +169,25 @@ impl ServedHosts {
     pub fn is_empty(&self) -> bool {
         self.by_namespace.is_empty()
     }
+
+    /// Every (namespace, pattern) served; wildcards as `*.suffix`.
+    pub fn patterns(&self) -> impl Iterator<Item = (&str, String)> {
+        self.by_namespace.iter().flat_map(|(ns, served)| {
+            served.iter().map(move |s| {
+                let pattern = match s {
+                    Served::Exact(h) => h.clone(),
+                    Served::OneLabel(suffix) | Served::AnyDepth(suffix) => format!("*.{suffix}"),
+                };
+                (ns.as_str(), pattern)
+            })
+        })
+    }
+}
+
+/// The holder of the most specific wildcard in `ledger` strictly covering `pattern`.
+pub fn covering_holder<'a>(ledger: &'a Ledger, pattern: &str) -> Option<&'a Holding> {
+    let base = wildcard_suffix(pattern).unwrap_or(pattern);
+    wildcard_suffixes(base).find_map(|suffix| ledger.get(&format!("*.{suffix}")))
 }
 
 /// Why a policy's claim on a host is not routed.
@@ -395,6 +414,20 @@ fn covered_elsewhere(ledger: &Ledger, pattern: &str, namespace: &str) -> bool {
         ledger
             .get(&format!("*.{suffix}"))
             .is_some_and(|h| h.namespace != namespace)
+    })
+}
+
+/// The patterns a namespace serves itself under a wildcard another namespace holds: the
+/// wildcard's policy must not decide for them (nginx sends that traffic to the serving
+/// namespace's backend, not the wildcard holder's), so they route nowhere unless held.
+pub fn carved_out<'a>(
+    served: &'a ServedHosts,
+    ledger: &'a Ledger,
+) -> impl Iterator<Item = String> + 'a {
+    served.patterns().filter_map(move |(ns, pattern)| {
+        covering_holder(ledger, &pattern)
+            .is_some_and(|h| h.namespace != ns)
+            .then_some(pattern)
     })
 }
 

@@ -19,7 +19,8 @@ use std::sync::Arc;
 use url::Url;
 
 use crate::core::hosts::{
-    Clock, HostClaim, HostRights, Ledger, Ties, resolve, wildcard_suffix, wildcard_suffixes,
+    Clock, HostClaim, HostRights, Ledger, Ties, carved_out, resolve, wildcard_suffix,
+    wildcard_suffixes,
 };
 pub use crate::core::hosts::{HostRefusal, NamespaceHosts};
 use crate::core::policy::{CompiledPolicy, PolicyKey};
@@ -173,9 +174,15 @@ impl PolicyIndex {
             };
             index.routes_mut(pattern).push((path, route));
         }
-        // Held by a namespace that claims it no more: nothing routes there.
+        // Held by a namespace that claims it no more, or served by a namespace other than the
+        // holder of the wildcard above it: nothing routes there.
         for pattern in resolution.ledger.keys() {
             index.routes_mut(pattern);
+        }
+        if let HostRights::Served { served, .. } = routing.rights {
+            for pattern in carved_out(served, &resolution.ledger) {
+                index.routes_mut(&pattern);
+            }
         }
         for routes in index
             .by_host
@@ -610,6 +617,35 @@ mod tests {
         assert_eq!(
             routed_to(&idx, "y.x.apps.example.com", "/").unwrap(),
             "apps/all"
+        );
+    }
+
+    /// A tenant holding `*.example.com` (it serves it) must not decide for a host another
+    /// namespace serves itself but forgot to claim: nginx sends that host to the other
+    /// namespace's backend.
+    #[test]
+    fn a_wildcard_does_not_decide_for_a_host_another_namespace_serves() {
+        let mut served = crate::core::hosts::ServedHosts::default();
+        served.add_ingress_host("tenant", "*.example.com");
+        served.add_ingress_host("victim", "app.example.com");
+        let idx = PolicyIndex::build_with(
+            [in_ns("tenant", "wild", &["*.example.com"], &[])],
+            |_| 0,
+            HostRouting {
+                rights: HostRights::Served {
+                    served: &served,
+                    rules: None,
+                },
+                ..cluster()
+            },
+        );
+        assert_eq!(
+            routed_to(&idx, "other.example.com", "/").unwrap(),
+            "tenant/wild"
+        );
+        assert_eq!(
+            routed_to(&idx, "app.example.com", "/"),
+            Err(Reason::PolicyUnknown)
         );
     }
 
