@@ -747,6 +747,15 @@ fn ledger_holder(cp: &ControlPlane, key: &str) -> Option<(String, bool)> {
     ))
 }
 
+/// A control plane with namespaces `victim` and `tenant`, an issuer for each, one replica.
+fn tenancy() -> (ControlPlane, Issuer, Issuer, Replica) {
+    let (cp, victim_issuer, kc) = setup();
+    cp.kubectl_ok(&["create", "namespace", "victim"]);
+    cp.kubectl_ok(&["create", "namespace", "tenant"]);
+    let replica = replica(&kc, "replica-a");
+    (cp, victim_issuer, Issuer::start(), replica)
+}
+
 /// Finding (HIGH), in the cluster: a namespace routes only hosts it serves itself. The
 /// victim's Ingress serves `*.apps.example.test` and its policy holds the wildcard; a
 /// tenant's claim on `secret.apps.example.test` (no Ingress of its own) is `HostNotServed`
@@ -754,11 +763,7 @@ fn ledger_holder(cp: &ControlPlane, key: &str) -> Option<(String, bool)> {
 #[test]
 fn a_namespace_routes_only_the_hosts_it_serves() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (cp, victim_issuer, kc) = setup();
-    let tenant_issuer = Issuer::start();
-    cp.kubectl_ok(&["create", "namespace", "victim"]);
-    cp.kubectl_ok(&["create", "namespace", "tenant"]);
-    let replica = replica(&kc, "replica-a");
+    let (cp, victim_issuer, tenant_issuer, replica) = tenancy();
     cp.apply(&ingress_in("victim", "apps", "*.apps.example.test"))
         .unwrap();
     cp.apply(&policy_in(
@@ -807,6 +812,12 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
         victim_issuer.token(json!({})),
         tenant_issuer.token(json!({"email": "eve@evil.test"})),
     );
+    // Changes reach the index a moment after the API server has them.
+    let answers = |host: &str, token: &str, status: u16| {
+        eventually(Duration::from_secs(10), || {
+            bare_auth(&replica, host, token) == status
+        })
+    };
     assert_eq!(bare_auth(&replica, "secret.apps.example.test", &evil), 401);
     assert_eq!(
         bare_auth(&replica, "secret.apps.example.test", &victim_token),
@@ -826,11 +837,7 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
         "{:?}",
         ready_in(&cp, "tenant", "own")
     );
-    assert!(eventually(Duration::from_secs(10), || bare_auth(
-        &replica,
-        "own.example.test",
-        &evil
-    ) == 200));
+    assert!(answers("own.example.test", &evil, 200));
     // ... but an Ingress of its own under the victim's wildcard does not take the host the
     // victim held first.
     cp.apply(&ingress_in("tenant", "grab", "secret.apps.example.test"))
@@ -842,11 +849,7 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
     );
     // nginx now sends that host to the tenant's backend: the victim's wildcard policy no
     // longer decides for it either, and nobody's token is let in there.
-    assert!(eventually(Duration::from_secs(10), || bare_auth(
-        &replica,
-        "secret.apps.example.test",
-        &victim_token
-    ) == 503));
+    assert!(answers("secret.apps.example.test", &victim_token, 503));
     assert_eq!(bare_auth(&replica, "secret.apps.example.test", &evil), 503);
     assert_eq!(
         bare_auth(&replica, "www.apps.example.test", &victim_token),
@@ -867,16 +870,8 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
     cp.apply(&ingress_in("victim", "forgot", "app.wild.example.test"))
         .unwrap();
     assert!(is("tenant", "wild", "True", "Enforced"));
-    assert!(eventually(Duration::from_secs(10), || bare_auth(
-        &replica,
-        "x.wild.example.test",
-        &evil
-    ) == 200));
-    assert!(eventually(Duration::from_secs(10), || bare_auth(
-        &replica,
-        "app.wild.example.test",
-        &evil
-    ) == 503));
+    assert!(answers("x.wild.example.test", &evil, 200));
+    assert!(answers("app.wild.example.test", &evil, 503));
 }
 
 /// Finding (MEDIUM), in the cluster: ownership is durable. Both namespaces serve
@@ -887,11 +882,7 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
 #[test]
 fn host_ownership_survives_recreation_absence_and_moves() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (cp, victim_issuer, kc) = setup();
-    let tenant_issuer = Issuer::start();
-    cp.kubectl_ok(&["create", "namespace", "victim"]);
-    cp.kubectl_ok(&["create", "namespace", "tenant"]);
-    let replica = replica(&kc, "replica-a");
+    let (cp, victim_issuer, tenant_issuer, replica) = tenancy();
     const HOST: &str = "admin.example.test";
     let hosts = r#","hosts":["admin.example.test"]"#;
     cp.apply(&ingress_in("victim", "console", HOST)).unwrap();

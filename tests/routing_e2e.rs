@@ -338,21 +338,19 @@ fn forward(server: &Server, host: &str, token: &str) -> (u16, String) {
     (resp.status().as_u16(), reason)
 }
 
-/// Finding (HIGH): the victim's Ingress serves `*.apps.example.test` through the bare
-/// endpoint; a tenant's policy with its own issuer claimed `secret.apps.example.test` and its
-/// self-minted token got 200 at the victim's backend. Now the victim's policy holds the
-/// wildcard and a newer foreign claim under it is refused on every host-selecting endpoint.
-#[test]
-fn a_tenant_cannot_take_a_host_under_a_wildcard_another_namespace_holds() {
-    let victim = Issuer::start();
-    let tenant = Issuer::start();
-    let apps = policy_yaml(
+/// The victim's policy `victim/apps` claiming `host`.
+fn victim_policy(victim: &Issuer, host: &str) -> String {
+    policy_yaml(
         "victim",
         "apps",
         &victim.url,
-        "  hosts: [\"*.apps.example.test\"]\n",
-    );
-    let server = Server::start(&[("apps.yaml", &apps)], &[]);
+        &format!("  hosts: [{host}]\n"),
+    )
+}
+
+/// nginx serving `*.apps.example.test` (as the victim's wildcard Ingress) through the bare
+/// endpoint, in front of an echo upstream.
+fn wildcard_site(server: &Server) -> (Echo, Nginx) {
     let echo = Echo::start();
     let nginx = Nginx::start(
         &[Site {
@@ -362,6 +360,24 @@ fn a_tenant_cannot_take_a_host_under_a_wildcard_another_namespace_holds() {
         }],
         echo.port(),
     );
+    (echo, nginx)
+}
+
+/// Finding (HIGH): the victim's Ingress serves `*.apps.example.test` through the bare
+/// endpoint; a tenant's policy with its own issuer claimed `secret.apps.example.test` and its
+/// self-minted token got 200 at the victim's backend. Now the victim's policy holds the
+/// wildcard and a newer foreign claim under it is refused on every host-selecting endpoint.
+#[test]
+fn a_tenant_cannot_take_a_host_under_a_wildcard_another_namespace_holds() {
+    let (victim, tenant) = (Issuer::start(), Issuer::start());
+    let server = Server::start(
+        &[(
+            "apps.yaml",
+            &victim_policy(&victim, "\"*.apps.example.test\""),
+        )],
+        &[],
+    );
+    let (echo, nginx) = wildcard_site(&server);
     let through =
         |host: &str, token: &str| nginx.raw_get("/", host, &[("Cf-Access-Jwt-Assertion", token)]);
     let victim_token = victim.token(json!({}));
@@ -402,24 +418,10 @@ fn a_tenant_cannot_take_a_host_under_a_wildcard_another_namespace_holds() {
 /// namespace's claim needs an operator rule, so the tenant's claim routes nothing.
 #[test]
 fn a_second_namespace_claims_no_host_without_a_rule_in_file_mode() {
-    let victim = Issuer::start();
-    let tenant = Issuer::start();
-    let www = policy_yaml(
-        "victim",
-        "www",
-        &victim.url,
-        "  hosts: [www.apps.example.test]\n",
-    );
+    let (victim, tenant) = (Issuer::start(), Issuer::start());
+    let www = victim_policy(&victim, "www.apps.example.test");
     let server = Server::start(&[("www.yaml", &www)], &[]);
-    let echo = Echo::start();
-    let nginx = Nginx::start(
-        &[Site {
-            host: "*.apps.example.test".into(),
-            auth_url: format!("{}/auth?host=$host", server.auth),
-            response_headers: vec!["X-Auth-Request-Email".into()],
-        }],
-        echo.port(),
-    );
+    let (echo, nginx) = wildcard_site(&server);
     write_and_reload(
         &server,
         "tenant.yaml",
