@@ -824,10 +824,10 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
         200
     );
     assert_eq!(bare_auth(&replica, "own.example.test", &evil), 503);
-    assert_eq!(
-        ledger_holder(&cp, "_.apps.example.test"),
-        Some(("victim".to_owned(), false))
-    );
+    // The leader records the holding in the ledger a moment later.
+    assert!(eventually(Duration::from_secs(30), || {
+        ledger_holder(&cp, "_.apps.example.test") == Some(("victim".to_owned(), false))
+    }));
 
     // Serving the host with its own Ingress gives the tenant the right to it.
     cp.apply(&ingress_in("tenant", "own", "own.example.test"))
