@@ -52,6 +52,7 @@ pub struct ReloadLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyStateLabels {
+    /// `ready`, `invalid`, or `other_class` (seen by the source, served by another install).
     pub state: &'static str,
 }
 
@@ -68,6 +69,28 @@ pub struct DroppedConnectionLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IngressNamespaceLabels {
+    /// The Ingress's namespace (not `namespace`: Prometheus gives that to the scraped pod's).
+    pub ingress_namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusWriteLabels {
+    /// `ok` or `failed`.
+    pub result: &'static str,
+}
+
+/// The elected replica's status writer (cluster mode).
+pub struct StatusWriterMetrics {
+    pub patches: Family<StatusWriteLabels, Counter>,
+    pub patch_seconds: Histogram,
+    /// Policies waiting for a write (changed, backing off, or inside their minimum interval).
+    pub queue: Gauge,
+    /// 1 while this replica holds the Lease and writes status.
+    pub leader: Gauge,
+}
+
 /// All metric families, registered once.
 pub struct Metrics {
     registry: Registry,
@@ -82,6 +105,9 @@ pub struct Metrics {
     pub policies: Family<PolicyStateLabels, Gauge>,
     pub connections_open: Family<ListenerLabels, Gauge>,
     pub connections_dropped: Family<DroppedConnectionLabels, Counter>,
+    pub status: StatusWriterMetrics,
+    /// Ingresses naming a policy this install does not serve (`controller::ingress_refs`).
+    pub ingress_policy_missing: Family<IngressNamespaceLabels, Gauge>,
 }
 
 impl Metrics {
@@ -137,7 +163,11 @@ impl Metrics {
             policy_reloads.clone(),
         );
         let policies = Family::<PolicyStateLabels, Gauge>::default();
-        registry.register("policies", "Policies loaded, by state", policies.clone());
+        registry.register(
+            "policies",
+            "Policies by state: ready and invalid are this install's; other_class are ignored, another install's class",
+            policies.clone(),
+        );
         let connections_open = Family::<ListenerLabels, Gauge>::default();
         registry.register(
             "connections_open",
@@ -150,6 +180,43 @@ impl Metrics {
             "Connections accessgate closed with no request in flight: refused over the cap, request head or keep-alive idle timeout, shutdown",
             connections_dropped.clone(),
         );
+        let ingress_policy_missing = Family::<IngressNamespaceLabels, Gauge>::default();
+        registry.register(
+            "ingress_policy_missing",
+            "Ingresses whose auth-url reaches this install and names an AccessPolicy it does not serve, by the Ingress's namespace (cluster mode)",
+            ingress_policy_missing.clone(),
+        );
+        let patches = Family::<StatusWriteLabels, Counter>::default();
+        registry.register(
+            "status_patches",
+            "AccessPolicy status patches by this replica, by result (only the elected replica writes)",
+            patches.clone(),
+        );
+        // 1 ms .. ~16 s: a patch is milliseconds, a slow API server seconds.
+        let patch_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register(
+            "status_patch_duration_seconds",
+            "Time one status patch took",
+            patch_seconds.clone(),
+        );
+        let queue = Gauge::default();
+        registry.register(
+            "status_queue_depth",
+            "Policies waiting for a status write",
+            queue.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and writes status and Events",
+            leader.clone(),
+        );
+        let status = StatusWriterMetrics {
+            patches,
+            patch_seconds,
+            queue,
+            leader,
+        };
         Arc::new(Self {
             registry,
             decisions,
@@ -163,6 +230,8 @@ impl Metrics {
             policies,
             connections_open,
             connections_dropped,
+            status,
+            ingress_policy_missing,
         })
     }
 

@@ -250,7 +250,7 @@ fn the_rendered_pod_runs_in_cluster_becomes_ready_and_releases_its_lease_on_sigt
         obj["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter()
                 .any(|c| c["type"] == "Ready" && c["reason"] == "Enforced")
-        }) && obj["status"]["decisions"]["replica"] == POD
+        })
     });
     assert!(enforced, "the sandboxed pod never wrote status");
     let lease_name = format!(

@@ -155,7 +155,7 @@ fn default_render_is_secure_and_least_privilege() {
     // default release the Lease name is the binary's default, so the lease rules match too).
     let r = rules();
     assert_eq!(
-        named(&objs, "ClusterRole", "accessgate")["rules"],
+        named(&objs, "ClusterRole", "accessgate-system:accessgate")["rules"],
         r["cluster"]
     );
     let role = find(&objs, "Role")[0];
@@ -244,6 +244,94 @@ fn non_default_values_render() {
     ] {
         assert!(args.contains(&want.to_owned()), "{want} not in {args:?}");
     }
+}
+
+/// The class values become `--class` (always) and `--claim-unclassed` (only when set: left
+/// out, the binary decides from the class).
+#[test]
+fn class_values_render_into_args() {
+    let default = args(&render(&[]));
+    assert!(
+        default.contains(&"--class=accessgate".to_owned()),
+        "{default:?}"
+    );
+    assert!(
+        !default.iter().any(|a| a.starts_with("--claim-unclassed")),
+        "{default:?}"
+    );
+    let blue = args(&render(&["--set", "className=blue,claimUnclassed=false"]));
+    for want in ["--class=blue", "--claim-unclassed=false"] {
+        assert!(blue.contains(&want.to_owned()), "{want} not in {blue:?}");
+    }
+}
+
+/// `helm template` of release `name` in `namespace`, with every optional object on, watching
+/// all namespaces (a ClusterRoleBinding) and one (RoleBindings there): each object as (kind,
+/// namespace or `-` when cluster-scoped, name).
+fn object_names(name: &str, namespace: &str, sets: &[&str]) -> Vec<(String, String, String)> {
+    let mut names = Vec::new();
+    for scope in ["watchNamespaces=[]", r#"watchNamespaces=["apps"]"#] {
+        let mut a = vec![
+            "template",
+            name,
+            CHART,
+            "--namespace",
+            namespace,
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "serviceMonitor.enabled=true,prometheusRule.enabled=true,autoscaling.enabled=true",
+            "--set-json",
+            scope,
+        ];
+        for s in sets {
+            a.extend_from_slice(&["--set", s]);
+        }
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&helm_ok(&a)).unwrap();
+        let s = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+        names.extend(docs.iter().filter(|o| !o.is_null()).map(|o| {
+            (
+                s(&o["kind"]),
+                s(&o["metadata"]["namespace"]),
+                s(&o["metadata"]["name"]),
+            )
+        }));
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Releases side by side (README "Several installs in one cluster"): two of one name in two
+/// namespaces, two of two names in one namespace. Apart from the CRD, which only the first
+/// installs, no two share a named object: not the Service their status names, not the Lease or
+/// the host ledger, not a ClusterRole or binding. And each has its own class.
+#[test]
+fn releases_side_by_side_share_no_named_object() {
+    let second = ["crds.install=false", "className=blue"];
+    let releases = [
+        object_names("accessgate", "accessgate-system", &[]),
+        object_names("accessgate", "accessgate-blue", &second),
+        object_names("blue", "accessgate-system", &second),
+    ];
+    for (i, a) in releases.iter().enumerate() {
+        assert!(
+            a.iter().any(|(k, _, _)| k == "ClusterRoleBinding")
+                && a.iter().any(|(k, _, _)| k == "RoleBinding"),
+            "{a:?}"
+        );
+        for b in &releases[i + 1..] {
+            let shared: Vec<_> = a.iter().filter(|o| b.contains(o)).collect();
+            assert!(shared.is_empty(), "shared: {shared:?}");
+        }
+    }
+    assert_eq!(
+        releases
+            .iter()
+            .filter(|r| r.iter().any(|(k, _, _)| k == "CustomResourceDefinition"))
+            .count(),
+        1
+    );
 }
 
 /// The CRD comes from templates/ (so `helm upgrade` applies it), is exactly what
@@ -357,8 +445,8 @@ fn own_namespace_rbac_is_scoped_to_the_release_lease_and_ledger() {
 #[test]
 fn aggregated_cluster_roles_for_app_teams() {
     let objs = render(&[]);
-    let view = named(&objs, "ClusterRole", "accessgate-view");
-    let edit = named(&objs, "ClusterRole", "accessgate-edit");
+    let view = named(&objs, "ClusterRole", "accessgate-system:accessgate-view");
+    let edit = named(&objs, "ClusterRole", "accessgate-system:accessgate-edit");
     let labels = |o: &Value, key: &str| o["metadata"]["labels"][key].clone();
     for key in ["view", "edit", "admin"] {
         assert_eq!(
@@ -860,11 +948,14 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
     // The aggregated roles, bound directly (no controller-manager here to aggregate them into
     // edit/view): an app team edits policies in its namespace, never their status.
     cp.kubectl_ok(&["create", "namespace", "apps"]);
-    for role in ["accessgate-view", "accessgate-edit"] {
+    for role in [
+        "accessgate-system:accessgate-view",
+        "accessgate-system:accessgate-edit",
+    ] {
         cp.kubectl_ok(&[
             "create",
             "rolebinding",
-            role,
+            role.trim_start_matches("accessgate-system:"),
             &format!("--clusterrole={role}"),
             "--user=alice",
             "-n",
@@ -1225,7 +1316,20 @@ const CRASHING: &[Crashing] = &[
         Some("accessgate=verbose"),
     ),
     crashing("logLevel=INFO", "/logLevel", "--log", Some("INFO")),
+    crashing("className=Blue", "/className", "--class", Some("Blue")),
+    crashing(
+        "className=blue.green",
+        "/className",
+        "--class",
+        Some("blue.green"),
+    ),
     crashing("logLevel=", "/logLevel", "--log", Some("")),
+    crashing(
+        "clusterDomain=cluster.local.",
+        "/clusterDomain",
+        "--cluster-domain",
+        Some("cluster.local."),
+    ),
     crashing(
         "fetch.allowCidrs={300.1.1.1/8}",
         "/fetch/allowCidrs/0",
@@ -1270,6 +1374,10 @@ const GOOD: &[&str] = &[
     "statusInterval=1m30s,leaseDuration=15s",
     "fetch.allowCidrs={10.96.0.0/12,fd00::/8,127.0.0.1,::1,::ffff:10.0.0.0/104}",
     "extraArgs={--token-cache-mib=64,--identity-cache-mib=8}",
+    "className=blue",
+    "className=green,claimUnclassed=true",
+    "claimUnclassed=false",
+    "clusterDomain=corp.internal",
 ];
 
 /// `helm template` with these `--set`s, the schema check skipped or not.
@@ -1469,6 +1577,24 @@ fn schema_and_binary_agree_on_log_filters_cidrs_and_durations() {
         (
             "jwks.maxStale",
             &["0s", "24h", "90m", "1h30m", "soon", "1x", "-1s"][..],
+        ),
+        (
+            "clusterDomain",
+            &[
+                "cluster.local",
+                "corp.internal",
+                "k8s",
+                "a-b.c1",
+                "Cluster.local",
+                "cluster.local.",
+                ".cluster.local",
+                "cluster..local",
+                "-a.local",
+                "a-.local",
+                "a_b.local",
+                "cluster local",
+                "",
+            ][..],
         ),
     ] {
         for sample in samples {

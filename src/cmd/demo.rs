@@ -56,6 +56,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Demo> {
         },
         host_claims: None,
         host_release_after: std::time::Duration::from_secs(3600),
+        class: Default::default(),
     })
     .await?;
     running

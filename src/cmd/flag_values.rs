@@ -29,6 +29,26 @@ pub fn fetch_interval(value: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+/// An install class (`--class`): a DNS label, the shape `spec.className` must have, so that
+/// a class no policy could name is refused instead of silently serving nothing.
+pub fn class_name(value: &str) -> Result<String, String> {
+    if crate::core::policy::is_dns_label(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a DNS label (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters), as spec.className is".to_owned())
+    }
+}
+
+/// The cluster's DNS domain (`--cluster-domain`): a lowercase DNS name without a trailing
+/// dot, as the kubelet's is written, so that the Ingress audit compares like with like.
+pub fn cluster_domain(value: &str) -> Result<String, String> {
+    if crate::controller::install::is_cluster_domain(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("must be a lowercase DNS name without a trailing dot (labels of letters, digits and inner '-', at most 63 characters each, 253 in all), e.g. cluster.local".to_owned())
+    }
+}
+
 /// A log filter: comma-separated directives, each a level or `target=level`, the target a
 /// Rust module path (`info`, `warn,accessgate=debug`, `accessgate::keys=trace`).
 ///
@@ -78,6 +98,32 @@ mod tests {
             assert!(fetch_interval(good).is_ok(), "{good}");
         }
         assert!(fetch_interval("soon").is_err());
+    }
+
+    #[test]
+    fn classes_are_dns_labels() {
+        for good in ["accessgate", "blue", "team-2"] {
+            assert_eq!(class_name(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "Blue", "blue.green", "-blue", "blue_green"] {
+            assert!(class_name(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn cluster_domains_are_lowercase_dns_names() {
+        for good in ["cluster.local", "corp.internal", "k8s"] {
+            assert_eq!(cluster_domain(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "",
+            "cluster.local.",
+            "Cluster.local",
+            "cluster..local",
+            "-x.local",
+        ] {
+            assert!(cluster_domain(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::controller::install::InstallService;
 use crate::controller::{self, RunConfig};
 use crate::core::index::NamespaceHosts;
 use crate::devissuer::{self, IssuerState};
@@ -16,6 +17,7 @@ use crate::identity::IdentityConfig;
 use crate::keys::KeyConfig;
 use crate::serve::Services;
 use crate::serve::listener::{self, ConnectionLimits, ListenerLimits};
+use crate::source::class::{DEFAULT_CLASS, InstallClass};
 use serve::ServeConfig;
 use signals::{Signal, Signals};
 
@@ -78,6 +80,8 @@ enum Command {
         lifecycle: LifecycleFlags,
         #[command(flatten)]
         listener: ListenerFlags,
+        #[command(flatten)]
+        class: ClassFlags,
     },
     /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
     Run {
@@ -96,12 +100,18 @@ enum Command {
         /// This replica's name, the leader-election identity.
         #[arg(long, env = "POD_NAME")]
         identity: Option<String>,
-        /// Service that fronts the auth port, for the `authUrl` status field.
+        /// Service that fronts the auth port: the `authUrl` status field names it, and the
+        /// Ingress audit counts only auth-urls that reach it.
         #[arg(long, default_value = "accessgate")]
         service_name: String,
         /// Port of that Service (omitted from the URL when 80).
         #[arg(long, default_value_t = 80)]
         service_port: u16,
+        /// The cluster's DNS domain (the kubelet's `--cluster-domain`), for `authUrl`
+        /// (`http://<service>.<namespace>.svc.<domain>`) and for telling which auth-urls
+        /// reach this install.
+        #[arg(long, default_value = "cluster.local", value_parser = flag_values::cluster_domain)]
+        cluster_domain: String,
         /// Lease used for leader election.
         #[arg(long, default_value = "accessgate-leader")]
         lease_name: String,
@@ -112,8 +122,9 @@ enum Command {
         /// How long a leader holds the Lease without renewing it.
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         lease_duration: Duration,
-        /// Counter-only status updates are written at most this often per policy.
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        /// The shortest time between two status writes of one policy (status is written only
+        /// when it changes; this bounds a policy flapping between two specs).
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         status_interval: Duration,
         #[command(flatten)]
         fetch: FetchFlags,
@@ -125,6 +136,8 @@ enum Command {
         lifecycle: LifecycleFlags,
         #[command(flatten)]
         listener: ListenerFlags,
+        #[command(flatten)]
+        class: ClassFlags,
     },
     /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
     DevIssuer {
@@ -185,6 +198,29 @@ impl FetchFlags {
         } else {
             AddressPolicy::AllowAll
         }
+    }
+}
+
+/// Which policies this install serves, when several share a cluster or a directory (see
+/// `source::class`).
+#[derive(clap::Args, Debug, Clone)]
+struct ClassFlags {
+    /// This install's class: it serves, and writes status and Events for, only the
+    /// AccessPolicies whose `spec.className` is this class (and those without one, see
+    /// --claim-unclassed); to every other install they are unknown. Give each install in a
+    /// cluster its own class.
+    #[arg(long, env = "ACCESSGATE_CLASS", default_value = DEFAULT_CLASS, value_parser = flag_values::class_name)]
+    class: String,
+    /// Whether policies without `spec.className` are this install's too. Default: true when
+    /// --class is the default class `accessgate`, false otherwise. Let one install per
+    /// cluster claim them.
+    #[arg(long, env = "ACCESSGATE_CLAIM_UNCLASSED", value_name = "BOOL")]
+    claim_unclassed: Option<bool>,
+}
+
+impl ClassFlags {
+    fn install_class(&self) -> InstallClass {
+        InstallClass::new(self.class.clone(), self.claim_unclassed)
     }
 }
 
@@ -367,6 +403,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             keys,
             lifecycle,
             listener,
+            class,
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
             // the guard is asked for.
@@ -382,6 +419,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 host_claims: routing.rules()?,
                 host_release_after: routing.host_release_after,
                 services: keys.services(&addresses),
+                class: class.install_class(),
             })
             .await?;
             let code = signals
@@ -407,6 +445,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             identity,
             service_name,
             service_port,
+            cluster_domain,
             lease_name,
             host_ledger,
             lease_duration,
@@ -416,14 +455,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             keys,
             lifecycle,
             listener,
+            class,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
             let addresses = fetch.policy(true);
             log_address_policy(&addresses);
-            let port = if service_port == 80 {
-                String::new()
-            } else {
-                format!(":{service_port}")
+            let install = InstallService {
+                name: service_name,
+                namespace: pod_namespace.clone(),
+                port: service_port,
+                cluster_domain,
             };
             let identity = identity.unwrap_or_else(default_identity);
             let mut signals = Signals::install()?;
@@ -436,14 +477,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 host_claims: routing.rules()?,
                 host_ledger,
                 host_release_after: routing.host_release_after,
-                auth_base_url: format!(
-                    "http://{service_name}.{pod_namespace}.svc.cluster.local{port}"
-                ),
+                auth_base_url: install.base_url(),
+                install,
                 lease_name,
                 lease_namespace: pod_namespace,
                 lease_duration,
                 identity,
                 status_interval,
+                class: class.install_class(),
             })
             .await?;
             let code = signals
@@ -599,5 +640,48 @@ mod listener_flags_tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("at least 1s"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod class_flags_tests {
+    use super::*;
+
+    fn class_of(args: &[&str]) -> InstallClass {
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve { class, .. } | Command::Run { class, .. } => class.install_class(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn only_the_default_class_claims_unclassed_policies_unless_told() {
+        let run = ["accessgate", "run"];
+        assert_eq!(class_of(&run), InstallClass::default());
+        assert!(class_of(&run).claims_unclassed());
+        let blue = class_of(&["accessgate", "run", "--class", "blue"]);
+        assert_eq!(blue.name(), "blue");
+        assert!(!blue.claims_unclassed());
+        let green = class_of(&[
+            "accessgate",
+            "run",
+            "--class=green",
+            "--claim-unclassed=true",
+        ]);
+        assert!(green.claims_unclassed());
+        let serve = [
+            "accessgate",
+            "serve",
+            "--policies",
+            "/p",
+            "--claim-unclassed=false",
+        ];
+        assert!(!class_of(&serve).claims_unclassed());
+    }
+
+    #[test]
+    fn a_class_that_is_not_a_dns_label_is_refused() {
+        let e = Cli::try_parse_from(["accessgate", "run", "--class", "Blue"]).unwrap_err();
+        assert!(e.to_string().contains("DNS label"), "{e}");
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::core::index::NamespaceHosts;
 use crate::serve::state::AppState;
 use crate::serve::{self, ListenerLimits, Listening, ServeError, Services};
+use crate::source::class::InstallClass;
 use crate::source::files;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,8 @@ pub struct ServeConfig {
     pub host_claims: Option<Arc<NamespaceHosts>>,
     /// How long a namespace keeps a host it stopped claiming (`--host-release-after`).
     pub host_release_after: std::time::Duration,
+    /// Which of the directory's policies this install serves (`--class`).
+    pub class: InstallClass,
 }
 
 /// A started service: its listeners (with their addresses) and shared state.
@@ -41,17 +44,23 @@ pub struct Running {
 /// the servers and the directory watcher. Returns once everything is accepting requests.
 pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
     // No status to write in file mode: decisions are counted in metrics only.
-    let state = serve::bootstrap(&config.services, None)?;
+    let state = serve::bootstrap(&config.services)?;
     let mut ledger = files::HostLedger::new(config.host_claims.clone(), config.host_release_after);
-    let mut parsed = files::ParsedFiles::default();
-    let n = files::reload(
+    let mut parsed = files::ParsedFiles::for_class(config.class.clone());
+    let loaded = files::reload(
         &config.policies,
         state.as_ref(),
         &state.metrics,
         &mut ledger,
         &mut parsed,
     )?;
-    tracing::info!(dir = %config.policies.display(), policies = n, "policies loaded");
+    tracing::info!(
+        dir = %config.policies.display(),
+        policies = loaded.policies,
+        class = %config.class,
+        ignored_other_class = loaded.ignored_other_class,
+        "policies loaded"
+    );
 
     let listening = serve::listen(
         &state,

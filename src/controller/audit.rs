@@ -1,11 +1,15 @@
 //! Which Ingresses reach a policy, and whether they protect its identity headers. Pure: the
-//! Ingresses and the index are passed in.
+//! Ingresses, the index and this install's Service are passed in.
 //!
-//! An Ingress reaches a policy through `nginx.ingress.kubernetes.io/auth-url`: by name
-//! (`…/auth/{ns}/{name}`, `…/forward/{ns}/{name}`), or by host routing (bare `…/auth`, where
-//! each of its rules' host and path selects a policy as requests would). It protects the
-//! identity headers only if `auth-response-headers` lists every header the policy maps: a
-//! header left out is passed from the client to the app unchanged, so anyone could forge it.
+//! An Ingress reaches a policy through `nginx.ingress.kubernetes.io/auth-url` when the URL
+//! reaches this install's Service ([`InstallService::path_on_this_install`]: a misspelt
+//! Service, namespace, port or cluster domain reaches something else, or nothing) and its
+//! path selects the policy: by name (`/auth/{ns}/{name}`, `/forward/{ns}/{name}`,
+//! `/envoy/{ns}/{name}[/…]`, exactly as the auth listener routes them), or by host routing
+//! (bare `/auth`, where each of its rules' host and path selects a policy as requests
+//! would). It protects the identity headers only if `auth-response-headers` lists every
+//! header the policy maps: a header left out is passed from the client to the app
+//! unchanged, so anyone could forge it.
 //! (`global-auth-url` lives in the ingress controller's ConfigMap, which accessgate does not
 //! read; such routes are not counted here.)
 
@@ -13,6 +17,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
+use super::install::InstallService;
 use crate::core::index::PolicyIndex;
 use crate::core::policy::{CompiledPolicy, PolicyKey};
 
@@ -35,17 +40,18 @@ pub struct Audit {
     pub unprotected: Vec<(String, Vec<String>)>,
 }
 
-/// Every policy reached by at least one Ingress, with its audit.
+/// Every policy reached by at least one Ingress through `install`, with its audit.
 pub fn audit<'a>(
     ingresses: impl IntoIterator<Item = &'a Ingress>,
     index: &PolicyIndex,
+    install: &InstallService,
 ) -> BTreeMap<PolicyKey, Audit> {
     let mut out: BTreeMap<PolicyKey, Audit> = BTreeMap::new();
     for ing in ingresses {
         let namespace = ing.metadata.namespace.as_deref().unwrap_or_default();
         let name = ing.metadata.name.as_deref().unwrap_or_default();
         let annotations = ing.metadata.annotations.as_ref();
-        let Some(auth_url) = annotations.and_then(|a| a.get(AUTH_URL)) else {
+        let Some(path) = auth_url(ing).and_then(|u| install.path_on_this_install(u).ok()) else {
             continue;
         };
         let listed: Vec<String> = annotations
@@ -58,13 +64,13 @@ pub fn audit<'a>(
             })
             .unwrap_or_default();
         let mut reached: Vec<&CompiledPolicy> = Vec::new();
-        match named_policy(auth_url) {
+        match named_policy(path) {
             Some((ns, policy)) => {
                 if let Ok(p) = index.by_name(ns, policy) {
                     reached.push(p);
                 }
             }
-            None if is_bare_auth(auth_url) => {
+            None if is_bare_auth(path) => {
                 for (host, path) in rule_routes(ing) {
                     if let Ok(p) = index.by_route(&host, &path)
                         && !reached.iter().any(|r| r.key == p.key)
@@ -108,30 +114,38 @@ pub fn audit<'a>(
     out
 }
 
-/// `(namespace, name)` from an auth URL naming a policy: `…/auth/{ns}/{name}` or
-/// `…/forward/{ns}/{name}` (query and trailing parts ignored).
-fn named_policy(auth_url: &str) -> Option<(&str, &str)> {
-    let path = url_path(auth_url);
-    let mut parts = path.trim_start_matches('/').split('/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("auth" | "forward"), Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
-            Some((ns, name))
-        }
+/// The Ingress's `auth-url` annotation.
+pub fn auth_url(ing: &Ingress) -> Option<&str> {
+    ing.metadata
+        .annotations
+        .as_ref()?
+        .get(AUTH_URL)
+        .map(String::as_str)
+}
+
+/// `(namespace, name)` from the path (and query) of an auth URL naming a policy, matched as
+/// the auth listener's routes match: `/auth/{ns}/{name}`, `/forward/{ns}/{name}`,
+/// `/envoy/{ns}/{name}[/…]`. The segments are raw, as the listener reads them.
+pub fn named_policy(path: &str) -> Option<(&str, &str)> {
+    let mut parts = without_query(path).strip_prefix('/')?.splitn(4, '/');
+    let (endpoint, ns, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let rest = parts.next();
+    if ns.is_empty() || name.is_empty() {
+        return None;
+    }
+    match (endpoint, rest) {
+        ("auth" | "forward", None) => Some((ns, name)),
+        ("envoy", None) => Some((ns, name)),
+        ("envoy", Some(rest)) if !rest.is_empty() => Some((ns, name)),
         _ => None,
     }
 }
 
-fn is_bare_auth(auth_url: &str) -> bool {
-    matches!(
-        url_path(auth_url).trim_end_matches('/'),
-        "/auth" | "/forward"
-    )
+fn is_bare_auth(path: &str) -> bool {
+    matches!(without_query(path), "/auth" | "/forward")
 }
 
-/// The path of an auth URL, without scheme, authority and query.
-fn url_path(auth_url: &str) -> &str {
-    let rest = auth_url.split_once("://").map_or(auth_url, |(_, r)| r);
-    let path = rest.find('/').map_or("", |i| &rest[i..]);
+fn without_query(path: &str) -> &str {
     path.split(['?', '#']).next().unwrap_or_default()
 }
 
@@ -165,6 +179,17 @@ mod tests {
     use crate::core::index::Entry;
     use crate::core::policy::{AccessPolicySpec, ClaimHeader, IssuerSpec, compile};
     use std::sync::Arc;
+
+    const SVC: &str = "http://accessgate.accessgate-system.svc.cluster.local";
+
+    fn install() -> InstallService {
+        InstallService {
+            name: "accessgate".into(),
+            namespace: "accessgate-system".into(),
+            port: 80,
+            cluster_domain: "cluster.local".into(),
+        }
+    }
 
     fn policy(ns: &str, name: &str, hosts: &[&str]) -> (PolicyKey, Entry) {
         let spec = AccessPolicySpec {
@@ -212,7 +237,7 @@ mod tests {
     #[test]
     fn ingresses_reach_policies_by_name_and_by_host() {
         let index = PolicyIndex::build([policy("apps", "web", &["web.example.com"])]);
-        let svc = "http://accessgate.accessgate-system.svc.cluster.local";
+        let svc = SVC;
         let all = [
             ingress(
                 "apps",
@@ -243,7 +268,7 @@ mod tests {
                 "c.example.com",
             ),
         ];
-        let audits = audit(&all, &index);
+        let audits = audit(&all, &index, &install());
         let a = &audits[&PolicyKey::new("apps", "web")];
         assert_eq!(a.ingresses, ["named", "routed"]);
         assert_eq!(a.elsewhere, 1);
@@ -266,16 +291,77 @@ mod tests {
         assert_eq!(audits.len(), 1);
     }
 
+    /// The lie of issue 19: an auth-url naming another Service, namespace or port was
+    /// listed in `usedBy` and judged for `HeadersProtected`, as if it reached the policy.
     #[test]
-    fn auth_urls_are_read_by_path() {
-        assert_eq!(named_policy("http://a/auth/ns/n"), Some(("ns", "n")));
-        assert_eq!(
-            named_policy("http://a:80/forward/ns/n?x=1"),
-            Some(("ns", "n"))
-        );
-        assert_eq!(named_policy("http://a/auth"), None);
-        assert_eq!(named_policy("http://a/oauth2/auth"), None);
-        assert!(is_bare_auth("http://a/auth?host=$host"));
-        assert!(!is_bare_auth("http://a/auth/ns/n"));
+    fn ingresses_whose_auth_url_goes_elsewhere_are_not_audited() {
+        let index = PolicyIndex::build([policy("apps", "web", &["web.example.com"])]);
+        let all = [
+            ingress(
+                "apps",
+                "misspelt-service",
+                "http://acessgate.accessgate-system.svc.cluster.local/auth/apps/web",
+                None,
+                "a.example.com",
+            ),
+            ingress(
+                "apps",
+                "misspelt-namespace",
+                "http://accessgate.accessgate-sytem.svc.cluster.local/auth/apps/web",
+                None,
+                "b.example.com",
+            ),
+            ingress(
+                "apps",
+                "other-port",
+                "http://accessgate.accessgate-system.svc.cluster.local:8080/auth/apps/web",
+                None,
+                "c.example.com",
+            ),
+            ingress(
+                "apps",
+                "bare-name",
+                "http://accessgate/auth?host=$host",
+                None,
+                "web.example.com",
+            ),
+            ingress(
+                "apps",
+                "short",
+                "http://accessgate.accessgate-system/auth/apps/web",
+                Some("X-Auth-Request-Email,X-Auth-Request-Groups"),
+                "d.example.com",
+            ),
+        ];
+        let audits = audit(&all, &index, &install());
+        let a = &audits[&PolicyKey::new("apps", "web")];
+        assert_eq!(a.ingresses, ["short"]);
+        assert_eq!(a.elsewhere, 0);
+        assert!(a.unprotected.is_empty(), "{:?}", a.unprotected);
+    }
+
+    #[test]
+    fn policy_paths_are_matched_as_the_listener_routes_them() {
+        assert_eq!(named_policy("/auth/ns/n"), Some(("ns", "n")));
+        assert_eq!(named_policy("/forward/ns/n?x=1"), Some(("ns", "n")));
+        assert_eq!(named_policy("/envoy/ns/n"), Some(("ns", "n")));
+        assert_eq!(named_policy("/envoy/ns/n/original/path"), Some(("ns", "n")));
+        for path in [
+            "/auth",
+            "/oauth2/auth",
+            "/auth/ns/n/",
+            "/auth/ns/n/more",
+            "/auth//n",
+            "/auth/ns/",
+            "/AUTH/ns/n",
+            "auth/ns/n",
+            "",
+        ] {
+            assert_eq!(named_policy(path), None, "{path:?}");
+        }
+        assert!(is_bare_auth("/auth?host=$host"));
+        assert!(is_bare_auth("/forward"));
+        assert!(!is_bare_auth("/auth/ns/n"));
+        assert!(!is_bare_auth("/auth/"));
     }
 }

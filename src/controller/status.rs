@@ -1,17 +1,12 @@
 //! What a policy's status should say, and which Events a change deserves. Pure: all inputs
 //! are passed in, including the time.
 
-use std::time::SystemTime;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use super::audit::Audit;
-use crate::controller::counters::Snapshot;
 use crate::core::index::{Entry, HostRefusal, RouteConflict};
-use crate::core::policy::{
-    AccessPolicyStatus, DecisionsStatus, KeysStatus, LastDenial, UsedByStatus,
-};
+use crate::core::policy::{AccessPolicyStatus, KeysStatus, UsedByStatus};
 use crate::keys::KeyStatus;
 
 /// The condition types this controller writes.
@@ -74,20 +69,10 @@ pub struct Inputs<'a> {
     /// Hosts this policy claims that are not routed to it.
     pub refused_hosts: &'a [(String, HostRefusal)],
     pub keys: Option<KeyStatus>,
-    pub stats: Snapshot,
-    pub stats_since: SystemTime,
-    /// This replica's name: whose counters `decisions` holds.
-    pub replica: &'a str,
     /// The Ingresses that reach this policy (none when `None`).
     pub audit: Option<&'a Audit>,
     pub auth_url: String,
     pub now: Timestamp,
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    Timestamp::try_from(t)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
 }
 
 /// The status to write.
@@ -181,22 +166,11 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
         auth_url: Some(i.auth_url.clone()),
         keys: policy.map(|_| KeysStatus {
             ids: keys.map(|k| k.ids.clone()).unwrap_or_default(),
-            fetched_at: keys.and_then(|k| k.fetched_at).map(rfc3339),
             error: keys.and_then(|k| k.error.clone()),
         }),
         used_by: i.audit.map(|a| UsedByStatus {
             ingresses: a.ingresses.clone(),
             other_namespaces: a.elsewhere,
-        }),
-        decisions: Some(DecisionsStatus {
-            allowed: i.stats.allowed,
-            denied: i.stats.denied,
-            replica: Some(i.replica.to_owned()),
-            since: Some(rfc3339(i.stats_since)),
-            last_denial: i.stats.last_denial.map(|(r, at)| LastDenial {
-                reason: r.code().to_owned(),
-                at: rfc3339(at),
-            }),
         }),
     }
 }
@@ -311,35 +285,10 @@ fn condition(
     }
 }
 
-/// The parts of a status a user acts on; everything else (counters, fetch times) is noise
-/// that is written at most once per throttle interval.
-fn significant(s: &AccessPolicyStatus) -> AccessPolicyStatus {
-    AccessPolicyStatus {
-        keys: s.keys.as_ref().map(|k| KeysStatus {
-            fetched_at: None,
-            ..k.clone()
-        }),
-        decisions: None,
-        ..s.clone()
-    }
-}
-
-/// How a new status relates to the one on the object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    None,
-    /// Only counters or fetch times moved.
-    Noise,
-    Significant,
-}
-
-pub fn change(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Change {
-    match old {
-        None => Change::Significant,
-        Some(old) if old == new => Change::None,
-        Some(old) if significant(old) == significant(new) => Change::Noise,
-        Some(_) => Change::Significant,
-    }
+/// Whether `new` differs from the status on the object. Status holds only what a person acts
+/// on, so any difference is worth a write and no difference is none.
+pub fn needs_write(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> bool {
+    old != Some(new)
 }
 
 /// An Event to publish about a policy.
@@ -422,13 +371,9 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
     let old_keys = old.and_then(|s| s.keys.as_ref());
     if let Some(nk) = &new.keys {
         let old_ids = old_keys.map(|k| k.ids.as_slice()).unwrap_or_default();
-        if old_ids.is_empty() && !nk.ids.is_empty() {
-            out.push(EventSpec {
-                warning: false,
-                reason: "KeysFetched",
-                note: format!("signing keys loaded: {}", nk.ids.join(", ")),
-            });
-        } else if !old_ids.is_empty() && !nk.ids.is_empty() && old_ids != nk.ids.as_slice() {
+        // Keys loaded for the first time are no news (KeysAvailable says it, and PolicyAccepted
+        // follows): a replica start must not cost an Event per policy.
+        if !old_ids.is_empty() && !nk.ids.is_empty() && old_ids != nk.ids.as_slice() {
             out.push(EventSpec {
                 warning: false,
                 reason: "KeyRotation",
@@ -454,8 +399,8 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
 mod tests {
     use super::*;
     use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
-    use crate::core::reason::Reason;
     use std::sync::Arc;
+    use std::time::SystemTime;
 
     fn entry() -> Entry {
         let spec = AccessPolicySpec {
@@ -483,13 +428,6 @@ mod tests {
             conflicts: vec![],
             refused_hosts: &[],
             keys,
-            stats: Snapshot {
-                allowed: 3,
-                denied: 1,
-                last_denial: Some((Reason::TokenExpired, SystemTime::UNIX_EPOCH)),
-            },
-            stats_since: SystemTime::UNIX_EPOCH,
-            replica: "replica-a",
             audit: None,
             auth_url: "http://accessgate.sys.svc.cluster.local/auth/ns/p".into(),
             now: Timestamp::from_second(1_800_000_000).unwrap(),
@@ -523,9 +461,6 @@ mod tests {
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.issuer.as_deref(), Some("https://t.cloudflareaccess.com"));
         assert_eq!(s.keys.as_ref().unwrap().ids, vec!["k1"]);
-        let d = s.decisions.unwrap();
-        assert_eq!((d.allowed, d.denied), (3, 1));
-        assert_eq!(d.last_denial.unwrap().reason, "token_expired");
     }
 
     #[test]
@@ -561,21 +496,26 @@ mod tests {
         assert_eq!(cond(&s, "KeysAvailable").reason, "FetchFailed");
     }
 
+    /// A later pass with nothing changed (a key refresh with the same keys, a new leader)
+    /// writes nothing, and a transition time moves only with its status.
     #[test]
-    fn counters_alone_are_noise_and_transition_time_is_kept() {
+    fn nothing_changed_is_no_write_and_transition_time_is_kept() {
         let e = entry();
         let first = desired(&inputs(Some(&e), Some(loaded()), None));
         let mut later_inputs = inputs(Some(&e), Some(loaded()), Some(&first));
-        later_inputs.stats.allowed = 100;
         later_inputs.now = Timestamp::from_second(1_800_000_100).unwrap();
+        let refreshed = KeyStatus {
+            fetched_at: Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(300)),
+            ..loaded()
+        };
+        later_inputs.keys = Some(refreshed);
         let later = desired(&later_inputs);
-        assert_eq!(change(Some(&first), &later), Change::Noise);
+        assert!(!needs_write(Some(&first), &later));
         assert_eq!(
             cond(&later, "Ready").last_transition_time,
             cond(&first, "Ready").last_transition_time
         );
-        assert_eq!(change(Some(&first), &first.clone()), Change::None);
-        assert_eq!(change(None, &first), Change::Significant);
+        assert!(needs_write(None, &first));
     }
 
     #[test]
@@ -592,7 +532,7 @@ mod tests {
                 .iter()
                 .map(|e| (e.reason, e.warning))
                 .collect::<Vec<_>>(),
-            [("PolicyAccepted", false), ("KeysFetched", false)]
+            [("PolicyAccepted", false)]
         );
         // Every reason a user must act on is a Warning named after it.
         let refused = [("h.example".to_owned(), HostRefusal::OwnedElsewhere)];

@@ -233,9 +233,6 @@ pub(crate) async fn judge(
         Err(reason) => (None, Decision::Deny(*reason)),
         Ok(req) => select_and_decide(state, headers, req, select, unix_now()).await,
     };
-    if let Some(policy) = &resolved {
-        state.observe(policy, decision.outcome());
-    }
     let policy_label = resolved.unwrap_or_else(|| NO_POLICY.clone());
     state
         .metrics

@@ -361,8 +361,20 @@ impl Connection {
         S::Future: Send + 'static,
     {
         let mut stopping = false;
+        // One timer for the connection's life, moved only when its deadline does: the loop
+        // turns a few times per request, and arming a fresh timer each turn costs the timer
+        // wheel two lock round-trips on the hot path.
+        let timer = tokio::time::sleep_until(Instant::now());
+        let mut timer = std::pin::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
-            let deadline = self.activity.deadline(&self.limits);
+            let at = self.activity.deadline(&self.limits).map(|(at, _)| at);
+            if let Some(at) = at
+                && armed != Some(at)
+            {
+                timer.as_mut().reset(at);
+            }
+            armed = at;
             tokio::select! {
                 biased;
                 ended = conn.as_mut() => {
@@ -377,7 +389,7 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = self.activity.changed.notified() => {}
-                _ = sleep_until(deadline.map(|(at, _)| at)) => {}
+                _ = timer.as_mut(), if armed.is_some() => {}
             }
             if stopping && self.activity.in_flight() == 0 {
                 close_now(conn, true).await;
@@ -396,13 +408,6 @@ impl Connection {
 /// Resolves once the listener is told to stop (or its [`super::Listening`] is gone).
 async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|s| *s).await;
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Closes a connection that has no request in flight, after one last poll: it writes an

@@ -17,7 +17,7 @@ use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
 pub use listener::{ConnectionLimits, ListenerLimits};
-use state::{AppState, DecisionObserver};
+use state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -41,12 +41,9 @@ pub struct Services {
     pub enrichment: IdentityConfig,
 }
 
-/// The state every handler shares: metrics, key caches, the verified-token cache, the
-/// identity client, and (in the cluster) the observer counting decisions for status.
-pub fn bootstrap(
-    services: &Services,
-    observer: Option<Arc<dyn DecisionObserver>>,
-) -> Result<Arc<AppState>, ServeError> {
+/// The state every handler shares: metrics, key caches, the verified-token cache and the
+/// identity client.
+pub fn bootstrap(services: &Services) -> Result<Arc<AppState>, ServeError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(services.keys.clone(), metrics.clone())?;
     let identity = IdentityClient::new(services.enrichment.clone(), metrics.clone())?;
@@ -55,7 +52,6 @@ pub fn bootstrap(
         metrics,
         TokenCache::new(services.token_cache_bytes),
         identity,
-        observer,
     ))
 }
 

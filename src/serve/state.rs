@@ -7,24 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::core::index::{Entry, PolicyIndex};
-use crate::core::reason::Reason;
 use crate::identity::IdentityClient;
 use crate::keys::KeyStore;
 use crate::keys::tokens::TokenCache;
 use crate::metrics::{Metrics, PolicyStateLabels};
 use crate::source::PolicySink;
 
-/// Told of every decision taken under a named policy (the controller counts them for
-/// status); serving knows nothing more of it.
-pub trait DecisionObserver: Send + Sync {
-    fn observe(&self, policy: &str, outcome: Result<(), Reason>);
-}
-
 pub struct AppState {
     index: ArcSwap<PolicyIndex>,
     pub keys: KeyStore,
     pub metrics: Arc<Metrics>,
-    pub observer: Option<Arc<dyn DecisionObserver>>,
     pub tokens: TokenCache,
     pub identity: IdentityClient,
     loaded: AtomicBool,
@@ -38,7 +30,6 @@ impl AppState {
         metrics: Arc<Metrics>,
         tokens: TokenCache,
         identity: IdentityClient,
-        observer: Option<Arc<dyn DecisionObserver>>,
     ) -> Arc<Self> {
         let retained = tokens.clone();
         keys.on_key_set_change(Arc::new(move |url, kids| retained.retain_kids(url, kids)));
@@ -46,7 +37,6 @@ impl AppState {
             index: ArcSwap::from_pointee(PolicyIndex::default()),
             keys,
             metrics,
-            observer,
             tokens,
             identity,
             loaded: AtomicBool::new(false),
@@ -87,13 +77,6 @@ impl AppState {
         self.loaded.store(true, Ordering::Release);
     }
 
-    /// Tells the observer, if any, of a decision under `policy`.
-    pub fn observe(&self, policy: &str, outcome: Result<(), Reason>) {
-        if let Some(o) = &self.observer {
-            o.observe(policy, outcome);
-        }
-    }
-
     /// Ready once a policy set has been installed (it may be empty), until shutdown begins.
     pub fn is_ready(&self) -> bool {
         self.loaded.load(Ordering::Acquire) && !self.is_draining()
@@ -112,5 +95,14 @@ impl AppState {
 impl PolicySink for AppState {
     fn install(&self, index: PolicyIndex) {
         AppState::install(self, index)
+    }
+
+    fn ignored_other_class(&self, count: usize) {
+        self.metrics
+            .policies
+            .get_or_create(&PolicyStateLabels {
+                state: "other_class",
+            })
+            .set(count as i64);
     }
 }

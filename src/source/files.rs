@@ -5,6 +5,10 @@
 //! The set is all-or-nothing: if any file or policy is invalid the previous good set stays
 //! in force and the error names the file and field. At start-up there is no previous set,
 //! so `serve` refuses to start.
+//!
+//! Installs can share a directory: each loads only its class's policies ([`InstallClass`]).
+//! Another class's policy is not validated here (its install judges it), except that its
+//! `className` must be well-formed: a malformed one would be nobody's.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,9 +19,10 @@ use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use super::PolicySink;
+use super::class::InstallClass;
 use crate::core::hosts::{Clock, HostRights, Ledger, Ties};
 use crate::core::index::{Entry, HostRouting, NamespaceHosts, PolicyIndex};
-use crate::core::policy::{AccessPolicy, PolicyKey, compile};
+use crate::core::policy::{AccessPolicy, PolicyKey, check_class_name, compile};
 use crate::metrics::Metrics;
 use crate::metrics::ReloadLabels;
 
@@ -154,13 +159,28 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 
 /// Each file's digest (SHA-256 of its text, not the text: 10,000 policies are megabytes) and
 /// what it parsed to, from the previous load: parsing YAML is most of a
-/// reload's cost, and a change usually touches one file of many.
+/// reload's cost, and a change usually touches one file of many. Parsed for one install's
+/// class ([`Default`]: the default class).
 #[derive(Default)]
 pub struct ParsedFiles {
-    files: HashMap<PathBuf, (Digest, Vec<(PolicyKey, Entry)>)>,
+    files: HashMap<PathBuf, (Digest, ClassEntries)>,
+    class: InstallClass,
 }
 
 impl ParsedFiles {
+    /// An empty cache for an install of `class`.
+    pub fn for_class(class: InstallClass) -> Self {
+        ParsedFiles {
+            files: HashMap::new(),
+            class,
+        }
+    }
+
+    /// Policies of other classes in the files last loaded.
+    pub fn other_class(&self) -> usize {
+        self.files.values().map(|(_, f)| f.other_class).sum()
+    }
+
     /// Whether `dir` still holds exactly the files and texts last loaded.
     fn is_current(&self, dir: &Path) -> bool {
         let Ok(files) = policy_files(dir) else {
@@ -189,9 +209,9 @@ pub fn load_dir_cached(
         let digest = digest_of(text.as_bytes());
         let file_entries = match parsed.files.get(&file) {
             Some((before, file_entries)) if *before == digest => file_entries.clone(),
-            _ => parse_manifests(&file.display().to_string(), &text)?,
+            _ => parse_class_manifests(&file.display().to_string(), &text, &parsed.class)?,
         };
-        for (key, entry) in &file_entries {
+        for (key, entry) in &file_entries.entries {
             if let Some(first) = seen.insert(key.clone(), file.clone()) {
                 return Err(load_err(
                     &file,
@@ -215,11 +235,39 @@ fn digest_of(bytes: &[u8]) -> Digest {
 }
 
 /// Parses and validates the manifests in `text` (the contents of the file `file_name`, which
-/// only names the file in errors): every `AccessPolicy` document, compiled; other kinds skipped.
+/// only names the file in errors): every `AccessPolicy` document, compiled, whatever its
+/// class; other kinds skipped.
 pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+    parse_documents(file_name, text, None).map(|parsed| parsed.entries)
+}
+
+/// One file's policies for one install: those of its class, compiled, and how many of
+/// other classes were passed over.
+#[derive(Clone, Debug, Default)]
+pub struct ClassEntries {
+    pub entries: Vec<(PolicyKey, Entry)>,
+    pub other_class: usize,
+}
+
+/// [`parse_manifests`] for an install of `class`: other classes' policies are counted, not
+/// compiled.
+pub fn parse_class_manifests(
+    file_name: &str,
+    text: &str,
+    class: &InstallClass,
+) -> Result<ClassEntries, LoadError> {
+    parse_documents(file_name, text, Some(class))
+}
+
+/// The policies of `text`, of `class` when one is given.
+fn parse_documents(
+    file_name: &str,
+    text: &str,
+    class: Option<&InstallClass>,
+) -> Result<ClassEntries, LoadError> {
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text)
         .map_err(|e| named_err(file_name, format!("not valid YAML: {e}")))?;
-    let mut out = Vec::new();
+    let mut out = ClassEntries::default();
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue; // empty document, e.g. a trailing `---`
@@ -249,11 +297,25 @@ pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, En
             .clone()
             .unwrap_or_else(|| "default".into());
         let key = PolicyKey::new(namespace, name);
+        check_class_name(&policy.spec).map_err(|e| at(format!("policy {key}: {e}")))?;
+        if class.is_some_and(|c| !c.owns(&policy.spec)) {
+            out.other_class += 1;
+            continue;
+        }
         let compiled = compile(key.clone(), policy.metadata.generation, &policy.spec)
             .map_err(|e| at(format!("policy {key}: {e}")))?;
-        out.push((key, Entry::Ready(Arc::new(compiled))));
+        out.entries.push((key, Entry::Ready(Arc::new(compiled))));
     }
     Ok(out)
+}
+
+/// What a reload put in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// This install's policies.
+    pub policies: usize,
+    /// Policies of other classes in the directory, left to their installs.
+    pub ignored_other_class: usize,
 }
 
 /// Loads `dir` and installs it, parsing again only the files that changed since `parsed`
@@ -264,7 +326,7 @@ pub fn reload(
     metrics: &Metrics,
     ledger: &mut HostLedger,
     parsed: &mut ParsedFiles,
-) -> Result<usize, LoadError> {
+) -> Result<Reloaded, LoadError> {
     // Counted once the outcome is in force, so a reader of the metric sees the new set.
     let count = |result| {
         metrics
@@ -276,10 +338,14 @@ pub fn reload(
         count("error");
     })?;
     let index = ledger.index(entries);
-    let n = index.len();
+    let reloaded = Reloaded {
+        policies: index.len(),
+        ignored_other_class: parsed.other_class(),
+    };
+    sink.ignored_other_class(reloaded.ignored_other_class);
     sink.install(index);
     count("success");
-    Ok(n)
+    Ok(reloaded)
 }
 
 /// Whether a watcher event can mean the directory's contents changed. Opening and reading a
@@ -331,7 +397,13 @@ pub async fn watch(
         .expect("reload task");
         (ledger, parsed) = (c, p);
         match result {
-            Ok(n) => tracing::info!(dir = %dir.display(), policies = n, "policies reloaded"),
+            Ok(r) => tracing::info!(
+                dir = %dir.display(),
+                policies = r.policies,
+                class = %parsed.class,
+                ignored_other_class = r.ignored_other_class,
+                "policies reloaded"
+            ),
             Err(e) => {
                 tracing::error!(file = %e.file, error = %e.message, "policy reload failed; keeping the previous set")
             }
@@ -431,6 +503,53 @@ spec:
                 .message
                 .contains("YAML")
         );
+    }
+
+    fn classed(name: &str, class: &str) -> String {
+        format!(
+            "apiVersion: accessgate.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{ name: {name}, namespace: apps }}\nspec:\n  className: {class}\n  issuer: {{ teamDomain: t.cloudflareaccess.com }}\n  audiences: [\"{}\"]\n",
+            "a".repeat(64)
+        )
+    }
+
+    /// Two installs sharing one directory: each loads its own class (the default install
+    /// also the unclassed policies) and counts the other's.
+    #[test]
+    fn installs_sharing_a_directory_load_only_their_class() {
+        let d = dir_with(&[("p.yaml", GOOD), ("blue.yaml", &classed("web", "blue"))]);
+        let mut default = ParsedFiles::default();
+        let idx = PolicyIndex::build(load_dir_cached(d.path(), &mut default).unwrap());
+        assert_eq!(idx.len(), 2);
+        assert_eq!(
+            idx.by_name("apps", "web").err(),
+            Some(crate::core::reason::Reason::PolicyUnknown)
+        );
+        assert_eq!(default.other_class(), 1);
+
+        let mut blue = ParsedFiles::for_class(InstallClass::new("blue", None));
+        let idx = PolicyIndex::build(load_dir_cached(d.path(), &mut blue).unwrap());
+        assert_eq!(idx.len(), 1);
+        assert!(idx.by_name("apps", "web").is_ok());
+        assert!(idx.by_name("monitoring", "grafana").is_err());
+        assert_eq!(blue.other_class(), 2);
+    }
+
+    /// Another install's policy is its install's to judge; a malformed className would be
+    /// nobody's, so every install refuses it.
+    #[test]
+    fn only_the_class_name_of_another_class_is_checked() {
+        let broken_blue = classed("web", "blue").replace("[\"", "[\"not-a-tag-");
+        let d = dir_with(&[("p.yaml", GOOD), ("blue.yaml", &broken_blue)]);
+        let mut default = ParsedFiles::default();
+        assert_eq!(load_dir_cached(d.path(), &mut default).unwrap().len(), 2);
+        let mut blue = ParsedFiles::for_class(InstallClass::new("blue", None));
+        let e = load_dir_cached(d.path(), &mut blue).unwrap_err();
+        assert!(e.message.contains("spec.audiences[0]"), "{}", e.message);
+
+        let d = dir_with(&[("p.yaml", GOOD), ("x.yaml", &classed("web", "Blue"))]);
+        let e = load_dir(d.path()).unwrap_err();
+        assert!(e.file.ends_with("x.yaml"));
+        assert!(e.message.contains("spec.className"), "{}", e.message);
     }
 
     fn claiming(ns: &str, host: &str) -> String {

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use super::PolicySink;
+use super::class::InstallClass;
 use super::hosts::{ledger_from, served_hosts};
 use crate::core::hosts::{Clock, HostClaim, HostRights, Ledger, ServedHosts, Ties, resolve};
 use crate::core::index::{Entry, HostRouting, NamespaceHosts, PolicyIndex};
@@ -153,20 +154,47 @@ fn fingerprint(objects: &[Arc<AccessPolicy>]) -> Vec<(String, Option<i64>)> {
     fp
 }
 
+/// This install's policies among `objects`, and how many of them are other classes'
+/// (left to their installs: not indexed, no status, no Events).
+fn of_class(
+    objects: Vec<Arc<AccessPolicy>>,
+    class: &InstallClass,
+) -> (Vec<Arc<AccessPolicy>>, usize) {
+    let seen = objects.len();
+    let ours: Vec<_> = objects
+        .into_iter()
+        .filter(|o| class.owns(&o.spec))
+        .collect();
+    let others = seen - ours.len();
+    (ours, others)
+}
+
 /// The watched objects: policies across the configured namespaces, the routing objects
 /// that say who serves which host, and the host ledger.
 #[derive(Clone)]
 pub struct Policies {
     stores: Vec<Store<AccessPolicy>>,
+    /// Which of the watched policies are this install's.
+    class: Arc<InstallClass>,
     ingresses: Vec<Store<Ingress>>,
     routes: Vec<Store<DynamicObject>>,
     ledger: Store<ConfigMap>,
     pub hosts: Arc<HostsConfig>,
+    /// Woken by every watch event and every new index: the status writer waits on it.
+    pub changed: Arc<Notify>,
 }
 
 impl Policies {
+    /// This install's policies (its class): the only ones it indexes and writes status and
+    /// Events for.
     pub fn objects(&self) -> Vec<Arc<AccessPolicy>> {
-        self.stores.iter().flat_map(|s| s.state()).collect()
+        self.objects_and_others().0
+    }
+
+    /// [`Policies::objects`], and how many policies of other classes were left out.
+    fn objects_and_others(&self) -> (Vec<Arc<AccessPolicy>>, usize) {
+        let all = self.stores.iter().flat_map(|s| s.state()).collect();
+        of_class(all, &self.class)
     }
 
     pub fn ingresses(&self) -> Vec<Arc<Ingress>> {
@@ -228,13 +256,28 @@ where
     }
 }
 
+/// Who is woken by a watch event: the index builder, and the status writer (cluster mode's
+/// elected replica looks at what moved).
+#[derive(Clone, Default)]
+struct Wake {
+    index: Arc<Notify>,
+    writer: Arc<Notify>,
+}
+
+impl Wake {
+    fn notify(&self) {
+        self.index.notify_one();
+        self.writer.notify_one();
+    }
+}
+
 /// Watches `api` into `writer`'s store in the background, waking `changed` on each event.
 fn spawn_watch<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: Writer<K>,
     what: &'static str,
-    changed: Arc<Notify>,
+    changed: Wake,
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -246,7 +289,7 @@ where
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(_) => changed.notify(),
                 Err(e) => {
                     tracing::warn!(error = %e, "{what} watch failed; serving from the last known objects and retrying")
                 }
@@ -274,8 +317,9 @@ pub async fn start(
     namespaces: &[String],
     sink: Arc<dyn PolicySink>,
     hosts: HostsConfig,
+    class: InstallClass,
 ) -> Policies {
-    let changed = Arc::new(Notify::new());
+    let changed = Wake::default();
     let watch = |what| (watcher::Config::default(), what, changed.clone());
     let stores = apis::<AccessPolicy>(&client, namespaces)
         .into_iter()
@@ -322,25 +366,28 @@ pub async fn start(
     );
     let policies = Policies {
         stores,
+        class: Arc::new(class),
         ingresses,
         routes,
         ledger,
         hosts: Arc::new(hosts),
+        changed: changed.writer.clone(),
     };
     tokio::spawn(keep_index(policies.clone(), changed, sink));
     policies
 }
 
-async fn keep_index(policies: Policies, changed: Arc<Notify>, sink: Arc<dyn PolicySink>) {
+async fn keep_index(policies: Policies, changed: Wake, sink: Arc<dyn PolicySink>) {
     if !policies.wait_until_ready().await {
         return;
     }
     let mut last = None;
     loop {
-        let objects = policies.objects();
+        let (objects, other_class) = policies.objects_and_others();
         let hosts = policies.host_inputs();
         let fp = (
             fingerprint(&objects),
+            other_class,
             hosts.served.clone(),
             hosts.ledger.clone(),
         );
@@ -348,13 +395,80 @@ async fn keep_index(policies: Policies, changed: Arc<Notify>, sink: Arc<dyn Poli
             let index = index_from(&objects, &hosts);
             tracing::info!(
                 policies = index.len(),
+                class = %policies.class,
+                ignored_other_class = other_class,
                 "policy set updated from the API server"
             );
+            sink.ignored_other_class(other_class);
             sink.install(index);
+            changed.writer.notify_one();
             last = Some(fp);
         }
-        changed.notified().await;
+        changed.index.notified().await;
         // Let a burst of events (a re-list, a multi-object apply) settle into one rebuild.
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::policy::{AccessPolicySpec, IssuerSpec};
+    use crate::core::reason::Reason;
+
+    fn policy(name: &str, class: Option<&str>) -> Arc<AccessPolicy> {
+        let mut p = AccessPolicy::new(
+            name,
+            AccessPolicySpec {
+                class_name: class.map(str::to_owned),
+                issuer: IssuerSpec {
+                    team_domain: Some("t.cloudflareaccess.com".into()),
+                    ..Default::default()
+                },
+                audiences: vec!["a".repeat(64)],
+                ..Default::default()
+            },
+        );
+        p.metadata.namespace = Some("apps".into());
+        Arc::new(p)
+    }
+
+    fn no_hosts() -> HostInputs {
+        HostInputs {
+            served: ServedHosts::default(),
+            ledger: Ledger::new(),
+            rules: None,
+        }
+    }
+
+    /// Another install's policy never reaches the index: by name it is unknown here, as if
+    /// it did not exist, and it is counted as ignored.
+    #[test]
+    fn policies_of_other_classes_are_left_out_of_the_index() {
+        let watched = vec![
+            policy("unclassed", None),
+            policy("blue", Some("blue")),
+            policy("default", Some("accessgate")),
+        ];
+        let (ours, others) = of_class(watched.clone(), &InstallClass::default());
+        assert_eq!(others, 1);
+        let index = index_from(&ours, &no_hosts());
+        assert!(index.by_name("apps", "unclassed").is_ok());
+        assert!(index.by_name("apps", "default").is_ok());
+        assert_eq!(
+            index.by_name("apps", "blue").err(),
+            Some(Reason::PolicyUnknown)
+        );
+
+        let (ours, others) = of_class(watched, &InstallClass::new("blue", None));
+        assert_eq!(others, 2);
+        let index = index_from(&ours, &no_hosts());
+        assert!(index.by_name("apps", "blue").is_ok());
+        for theirs in ["unclassed", "default"] {
+            assert_eq!(
+                index.by_name("apps", theirs).err(),
+                Some(Reason::PolicyUnknown)
+            );
+        }
     }
 }

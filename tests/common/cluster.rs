@@ -132,8 +132,34 @@ impl ControlPlane {
     /// A ServiceAccount in `namespace` bound to exactly the chart's rules, and a kubeconfig
     /// that authenticates as it.
     pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
-        let rules: Value =
+        self.install_service_account_kubeconfig(
+            namespace,
+            name,
+            "accessgate-leader",
+            "accessgate-hosts",
+        )
+    }
+
+    /// [`ControlPlane::service_account_kubeconfig`] for an install whose Lease and host ledger
+    /// are `lease` and `ledger`: the chart's rules with those names, as a release gets them.
+    pub fn install_service_account_kubeconfig(
+        &self,
+        namespace: &str,
+        name: &str,
+        lease: &str,
+        ledger: &str,
+    ) -> PathBuf {
+        let mut rules: Value =
             serde_saphyr::from_str(&std::fs::read_to_string(RULES).unwrap()).unwrap();
+        for rule in rules["lease"].as_array_mut().unwrap() {
+            if let Some(names) = rule.get_mut("resourceNames") {
+                *names = match names[0].as_str() {
+                    Some("accessgate-leader") => json!([lease]),
+                    Some("accessgate-hosts") => json!([ledger]),
+                    other => panic!("rbac-rules.yaml names {other:?}"),
+                };
+            }
+        }
         let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},

@@ -16,7 +16,55 @@ pub struct Replica {
     pub admin: String,
 }
 
+/// An install beside the default one, named as a second chart release would be: its own
+/// `--class` and its own Lease, host ledger and Service (which its `authUrl`s name).
+#[allow(dead_code)] // only the multi-install tests start one
+pub struct Install {
+    pub class: String,
+    pub lease: String,
+    pub ledger: String,
+    pub service: String,
+}
+
+#[allow(dead_code)]
+impl Install {
+    pub fn of_class(class: &str) -> Install {
+        Install {
+            class: class.to_owned(),
+            lease: format!("{class}-leader"),
+            ledger: format!("{class}-hosts"),
+            service: format!("accessgate-{class}"),
+        }
+    }
+
+    fn args(&self) -> [&str; 8] {
+        [
+            "--class",
+            &self.class,
+            "--lease-name",
+            &self.lease,
+            "--host-ledger",
+            &self.ledger,
+            "--service-name",
+            &self.service,
+        ]
+    }
+}
+
 impl Replica {
+    /// [`Replica::start`] as a replica of `install`.
+    #[allow(dead_code)]
+    pub fn start_install(
+        kubeconfig: &Path,
+        identity: &str,
+        install: &Install,
+        extra_args: &[&str],
+    ) -> Replica {
+        let mut args = install.args().to_vec();
+        args.extend_from_slice(extra_args);
+        Replica::start(kubeconfig, identity, &args)
+    }
+
     /// Starts a replica as the ServiceAccount in `kubeconfig` and waits until it is ready.
     pub fn start(kubeconfig: &Path, identity: &str, extra_args: &[&str]) -> Replica {
         let mut args = vec![
@@ -68,5 +116,15 @@ impl Replica {
             .send()
             .map(|r| r.status().as_u16())
             .unwrap_or(0)
+    }
+
+    /// The admin listener's `/metrics` text (empty when the request fails).
+    #[allow(dead_code)] // not every test binary reads metrics
+    pub fn metrics(&self) -> String {
+        http()
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default()
     }
 }

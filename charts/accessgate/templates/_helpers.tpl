@@ -25,6 +25,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "accessgate.fullname" .) .Values.serviceAccount.name -}}
 {{- end -}}
 
+{{/* Cluster-scoped objects (and the RoleBindings in watched namespaces): the fullname qualified
+by the release namespace, so releases of one name in two namespaces never share one. Neither
+part can hold a `:`, which RBAC names may. */}}
+{{- define "accessgate.clusterName" -}}
+{{- printf "%s:%s" .Release.Namespace (include "accessgate.fullname" .) -}}
+{{- end -}}
+
 {{/* The leader-election Lease: passed to the binary and the only Lease RBAC lets it touch. */}}
 {{- define "accessgate.leaseName" -}}
 {{- printf "%s-leader" (include "accessgate.fullname" .) -}}

@@ -182,6 +182,7 @@ pub fn compile(
     generation: Option<i64>,
     spec: &AccessPolicySpec,
 ) -> Result<CompiledPolicy, CompileError> {
+    check_class_name(spec)?;
     let (issuer, issuer_kind, jwks_uri) = compile_issuer(spec)?;
     let identity = compile_identity(spec, &issuer)?;
     let audiences = compile_audiences(spec, issuer_kind)?;
@@ -373,6 +374,24 @@ pub fn is_dns_name(s: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
+}
+
+/// One DNS label (RFC 1123): `a-z`, `0-9` and inner `-`, at most 63 bytes.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.contains('.') && is_dns_name(s)
+}
+
+/// `spec.className`, when set, is a DNS label (the CRD's CEL rule says the same). Checked
+/// before a source decides whose a policy is: a malformed class matches no install, so it
+/// is refused rather than silently served by none.
+pub fn check_class_name(spec: &AccessPolicySpec) -> Result<(), CompileError> {
+    match spec.class_name.as_deref() {
+        Some(class) if !is_dns_label(class) => Err(err(
+            "spec.className",
+            "className must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn no_repeats<T: PartialEq + fmt::Debug>(
@@ -707,6 +726,36 @@ mod tests {
         assert_eq!(p.leeway_secs, 60);
         let names: Vec<_> = p.claim_headers.iter().map(|h| h.header.as_str()).collect();
         assert_eq!(names, ["x-auth-request-email", "x-auth-request-user"]);
+    }
+
+    #[test]
+    fn class_name_is_a_dns_label() {
+        for good in ["blue", "accessgate", "a", "team-2", &"a".repeat(63)] {
+            let s = AccessPolicySpec {
+                class_name: Some(good.to_owned()),
+                ..spec()
+            };
+            assert!(compile_spec(&s).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "",
+            "Blue",
+            "-blue",
+            "blue-",
+            "blue.green",
+            "blue_green",
+            &"a".repeat(64),
+        ] {
+            let s = AccessPolicySpec {
+                class_name: Some(bad.to_owned()),
+                ..spec()
+            };
+            assert_eq!(
+                compile_spec(&s).unwrap_err().field,
+                "spec.className",
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

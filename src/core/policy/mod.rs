@@ -11,7 +11,7 @@ mod compile;
 pub use compile::{
     ClaimEncoding, CompileError, CompiledClaimHeader, CompiledIdentity, CompiledMatcher,
     CompiledPolicy, CompiledRules, IssuerKind, PolicyKey, RESERVED_HEADER_PREFIXES,
-    RESERVED_HEADERS, compile, is_dns_name, is_reserved_header,
+    RESERVED_HEADERS, check_class_name, compile, is_dns_label, is_dns_name, is_reserved_header,
 };
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -45,13 +45,24 @@ use serde::{Deserialize, Serialize};
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
+    // `kubectl get acp -A` fits 120 columns; `-o wide` adds the long ones (priority 1).
     printcolumn(
         name = "Headers-Protected",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"HeadersProtected\")].status"
     ),
-    printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer"),
-    printcolumn(name = "Audiences", type_ = "string", json_path = ".spec.audiences"),
+    printcolumn(
+        name = "Issuer",
+        type_ = "string",
+        json_path = ".status.issuer",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Audiences",
+        type_ = "string",
+        json_path = ".spec.audiences",
+        priority = 1
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -65,6 +76,16 @@ use serde::{Deserialize, Serialize};
     .message("paths route the bare /auth endpoint and need hosts").reason(kube::core::Reason::FieldValueRequired).field_path(".hosts"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicySpec {
+    /// Which accessgate install serves this policy, when a cluster runs several (one per
+    /// ingress class, or old and new operator side by side): the install started with this
+    /// `--class` (chart value `className`) serves it and writes its status and Events; every
+    /// other install ignores it (by name it is `policy_unknown` there). Omitted: the install of
+    /// the default class `accessgate`. A DNS label, like an Ingress's `ingressClassName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("className must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit").reason(kube::core::Reason::FieldValueInvalid))]
+    pub class_name: Option<String>,
+
     /// Who signs the tokens. Set `teamDomain` for Cloudflare Access, or `url` and `jwksUri`
     /// for any other OIDC-style issuer.
     pub issuer: IssuerSpec,
@@ -355,7 +376,10 @@ pub enum ClaimFormat {
     Json,
 }
 
-/// What accessgate observed about this policy. Written by the elected controller replica.
+/// What accessgate observed about this policy: state a person acts on, written by the
+/// elected replica only when it changes. Per-request traffic (decision counts, fetch times)
+/// is in `/metrics`, never here: a status write is an etcd revision and a watch event to
+/// every replica.
 #[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AccessPolicyStatus {
@@ -377,9 +401,6 @@ pub struct AccessPolicyStatus {
     /// Signing keys in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<KeysStatus>,
-    /// Decisions taken since the reporting replica started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decisions: Option<DecisionsStatus>,
     /// Ingresses whose `nginx.ingress.kubernetes.io/auth-url` reaches this policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_by: Option<UsedByStatus>,
@@ -405,47 +426,9 @@ pub struct KeysStatus {
     /// Key IDs (`kid`) currently accepted.
     #[serde(default)]
     pub ids: Vec<String>,
-    /// When the key set was last fetched successfully.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub fetched_at: Option<String>,
     /// The last fetch error, if the most recent fetch failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// Decision counters.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct DecisionsStatus {
-    /// Requests allowed.
-    #[schemars(extend("format" = "int64"))]
-    pub allowed: u64,
-    /// Requests denied.
-    #[schemars(extend("format" = "int64"))]
-    pub denied: u64,
-    /// The replica that counted them: each replica counts its own decisions, and the
-    /// elected one writes its counts here (every replica's are in `/metrics`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replica: Option<String>,
-    /// Start of the counting window: when that replica started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "date-time"))]
-    pub since: Option<String>,
-    /// The most recent denial.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_denial: Option<LastDenial>,
-}
-
-/// The most recent denial.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct LastDenial {
-    /// Reason code, such as `audience_mismatch`.
-    pub reason: String,
-    /// When it happened.
-    #[schemars(extend("format" = "date-time"))]
-    pub at: String,
 }
 
 /// `metav1.Condition` as the API conventions describe it, kept as a map keyed by `type` so

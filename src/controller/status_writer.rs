@@ -1,0 +1,397 @@
+//! The elected replica's status writer: event-driven, so status costs the API server
+//! nothing while nothing changes.
+//!
+//! Changes are noticed where they happen and queued by policy: an object event (created,
+//! edited, its status changed by someone else), a new index (a policy compiled, a host
+//! settled), a key set or fetch error that moved, an Ingress that changed the audit, or
+//! leadership gained (every policy is looked at once; only differences are written, so an
+//! uneventful failover writes nothing). A queued policy is written only when its desired
+//! status differs from the stored one, at most once per `min_interval` (a policy flapping
+//! between two specs cannot become a write storm), with up to [`CONCURRENT_PATCHES`]
+//! patches in flight and an exponential backoff per object after a failure. A slow or
+//! failing API server delays status, never enforcement (the index does not wait on it).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use url::Url;
+
+use super::FIELD_MANAGER;
+use super::audit::{self, Audit};
+use super::install::InstallService;
+use super::ledger::LedgerWriter;
+use super::status::{self, Inputs};
+use crate::core::index::{Entry, PolicyIndex};
+use crate::core::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
+use crate::metrics::{StatusWriteLabels, StatusWriterMetrics};
+use crate::serve::state::AppState;
+use crate::source::kube::Policies;
+
+/// Status patches in flight at once.
+pub const CONCURRENT_PATCHES: usize = 8;
+
+/// How often queued work (backoffs, minimum intervals) and key statuses are looked at
+/// without a wake-up.
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct StatusWriter {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub policies: Policies,
+    pub ledger: LedgerWriter,
+    pub state: Arc<AppState>,
+    /// Base of the `authUrl` status field.
+    pub auth_base_url: String,
+    /// This install's Service: the audit counts only Ingresses whose auth-url reaches it.
+    pub install: InstallService,
+    /// This replica's name, for its logs.
+    pub identity: String,
+    /// The shortest time between two writes of one policy's status.
+    pub min_interval: Duration,
+    /// Woken by policy and Ingress watch events and by every new index.
+    pub wake: Arc<Notify>,
+    pub seen: Seen,
+    pub queue: HashSet<PolicyKey>,
+    pub last_write: HashMap<PolicyKey, Written>,
+    /// Per object: failed status writes in a row, and when to try again.
+    pub failures: HashMap<PolicyKey, (u32, Instant)>,
+}
+
+/// A status this replica wrote: when, and over which stored version, so a look before the
+/// watch has delivered the write does not write it again.
+pub struct Written {
+    at: Instant,
+    over: Option<String>,
+    status: AccessPolicyStatus,
+}
+
+/// What the writer last looked at, to tell what moved since.
+#[derive(Default)]
+pub struct Seen {
+    index: Option<Arc<PolicyIndex>>,
+    objects: HashMap<PolicyKey, Arc<AccessPolicy>>,
+    keys: HashMap<Url, (Vec<String>, Option<String>)>,
+    ingresses: Vec<(String, String)>,
+    audits: BTreeMap<PolicyKey, Audit>,
+}
+
+/// Exponential backoff for a failing status write: 0.5 s, 1 s, 2 s, … capped at 60 s.
+pub fn status_retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(7)))
+        .min(Duration::from_secs(60))
+}
+
+impl StatusWriter {
+    fn metrics(&self) -> &StatusWriterMetrics {
+        &self.state.metrics.status
+    }
+
+    pub async fn run(mut self, mut leader: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_leader = false;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tick.tick() => {}
+                _ = leader.changed() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let is_leader = *leader.borrow_and_update();
+            if is_leader != was_leader {
+                tracing::info!(identity = %self.identity, leader = is_leader, "leadership changed");
+                was_leader = is_leader;
+                self.metrics().leader.set(i64::from(is_leader));
+                // A new term looks at every policy once, from what is stored.
+                self.seen = Seen::default();
+                self.queue.clear();
+                self.last_write.clear();
+            }
+            if is_leader {
+                self.ledger.settle().await;
+                self.notice_changes();
+                self.write_queued().await;
+            }
+            if leader.has_changed().is_err() {
+                tracing::error!("leader election stopped; this replica no longer writes status");
+                return;
+            }
+        }
+    }
+
+    /// Queues every policy whose inputs moved since the last look.
+    fn notice_changes(&mut self) {
+        let index = self.state.index().clone();
+        let objects: HashMap<PolicyKey, Arc<AccessPolicy>> = self
+            .policies
+            .objects()
+            .into_iter()
+            .map(|o| (key_of(&o), o))
+            .collect();
+        for (key, obj) in &objects {
+            let moved = self
+                .seen
+                .objects
+                .get(key)
+                .is_none_or(|old| old.resource_version() != obj.resource_version());
+            if moved {
+                self.queue.insert(key.clone());
+            }
+        }
+        self.last_write.retain(|k, _| objects.contains_key(k));
+        self.failures.retain(|k, _| objects.contains_key(k));
+        self.queue.retain(|k| objects.contains_key(k));
+
+        let index_moved = self
+            .seen
+            .index
+            .as_ref()
+            .is_none_or(|old| !Arc::ptr_eq(old, &index));
+        if index_moved {
+            self.queue.extend(objects.keys().cloned());
+        }
+
+        let keys: HashMap<Url, (Vec<String>, Option<String>)> = index
+            .jwks_uris()
+            .into_iter()
+            .map(|url| {
+                let status = self.state.keys.status(&url);
+                let seen = status.map(|s| (s.ids, s.error)).unwrap_or_default();
+                (url, seen)
+            })
+            .collect();
+        let keys_moved: HashSet<&Url> = keys
+            .iter()
+            .filter(|(url, now)| self.seen.keys.get(*url) != Some(*now))
+            .map(|(url, _)| url)
+            .collect();
+        if !keys_moved.is_empty() {
+            for (key, entry) in index.entries() {
+                if let Entry::Ready(p) = entry
+                    && keys_moved.contains(&p.jwks_uri)
+                {
+                    self.queue.insert(key);
+                }
+            }
+        }
+
+        let ingresses = self.policies.ingresses();
+        let versions = ingress_versions(&ingresses);
+        if index_moved || versions != self.seen.ingresses {
+            let audits = audit::audit(ingresses.iter().map(AsRef::as_ref), &index, &self.install);
+            let keys_of = |m: &BTreeMap<PolicyKey, Audit>| m.keys().cloned().collect::<Vec<_>>();
+            for key in keys_of(&audits)
+                .into_iter()
+                .chain(keys_of(&self.seen.audits))
+            {
+                if audits.get(&key) != self.seen.audits.get(&key) {
+                    self.queue.insert(key);
+                }
+            }
+            self.seen.audits = audits;
+            self.seen.ingresses = versions;
+        }
+        self.seen.index = Some(index);
+        self.seen.objects = objects;
+        self.seen.keys = keys;
+    }
+
+    /// Writes the queued policies whose status differs from the stored one.
+    async fn write_queued(&mut self) {
+        let Some(index) = self.seen.index.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let stamp = Timestamp::now();
+        let mut waiting = HashSet::new();
+        let mut jobs = Vec::new();
+        for key in std::mem::take(&mut self.queue) {
+            let Some(obj) = self.seen.objects.get(&key).cloned() else {
+                continue;
+            };
+            let backing_off = self.failures.get(&key).is_some_and(|(_, at)| now < *at);
+            let last = self.last_write.get(&key);
+            let too_soon = last.is_some_and(|w| now.duration_since(w.at) < self.min_interval);
+            if backing_off || too_soon {
+                waiting.insert(key);
+                continue;
+            }
+            let desired = self.desired(&index, &key, &obj, stamp);
+            let already_sent = last.is_some_and(|w| {
+                w.over.as_deref() == obj.resource_version().as_deref() && w.status == desired
+            });
+            if !already_sent && status::needs_write(obj.status.as_ref(), &desired) {
+                jobs.push((key, obj, desired));
+            }
+        }
+        self.metrics()
+            .queue
+            .set((waiting.len() + jobs.len()) as i64);
+        let client = &self.client;
+        let written: Vec<_> = futures::stream::iter(jobs)
+            .map(|(key, obj, desired)| async move {
+                let started = Instant::now();
+                let result = patch_status(client, &obj, &desired).await;
+                (key, obj, desired, result, started.elapsed())
+            })
+            .buffer_unordered(CONCURRENT_PATCHES)
+            .collect()
+            .await;
+        for (key, obj, desired, result, took) in written {
+            self.metrics().patch_seconds.observe(took.as_secs_f64());
+            match result {
+                Ok(()) => {
+                    self.count("ok");
+                    self.failures.remove(&key);
+                    for ev in status::events(obj.status.as_ref(), &desired) {
+                        self.publish(&obj, ev).await;
+                    }
+                    let written = Written {
+                        at: Instant::now(),
+                        over: obj.resource_version(),
+                        status: desired,
+                    };
+                    self.last_write.insert(key, written);
+                }
+                Err(e) => {
+                    self.count("failed");
+                    let failed = self.failures.get(&key).map_or(0, |(n, _)| *n) + 1;
+                    let wait = status_retry_delay(failed);
+                    tracing::warn!(policy = %key, error = %e, attempt = failed, retry_in = ?wait, "status write failed; will retry");
+                    self.failures
+                        .insert(key.clone(), (failed, Instant::now() + wait));
+                    waiting.insert(key);
+                }
+            }
+        }
+        self.metrics().queue.set(waiting.len() as i64);
+        self.queue = waiting;
+    }
+
+    fn count(&self, result: &'static str) {
+        self.metrics()
+            .patches
+            .get_or_create(&StatusWriteLabels { result })
+            .inc();
+    }
+
+    fn desired(
+        &self,
+        index: &PolicyIndex,
+        key: &PolicyKey,
+        obj: &AccessPolicy,
+        now: Timestamp,
+    ) -> AccessPolicyStatus {
+        let entry = index.entry(key);
+        let jwks = match entry {
+            Some(Entry::Ready(p)) => Some(&p.jwks_uri),
+            _ => None,
+        };
+        // The generation the index holds, not the object's: status describes what is
+        // enforced, and a newer generation is not until the index is rebuilt.
+        let generation = match entry {
+            Some(e) => e.generation(),
+            None => obj.status.as_ref().and_then(|s| s.observed_generation),
+        };
+        status::desired(&Inputs {
+            generation,
+            previous: obj.status.as_ref(),
+            entry,
+            conflicts: index
+                .conflicts()
+                .iter()
+                .filter(|c| c.policies.contains(key))
+                .collect(),
+            refused_hosts: index.refused_hosts(key),
+            keys: jwks.and_then(|u| self.state.keys.status(u)),
+            audit: self.seen.audits.get(key),
+            auth_url: format!("{}/auth/{}/{}", self.auth_base_url, key.namespace, key.name),
+            now,
+        })
+    }
+
+    async fn publish(&self, obj: &AccessPolicy, ev: status::EventSpec) {
+        let event = Event {
+            type_: if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: ev.reason.into(),
+            note: Some(ev.note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(policy = %obj.name_any(), reason = ev.reason, error = %e, "event not recorded");
+        }
+    }
+}
+
+fn key_of(obj: &AccessPolicy) -> PolicyKey {
+    PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// Each Ingress's uid and resourceVersion, sorted: changes when any Ingress does.
+fn ingress_versions(ingresses: &[Arc<Ingress>]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = ingresses
+        .iter()
+        .map(|i| {
+            (
+                i.uid().unwrap_or_default(),
+                i.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn patch_status(
+    client: &Client,
+    obj: &AccessPolicy,
+    status: &AccessPolicyStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<AccessPolicy> =
+        Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": AccessPolicy::api_version(&()),
+        "kind": AccessPolicy::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_status_writes_back_off_exponentially() {
+        let delays: Vec<u64> = (1..=10)
+            .map(|n| status_retry_delay(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [
+                500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000
+            ]
+        );
+    }
+}
