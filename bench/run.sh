@@ -6,7 +6,7 @@
 # measured in the same run; nothing fails on a missed target.
 #
 #   bench/run.sh                 every part (about 35 minutes)
-#   bench/run.sh e2e grpc        only these parts (e2e, grpc, peers, soak, verify), then the
+#   bench/run.sh e2e grpc        only these parts (e2e, grpc, peers, soak, verify, status), then the
 #                                report is joined from whatever parts target/bench-report has
 #   bench/run.sh report          only join the parts measured before
 #
@@ -25,7 +25,7 @@ if ((${#need_apt[@]})); then
 fi
 
 parts=("$@")
-((${#parts[@]})) || parts=(e2e grpc peers soak verify)
+((${#parts[@]})) || parts=(e2e grpc peers soak verify status)
 report=target/bench-report
 mkdir -p "$report"
 started=$(date +%s)
@@ -39,8 +39,9 @@ for part in "${parts[@]}"; do
       cargo bench --locked --bench peers ;;
     grpc) bash bench/grpc.sh --report "$report/30-grpc.md" ;;
     verify) cargo bench --locked --bench verify ;;
+    status) cargo bench --locked --bench status_scale ;;
     report) ;;
-    *) echo "bench/run.sh: unknown part $part (e2e, grpc, peers, soak, verify, report)" >&2; exit 2 ;;
+    *) echo "bench/run.sh: unknown part $part (e2e, grpc, peers, soak, verify, status, report)" >&2; exit 2 ;;
   esac
 done
 

@@ -226,6 +226,14 @@ impl StatusWriter {
                 waiting.insert(key);
                 continue;
             }
+            // Until the index holds this generation there is nothing new to say (status
+            // describes what is enforced); the new index wakes the writer again.
+            let caught_up = index
+                .entry(&key)
+                .is_some_and(|e| e.generation() == obj.metadata.generation);
+            if !caught_up {
+                continue;
+            }
             let desired = self.desired(&index, &key, &obj, stamp);
             let already_sent = last.is_some_and(|w| {
                 w.over.as_deref() == obj.resource_version().as_deref() && w.status == desired
