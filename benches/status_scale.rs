@@ -128,6 +128,16 @@ fn main() {
     );
     let first_status = settled.elapsed();
     let (mut leader, follower) = if is_leader(&a) { (a, b) } else { (b, a) };
+    // The first statuses are written; let their Events and counters settle before measuring.
+    let queue = |r: &Replica| metric_sum(&r.metrics(), "accessgate_status_queue_depth", &[]);
+    let mut last = -1.0;
+    assert!(eventually(Duration::from_secs(300), || {
+        let now = patches(&leader);
+        let still = now == last && queue(&leader) == 0.0;
+        last = now;
+        std::thread::sleep(Duration::from_secs(2));
+        still
+    }));
     let events_at_start = cp.get_json(&["events.events.k8s.io", "-A"])["items"]
         .as_array()
         .map_or(0, Vec::len);
@@ -196,6 +206,7 @@ fn main() {
         std::thread::sleep(pause.min(Duration::from_secs(30)));
     }
     let elapsed = began.elapsed();
+    let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let cpu = support::cpu_seconds(follower.proc.pid()) - cpu_before;
     let (db_after, watch_after) = apiserver_metrics(&cp);
     let writes = patches(&leader) + patches(&follower) - patches_before;
@@ -242,8 +253,8 @@ fn main() {
             "{:.0} in the window ({:.2}/s), {} requests sent, {} not 200",
             watch_after - watch_before,
             (watch_after - watch_before) / elapsed.as_secs_f64(),
-            sent.load(Ordering::Relaxed),
-            failed.load(Ordering::Relaxed)
+            sent,
+            failed
         ),
     );
     report.note(

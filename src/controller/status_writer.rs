@@ -255,6 +255,7 @@ impl StatusWriter {
             .buffer_unordered(CONCURRENT_PATCHES)
             .collect()
             .await;
+        let mut events = Vec::new();
         for (key, obj, desired, result, took) in written {
             self.metrics().patch_seconds.observe(took.as_secs_f64());
             match result {
@@ -262,7 +263,7 @@ impl StatusWriter {
                     self.count("ok");
                     self.failures.remove(&key);
                     for ev in status::events(obj.status.as_ref(), &desired) {
-                        self.publish(&obj, ev).await;
+                        events.push((obj.clone(), ev));
                     }
                     let written = Written {
                         at: Instant::now(),
@@ -284,6 +285,14 @@ impl StatusWriter {
         }
         self.metrics().queue.set(waiting.len() as i64);
         self.queue = waiting;
+        // Many policies changing at once (a first start, a rotation) mean many Events: sent
+        // concurrently, like the patches, so the next changes do not wait behind them.
+        let this = &*self;
+        futures::stream::iter(events)
+            .for_each_concurrent(CONCURRENT_PATCHES, |(obj, ev)| async move {
+                this.publish(&obj, ev).await
+            })
+            .await;
     }
 
     fn count(&self, result: &'static str) {
