@@ -183,12 +183,7 @@ mod tests {
     const SVC: &str = "http://accessgate.accessgate-system.svc.cluster.local";
 
     fn install() -> InstallService {
-        InstallService {
-            name: "accessgate".into(),
-            namespace: "accessgate-system".into(),
-            port: 80,
-            cluster_domain: "cluster.local".into(),
-        }
+        InstallService::chart_default()
     }
 
     fn policy(ns: &str, name: &str, hosts: &[&str]) -> (PolicyKey, Entry) {

@@ -266,12 +266,7 @@ mod tests {
     use crate::core::policy::{AccessPolicySpec, IssuerSpec, compile};
 
     fn install() -> InstallService {
-        InstallService {
-            name: "accessgate".into(),
-            namespace: "accessgate-system".into(),
-            port: 80,
-            cluster_domain: "cluster.local".into(),
-        }
+        InstallService::chart_default()
     }
 
     fn index(policies: &[(&str, &str)]) -> PolicyIndex {

@@ -148,17 +148,25 @@ pub fn is_cluster_domain(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(label)
 }
 
+/// The Service a default chart release in `accessgate-system` creates, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn install() -> InstallService {
+impl InstallService {
+    pub fn chart_default() -> InstallService {
         InstallService {
             name: "accessgate".into(),
             namespace: "accessgate-system".into(),
             port: 80,
             cluster_domain: "cluster.local".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn install() -> InstallService {
+        InstallService::chart_default()
     }
 
     fn reached(url: &str) -> Result<&str, Elsewhere> {
