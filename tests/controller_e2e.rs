@@ -135,8 +135,11 @@ fn policies_get_status_events_and_changes_are_enforced() {
     let dead = ClosedPort::new();
     cp.apply(&policy("nokeys", &format!("http://{}", dead.addr), AUD))
         .unwrap();
+    // The first status may be written while the first fetch is still under way; the failed
+    // fetch follows within a writer tick.
     let obj = wait_status(&cp, "nokeys", Duration::from_secs(30), |o| {
         ready_condition(o).is_some_and(|(s, _)| s == "False")
+            && o["status"]["keys"]["error"].is_string()
     });
     assert_eq!(ready_condition(&obj).unwrap().1, "KeysUnavailable");
     assert_eq!(
