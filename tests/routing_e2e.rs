@@ -363,6 +363,20 @@ fn wildcard_site(server: &Server) -> (Echo, Nginx) {
     (echo, nginx)
 }
 
+/// The tenant's policy `tenant/grab`, with its own issuer, claims `secret.apps.example.test`.
+fn tenant_claims_secret(server: &Server, tenant: &Issuer) {
+    write_and_reload(
+        server,
+        "tenant.yaml",
+        &policy_yaml(
+            "tenant",
+            "grab",
+            &tenant.url,
+            "  hosts: [secret.apps.example.test]\n",
+        ),
+    );
+}
+
 /// Finding (HIGH): the victim's Ingress serves `*.apps.example.test` through the bare
 /// endpoint; a tenant's policy with its own issuer claimed `secret.apps.example.test` and its
 /// self-minted token got 200 at the victim's backend. Now the victim's policy holds the
@@ -384,16 +398,7 @@ fn a_tenant_cannot_take_a_host_under_a_wildcard_another_namespace_holds() {
     assert_eq!(through("secret.apps.example.test", &victim_token), 200);
     assert_eq!(through("a.b.apps.example.test", &victim_token), 200);
 
-    write_and_reload(
-        &server,
-        "tenant.yaml",
-        &policy_yaml(
-            "tenant",
-            "grab",
-            &tenant.url,
-            "  hosts: [secret.apps.example.test]\n",
-        ),
-    );
+    tenant_claims_secret(&server, &tenant);
     let evil = tenant.token(json!({"email": "eve@evil.test"}));
     let before = echo.count();
     assert_eq!(through("secret.apps.example.test", &evil), 401);
@@ -422,16 +427,7 @@ fn a_second_namespace_claims_no_host_without_a_rule_in_file_mode() {
     let www = victim_policy(&victim, "www.apps.example.test");
     let server = Server::start(&[("www.yaml", &www)], &[]);
     let (echo, nginx) = wildcard_site(&server);
-    write_and_reload(
-        &server,
-        "tenant.yaml",
-        &policy_yaml(
-            "tenant",
-            "grab",
-            &tenant.url,
-            "  hosts: [secret.apps.example.test]\n",
-        ),
-    );
+    tenant_claims_secret(&server, &tenant);
     let evil = tenant.token(json!({}));
     let before = echo.count();
     let got = nginx.raw_get(
