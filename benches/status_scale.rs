@@ -2,8 +2,9 @@
 //! `accessgate run` replicas sharing the Lease, steady valid-token traffic spread over every
 //! policy, JWKS refreshes at the floor (10 s, keys unchanged), spec edits under load, and a
 //! leader failover. Reports status writes per policy per minute, status lag of a spec edit
-//! (p50/p99), the follower's CPU, AccessPolicy watch events, and the API server's etcd size
-//! before and after. Figures only: nothing here asserts a duration.
+//! (p50/p99), the follower's CPU, AccessPolicy watch events, and over the measurement window
+//! the growth of etcd (database size, size in use, revision: from etcd's own metrics) and of
+//! the kube-apiserver's resident memory. Figures only: nothing here asserts a duration.
 //!
 //! ACCESSGATE_SCALE_POLICIES (default 2000), ACCESSGATE_SCALE_SECONDS (measurement window,
 //! default 120), ACCESSGATE_SCALE_RPS (default 200).
@@ -62,16 +63,62 @@ fn enforced(cp: &ControlPlane) -> usize {
         .unwrap_or(0)
 }
 
-/// The API server's own view: etcd's database size and AccessPolicy watch events sent.
-fn apiserver_metrics(cp: &ControlPlane) -> (f64, f64) {
+/// AccessPolicy watch events the API server has sent.
+fn watch_events(cp: &ControlPlane) -> f64 {
     let (_, text, _) = cp.kubectl(&["get", "--raw", "/metrics"], None);
-    let db = metric_sum(&text, "apiserver_storage_db_total_size_in_bytes", &[]);
-    let events = metric_sum(
+    metric_sum(
         &text,
         "apiserver_watch_events_total",
         &[("resource", "accesspolicies")],
-    );
-    (db, events)
+    )
+}
+
+/// What the cluster's storage holds, from etcd's own metrics endpoint (the kube-apiserver
+/// does not report etcd's database size), and the kube-apiserver's resident memory. `None`
+/// for a figure not exposed: a row then says so instead of showing a zero.
+struct Storage {
+    db_bytes: Option<f64>,
+    in_use_bytes: Option<f64>,
+    revision: Option<f64>,
+    apiserver_rss_kib: Option<u64>,
+}
+
+fn storage(cp: &ControlPlane) -> Storage {
+    let text = cp.etcd_metrics();
+    let gauge = |name: &str| {
+        text.lines()
+            .any(|l| l.split([' ', '{']).next() == Some(name))
+            .then(|| metric_sum(&text, name, &[]))
+    };
+    Storage {
+        db_bytes: gauge("etcd_mvcc_db_total_size_in_bytes"),
+        in_use_bytes: gauge("etcd_mvcc_db_total_size_in_use_in_bytes"),
+        revision: gauge("etcd_debugging_mvcc_current_revision"),
+        apiserver_rss_kib: Some(support::rss_kib(cp.apiserver_pid())).filter(|&k| k > 0),
+    }
+}
+
+/// `start → end (+growth)` of one figure over the window, in `unit` (`scale` units per one),
+/// or why it is missing.
+fn growth(
+    what: &str,
+    start: Option<f64>,
+    end: Option<f64>,
+    scale: f64,
+    unit: &str,
+    window: Duration,
+) -> String {
+    match (start, end) {
+        (Some(a), Some(b)) => format!(
+            "{:.2} {unit} at the window's start, {:.2} {unit} at its end: {:+.2} {unit} in {:.0} s ({:+.3} {unit}/min)",
+            a / scale,
+            b / scale,
+            (b - a) / scale,
+            window.as_secs_f64(),
+            (b - a) / scale / (window.as_secs_f64() / 60.0)
+        ),
+        _ => format!("not measured: {what} is not exposed"),
+    }
 }
 
 fn patches(r: &Replica) -> f64 {
@@ -108,7 +155,7 @@ fn main() {
     for ns in 0..NAMESPACES {
         cp.kubectl_ok(&["create", "namespace", &format!("ns-{ns:02}")]);
     }
-    let (db_empty, _) = apiserver_metrics(&cp);
+    let empty = storage(&cp);
     for chunk in names.chunks(250) {
         let items: Vec<Value> = chunk
             .iter()
@@ -183,7 +230,7 @@ fn main() {
         })
         .collect();
 
-    let (db_before, watch_before) = apiserver_metrics(&cp);
+    let (storage_before, watch_before) = (storage(&cp), watch_events(&cp));
     let patches_before = patches(&leader) + patches(&follower);
     let cpu_before = support::cpu_seconds(follower.proc.pid());
     let began = Instant::now();
@@ -208,7 +255,7 @@ fn main() {
     let elapsed = began.elapsed();
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     let cpu = support::cpu_seconds(follower.proc.pid()) - cpu_before;
-    let (db_after, watch_after) = apiserver_metrics(&cp);
+    let (storage_after, watch_after) = (storage(&cp), watch_events(&cp));
     let writes = patches(&leader) + patches(&follower) - patches_before;
     let minutes = elapsed.as_secs_f64() / 60.0;
     // Edits write once each (generation, Ready): what is left is steady-state writing.
@@ -275,14 +322,63 @@ fn main() {
             lags.last().unwrap()
         ),
     );
+    let mb = |b: Option<f64>| b.map_or("?".to_owned(), |b| format!("{:.2} MB", b / 1e6));
     report.note(
         "etcd",
         "database size",
         format!(
-            "{:.1} MB empty, {:.1} MB at the window's start, {:.1} MB at its end",
-            db_empty / 1e6,
-            db_before / 1e6,
-            db_after / 1e6
+            "{} empty (before any policy); {}",
+            mb(empty.db_bytes),
+            growth(
+                "etcd_mvcc_db_total_size_in_bytes",
+                storage_before.db_bytes,
+                storage_after.db_bytes,
+                1e6,
+                "MB",
+                elapsed
+            )
+        ),
+    );
+    report.note(
+        "etcd",
+        "database size in use",
+        format!(
+            "{} empty; {} (the file above only shrinks when compacted and defragmented)",
+            mb(empty.in_use_bytes),
+            growth(
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                storage_before.in_use_bytes,
+                storage_after.in_use_bytes,
+                1e6,
+                "MB",
+                elapsed
+            )
+        ),
+    );
+    report.note(
+        "etcd",
+        "revision",
+        match (storage_before.revision, storage_after.revision) {
+            (Some(a), Some(b)) => format!(
+                "{:.0} → {:.0}: {:.0} writes to etcd in the window ({:.2}/s; every write counts: status, Events, the Lease, the edits), {writes:.0} of them status patches",
+                a,
+                b,
+                b - a,
+                (b - a) / elapsed.as_secs_f64()
+            ),
+            _ => "not measured: etcd_debugging_mvcc_current_revision is not exposed".to_owned(),
+        },
+    );
+    report.note(
+        "kube-apiserver",
+        "resident memory",
+        growth(
+            "the kube-apiserver's VmRSS",
+            storage_before.apiserver_rss_kib.map(|k| k as f64),
+            storage_after.apiserver_rss_kib.map(|k| k as f64),
+            1024.0,
+            "MiB",
+            elapsed,
         ),
     );
     report.note(

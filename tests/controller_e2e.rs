@@ -7,7 +7,7 @@ mod common;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster::ControlPlane;
+use common::cluster::{ControlPlane, policy_in, ready_condition};
 use common::replica::{Replica, SYSTEM_NS};
 use common::*;
 use serde_json::{Value, json};
@@ -32,39 +32,6 @@ fn policy(name: &str, issuer: &str, audience: &str) -> String {
     )
 }
 
-fn ready_condition(obj: &Value) -> Option<(String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or("").to_owned(),
-                c["reason"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-}
-
-/// Polls `accesspolicy apps/NAME` until `f` holds; panics with the last status after `timeout`.
-fn wait_status(
-    cp: &ControlPlane,
-    name: &str,
-    timeout: Duration,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let mut obj = Value::Null;
-    let matched = eventually(timeout, || {
-        obj = cp.get_json(&["accesspolicy", name, "-n", "apps"]);
-        f(&obj)
-    });
-    assert!(
-        matched,
-        "status of {name} never matched; last: {:#}",
-        obj["status"]
-    );
-    obj
-}
-
 fn setup() -> (ControlPlane, Issuer, std::path::PathBuf) {
     let cp = ControlPlane::start();
     let issuer = Issuer::start();
@@ -85,7 +52,7 @@ fn policies_get_status_events_and_changes_are_enforced() {
     let replica = replica(&kc, "replica-a");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
 
-    let obj = wait_status(&cp, "web", Duration::from_secs(30), |o| {
+    let obj = cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
         ready_condition(o) == Some(("True".into(), "Enforced".into()))
             && o["status"]["observedGeneration"] == o["metadata"]["generation"]
     });
@@ -137,7 +104,7 @@ fn policies_get_status_events_and_changes_are_enforced() {
         .unwrap();
     // The first status may be written while the first fetch is still under way; the failed
     // fetch follows within a writer tick.
-    let obj = wait_status(&cp, "nokeys", Duration::from_secs(30), |o| {
+    let obj = cp.wait_policy("apps", "nokeys", Duration::from_secs(30), |o| {
         ready_condition(o).is_some_and(|(s, _)| s == "False")
             && o["status"]["keys"]["error"].is_string()
     });
@@ -158,7 +125,7 @@ fn policies_get_status_events_and_changes_are_enforced() {
             "metadata": {"name": name, "namespace": "apps"},
             "spec": {"issuer": {"url": "https://issuer.example", "jwksUri": jwks}, "audiences": [AUD]}});
         cp.apply(&p.to_string()).unwrap();
-        let obj = wait_status(&cp, name, Duration::from_secs(30), |o| {
+        let obj = cp.wait_policy("apps", name, Duration::from_secs(30), |o| {
             o["status"]["keys"]["error"].is_string()
         });
         assert_eq!(obj["status"]["keys"]["error"], "blocked_address", "{name}");
@@ -205,7 +172,7 @@ fn policies_get_status_events_and_changes_are_enforced() {
         "spec": {"issuer": {"url": issuer.url, "jwksUri": issuer.certs_url()}, "audiences": [AUD],
                  "identity": {"url": "https://169.254.169.254/cdn-cgi/access/get-identity"}}});
     cp.apply(&enriched.to_string()).unwrap();
-    wait_status(&cp, "enriched", Duration::from_secs(30), |o| {
+    cp.wait_policy("apps", "enriched", Duration::from_secs(30), |o| {
         ready_condition(o) == Some(("True".into(), "Enforced".into()))
     });
     assert!(
@@ -249,14 +216,14 @@ fn policies_get_status_events_and_changes_are_enforced() {
     // Key rotation and a failing key endpoint are reported as Events (and in status).
     // Picked up by the next refresh: within 11 s (10 s ±10 %), and the status write.
     issuer.rotate();
-    let rotated = wait_status(&cp, "web", Duration::from_secs(30), |o| {
+    let rotated = cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
         o["status"]["keys"]["ids"]
             .as_array()
             .is_some_and(|a| a.len() == 2)
     });
     assert!(rotated["status"]["keys"]["error"].is_null());
     issuer.certs_mode("fail");
-    let failing = wait_status(&cp, "web", Duration::from_secs(30), |o| {
+    let failing = cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
         o["status"]["keys"]["error"].is_string()
     });
     assert_eq!(failing["status"]["keys"]["error"], "http_status 503");
@@ -328,7 +295,7 @@ fn only_the_leader_writes_status_and_a_standby_takes_over() {
     let a = replica(&kc, "replica-a");
     let b = replica(&kc, "replica-b");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
-    wait_status(&cp, "web", Duration::from_secs(30), |o| {
+    cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
         ready_condition(o) == Some(("True".into(), "Enforced".into()))
     });
 
@@ -364,7 +331,7 @@ fn only_the_leader_writes_status_and_a_standby_takes_over() {
         cp.apply(&p.to_string()).unwrap();
         let generation =
             cp.get_json(&["accesspolicy", "web", "-n", "apps"])["metadata"]["generation"].clone();
-        wait_status(&cp, "web", Duration::from_secs(15), |o| {
+        cp.wait_policy("apps", "web", Duration::from_secs(15), |o| {
             o["status"]["observedGeneration"] == generation
         })
     };
@@ -411,7 +378,7 @@ fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
     let replica = replica(&kc, "replica-a");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
     cp.apply(&policy("other", &issuer.url, AUD)).unwrap();
-    wait_status(&cp, "web", Duration::from_secs(30), |o| {
+    cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
         ready_condition(o) == Some(("True".into(), "Enforced".into()))
     });
     let token = issuer.token(json!({}));
@@ -699,14 +666,6 @@ fn cel_rules_and_code_validation_agree() {
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
-}
-
-/// A policy in `namespace` for the issuer at `issuer`, with `extra` spec fields (JSON).
-fn policy_in(namespace: &str, name: &str, issuer: &str, extra: &str) -> String {
-    format!(
-        r#"{{"apiVersion":"accessgate.dev/v1alpha1","kind":"AccessPolicy","metadata":{{"name":"{name}","namespace":"{namespace}"}},
-"spec":{{"issuer":{{"url":"{issuer}","jwksUri":"{issuer}/cdn-cgi/access/certs"}},"audiences":["{AUD}"]{extra}}}}}"#
-    )
 }
 
 fn ready_in(cp: &ControlPlane, namespace: &str, name: &str) -> Option<(String, String, String)> {
@@ -1063,7 +1022,7 @@ fn two_installs_serve_and_write_status_only_for_their_own_class() {
     let default = Replica::start(&kc, "default-a", &[]);
     let blue_install = Replica::start_install(&blue_kc, "blue-a", &blue, &[]);
     for (name, _, auth_url) in &owners {
-        wait_status(&cp, name, Duration::from_secs(30), |o| {
+        cp.wait_policy("apps", name, Duration::from_secs(30), |o| {
             ready_condition(o) == Some(("True".into(), "Enforced".into()))
                 && o["status"]["authUrl"] == *auth_url
         });

@@ -183,6 +183,8 @@ pub async fn start(config: RunConfig) -> Result<Running, RunError> {
         queue: HashSet::new(),
         last_write: HashMap::new(),
         failures: HashMap::new(),
+        in_flight: tokio::task::JoinSet::new(),
+        writing: HashMap::new(),
     };
     let (stop_writer, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(

@@ -9,13 +9,13 @@
 //! status differs from the stored one, at most once per `min_interval` (a policy flapping
 //! between two specs cannot become a write storm), with up to [`CONCURRENT_PATCHES`]
 //! patches in flight and an exponential backoff per object after a failure. A slow or
-//! failing API server delays status, never enforcement (the index does not wait on it).
+//! failing API server delays status, never enforcement (the index does not wait on it), and
+//! a write it is slow to answer holds no other policy's (patches run beside the loop).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -23,6 +23,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Notify, watch};
+use tokio::task::{JoinError, JoinSet};
 use url::Url;
 
 use super::FIELD_MANAGER;
@@ -42,6 +43,12 @@ pub const CONCURRENT_PATCHES: usize = 8;
 /// How often queued work (backoffs, minimum intervals) and key statuses are looked at
 /// without a wake-up.
 const TICK: Duration = Duration::from_secs(1);
+
+/// A status patch unanswered this long is given up as failed (and retried after the
+/// backoff). The client has no read timeout, and the API server ends its own requests after
+/// 60 s: this only ends writes nobody is answering, e.g. over a connection that silently died,
+/// which would otherwise hold their policy and a patch slot for good.
+const PATCH_TIMEOUT: Duration = Duration::from_secs(70);
 
 pub struct StatusWriter {
     pub client: Client,
@@ -64,6 +71,29 @@ pub struct StatusWriter {
     pub last_write: HashMap<PolicyKey, Written>,
     /// Per object: failed status writes in a row, and when to try again.
     pub failures: HashMap<PolicyKey, (u32, Instant)>,
+    /// Status patches in flight. They run beside the loop, not in it: one the API server is
+    /// slow to answer must hold neither other policies' writes nor a leadership change or
+    /// shutdown (a loop awaiting its batch of patches did all three).
+    pub in_flight: JoinSet<Outcome>,
+    /// The policy each patch in flight writes (at most one per policy).
+    pub writing: HashMap<tokio::task::Id, PolicyKey>,
+}
+
+/// How one status patch ended.
+pub struct Outcome {
+    key: PolicyKey,
+    over: Option<String>,
+    status: AccessPolicyStatus,
+    result: Result<(), PatchError>,
+    took: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PatchError {
+    #[error(transparent)]
+    Api(#[from] kube::Error),
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// A status this replica wrote: when, and over which stored version, so a look before the
@@ -101,11 +131,20 @@ impl StatusWriter {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
         loop {
+            let mut ended = None;
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tick.tick() => {}
                 _ = leader.changed() => {}
+                Some(done) = self.in_flight.join_next_with_id() => ended = Some(done),
                 _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Some(done) = ended {
+                self.finished(done);
+                // Every patch that has ended, in one pass.
+                while let Some(done) = self.in_flight.try_join_next_with_id() {
+                    self.finished(done);
+                }
             }
             let is_leader = *leader.borrow_and_update();
             if is_leader != was_leader {
@@ -116,11 +155,14 @@ impl StatusWriter {
                 self.seen = Seen::default();
                 self.queue.clear();
                 self.last_write.clear();
+                // Patches of the old term are dropped (aborted) with their set.
+                self.in_flight = JoinSet::new();
+                self.writing.clear();
             }
             if is_leader {
                 self.ledger.settle().await;
                 self.notice_changes();
-                self.write_queued().await;
+                self.write_queued();
             }
             if leader.has_changed().is_err() {
                 tracing::error!("leader election stopped; this replica no longer writes status");
@@ -158,7 +200,19 @@ impl StatusWriter {
             .as_ref()
             .is_none_or(|old| !Arc::ptr_eq(old, &index));
         if index_moved {
-            self.queue.extend(objects.keys().cloned());
+            // Only the policies the index says moved (one edit, not all 10,000), unless it
+            // cannot say.
+            match self
+                .seen
+                .index
+                .as_ref()
+                .and_then(|old| index.changed_since(old.revision()))
+            {
+                Some(moved) => self
+                    .queue
+                    .extend(moved.into_iter().filter(|k| objects.contains_key(k))),
+                None => self.queue.extend(objects.keys().cloned()),
+            }
         }
 
         let keys: HashMap<Url, (Vec<String>, Option<String>)> = index
@@ -206,23 +260,24 @@ impl StatusWriter {
         self.seen.keys = keys;
     }
 
-    /// Writes the queued policies whose status differs from the stored one.
-    async fn write_queued(&mut self) {
+    /// Starts writing the queued policies whose status differs from the stored one.
+    fn write_queued(&mut self) {
         let Some(index) = self.seen.index.clone() else {
             return;
         };
         let now = Instant::now();
         let stamp = Timestamp::now();
         let mut waiting = HashSet::new();
-        let mut jobs = Vec::new();
         for key in std::mem::take(&mut self.queue) {
             let Some(obj) = self.seen.objects.get(&key).cloned() else {
                 continue;
             };
+            // One patch per policy at a time: the end of this one looks at it again.
+            let writing = self.writing.values().any(|k| *k == key);
             let backing_off = self.failures.get(&key).is_some_and(|(_, at)| now < *at);
             let last = self.last_write.get(&key);
             let too_soon = last.is_some_and(|w| now.duration_since(w.at) < self.min_interval);
-            if backing_off || too_soon {
+            if writing || backing_off || too_soon {
                 waiting.insert(key);
                 continue;
             }
@@ -238,61 +293,99 @@ impl StatusWriter {
             let already_sent = last.is_some_and(|w| {
                 w.over.as_deref() == obj.resource_version().as_deref() && w.status == desired
             });
-            if !already_sent && status::needs_write(obj.status.as_ref(), &desired) {
-                jobs.push((key, obj, desired));
+            if already_sent || !status::needs_write(obj.status.as_ref(), &desired) {
+                continue;
             }
+            if self.in_flight.len() >= CONCURRENT_PATCHES {
+                waiting.insert(key);
+                continue;
+            }
+            self.start_write(key, obj, desired);
         }
+        self.queue = waiting;
         self.metrics()
             .queue
-            .set((waiting.len() + jobs.len()) as i64);
-        let client = &self.client;
-        let written: Vec<_> = futures::stream::iter(jobs)
-            .map(|(key, obj, desired)| async move {
-                let started = Instant::now();
-                let result = patch_status(client, &obj, &desired).await;
-                (key, obj, desired, result, started.elapsed())
-            })
-            .buffer_unordered(CONCURRENT_PATCHES)
-            .collect()
-            .await;
-        let mut events = Vec::new();
-        for (key, obj, desired, result, took) in written {
-            self.metrics().patch_seconds.observe(took.as_secs_f64());
-            match result {
-                Ok(()) => {
-                    self.count("ok");
-                    self.failures.remove(&key);
-                    for ev in status::events(obj.status.as_ref(), &desired) {
-                        events.push((obj.clone(), ev));
-                    }
-                    let written = Written {
-                        at: Instant::now(),
-                        over: obj.resource_version(),
-                        status: desired,
-                    };
-                    self.last_write.insert(key, written);
-                }
-                Err(e) => {
-                    self.count("failed");
-                    let failed = self.failures.get(&key).map_or(0, |(n, _)| *n) + 1;
-                    let wait = status_retry_delay(failed);
-                    tracing::warn!(policy = %key, error = %e, attempt = failed, retry_in = ?wait, "status write failed; will retry");
-                    self.failures
-                        .insert(key.clone(), (failed, Instant::now() + wait));
-                    waiting.insert(key);
+            .set((self.queue.len() + self.writing.len()) as i64);
+    }
+
+    /// Patches `obj`'s status to `desired` beside the loop, then publishes the Events the
+    /// change calls for (many policies changing at once mean many Events, sent concurrently
+    /// like the patches so the next changes do not wait behind them).
+    fn start_write(&mut self, key: PolicyKey, obj: Arc<AccessPolicy>, desired: AccessPolicyStatus) {
+        let client = self.client.clone();
+        let recorder = self.recorder.clone();
+        let events = status::events(obj.status.as_ref(), &desired);
+        let writes = key.clone();
+        let task = self.in_flight.spawn(async move {
+            let started = Instant::now();
+            let result =
+                match tokio::time::timeout(PATCH_TIMEOUT, patch_status(&client, &obj, &desired))
+                    .await
+                {
+                    Ok(r) => r.map_err(PatchError::from),
+                    Err(_) => Err(PatchError::TimedOut(PATCH_TIMEOUT)),
+                };
+            let took = started.elapsed();
+            if result.is_ok() {
+                for ev in events {
+                    publish(&recorder, &obj, ev).await;
                 }
             }
+            Outcome {
+                key,
+                over: obj.resource_version(),
+                status: desired,
+                result,
+                took,
+            }
+        });
+        self.writing.insert(task.id(), writes);
+    }
+
+    /// Records how a patch ended: a success as the last write, a failure for a retry after
+    /// the object's backoff.
+    fn finished(&mut self, done: Result<(tokio::task::Id, Outcome), JoinError>) {
+        let (task, outcome) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                // Only a panic gets here (aborted patches go with their set): the policy is
+                // looked at again by the next change.
+                if let Some(key) = self.writing.remove(&e.id()) {
+                    tracing::error!(policy = %key, error = %e, "status write task failed");
+                }
+                return;
+            }
+        };
+        self.writing.remove(&task);
+        let Outcome {
+            key,
+            over,
+            status,
+            result,
+            took,
+        } = outcome;
+        self.metrics().patch_seconds.observe(took.as_secs_f64());
+        match result {
+            Ok(()) => {
+                self.count("ok");
+                self.failures.remove(&key);
+                let written = Written {
+                    at: Instant::now(),
+                    over,
+                    status,
+                };
+                self.last_write.insert(key, written);
+            }
+            Err(e) => {
+                self.count("failed");
+                let failed = self.failures.get(&key).map_or(0, |(n, _)| *n) + 1;
+                let wait = status_retry_delay(failed);
+                tracing::warn!(policy = %key, error = %e, attempt = failed, retry_in = ?wait, "status write failed; will retry");
+                self.failures
+                    .insert(key.clone(), (failed, Instant::now() + wait));
+                self.queue.insert(key);
+            }
         }
-        self.metrics().queue.set(waiting.len() as i64);
-        self.queue = waiting;
-        // Many policies changing at once (a first start, a rotation) mean many Events: sent
-        // concurrently, like the patches, so the next changes do not wait behind them.
-        let this = &*self;
-        futures::stream::iter(events)
-            .for_each_concurrent(CONCURRENT_PATCHES, |(obj, ev)| async move {
-                this.publish(&obj, ev).await
-            })
-            .await;
     }
 
     fn count(&self, result: &'static str) {
@@ -326,7 +419,6 @@ impl StatusWriter {
             entry,
             conflicts: index
                 .conflicts()
-                .iter()
                 .filter(|c| c.policies.contains(key))
                 .collect(),
             refused_hosts: index.refused_hosts(key),
@@ -336,22 +428,22 @@ impl StatusWriter {
             now,
         })
     }
+}
 
-    async fn publish(&self, obj: &AccessPolicy, ev: status::EventSpec) {
-        let event = Event {
-            type_: if ev.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: ev.reason.into(),
-            note: Some(ev.note.chars().take(1000).collect()),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::warn!(policy = %obj.name_any(), reason = ev.reason, error = %e, "event not recorded");
-        }
+async fn publish(recorder: &Recorder, obj: &AccessPolicy, ev: status::EventSpec) {
+    let event = Event {
+        type_: if ev.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: ev.reason.into(),
+        note: Some(ev.note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(policy = %obj.name_any(), reason = ev.reason, error = %e, "event not recorded");
     }
 }
 

@@ -339,6 +339,13 @@ pub fn resolve(
         }
     });
 
+    // Each pattern's claims, for the tie check (a scan of every claim for each would be
+    // quadratic in a first load of 10,000 policies).
+    let mut by_pattern: HashMap<&str, Vec<&HostClaim>> = HashMap::new();
+    for claim in &eligible {
+        by_pattern.entry(claim.pattern).or_default().push(claim);
+    }
+
     // Patterns nobody holds: oldest claim first; at equal age a wildcard before the patterns
     // it covers, so it is not blocked by a claim it would cover.
     let mut fresh: Vec<&HostClaim> = eligible
@@ -361,11 +368,9 @@ pub fn resolve(
             continue;
         }
         let tied = ties == Ties::Nobody
-            && eligible.iter().any(|o| {
-                o.pattern == claim.pattern
-                    && o.key.namespace != namespace
-                    && o.seniority == claim.seniority
-            });
+            && by_pattern[claim.pattern]
+                .iter()
+                .any(|o| o.key.namespace != namespace && o.seniority == claim.seniority);
         if tied {
             continue;
         }

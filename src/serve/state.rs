@@ -1,12 +1,14 @@
 //! The state every request handler shares: the live policy index (swapped whole), the key
 //! caches, the metrics, and whoever else watches decisions.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::core::index::{Entry, PolicyIndex};
+use crate::core::index::PolicyIndex;
+use crate::core::policy::PolicyKey;
 use crate::identity::IdentityClient;
 use crate::keys::KeyStore;
 use crate::keys::tokens::TokenCache;
@@ -53,26 +55,31 @@ impl AppState {
     /// so the first request under a new policy finds a fetch already under way.
     pub fn install(&self, index: PolicyIndex) {
         self.keys.retain(&index.jwks_uris());
-        let (ready, invalid) = index.entries().fold((0, 0), |(r, i), (_, e)| match e {
-            Entry::Ready(_) => (r + 1, i),
-            Entry::Invalid { .. } => (r, i + 1),
-        });
-        for conflict in index.conflicts() {
+        // Warn about the conflicts and refusals of the policies that moved, not every one at
+        // every change.
+        let moved: Option<HashSet<PolicyKey>> = index
+            .changed_since(self.index.load().revision())
+            .map(|keys| keys.into_iter().collect());
+        let concerns = |key: &PolicyKey| moved.as_ref().is_none_or(|m| m.contains(key));
+        for conflict in index
+            .conflicts()
+            .filter(|c| c.policies.iter().any(concerns))
+        {
             tracing::warn!(host = %conflict.host, path = %conflict.path, policies = ?conflict.policies.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "several policies claim the same route; requests on it are denied with policy_invalid");
         }
-        for (policy, hosts) in index.refusals() {
+        for (policy, hosts) in index.refusals().filter(|(k, _)| concerns(k)) {
             tracing::warn!(policy = %policy, hosts = ?hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
                 "host claims not routed: another namespace holds the hosts, or this namespace neither serves them nor is granted them");
         }
         self.metrics
             .policies
             .get_or_create(&PolicyStateLabels { state: "ready" })
-            .set(ready);
+            .set(index.ready() as i64);
         self.metrics
             .policies
             .get_or_create(&PolicyStateLabels { state: "invalid" })
-            .set(invalid);
+            .set(index.invalid() as i64);
         self.index.store(Arc::new(index));
         self.loaded.store(true, Ordering::Release);
     }

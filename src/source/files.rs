@@ -10,18 +10,18 @@
 //! Another class's policy is not validated here (its install judges it), except that its
 //! `className` must be well-formed: a malformed one would be nobody's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher};
 use serde::Deserialize;
 
 use super::PolicySink;
 use super::class::InstallClass;
-use crate::core::hosts::{Clock, HostRights, Ledger, Ties};
-use crate::core::index::{Entry, HostRouting, NamespaceHosts, PolicyIndex};
+use crate::core::hosts::{Clock, HostRights, Ties};
+use crate::core::index::{Change, Entry, HostRouting, IndexUpdater, NamespaceHosts, PolicyIndex};
 use crate::core::policy::{AccessPolicy, PolicyKey, check_class_name, compile};
 use crate::metrics::Metrics;
 use crate::metrics::ReloadLabels;
@@ -56,14 +56,14 @@ struct TypeMeta {
     kind: String,
 }
 
-/// File mode's host ledger, in memory: who holds which host, and which namespace claimed
-/// hosts first. Without `--host-claims` that first namespace may claim any host and every
-/// other namespace needs a rule; claims first seen together tie (nobody wins). A holder
-/// keeps its hosts through reloads that drop them until `grace` has passed (checked at each
-/// reload); a restart starts a new ledger.
+/// File mode's index keeper and host ledger, in memory: who holds which host, and which
+/// namespace claimed hosts first. Without `--host-claims` that first namespace may claim any
+/// host and every other namespace needs a rule; claims first seen together tie (nobody wins).
+/// A holder keeps its hosts through reloads that drop them until `grace` has passed (checked
+/// at each reload); a restart starts a new ledger.
 #[derive(Debug)]
 pub struct HostLedger {
-    ledger: Ledger,
+    updater: IndexUpdater,
     first_namespace: Option<String>,
     /// The operator's namespace → host patterns, if any.
     rules: Option<Arc<NamespaceHosts>>,
@@ -73,34 +73,55 @@ pub struct HostLedger {
 impl HostLedger {
     pub fn new(rules: Option<Arc<NamespaceHosts>>, grace: Duration) -> Self {
         HostLedger {
-            ledger: Ledger::new(),
+            updater: IndexUpdater::default(),
             first_namespace: None,
             rules,
             grace,
         }
     }
 
-    /// The index of a freshly loaded set, with this set's claims recorded.
-    pub fn index(&mut self, entries: Vec<(PolicyKey, Entry)>) -> PolicyIndex {
+    /// The index with `changes` applied and their claims recorded.
+    pub fn apply(&mut self, changes: Vec<Change>) -> PolicyIndex {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
-        self.index_at(entries, now)
+        self.apply_at(changes, now)
     }
 
-    fn index_at(&mut self, entries: Vec<(PolicyKey, Entry)>, now: i64) -> PolicyIndex {
+    /// The index of a freshly loaded whole set (what is not in `entries` is gone).
+    pub fn index(&mut self, entries: Vec<(PolicyKey, Entry)>) -> PolicyIndex {
+        let changes = self.whole_set(entries);
+        self.apply(changes)
+    }
+
+    fn whole_set(&self, entries: Vec<(PolicyKey, Entry)>) -> Vec<Change> {
+        let present: HashSet<&PolicyKey> = entries.iter().map(|(k, _)| k).collect();
+        let mut changes: Vec<_> = (self.updater.index().entries())
+            .filter(|(k, _)| !present.contains(k))
+            .map(|(k, _)| (k, None))
+            .collect();
+        changes.extend(entries.into_iter().map(|(k, e)| (k, Some(e))));
+        changes
+    }
+
+    fn apply_at(&mut self, changes: Vec<Change>, now: i64) -> PolicyIndex {
+        self.updater.stage(changes, |_| 0);
+        let mut resettle = false;
         if self.rules.is_none() {
-            self.first_namespace = self.first_namespace_of(&entries, now);
+            let first = self.first_namespace_of(now);
+            resettle |= first != self.first_namespace;
+            self.first_namespace = first;
         }
         let rights = match (&self.rules, &self.first_namespace) {
             (Some(rules), _) => HostRights::Rules(rules),
             (None, first) => HostRights::FirstNamespace(first.as_deref()),
         };
-        let index = PolicyIndex::build_with(
-            entries,
-            |_| 0,
+        let ledger = self.updater.index().shared_ledger();
+        // An absent holder's hosts are freed by time, not by a change: look again each reload.
+        resettle |= ledger.values().any(|h| h.absent_since.is_some());
+        self.updater.settle(
             HostRouting {
-                ledger: &self.ledger,
+                ledger: &ledger,
                 rights,
                 ties: Ties::Nobody,
                 clock: Some(Clock {
@@ -108,26 +129,22 @@ impl HostLedger {
                     grace: self.grace.as_secs() as i64,
                 }),
             },
-        );
-        self.ledger = index.ledger().clone();
-        index
+            resettle,
+        )
     }
 
     /// The namespace still holding hosts (absent for less than the grace period), else the
     /// only namespace claiming any.
-    fn first_namespace_of(&self, entries: &[(PolicyKey, Entry)], now: i64) -> Option<String> {
+    fn first_namespace_of(&self, now: i64) -> Option<String> {
         let grace = self.grace.as_secs() as i64;
-        let holding = self.ledger.values().find(|h| {
+        let holding = self.updater.index().ledger().values().find(|h| {
             h.absent_since
                 .is_none_or(|since| now.saturating_sub(since) < grace)
         });
         if let Some(holding) = holding {
             return Some(holding.namespace.clone());
         }
-        let mut claiming = entries.iter().filter_map(|(key, entry)| match entry {
-            Entry::Ready(p) if !p.routes.is_empty() => Some(key.namespace.as_str()),
-            _ => None,
-        });
+        let mut claiming = self.updater.claiming_namespaces();
         let first = claiming.next()?;
         claiming.all(|ns| ns == first).then(|| first.to_owned())
     }
@@ -157,28 +174,85 @@ fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
-/// Each file's digest (SHA-256 of its text, not the text: 10,000 policies are megabytes) and
-/// what it parsed to, from the previous load: parsing YAML is most of a
-/// reload's cost, and a change usually touches one file of many. Parsed for one install's
-/// class ([`Default`]: the default class).
+/// What each file held at the last load, so a reload reads, hashes and parses again only
+/// what changed: parsing YAML is most of a reload's cost, and a change usually touches one
+/// file of many. Parsed for one install's class ([`Default`]: the default class).
 #[derive(Default)]
 pub struct ParsedFiles {
-    files: HashMap<PathBuf, (Digest, ClassEntries)>,
+    files: HashMap<PathBuf, ParsedFile>,
+    /// Which file defines each policy.
+    owners: HashMap<PolicyKey, PathBuf>,
     class: InstallClass,
+}
+
+#[derive(Clone)]
+struct ParsedFile {
+    stat: Stat,
+    /// SHA-256 of the text, not the text: 10,000 policies are megabytes.
+    digest: Digest,
+    entries: ClassEntries,
+}
+
+/// A file's identity and size and when it was last written, as `stat` tells (through
+/// symlinks, so a ConfigMap's `..data` swap shows as new files). Equal stats are trusted
+/// only for a file written well before it was looked at: a write in the same clock tick as
+/// the look could leave them equal (git's "racy clean" case), so such a file is read again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    /// When it was looked at.
+    seen: SystemTime,
+}
+
+impl Stat {
+    fn of(file: &Path) -> Option<Stat> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(file).ok()?;
+        Some(Stat {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            seen: SystemTime::now(),
+        })
+    }
+
+    /// Whether the file is surely as it was when `before` was taken.
+    fn unchanged_since(&self, before: &Stat) -> bool {
+        const RACY: Duration = Duration::from_secs(2);
+        let written = std::time::UNIX_EPOCH
+            + Duration::new(before.mtime.0.max(0) as u64, before.mtime.1 as u32);
+        (self.dev, self.ino, self.len, self.mtime)
+            == (before.dev, before.ino, before.len, before.mtime)
+            && before.seen.duration_since(written).is_ok_and(|d| d > RACY)
+    }
 }
 
 impl ParsedFiles {
     /// An empty cache for an install of `class`.
     pub fn for_class(class: InstallClass) -> Self {
         ParsedFiles {
-            files: HashMap::new(),
             class,
+            ..Default::default()
         }
     }
 
     /// Policies of other classes in the files last loaded.
     pub fn other_class(&self) -> usize {
-        self.files.values().map(|(_, f)| f.other_class).sum()
+        self.files.values().map(|f| f.entries.other_class).sum()
+    }
+
+    /// Every policy last loaded.
+    fn entries(&self) -> Vec<(PolicyKey, Entry)> {
+        let mut files: Vec<_> = self.files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(b.0));
+        files
+            .into_iter()
+            .flat_map(|(_, f)| f.entries.entries.iter().cloned())
+            .collect()
     }
 
     /// Whether `dir` still holds exactly the files and texts last loaded.
@@ -188,8 +262,8 @@ impl ParsedFiles {
         };
         files.len() == self.files.len()
             && files.iter().all(|f| {
-                self.files.get(f).is_some_and(|(digest, _)| {
-                    std::fs::read(f).is_ok_and(|now| digest_of(&now) == *digest)
+                self.files.get(f).is_some_and(|parsed| {
+                    std::fs::read(f).is_ok_and(|now| digest_of(&now) == parsed.digest)
                 })
             })
     }
@@ -201,29 +275,115 @@ pub fn load_dir_cached(
     dir: &Path,
     parsed: &mut ParsedFiles,
 ) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
-    let mut seen: HashMap<PolicyKey, PathBuf> = HashMap::new();
-    let mut entries = Vec::new();
-    let mut now = HashMap::new();
-    for file in policy_files(dir)? {
-        let text = std::fs::read_to_string(&file).map_err(|e| load_err(&file, e.to_string()))?;
+    load_changes(dir, parsed)?;
+    Ok(parsed.entries())
+}
+
+/// What changed in `dir` since `parsed` was filled: each policy added or edited with its
+/// entry, each one gone with `None`. Files whose stat is unchanged are not read; files read
+/// again whose text is unchanged are not parsed. All or nothing: on an error `parsed` is as
+/// it was.
+pub fn load_changes(dir: &Path, parsed: &mut ParsedFiles) -> Result<Vec<Change>, LoadError> {
+    let listed = policy_files(dir)?;
+    let mut moved: Vec<(PathBuf, Option<ParsedFile>)> = Vec::new();
+    let mut restat: Vec<(PathBuf, Stat)> = Vec::new();
+    for file in &listed {
+        let stat = Stat::of(file).ok_or_else(|| load_err(file, "cannot stat"))?;
+        let before = parsed.files.get(file);
+        if before.is_some_and(|b| stat.unchanged_since(&b.stat)) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).map_err(|e| load_err(file, e.to_string()))?;
         let digest = digest_of(text.as_bytes());
-        let file_entries = match parsed.files.get(&file) {
-            Some((before, file_entries)) if *before == digest => file_entries.clone(),
-            _ => parse_class_manifests(&file.display().to_string(), &text, &parsed.class)?,
-        };
-        for (key, entry) in &file_entries.entries {
-            if let Some(first) = seen.insert(key.clone(), file.clone()) {
+        match before {
+            Some(b) if b.digest == digest => restat.push((file.clone(), stat)),
+            _ => {
+                let entries =
+                    parse_class_manifests(&file.display().to_string(), &text, &parsed.class)?;
+                moved.push((
+                    file.clone(),
+                    Some(ParsedFile {
+                        stat,
+                        digest,
+                        entries,
+                    }),
+                ));
+            }
+        }
+    }
+    let listed: HashSet<&PathBuf> = listed.iter().collect();
+    moved.extend(
+        parsed
+            .files
+            .keys()
+            .filter(|f| !listed.contains(f))
+            .map(|f| (f.clone(), None)),
+    );
+
+    // Who defines what once the moved files are taken as they are now.
+    let mut released: HashSet<&PolicyKey> = HashSet::new();
+    for (file, _) in &moved {
+        if let Some(before) = parsed.files.get(file) {
+            released.extend(before.entries.entries.iter().map(|(k, _)| k));
+        }
+    }
+    let mut claimed: HashMap<&PolicyKey, &PathBuf> = HashMap::new();
+    for (file, now) in &moved {
+        let mut in_file = HashSet::new();
+        for (key, _) in now.iter().flat_map(|f| &f.entries.entries) {
+            let unchanged_owner = || {
+                parsed
+                    .owners
+                    .get(key)
+                    .filter(|owner| *owner != file && !released.contains(key))
+            };
+            let first = if in_file.insert(key) {
+                claimed.insert(key, file).or_else(unchanged_owner)
+            } else {
+                Some(file)
+            };
+            if let Some(first) = first {
                 return Err(load_err(
-                    &file,
+                    file,
                     format!("policy {key} is also defined in {}", first.display()),
                 ));
             }
-            entries.push((key.clone(), entry.clone()));
         }
-        now.insert(file, (digest, file_entries));
     }
-    parsed.files = now;
-    Ok(entries)
+
+    // A policy still defined (in its file or another) is an edit, not a removal and an
+    // addition: every old definition is dropped before the new ones are taken.
+    let mut gone: Vec<PolicyKey> = Vec::new();
+    for (file, _) in &moved {
+        if let Some(before) = parsed.files.remove(file) {
+            for (key, _) in before.entries.entries {
+                parsed.owners.remove(&key);
+                gone.push(key);
+            }
+        }
+    }
+    let mut added = Vec::new();
+    for (file, now) in moved {
+        if let Some(now) = now {
+            for (key, entry) in &now.entries.entries {
+                parsed.owners.insert(key.clone(), file.clone());
+                added.push((key.clone(), Some(entry.clone())));
+            }
+            parsed.files.insert(file, now);
+        }
+    }
+    let mut changes: Vec<Change> = gone
+        .into_iter()
+        .filter(|key| !parsed.owners.contains_key(key))
+        .map(|key| (key, None))
+        .collect();
+    for (file, stat) in restat {
+        if let Some(f) = parsed.files.get_mut(&file) {
+            f.stat = stat;
+        }
+    }
+    changes.extend(added);
+    Ok(changes)
 }
 
 type Digest = [u8; 32];
@@ -334,10 +494,10 @@ pub fn reload(
             .get_or_create(&ReloadLabels { result })
             .inc()
     };
-    let entries = load_dir_cached(dir, parsed).inspect_err(|_| {
+    let changes = load_changes(dir, parsed).inspect_err(|_| {
         count("error");
     })?;
-    let index = ledger.index(entries);
+    let index = ledger.apply(changes);
     let reloaded = Reloaded {
         policies: index.len(),
         ignored_other_class: parsed.other_class(),
@@ -573,7 +733,8 @@ spec:
     fn the_first_namespace_keeps_its_hosts_and_a_second_needs_a_rule() {
         let d = dir_with(&[("victim.yaml", &claiming("victim", "admin.example.com"))]);
         let mut hosts = ledger();
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 0);
+        let mut parsed = ParsedFiles::default();
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 0);
         assert_eq!(owner(&idx).as_deref(), Some("victim"));
 
         std::fs::write(
@@ -581,7 +742,7 @@ spec:
             claiming("tenant", "admin.example.com"),
         )
         .unwrap();
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 1);
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 1);
         assert_eq!(owner(&idx).as_deref(), Some("victim"));
         assert_eq!(
             idx.refused_hosts(&PolicyKey::new("tenant", "p")),
@@ -590,7 +751,7 @@ spec:
 
         // The owner goes away for one reload and comes back: it still holds the host.
         std::fs::remove_file(d.path().join("victim.yaml")).unwrap();
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 2);
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 2);
         assert_eq!(
             owner(&idx),
             None,
@@ -601,14 +762,14 @@ spec:
             claiming("victim", "admin.example.com"),
         )
         .unwrap();
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 3);
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 3);
         assert_eq!(owner(&idx).as_deref(), Some("victim"));
 
         // Gone for longer than the grace period: the host and the first-namespace right are
         // free, and the namespace left claiming takes them.
         std::fs::remove_file(d.path().join("victim.yaml")).unwrap();
-        hosts.index_at(load_dir(d.path()).unwrap(), 10);
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 200);
+        hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 10);
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 200);
         assert_eq!(owner(&idx).as_deref(), Some("tenant"));
     }
 
@@ -619,10 +780,59 @@ spec:
             ("b.yaml", &claiming("b", "admin.example.com")),
         ]);
         let mut hosts = ledger();
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 0);
+        let mut parsed = ParsedFiles::default();
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 0);
         assert_eq!(owner(&idx), None);
         std::fs::remove_file(d.path().join("b.yaml")).unwrap();
-        let idx = hosts.index_at(load_dir(d.path()).unwrap(), 1);
+        let idx = hosts.apply_at(load_changes(d.path(), &mut parsed).unwrap(), 1);
         assert_eq!(owner(&idx).as_deref(), Some("a"));
+    }
+
+    /// A reload reports what changed: an edit as the policy's new entry (never a removal and
+    /// an addition), a policy moved to another file as an edit, a removed file's policies as
+    /// gone; a duplicate across a changed and an unchanged file is refused and changes
+    /// nothing.
+    #[test]
+    fn reloads_report_only_what_changed() {
+        let names = |changes: &[Change]| -> Vec<(String, bool)> {
+            let mut v: Vec<_> = changes
+                .iter()
+                .map(|(k, e)| (k.to_string(), e.is_some()))
+                .collect();
+            v.sort();
+            v
+        };
+        let d = dir_with(&[
+            ("a.yaml", &classed("one", "accessgate")),
+            ("b.yaml", &classed("two", "accessgate")),
+        ]);
+        let mut parsed = ParsedFiles::default();
+        assert_eq!(load_changes(d.path(), &mut parsed).unwrap().len(), 2);
+        assert!(load_changes(d.path(), &mut parsed).unwrap().is_empty());
+
+        let edited =
+            classed("one", "accessgate").replace("className", "hosts: [x.example]\n  className");
+        std::fs::write(d.path().join("a.yaml"), &edited).unwrap();
+        let changes = load_changes(d.path(), &mut parsed).unwrap();
+        assert_eq!(names(&changes), [("apps/one".to_owned(), true)]);
+
+        std::fs::remove_file(d.path().join("a.yaml")).unwrap();
+        std::fs::write(d.path().join("c.yaml"), &edited).unwrap();
+        let changes = load_changes(d.path(), &mut parsed).unwrap();
+        assert_eq!(
+            names(&changes),
+            [("apps/one".to_owned(), true)],
+            "moved, not gone"
+        );
+
+        std::fs::write(d.path().join("d.yaml"), classed("two", "accessgate")).unwrap();
+        let e = load_changes(d.path(), &mut parsed).unwrap_err();
+        assert!(e.message.contains("also defined in"), "{}", e.message);
+        assert!(e.message.contains("b.yaml"), "{}", e.message);
+        std::fs::remove_file(d.path().join("d.yaml")).unwrap();
+        std::fs::remove_file(d.path().join("b.yaml")).unwrap();
+        let changes = load_changes(d.path(), &mut parsed).unwrap();
+        assert_eq!(names(&changes), [("apps/two".to_owned(), false)]);
+        assert_eq!(parsed.entries().len(), 1);
     }
 }

@@ -8,8 +8,9 @@
 //! auth keeps answering from them; on reconnect the watcher re-lists and the stores (and so
 //! the index) resync, deletions included.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -26,7 +27,7 @@ use super::PolicySink;
 use super::class::InstallClass;
 use super::hosts::{ledger_from, served_hosts};
 use crate::core::hosts::{Clock, HostClaim, HostRights, Ledger, ServedHosts, Ties, resolve};
-use crate::core::index::{Entry, HostRouting, NamespaceHosts, PolicyIndex};
+use crate::core::index::{Change, Entry, HostRouting, IndexUpdater, NamespaceHosts, PolicyIndex};
 use crate::core::policy::{AccessPolicy, PolicyKey, compile};
 
 /// How the cluster settles host claims.
@@ -54,6 +55,17 @@ impl HostInputs {
             rules: self.rules.as_deref(),
         }
     }
+
+    /// How replicas settle claims: from the recorded ledger, without a clock (only the
+    /// leader's ledger writer moves holdings in time).
+    fn routing(&self) -> HostRouting<'_> {
+        HostRouting {
+            ledger: &self.ledger,
+            rights: self.rights(),
+            ties: Ties::ToSmallerName,
+            clock: None,
+        }
+    }
 }
 
 /// Builds the index from API objects. A policy that fails validation stays in the index as
@@ -63,30 +75,31 @@ impl HostInputs {
 /// replica sees alike). Only the leader's ledger writer moves holdings in time.
 pub fn index_from(objects: &[Arc<AccessPolicy>], hosts: &HostInputs) -> PolicyIndex {
     let created = creation_seconds(objects);
-    let entries: Vec<_> = objects
-        .iter()
-        .map(|obj| {
-            let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
-            let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
-                Ok(p) => Entry::Ready(Arc::new(p)),
-                Err(e) => Entry::Invalid {
-                    message: e.to_string(),
-                    generation: obj.metadata.generation,
-                },
-            };
-            (key, entry)
-        })
-        .collect();
     PolicyIndex::build_with(
-        entries,
+        objects.iter().map(|obj| entry_of(obj)),
         |key| created.get(key).copied().unwrap_or(i64::MAX),
-        HostRouting {
-            ledger: &hosts.ledger,
-            rights: hosts.rights(),
-            ties: Ties::ToSmallerName,
-            clock: None,
-        },
+        hosts.routing(),
     )
+}
+
+/// A policy object compiled into its index entry.
+fn entry_of(obj: &AccessPolicy) -> (PolicyKey, Entry) {
+    let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
+    let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
+        Ok(p) => Entry::Ready(Arc::new(p)),
+        Err(e) => Entry::Invalid {
+            message: e.to_string(),
+            generation: obj.metadata.generation,
+        },
+    };
+    (key, entry)
+}
+
+fn created_second(obj: &AccessPolicy) -> i64 {
+    obj.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(i64::MAX, |t| t.0.as_second())
 }
 
 fn creation_seconds(objects: &[Arc<AccessPolicy>]) -> HashMap<PolicyKey, i64> {
@@ -94,12 +107,7 @@ fn creation_seconds(objects: &[Arc<AccessPolicy>]) -> HashMap<PolicyKey, i64> {
         .iter()
         .map(|obj| {
             let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
-            let at = obj
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map_or(i64::MAX, |t| t.0.as_second());
-            (key, at)
+            (key, created_second(obj))
         })
         .collect()
 }
@@ -136,22 +144,6 @@ pub fn next_ledger(policies: &Policies, index: &PolicyIndex, clock: Clock) -> Le
         Some(clock),
     )
     .ledger
-}
-
-/// What the index was built from: a rebuild is needed only when this changes (status
-/// writes, which the watch also reports, do not change it).
-fn fingerprint(objects: &[Arc<AccessPolicy>]) -> Vec<(String, Option<i64>)> {
-    let mut fp: Vec<_> = objects
-        .iter()
-        .map(|o| {
-            (
-                o.uid().unwrap_or_else(|| o.name_any()),
-                o.metadata.generation,
-            )
-        })
-        .collect();
-    fp.sort();
-    fp
 }
 
 /// This install's policies among `objects`, and how many of them are other classes'
@@ -262,12 +254,26 @@ where
 struct Wake {
     index: Arc<Notify>,
     writer: Arc<Notify>,
+    /// Set by the watches host rights read (Ingresses, HTTPRoutes, the ledger), so the
+    /// index builder re-reads them only when they moved.
+    marks: Option<Arc<AtomicBool>>,
 }
 
 impl Wake {
     fn notify(&self) {
+        if let Some(marks) = &self.marks {
+            marks.store(true, Ordering::Release);
+        }
         self.index.notify_one();
         self.writer.notify_one();
+    }
+
+    /// This wake, also setting `flag`.
+    fn marking(&self, flag: &Arc<AtomicBool>) -> Wake {
+        Wake {
+            marks: Some(flag.clone()),
+            ..self.clone()
+        }
     }
 }
 
@@ -320,12 +326,25 @@ pub async fn start(
     class: InstallClass,
 ) -> Policies {
     let changed = Wake::default();
-    let watch = |what| (watcher::Config::default(), what, changed.clone());
+    let hosts_moved = Arc::new(AtomicBool::new(true));
+    let watch = |what| {
+        (
+            watcher::Config::default(),
+            what,
+            changed.marking(&hosts_moved),
+        )
+    };
     let stores = apis::<AccessPolicy>(&client, namespaces)
         .into_iter()
         .map(|api| {
-            let (config, what, changed) = watch("AccessPolicy");
-            spawn_watch(api, config, Writer::default(), what, changed)
+            let changed = changed.clone();
+            spawn_watch(
+                api,
+                watcher::Config::default(),
+                Writer::default(),
+                "AccessPolicy",
+                changed,
+            )
         })
         .collect();
     let ingresses = apis::<Ingress>(&client, namespaces)
@@ -373,28 +392,56 @@ pub async fn start(
         hosts: Arc::new(hosts),
         changed: changed.writer.clone(),
     };
-    tokio::spawn(keep_index(policies.clone(), changed, sink));
+    tokio::spawn(keep_index(policies.clone(), changed, hosts_moved, sink));
     policies
 }
 
-async fn keep_index(policies: Policies, changed: Wake, sink: Arc<dyn PolicySink>) {
+/// What the index holds of one policy object, by uid.
+struct Indexed {
+    key: PolicyKey,
+    generation: Option<i64>,
+}
+
+/// Keeps the index in step with the watches: each round hands the updater only the policies
+/// whose uid or generation moved (status writes, which the watch also reports, move
+/// neither), and re-reads host rights only when their watches fired.
+async fn keep_index(
+    policies: Policies,
+    changed: Wake,
+    hosts_moved: Arc<AtomicBool>,
+    sink: Arc<dyn PolicySink>,
+) {
     if !policies.wait_until_ready().await {
         return;
     }
-    let mut last = None;
+    let mut updater = IndexUpdater::default();
+    let mut indexed: HashMap<String, Indexed> = HashMap::new();
+    let mut hosts: Option<HostInputs> = None;
+    let mut other_class_before = None;
     loop {
         let (objects, other_class) = policies.objects_and_others();
-        let hosts = policies.host_inputs();
-        let fp = (
-            fingerprint(&objects),
-            other_class,
-            hosts.served.clone(),
-            hosts.ledger.clone(),
-        );
-        if last.as_ref() != Some(&fp) {
-            let index = index_from(&objects, &hosts);
+        let mut resettle = false;
+        if hosts_moved.swap(false, Ordering::AcqRel) || hosts.is_none() {
+            let now = policies.host_inputs();
+            resettle = hosts
+                .as_ref()
+                .is_none_or(|h| h.served != now.served || h.ledger != now.ledger);
+            hosts = Some(now);
+        }
+        let (changes, created) = policy_changes(&objects, &mut indexed);
+        let hosts = hosts.as_ref().expect("read above");
+        if !changes.is_empty() || resettle || other_class_before != Some(other_class) {
+            let moved = changes.len();
+            let index = updater.apply(
+                changes,
+                |key| created.get(key).copied().unwrap_or(i64::MAX),
+                hosts.routing(),
+                resettle,
+            );
             tracing::info!(
                 policies = index.len(),
+                changed = moved,
+                hosts_moved = resettle,
                 class = %policies.class,
                 ignored_other_class = other_class,
                 "policy set updated from the API server"
@@ -402,12 +449,67 @@ async fn keep_index(policies: Policies, changed: Wake, sink: Arc<dyn PolicySink>
             sink.ignored_other_class(other_class);
             sink.install(index);
             changed.writer.notify_one();
-            last = Some(fp);
+            other_class_before = Some(other_class);
         }
         changed.index.notified().await;
-        // Let a burst of events (a re-list, a multi-object apply) settle into one rebuild.
+        // Let a burst of events (a re-list, a multi-object apply) settle into one update.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The index changes that bring `indexed` to `objects`: removals first (a policy deleted and
+/// created again under its name is a removal, then a new entry), then each new or edited
+/// policy compiled; and the creation second of each.
+fn policy_changes(
+    objects: &[Arc<AccessPolicy>],
+    indexed: &mut HashMap<String, Indexed>,
+) -> (Vec<Change>, HashMap<PolicyKey, i64>) {
+    let uid = |obj: &AccessPolicy| {
+        obj.metadata.uid.clone().unwrap_or_else(|| {
+            format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+        })
+    };
+    let mut still = 0;
+    let mut edited = Vec::new();
+    for obj in objects {
+        let known = match obj.metadata.uid.as_deref() {
+            Some(u) => indexed.get(u),
+            None => indexed.get(&uid(obj)),
+        };
+        match known {
+            Some(i) if i.generation == obj.metadata.generation => still += 1,
+            Some(_) => {
+                still += 1;
+                edited.push(obj);
+            }
+            None => edited.push(obj),
+        }
+    }
+    let mut changes = Vec::new();
+    if still < indexed.len() {
+        let present: HashSet<String> = objects.iter().map(|o| uid(o)).collect();
+        indexed.retain(|uid, i| {
+            let keep = present.contains(uid);
+            if !keep {
+                changes.push((i.key.clone(), None));
+            }
+            keep
+        });
+    }
+    let mut created = HashMap::with_capacity(edited.len());
+    for obj in edited {
+        let (key, entry) = entry_of(obj);
+        indexed.insert(
+            uid(obj),
+            Indexed {
+                key: key.clone(),
+                generation: obj.metadata.generation,
+            },
+        );
+        created.insert(key.clone(), created_second(obj));
+        changes.push((key, Some(entry)));
+    }
+    (changes, created)
 }
 
 #[cfg(test)]

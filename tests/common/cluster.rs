@@ -6,9 +6,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use super::{AUD, eventually, http};
 
 const CP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/controlplane");
 const RULES: &str = concat!(
@@ -47,6 +50,31 @@ impl ControlPlane {
         cp
     }
 
+    /// One control plane for every test of a test binary that asks for it (each test then
+    /// keeps to its own namespaces and install), started by the first. A static is never
+    /// dropped, so a watchdog process stops it once the binary has exited, however it ended.
+    pub fn shared() -> &'static ControlPlane {
+        static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cp = ControlPlane::start();
+            let dir = cp.dir.path().display();
+            let watchdog = format!(
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; bash '{CP}/stop.sh' '{dir}'; rm -rf '{dir}'",
+                std::process::id()
+            );
+            // Its own session (a Ctrl-C to the test's process group leaves it to clean up),
+            // forked off so this process has no child to wait for.
+            Command::new("setsid")
+                .args(["--fork", "bash", "-c", &watchdog])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("start the control plane's watchdog");
+            cp
+        })
+    }
+
     fn run_script(&self, script: &str) {
         let out = Command::new("bash")
             .arg(format!("{CP}/{script}"))
@@ -76,6 +104,45 @@ impl ControlPlane {
 
     pub fn server(&self) -> &str {
         &self.env["ACCESSGATE_CP_APISERVER_URL"]
+    }
+
+    /// The CA that signed the API server's certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.path().join("pki/ca.crt")
+    }
+
+    /// An HTTP client that talks to the API server as cluster admin (its client certificate),
+    /// for requests faster than a kubectl process each.
+    pub fn admin_http(&self) -> reqwest::blocking::Client {
+        let pki = self.dir.path().join("pki");
+        let read = |f: &str| std::fs::read(pki.join(f)).unwrap_or_else(|e| panic!("pki/{f}: {e}"));
+        let identity = [read("admin.crt"), read("admin.key")].concat();
+        reqwest::blocking::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&read("ca.crt")).unwrap()])
+            .identity(reqwest::Identity::from_pem(&identity).expect("admin identity"))
+            .timeout(Duration::from_secs(15))
+            .build()
+            .unwrap()
+    }
+
+    /// The running kube-apiserver's process id.
+    pub fn apiserver_pid(&self) -> u32 {
+        let pidfile = self.dir.path().join("kube-apiserver.pid");
+        std::fs::read_to_string(&pidfile)
+            .unwrap_or_else(|e| panic!("{}: {e}", pidfile.display()))
+            .trim()
+            .parse()
+            .expect("a pid in kube-apiserver.pid")
+    }
+
+    /// etcd's own `/metrics` text (etcd serves it on its client URL).
+    pub fn etcd_metrics(&self) -> String {
+        http()
+            .get(format!("{}/metrics", self.env["ACCESSGATE_CP_ETCD_URL"]))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .expect("etcd /metrics")
     }
 
     fn kubectl_bin(&self) -> String {
@@ -185,13 +252,48 @@ impl ControlPlane {
             .join(format!("{namespace}-{name}.kubeconfig"));
         let kubeconfig = json!({
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "test", "cluster": {"server": self.server(), "certificate-authority": self.dir.path().join("pki/ca.crt")}}],
+            "clusters": [{"name": "test", "cluster": {"server": self.server(), "certificate-authority": self.ca_cert()}}],
             "users": [{"name": name, "user": {"token": token.trim()}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": name, "namespace": namespace}}],
             "current-context": "test",
         });
         std::fs::write(&path, kubeconfig.to_string()).unwrap();
         path
+    }
+
+    /// A copy of `kubeconfig` (one [`ControlPlane::token_kubeconfig`] wrote) that reaches the
+    /// API server through `server`, a plain-HTTP proxy in front of it.
+    pub fn kubeconfig_via(&self, kubeconfig: &Path, server: &str) -> PathBuf {
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+        config["clusters"][0]["cluster"] = json!({ "server": server });
+        let name = kubeconfig.file_stem().unwrap().to_string_lossy();
+        let path = self.dir.path().join(format!("{name}-via-proxy.kubeconfig"));
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+
+    /// Polls `accesspolicy NAMESPACE/NAME` until `f` holds; panics with the last status after
+    /// `timeout`.
+    #[track_caller]
+    pub fn wait_policy(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut obj = Value::Null;
+        let matched = eventually(timeout, || {
+            obj = self.get_json(&["accesspolicy", name, "-n", namespace]);
+            f(&obj)
+        });
+        assert!(
+            matched,
+            "status of {namespace}/{name} never matched; last: {:#}",
+            obj["status"]
+        );
+        obj
     }
 
     /// `kubectl get ARGS --watch -o json` in the background: every version of the objects
@@ -250,6 +352,29 @@ impl Drop for ControlPlane {
             .arg(self.dir.path())
             .output();
     }
+}
+
+/// A policy in `namespace` for the dev issuer at `issuer`, with `extra` spec fields (JSON,
+/// each after a comma).
+pub fn policy_in(namespace: &str, name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        r#"{{"apiVersion":"accessgate.dev/v1alpha1","kind":"AccessPolicy","metadata":{{"name":"{name}","namespace":"{namespace}"}},
+"spec":{{"issuer":{{"url":"{issuer}","jwksUri":"{issuer}/cdn-cgi/access/certs"}},"audiences":["{AUD}"]{extra}}}}}"#
+    )
+}
+
+/// A policy's `Ready` condition: (status, reason).
+pub fn ready_condition(obj: &Value) -> Option<(String, String)> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or("").to_owned(),
+                c["reason"].as_str().unwrap_or("").to_owned(),
+            )
+        })
 }
 
 fn read_env(path: &Path) -> HashMap<String, String> {

@@ -666,6 +666,7 @@ pub mod cluster;
 pub mod echo;
 pub mod nginx;
 pub mod replica;
+pub mod slow_api;
 pub mod stack;
 pub mod traefik;
 pub mod traefik_nginx;

@@ -1,5 +1,6 @@
-//! The live set of policies: lookup by `namespace/name` and by host + path. Pure; the
-//! sources build a new index and the server swaps it in whole (see `state::AppState`).
+//! The live set of policies: lookup by `namespace/name` and by host + path. Pure; a source
+//! keeps an [`IndexUpdater`] and hands it what changed, and the server swaps the index it
+//! returns in whole (see `state::AppState`).
 //!
 //! Host routing is shared between tenants:
 //! - **A host belongs to one namespace**, decided by [`crate::core::hosts::resolve`] (a right
@@ -12,19 +13,23 @@
 //!
 //! Path prefixes match whole segments, ASCII-case-insensitively: backends such as Express
 //! or ASP.NET route `/ADMIN` to `/admin`, so a case change must not select another policy.
+//!
+//! The maps are persistent (`imbl`): an index shares every entry a change did not touch with
+//! the one before it, so a change to one of 10,000 policies costs that policy's entries, not
+//! a rebuild and a free of all of them.
+
+mod update;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use url::Url;
 
-use crate::core::hosts::{
-    Clock, HostClaim, HostRights, Ledger, Ties, carved_out, resolve, wildcard_suffix,
-    wildcard_suffixes,
-};
+use crate::core::hosts::{Clock, HostRights, Ledger, Ties, wildcard_suffixes};
 pub use crate::core::hosts::{HostRefusal, NamespaceHosts};
 use crate::core::policy::{CompiledPolicy, PolicyKey};
 use crate::core::reason::Reason;
+pub use update::IndexUpdater;
 
 /// A policy as the index holds it: enforceable, or refused with the validation message.
 #[derive(Debug, Clone)]
@@ -47,6 +52,9 @@ impl Entry {
     }
 }
 
+/// A policy's new entry, or `None` when it is gone.
+pub type Change = (PolicyKey, Option<Entry>);
+
 #[derive(Debug, Clone)]
 enum Route {
     Policy(Arc<CompiledPolicy>),
@@ -62,7 +70,7 @@ pub struct RouteConflict {
     pub policies: Vec<PolicyKey>,
 }
 
-/// How host claims are settled for one build (see [`crate::core::hosts`]).
+/// How host claims are settled for one update (see [`crate::core::hosts`]).
 #[derive(Debug, Clone, Copy)]
 pub struct HostRouting<'a> {
     /// The ledger as last recorded.
@@ -92,17 +100,36 @@ impl HostRouting<'static> {
 /// request is not handed to a less specific pattern.
 type Routes = Vec<(String, Route)>;
 
-#[derive(Debug, Default)]
+/// Persistent map: cloning is O(1), an insert copies one path of the tree.
+type PMap<K, V> = imbl::HashMap<K, V>;
+
+/// How many updates [`PolicyIndex::changed_since`] looks back over; a reader further behind
+/// looks at every policy.
+const HISTORY: usize = 256;
+
+#[derive(Debug, Clone, Default)]
 pub struct PolicyIndex {
-    by_name: HashMap<String, HashMap<String, Entry>>,
+    by_name: PMap<String, PMap<String, Entry>>,
     /// Exact hosts.
-    by_host: HashMap<String, Routes>,
+    by_host: PMap<String, Arc<Routes>>,
     /// Wildcard patterns, by suffix (`*.apps.example.com` under `apps.example.com`).
-    by_suffix: HashMap<String, Routes>,
-    conflicts: Vec<RouteConflict>,
-    refused: HashMap<PolicyKey, Vec<(String, HostRefusal)>>,
-    ledger: Ledger,
-    len: usize,
+    by_suffix: PMap<String, Arc<Routes>>,
+    /// (host pattern, path) → the conflict there.
+    conflicts: imbl::OrdMap<(String, String), Arc<RouteConflict>>,
+    refused: Arc<HashMap<PolicyKey, Vec<(String, HostRefusal)>>>,
+    ledger: Arc<Ledger>,
+    ready: usize,
+    invalid: usize,
+    /// JWKS URL → how many enforceable policies use it.
+    jwks: PMap<Url, usize>,
+    /// Which update built this index (the first is 1).
+    revision: u64,
+    /// The recent revisions of this index's updater, each with the policies it changed what
+    /// the index says about (entry, conflicts, refused hosts); the last [`HISTORY`] kept.
+    history: imbl::OrdMap<u64, Arc<[PolicyKey]>>,
+    /// The earliest revision [`PolicyIndex::changed_since`] can answer for: every later one
+    /// is in `history`.
+    history_floor: u64,
 }
 
 impl PolicyIndex {
@@ -112,119 +139,48 @@ impl PolicyIndex {
         Self::build_with(entries, |_| 0, HostRouting::open())
     }
 
-    /// Builds the index; `seniority(policy)` says how old a policy's claims are (older
-    /// claims win hosts nobody holds), `routing` who may claim what and who holds what.
+    /// Builds the index in one go; `seniority(policy)` says how old a policy's claims are
+    /// (older claims win hosts nobody holds), `routing` who may claim what and who holds
+    /// what.
     pub fn build_with(
         entries: impl IntoIterator<Item = (PolicyKey, Entry)>,
         seniority: impl Fn(&PolicyKey) -> i64,
         routing: HostRouting,
     ) -> Self {
-        let mut index = PolicyIndex::default();
-        let entries: Vec<(PolicyKey, Entry)> = entries.into_iter().collect();
-        let ready = || {
-            entries.iter().filter_map(|(_, e)| match e {
-                Entry::Ready(p) => Some(p),
-                Entry::Invalid { .. } => None,
-            })
-        };
-        let mut claims = Vec::new();
-        for p in ready() {
-            let seniority = seniority(&p.key);
-            let mut patterns: Vec<&str> = p.routes.iter().map(|(h, _)| h.as_str()).collect();
-            patterns.sort_unstable();
-            patterns.dedup();
-            claims.extend(patterns.into_iter().map(|pattern| HostClaim {
-                key: &p.key,
-                pattern,
-                seniority,
-            }));
-        }
-        let resolution = resolve(
-            routing.ledger,
-            &claims,
-            &routing.rights,
-            routing.ties,
-            routing.clock,
-        );
-        // (pattern, path) -> the holder's policies claiming it
-        let mut routed: HashMap<(&str, String), Vec<Arc<CompiledPolicy>>> = HashMap::new();
-        for p in ready() {
-            for (pattern, path) in &p.routes {
-                if resolution.holds(&p.key.namespace, pattern) {
-                    routed
-                        .entry((pattern.as_str(), path.to_ascii_lowercase()))
-                        .or_default()
-                        .push(p.clone());
-                }
-            }
-        }
-        for ((pattern, path), mut policies) in routed {
-            // A policy listing `/x` and `/X` claims one route once.
-            policies.sort_by(|a, b| a.key.cmp(&b.key));
-            policies.dedup_by(|a, b| a.key == b.key);
-            let route = if policies.len() == 1 {
-                Route::Policy(policies.pop().expect("one element"))
-            } else {
-                index.conflicts.push(RouteConflict {
-                    host: pattern.to_owned(),
-                    path: path.clone(),
-                    policies: policies.iter().map(|p| p.key.clone()).collect(),
-                });
-                Route::Conflict
-            };
-            index.routes_mut(pattern).push((path, route));
-        }
-        // Held by a namespace that claims it no more, or served by a namespace other than the
-        // holder of the wildcard above it: nothing routes there.
-        for pattern in resolution.ledger.keys() {
-            index.routes_mut(pattern);
-        }
-        if let HostRights::Served { served, .. } = routing.rights {
-            for pattern in carved_out(served, &resolution.ledger) {
-                index.routes_mut(&pattern);
-            }
-        }
-        for routes in index
-            .by_host
-            .values_mut()
-            .chain(index.by_suffix.values_mut())
-        {
-            routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        }
-        index
-            .conflicts
-            .sort_by(|a, b| (&a.host, &a.path).cmp(&(&b.host, &b.path)));
-        index.refused = resolution.refused;
-        index.ledger = resolution.ledger;
-        for (key, entry) in entries {
-            index
-                .by_name
-                .entry(key.namespace)
-                .or_default()
-                .insert(key.name, entry);
-            index.len += 1;
-        }
-        index
+        IndexUpdater::default().apply(
+            entries.into_iter().map(|(k, e)| (k, Some(e))),
+            seniority,
+            routing,
+            true,
+        )
     }
 
-    fn routes_mut(&mut self, pattern: &str) -> &mut Routes {
-        match wildcard_suffix(pattern) {
-            Some(suffix) => self.by_suffix.entry(suffix.to_owned()).or_default(),
-            None => self.by_host.entry(pattern.to_owned()).or_default(),
-        }
-    }
-
-    /// Who holds which host pattern after this build.
+    /// Who holds which host pattern after this update.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
 
+    /// [`PolicyIndex::ledger`], shared rather than copied.
+    pub fn shared_ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
+    }
+
     pub fn len(&self) -> usize {
-        self.len
+        self.ready + self.invalid
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// Enforceable policies.
+    pub fn ready(&self) -> usize {
+        self.ready
+    }
+
+    /// Policies refused by validation.
+    pub fn invalid(&self) -> usize {
+        self.invalid
     }
 
     /// For `/auth/{namespace}/{name}`.
@@ -247,7 +203,7 @@ impl PolicyIndex {
             }
             wildcard_suffixes(host).find_map(|suffix| self.by_suffix.get(suffix))
         });
-        for (prefix, route) in routes.ok_or(Reason::PolicyUnknown)? {
+        for (prefix, route) in routes.ok_or(Reason::PolicyUnknown)?.iter() {
             if segment_prefix(prefix, path) {
                 return match route {
                     Route::Policy(p) => Ok(p),
@@ -269,8 +225,9 @@ impl PolicyIndex {
         })
     }
 
-    pub fn conflicts(&self) -> &[RouteConflict] {
-        &self.conflicts
+    /// Every route conflict, by host pattern and path.
+    pub fn conflicts(&self) -> impl Iterator<Item = &RouteConflict> {
+        self.conflicts.values().map(AsRef::as_ref)
     }
 
     /// The hosts `key` claims that are not routed to it, and why.
@@ -285,14 +242,29 @@ impl PolicyIndex {
 
     /// Every JWKS URL an enforceable policy needs.
     pub fn jwks_uris(&self) -> HashSet<Url> {
-        self.by_name
-            .values()
-            .flat_map(|m| m.values())
-            .filter_map(|e| match e {
-                Entry::Ready(p) => Some(p.jwks_uri.clone()),
-                Entry::Invalid { .. } => None,
-            })
-            .collect()
+        self.jwks.keys().cloned().collect()
+    }
+
+    /// Which update built this index.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The policies whose entry, conflicts or refused hosts may differ from what the index
+    /// of `revision` said; `None` when `revision` is not an earlier index of this one's
+    /// updater (then any may).
+    pub fn changed_since(&self, revision: u64) -> Option<Vec<PolicyKey>> {
+        if revision < self.history_floor || revision > self.revision {
+            return None;
+        }
+        let mut moved: Vec<PolicyKey> = self
+            .history
+            .range(revision + 1..)
+            .flat_map(|(_, keys)| keys.iter().cloned())
+            .collect();
+        moved.sort();
+        moved.dedup();
+        Some(moved)
     }
 }
 
@@ -390,9 +362,9 @@ mod tests {
             idx.by_route("app.example.com", "/z").unwrap().key.name,
             "root"
         );
-        assert_eq!(idx.conflicts().len(), 1);
+        assert_eq!(idx.conflicts().count(), 1);
         assert_eq!(
-            idx.conflicts()[0].policies,
+            idx.conflicts().next().unwrap().policies,
             vec![PolicyKey::new("ns", "one"), PolicyKey::new("ns", "two")]
         );
     }
@@ -443,7 +415,7 @@ mod tests {
             "victim/admin"
         );
         assert!(
-            idx.conflicts().is_empty(),
+            idx.conflicts().next().is_none(),
             "the owner's route is not a conflict"
         );
         assert_eq!(
@@ -524,7 +496,7 @@ mod tests {
             Err(Reason::PolicyInvalid)
         );
         assert_eq!(
-            idx.conflicts()[0].policies,
+            idx.conflicts().next().unwrap().policies,
             vec![PolicyKey::new("a", "one"), PolicyKey::new("a", "two")],
             "no foreign policy named"
         );
