@@ -729,12 +729,18 @@ fn churn(issuer: &Issuer) {
     write_targets(&targets, &[target(&url, &headers)]);
 
     let reloads = server.reloads();
+    // The baseline carries the probe's requests too, so the two runs differ only by the
+    // changes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let probe = spawn_idle_probe(server.auth.clone(), token.clone(), stop.clone());
     let quiet = summarize(&attack(
         &targets,
         Pace::Rate(rate),
         Duration::from_secs(secs),
         &RunClock::start(),
     ));
+    stop.store(true, Ordering::Relaxed);
+    probe.join().unwrap();
     let idle_reloads = server.reloads() - reloads;
     let churned = run_churn(&server, &issuer.url, &token, &targets, rate, secs);
     report_churn(&mut r, rate, (&quiet, idle_reloads), &churned, isolated);
@@ -754,8 +760,8 @@ fn churn_intro(secs: u64) -> String {
         "accessgate (one worker) with {POLICIES} policies, each its own host: {} in ten \
          files, {CHURNED} in a file each. vegeta offers half the wrk maximum (at most \
          {CHURN_RATE_CAP}/s), open loop, to one policy with a cached token for {secs} s, once \
-         without changes and once while {CHANGES_PER_SECOND} policy changes a second are \
-         written (each a file of one of the \
+         without changes (the probe below asking all the same) and once while \
+         {CHANGES_PER_SECOND} policy changes a second are written (each a file of one of the \
          {CHURNED} policies, replaced by rename as a ConfigMap update does, its claim-header \
          mapping renamed to `X-Rev-<change number>`). A probe asks accessgate for the oldest \
          change not yet seen, every {} ms, until the answer carries its header (or a later \
@@ -1116,6 +1122,18 @@ fn spawn_probe(
             }
         }
         enforced
+    })
+}
+
+/// The probe's requests without changes to look for: churned policy 0 asked every
+/// [`PROBE_EVERY`], as [`spawn_probe`] asks while a change is pending.
+fn spawn_idle_probe(auth: String, token: String, stop: Arc<AtomicBool>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let client = http();
+        while !stop.load(Ordering::Relaxed) {
+            revision_in_force(&client, &auth, &token, 0);
+            thread::sleep(PROBE_EVERY);
+        }
     })
 }
 

@@ -758,3 +758,30 @@ fn envoy_dialect_reads_method_path_and_host_and_lists_headers_to_remove() {
         (400, "dialect_mismatch")
     );
 }
+
+/// Envoy's `path_prefix` carries the namespace and name as the proxy wrote them; an
+/// encoded letter in either must not shift where the original path begins.
+#[test]
+fn envoy_dialect_accepts_a_percent_encoded_namespace_and_name() {
+    let (issuer, server) = setup(groups_mapping());
+    let token = issuer.token(json!({}));
+    for path in ["/envoy/app%73/w%65b/items/7?force=1", "/envoy/%61pps/web"] {
+        let resp = http()
+            .get(format!("{}{path}", server.auth))
+            .header("host", "app.example.test")
+            .header("cf-access-jwt-assertion", &token)
+            .send()
+            .unwrap();
+        assert_eq!(
+            (
+                resp.status().as_u16(),
+                resp.headers()
+                    .get("x-accessgate-reason")
+                    .map(|v| v.to_str().unwrap().to_owned())
+            ),
+            (200, None),
+            "{path}"
+        );
+        assert_eq!(resp.headers()["x-auth-request-email"], "alice@example.com");
+    }
+}

@@ -8,6 +8,13 @@ use common::*;
 use serde_json::json;
 
 fn check(policy: &std::path::Path, token: &str, url: Option<&str>) -> (i32, String) {
+    match url {
+        Some(u) => check_args(policy, token, &["--url", u]),
+        None => check_args(policy, token, &[]),
+    }
+}
+
+fn check_args(policy: &std::path::Path, token: &str, extra: &[&str]) -> (i32, String) {
     let mut cmd = Command::new(BIN);
     cmd.args([
         "check",
@@ -16,9 +23,7 @@ fn check(policy: &std::path::Path, token: &str, url: Option<&str>) -> (i32, Stri
         "--token",
         token,
     ]);
-    if let Some(u) = url {
-        cmd.args(["--url", u]);
-    }
+    cmd.args(extra);
     let out = cmd.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -84,5 +89,64 @@ fn check_explains_allow_and_each_kind_of_deny() {
     assert!(
         !out.contains(&String::from_utf8(forged).unwrap()),
         "the token is never printed"
+    );
+}
+
+/// A policy whose rules read `identity.groups`, which only get-identity supplies: the
+/// server enriches before it decides, so `check` must too, or the two disagree.
+const GROUPS_FROM_IDENTITY: &str = "  identity: {}\n  rules:\n    groupsClaim: identity.groups\n    allow:\n      - { group: sre }\n    deny:\n      - { group: contractors }\n";
+
+fn set_identity(issuer: &Issuer, cfg: serde_json::Value) {
+    let r = http()
+        .post(format!("{}/identity", issuer.url))
+        .json(&cfg)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+#[test]
+fn check_and_server_agree_on_a_policy_with_identity_enrichment() {
+    let issuer = Issuer::start();
+    let policy = policy_yaml("apps", "idp", &issuer.url, GROUPS_FROM_IDENTITY);
+    let server = Server::start(&[("p.yaml", &policy)], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, &policy).unwrap();
+    set_identity(
+        &issuer,
+        json!({"email": "alice@example.com", "groups": ["sre"]}),
+    );
+    set_identity(
+        &issuer,
+        json!({"email": "carol@example.com", "groups": ["sre", "contractors"]}),
+    );
+
+    // Alice is in `sre` only according to get-identity: the server allows her.
+    let alice = issuer.token(json!({}));
+    server.with_token("/auth/apps/idp", &alice).assert_allow();
+    let (code, out) = check(&file, &alice, None);
+    assert_eq!(code, 0, "check must agree with the server's 200:\n{out}");
+    assert!(
+        out.contains("ok   identity") && out.contains("ALLOW (200)"),
+        "{out}"
+    );
+
+    // Carol's get-identity groups include `contractors`, which a deny rule names: the
+    // server refuses her although her token alone would pass the deny rule.
+    let carol = issuer.token(json!({"email": "carol@example.com"}));
+    server
+        .with_token("/auth/apps/idp", &carol)
+        .assert_deny(403, "rule_denied");
+    let (code, out) = check(&file, &carol, None);
+    assert_eq!(code, 1, "check must agree with the server's 403:\n{out}");
+    assert!(out.contains("DENY (403 rule_denied)"), "{out}");
+
+    // --no-identity decides on the token alone, and says so.
+    let (code, out) = check_args(&file, &alice, &["--no-identity"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("--no-identity") && out.contains("DENY (403 rule_denied)"),
+        "{out}"
     );
 }

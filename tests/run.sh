@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test accessgate has, from a fresh clone: installs what the tests need (idempotent),
-# then format and lint checks, then `cargo test` (unit, integration, end-to-end behind real
-# nginx, controller against a real kube-apiserver).
+# then format and lint checks, the release build, then `cargo test` (unit, integration,
+# end-to-end behind real nginx, controller against a real kube-apiserver, the chart's pods on
+# a real one-node cluster: tests/node_e2e.rs, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +27,13 @@ echo "traefik: $(bash tests/traefik/build.sh | tail -n1)"
 echo "grpc-client: $(bash tests/grpc-client/build.sh | tail -n1)"
 echo "gateway CRDs: $(bash tests/gateway-crds/fetch.sh | tail -n1)"
 echo "promtool: $(bash tests/promtool/build.sh | tail -n1)"
+# The one-node cluster (kubelet, controller-manager, scheduler, kube-proxy from the same Go
+# module; Debian's containerd, runc, CNI plugins, buildah, dnsmasq installed if missing).
+echo "node binaries: $(bash tests/node/build.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked
-# The Dockerfile's build stage, exactly (no engine builds images here; this keeps it honest).
+# The Dockerfile's build stage, exactly; tests/node_e2e.rs builds the image from the project's
+# Dockerfile with this binary in place of the build stage's (tests/node/accessgate-image.sh).
 cargo build --release --locked
+cargo test --locked

@@ -1,18 +1,27 @@
 //! `accessgate check`: explain the decision for one token under one policy (from a file or
-//! the cluster), fetching the issuer's keys live. Prints each step; the exit status is the
-//! verdict. Nothing here is reachable over HTTP.
+//! the cluster). An adapter of the server's own authorization service
+//! ([`crate::serve::authorize`]): the issuer's keys fetched live, the identity fetched from
+//! get-identity as the server does (unless `--no-identity`), and the trace printed from the
+//! service's steps as they ran. The exit status is the verdict. Nothing here is reachable
+//! over HTTP.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue};
 use url::Url;
 
-use crate::core::explain::trace;
+use crate::core::decision::Forgetful;
+use crate::core::dialect::{self, OriginalRequest, Routing};
+use crate::core::explain::Explainer;
 use crate::core::index::{Entry, PolicyIndex};
 use crate::core::policy::{AccessPolicy, CompiledPolicy, PolicyKey, TokenSource, compile};
 use crate::core::verify::{ASSERTION_HEADER, AUTH_COOKIE};
+use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::{KeyAnswer, KeyConfig, KeyLookup, KeySet, fetch_once};
+use crate::metrics::Metrics;
+use crate::serve::authorize::{AuthRequest, Authorizer, Keys, Select};
 use crate::source::files::parse_manifests;
 
 #[derive(Debug, Clone)]
@@ -27,9 +36,30 @@ pub enum CheckError {
     Policy(String),
     #[error("cannot read the policy from the cluster: {0}")]
     Kube(#[from] kube::Error),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
+/// How `check` fetches, as the server would.
+#[derive(Debug, Clone)]
+pub struct Fetching {
+    /// The key fetch (timeout, body cap, no redirects, the address guard if configured).
+    pub keys: KeyConfig,
+    /// The get-identity fetch; `None` (`--no-identity`): not fetched, and the decision is
+    /// made on the token alone.
+    pub identity: Option<IdentityConfig>,
+}
+
+/// The key set fetched once for this check.
 struct Fetched(Option<KeySet>);
+
+impl Keys for Fetched {
+    /// Never: the keys were fetched for this check a moment ago, and a second fetch would
+    /// only show the same set (the server refetches because its copy may be minutes old).
+    async fn refetch(&self, _: &Url) -> bool {
+        false
+    }
+}
 
 impl KeyLookup for Fetched {
     fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
@@ -91,14 +121,26 @@ fn request_with(policy: &CompiledPolicy, token: &str) -> HeaderMap {
     h
 }
 
-/// Runs the check and prints the trace; `Ok(true)` when the token would be allowed. The keys
-/// are fetched the way the server fetches them (`keys`: timeout, body cap, no redirects, the
-/// address guard if configured).
+/// The original request the check stands for: `--url` read as the bare /auth endpoint
+/// would, or a plain GET when there is none (or it does not read: the note above says so).
+fn original(url: Option<&str>) -> OriginalRequest {
+    url.and_then(|u| dialect::original_url(u, Routing::Named).ok())
+        .unwrap_or_else(|| OriginalRequest {
+            method: "GET".into(),
+            scheme: "https".into(),
+            host: String::new(),
+            path: "/".into(),
+            client_ip: None,
+            request_id: None,
+        })
+}
+
+/// Runs the check and prints the trace; `Ok(true)` when the token would be allowed.
 pub async fn run(
     policy: PolicyRef,
     token: &str,
     url: Option<&str>,
-    keys: &KeyConfig,
+    fetching: &Fetching,
 ) -> Result<bool, CheckError> {
     let policy = load(&policy).await?;
     println!(
@@ -107,14 +149,12 @@ pub async fn run(
         policy.issuer,
         policy.audiences.len()
     );
+    let entry = Entry::Ready(Arc::new(policy.clone()));
+    let index = PolicyIndex::build([(policy.key.clone(), entry)]);
     if let Some(u) = url {
-        let index = PolicyIndex::build([(
-            policy.key.clone(),
-            Entry::Ready(std::sync::Arc::new(policy.clone())),
-        )]);
         // Read the URL exactly as the bare /auth endpoint would, as if nginx had routed on
         // its host (the same checks: authority, ambiguous paths, case-insensitive prefixes).
-        let routed = crate::core::dialect::original_url(u, crate::core::dialect::Routing::Strict)
+        let routed = dialect::original_url(u, Routing::Strict)
             .and_then(|r| index.by_route(&r.host, &r.path).map(|_| ()));
         let note = match routed {
             Ok(()) => "routes to this policy on the bare /auth endpoint".to_owned(),
@@ -126,7 +166,7 @@ pub async fn run(
         println!("url      {u}: {note}");
     }
     let started = Instant::now();
-    let keys = match fetch_once(keys, &policy.jwks_uri).await {
+    let keys = match fetch_once(&fetching.keys, &policy.jwks_uri).await {
         Ok(set) => {
             println!(
                 "keys     {} fetched from {} in {:?} (age 0 s): {}",
@@ -143,12 +183,41 @@ pub async fn run(
             Fetched(None)
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (steps, decision) = trace(&policy, &request_with(&policy, token), &keys, now);
-    for s in &steps {
+    let identity = match &fetching.identity {
+        Some(config) => Some(IdentityClient::new(config.clone(), Metrics::new())?),
+        None => None,
+    };
+    if let Some(cfg) = &policy.identity {
+        match identity {
+            Some(_) => println!(
+                "identity {}: fetched once the token verifies, as the server does",
+                cfg.url
+            ),
+            None => println!(
+                "identity {}: NOT fetched (--no-identity): decided on the token alone, unlike the server",
+                cfg.url
+            ),
+        }
+    }
+    let service = Authorizer {
+        policies: &index,
+        keys: &keys,
+        memo: &Forgetful,
+        identity: identity.as_ref(),
+        metrics: None,
+    };
+    let headers = request_with(&policy, token);
+    let request = AuthRequest {
+        select: Select::Name {
+            namespace: &policy.key.namespace,
+            name: &policy.key.name,
+        },
+        headers: &headers,
+        original: Ok(original(url)),
+    };
+    let mut explainer = Explainer::new();
+    let verdict = service.authorize(request, &mut explainer).await;
+    for s in &explainer.finish(verdict.outcome.map(|_| ())) {
         println!(
             "{} {:<10} {}",
             if s.ok { "ok  " } else { "FAIL" },
@@ -156,5 +225,5 @@ pub async fn run(
             s.detail
         );
     }
-    Ok(decision.outcome().is_ok())
+    Ok(verdict.is_allow())
 }

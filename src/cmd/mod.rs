@@ -175,6 +175,10 @@ enum Command {
         /// --allow-fetch-cidr).
         #[arg(long)]
         fetch_guard: bool,
+        /// Do not fetch the identity of a policy with `spec.identity` from get-identity:
+        /// decide on the token alone (the server never does; the output says so).
+        #[arg(long)]
+        no_identity: bool,
         #[command(flatten)]
         fetch: FetchFlags,
     },
@@ -468,7 +472,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let identity = identity.unwrap_or_else(default_identity);
             let mut signals = Signals::install()?;
-            let running = controller::start(RunConfig {
+            let starting = controller::start(RunConfig {
                 listen,
                 admin_listen,
                 listeners: listener.limits(),
@@ -485,8 +489,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 identity,
                 status_interval,
                 class: class.install_class(),
-            })
-            .await?;
+            });
+            // Start-up waits for the API server; a stop signal meanwhile ends it (nothing
+            // was served, nothing to drain).
+            let running = tokio::select! {
+                running = starting => running?,
+                signal = signals.next() => {
+                    tracing::info!(signal = signal.name(), "stopping before start-up completed");
+                    exit_unless_zero(match signal {
+                        Signal::Terminate => 0,
+                        Signal::Interrupt => signal.exit_code(),
+                    });
+                    return Ok(());
+                }
+            };
             let code = signals
                 .stop_with(|signal| async move {
                     match signal {
@@ -540,6 +556,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             token,
             url,
             fetch_guard,
+            no_identity,
             fetch,
         } => {
             let target = match (policy, namespace, name) {
@@ -549,11 +566,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
                 _ => anyhow::bail!("give --policy FILE, or --namespace NS --name NAME"),
             };
-            let keys = KeyConfig {
-                addresses: fetch.policy(fetch_guard),
-                ..KeyConfig::default()
+            let addresses = fetch.policy(fetch_guard);
+            let fetching = check::Fetching {
+                identity: (!no_identity).then(|| IdentityConfig {
+                    addresses: addresses.clone(),
+                    ..IdentityConfig::default()
+                }),
+                keys: KeyConfig {
+                    addresses,
+                    ..KeyConfig::default()
+                },
             };
-            let allowed = check::run(target, &token, url.as_deref(), &keys).await?;
+            let allowed = check::run(target, &token, url.as_deref(), &fetching).await?;
             std::process::exit(if allowed { 0 } else { 1 });
         }
         Command::Crd => unreachable!("handled before the runtime starts"),

@@ -98,6 +98,11 @@ impl Running {
     }
 }
 
+/// Retries of the first Lease request while the API server is out of reach: doubling from
+/// the first to the last.
+const LEASE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const LEASE_RETRY_MAX: Duration = Duration::from_secs(30);
+
 type LeaseTask = tokio::task::JoinHandle<
     Result<kube_lease_manager::LeaseManager, kube_lease_manager::LeaseManagerError>,
 >;
@@ -147,15 +152,29 @@ pub async fn start(config: RunConfig) -> Result<Running, RunError> {
     .await?;
 
     let seconds = config.lease_duration.as_secs().max(2);
-    let manager = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
-        .with_namespace(&config.lease_namespace)
-        .with_parameters(LeaseParams::new(
-            &config.identity,
-            seconds,
-            (seconds / 3).max(1),
-        ))
-        .build()
-        .await?;
+    // An API server out of reach at start is waited for, not a crash: the replica serves
+    // nothing meanwhile (no policy set is loaded, so /readyz says not ready), and it comes up
+    // as soon as the API server answers instead of after a kubelet crash-loop back-off.
+    let mut retry = LEASE_RETRY_FIRST;
+    let manager = loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+            .with_namespace(&config.lease_namespace)
+            .with_parameters(LeaseParams::new(
+                &config.identity,
+                seconds,
+                (seconds / 3).max(1),
+            ))
+            .build()
+            .await;
+        match built {
+            Ok(manager) => break manager,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?retry, "leader election cannot reach the API server; not ready until it can");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(LEASE_RETRY_MAX);
+            }
+        }
+    };
     let (leader, lease) = manager.watch().await;
     let reporter = Reporter {
         controller: "accessgate".into(),

@@ -7,6 +7,10 @@
 //! policy asks for one — [`conclude`] (identity, rules, headers). [`decide`] runs both for
 //! policies without enrichment. Every choice, including what a failed enrichment means, is
 //! made here; the server only does the I/O in between.
+//!
+//! Each step reports to an [`Observer`] as it runs: `accessgate check` explains a decision
+//! from those reports ([`crate::core::explain`]) instead of walking the request a second
+//! time. The server passes [`Unobserved`], whose empty methods compile away.
 
 use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;
@@ -20,7 +24,7 @@ use crate::core::jwks::{KeyAnswer, KeyLookup, VerifyingKey};
 use crate::core::policy::CompiledPolicy;
 use crate::core::reason::Reason;
 use crate::core::rules;
-use crate::core::verify::{self, Claims, TokenKind};
+use crate::core::verify::{self, ClaimCheck, Claims, TokenHeader, TokenKind};
 
 /// What a memo remembers of one verified token: the key (by `kid` and material) and the
 /// algorithm it was verified with, and its claims, parsed.
@@ -65,6 +69,9 @@ pub enum Enrichment<'a> {
     Fetched(&'a Value),
     /// The fetch failed; the policy's `onError` decides.
     Failed,
+    /// Not fetched on purpose (`accessgate check --no-identity`): decided on the token
+    /// alone, as `onError: continueWithoutIdentity` would after a failed fetch.
+    Skipped,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -82,62 +89,139 @@ impl Decision {
     }
 }
 
+/// Each step of a decision, reported as it runs, with what it looked at and its result.
+/// Every method defaults to doing nothing, so an observer implements only what it shows.
+/// The decision never reads anything back: observing cannot change a verdict.
+pub trait Observer {
+    /// The token found in the policy's sources, or why none was usable.
+    fn token(&mut self, _policy: &CompiledPolicy, _result: Result<&str, Reason>) {}
+    /// The token was verified before under a key still published: header, key and
+    /// signature were not looked at again.
+    fn remembered(&mut self, _policy: &CompiledPolicy, _hit: &Remembered) {}
+    /// The JOSE header, read against the policy's algorithms.
+    fn header(&mut self, _policy: &CompiledPolicy, _result: &Result<TokenHeader, Reason>) {}
+    /// The key published under the header's `kid`.
+    fn key(&mut self, _policy: &CompiledPolicy, _kid: &str, _answer: &KeyAnswer) {}
+    /// The signature check.
+    fn signature(&mut self, _result: Result<(), Reason>) {}
+    /// One claim check, as [`verify::check_claims_observed`] ran it.
+    fn claim(
+        &mut self,
+        _policy: &CompiledPolicy,
+        _claims: &Claims,
+        _check: ClaimCheck,
+        _result: Result<(), Reason>,
+        _now: u64,
+    ) {
+    }
+    /// The keys were fetched again after an unknown `kid` (or before any were loaded);
+    /// `fetched` is false when no refetch was allowed or it failed. Verification runs again
+    /// after a refetch, and reports its steps again.
+    fn refetched(&mut self, _jwks_uri: &Url, _fetched: bool) {}
+    /// What enrichment produced; `failure` names a failed fetch's category.
+    fn enrichment(
+        &mut self,
+        _policy: &CompiledPolicy,
+        _enrichment: &Enrichment,
+        _failure: Option<&str>,
+    ) {
+    }
+    /// The rules, checked on exactly these claims (enriched, when the policy asks for it).
+    fn rules(
+        &mut self,
+        _policy: &CompiledPolicy,
+        _claims: &Claims,
+        _kind: TokenKind,
+        _result: Result<(), Reason>,
+    ) {
+    }
+    /// The identity headers rendered for an allow.
+    fn headers(&mut self, _rendered: &Rendered) {}
+}
+
+/// Observes nothing: what the server passes on the hot path.
+pub struct Unobserved;
+
+impl Observer for Unobserved {}
+
 /// A request whose token verified and passed the policy's claim checks; rules and headers
 /// come next (possibly after identity enrichment).
-pub struct Verified<'h> {
+pub struct VerifiedToken<'h> {
     pub token: &'h str,
     pub claims: Arc<Claims>,
     pub kind: TokenKind,
 }
 
-/// Decides one request. `now` is seconds since the Unix epoch. `verified` remembers
-/// signature checks across requests (it never skips a policy check).
+/// Decides one request. `now` is seconds since the Unix epoch. `memo` remembers signature
+/// checks across requests (it never skips a policy check).
 pub fn decide(
     policy: &CompiledPolicy,
     request_headers: &HeaderMap,
     keys: &impl KeyLookup,
-    verified: &impl SignatureMemo,
+    memo: &impl SignatureMemo,
     now: u64,
 ) -> Decision {
-    match verify_request(policy, request_headers, keys, verified, now) {
-        Ok(v) => conclude(policy, &v, Enrichment::NotConfigured),
+    decide_observed(policy, request_headers, keys, memo, now, &mut Unobserved)
+}
+
+/// [`decide`], reporting each step to `observer`.
+pub fn decide_observed(
+    policy: &CompiledPolicy,
+    request_headers: &HeaderMap,
+    keys: &impl KeyLookup,
+    memo: &impl SignatureMemo,
+    now: u64,
+    observer: &mut impl Observer,
+) -> Decision {
+    match verify_request(policy, request_headers, keys, memo, now, observer) {
+        Ok(v) => conclude(policy, &v, Enrichment::NotConfigured, observer),
         Err(reason) => Decision::Deny(reason),
     }
 }
 
-/// Token → header → key → signature (or the cache) → claim checks.
+/// Token → header → key → signature (or the memo) → claim checks.
 pub fn verify_request<'h>(
     policy: &CompiledPolicy,
     request_headers: &'h HeaderMap,
     keys: &impl KeyLookup,
-    verified: &impl SignatureMemo,
+    memo: &impl SignatureMemo,
     now: u64,
-) -> Result<Verified<'h>, Reason> {
-    let token = verify::extract_token(request_headers, &policy.token_sources)?;
+    observer: &mut impl Observer,
+) -> Result<VerifiedToken<'h>, Reason> {
+    let token = verify::extract_token(request_headers, &policy.token_sources);
+    observer.token(policy, token);
+    let token = token?;
     // Verified before under this key set: no header to parse, no signature to check, as long
     // as this policy allows the algorithm and the key published under that kid is still the
     // one it was verified with. Anything else takes the full path below and fails there.
-    if let Some(hit) = verified.recall(&policy.jwks_uri, token)
+    if let Some(hit) = memo.recall(&policy.jwks_uri, token)
         && policy.algorithms.contains(&hit.alg)
         && let KeyAnswer::Found(key) = keys.lookup(&policy.jwks_uri, &hit.kid)
         && *key.fingerprint() == hit.key_fingerprint
         && key.alg.is_none_or(|a| a == hit.alg)
     {
-        let kind = verify::check_claims(&hit.claims, policy, now)?;
-        return Ok(Verified {
+        observer.remembered(policy, &hit);
+        let kind = check_claims(policy, &hit.claims, now, observer)?;
+        return Ok(VerifiedToken {
             token,
             claims: hit.claims.clone(),
             kind,
         });
     }
-    let header = verify::read_header(token, &policy.algorithms)?;
-    let key = match keys.lookup(&policy.jwks_uri, &header.kid) {
+    let header = verify::read_header(token, &policy.algorithms);
+    observer.header(policy, &header);
+    let header = header?;
+    let answer = keys.lookup(&policy.jwks_uri, &header.kid);
+    observer.key(policy, &header.kid, &answer);
+    let key = match answer {
         KeyAnswer::Found(key) => key,
         KeyAnswer::Unknown => return Err(Reason::KeyUnknown),
         KeyAnswer::Unavailable => return Err(Reason::KeysUnavailable),
     };
-    let claims = Arc::new(verify::verify_signature(token, &header, &key)?);
-    verified.remember(
+    let claims = verify::verify_signature(token, &header, &key);
+    observer.signature(claims.as_ref().map(|_| ()).map_err(|r| *r));
+    let claims = Arc::new(claims?);
+    memo.remember(
         &policy.jwks_uri,
         token,
         &key,
@@ -145,11 +229,23 @@ pub fn verify_request<'h>(
         claims.clone(),
         now,
     );
-    let kind = verify::check_claims(&claims, policy, now)?;
-    Ok(Verified {
+    let kind = check_claims(policy, &claims, now, observer)?;
+    Ok(VerifiedToken {
         token,
         claims,
         kind,
+    })
+}
+
+/// The verifier's claim checks, each reported as it runs.
+fn check_claims(
+    policy: &CompiledPolicy,
+    claims: &Claims,
+    now: u64,
+    observer: &mut impl Observer,
+) -> Result<TokenKind, Reason> {
+    verify::check_claims_observed(claims, policy, now, |check, result| {
+        observer.claim(policy, claims, check, result, now)
     })
 }
 
@@ -168,7 +264,12 @@ fn without_identity(claims: &Claims) -> Claims {
 }
 
 /// Identity (as the policy's `onError` says), rules, then the identity headers.
-pub fn conclude(policy: &CompiledPolicy, verified: &Verified, enrichment: Enrichment) -> Decision {
+pub fn conclude(
+    policy: &CompiledPolicy,
+    verified: &VerifiedToken,
+    enrichment: Enrichment,
+    observer: &mut impl Observer,
+) -> Decision {
     let enriched;
     let claims: &Claims = match (enrichment, &policy.identity) {
         (Enrichment::NotConfigured, _) | (_, None) => &verified.claims,
@@ -179,16 +280,22 @@ pub fn conclude(policy: &CompiledPolicy, verified: &Verified, enrichment: Enrich
         (Enrichment::Failed, Some(cfg)) if cfg.deny_on_error => {
             return Decision::Deny(Reason::IdentityUnavailable);
         }
-        (Enrichment::Failed, Some(_)) => {
+        (Enrichment::Failed | Enrichment::Skipped, Some(_)) => {
             enriched = without_identity(&verified.claims);
             &enriched
         }
     };
-    match rules::check(&policy.rules, claims, verified.kind) {
-        Ok(()) => Decision::Allow {
-            kind: verified.kind,
-            headers: headers::render(claims, &policy.claim_headers),
-        },
+    let ruled = rules::check(&policy.rules, claims, verified.kind);
+    observer.rules(policy, claims, verified.kind, ruled);
+    match ruled {
+        Ok(()) => {
+            let rendered = headers::render(claims, &policy.claim_headers);
+            observer.headers(&rendered);
+            Decision::Allow {
+                kind: verified.kind,
+                headers: rendered,
+            }
+        }
         Err(reason) => Decision::Deny(reason),
     }
 }

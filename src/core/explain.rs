@@ -1,17 +1,23 @@
-//! A step-by-step account of one decision, for `accessgate check`. Pure. The verdict is the
-//! real [`decide`]'s, so the trace can explain a decision but never disagree with one.
+//! A step-by-step account of one decision, for `accessgate check`. Pure. [`Explainer`] is
+//! an [`Observer`] of the decision's own steps (the ones the server takes, reported as
+//! they run): it adds only what each step looked at, so the trace can explain a decision
+//! but never disagree with one.
 
 use std::fmt::Write as _;
 
 use axum::http::HeaderMap;
 use serde_json::Value;
+use url::Url;
 
-use crate::core::decision::{Decision, Forgetful, decide};
+use crate::core::decision::{
+    Decision, Enrichment, Forgetful, Observer, Remembered, decide_observed,
+};
+use crate::core::headers::Rendered;
 use crate::core::jwks::{KeyAnswer, KeyLookup};
 use crate::core::policy::{CompiledMatcher, CompiledPolicy};
 use crate::core::reason::Reason;
 use crate::core::rules::{self, EmailClaim, Side, matcher_matches};
-use crate::core::verify::{self, ClaimCheck, Claims, TokenKind};
+use crate::core::verify::{ClaimCheck, Claims, TokenHeader, TokenKind};
 
 /// One line of the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,158 +29,234 @@ pub struct Step {
     pub reason: Option<Reason>,
 }
 
-fn step(out: &mut Vec<Step>, ok: bool, what: &str, detail: impl Into<String>) {
-    out.push(Step {
-        ok,
-        what: what.into(),
-        detail: detail.into(),
-        reason: None,
-    });
+/// Collects the trace of one decision from the steps it reports.
+#[derive(Debug, Default)]
+pub struct Explainer {
+    steps: Vec<Step>,
 }
 
-fn step_failed(out: &mut Vec<Step>, what: &str, reason: Reason, detail: impl Into<String>) {
-    out.push(Step {
-        ok: false,
-        what: what.into(),
-        detail: format!("{reason}: {}", detail.into()),
-        reason: Some(reason),
-    });
+impl Explainer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The trace, ending with the verdict's line.
+    pub fn finish(mut self, outcome: Result<(), Reason>) -> Vec<Step> {
+        let verdict = match outcome {
+            Ok(()) => "ALLOW (200)".to_owned(),
+            Err(r) => format!("DENY ({} {})", r.status(), r.code()),
+        };
+        self.step(outcome.is_ok(), "decision", verdict);
+        self.steps
+    }
+
+    fn step(&mut self, ok: bool, what: &str, detail: impl Into<String>) {
+        self.steps.push(Step {
+            ok,
+            what: what.into(),
+            detail: detail.into(),
+            reason: None,
+        });
+    }
+
+    fn failed(&mut self, what: &str, reason: Reason, detail: impl Into<String>) {
+        self.steps.push(Step {
+            ok: false,
+            what: what.into(),
+            detail: format!("{reason}: {}", detail.into()),
+            reason: Some(reason),
+        });
+    }
+
+    fn outcome(&mut self, what: &str, result: Result<(), Reason>, detail: impl Into<String>) {
+        match result {
+            Ok(()) => self.step(true, what, detail),
+            Err(r) => self.failed(what, r, detail),
+        }
+    }
 }
 
-fn show(v: Option<&Value>) -> String {
-    v.map(Value::to_string).unwrap_or_else(|| "(absent)".into())
-}
-
-/// Traces the decision for a request carrying `headers` under `policy`.
+/// Traces the decision for a request carrying `headers` under `policy` (no refetch, no
+/// enrichment: the pure decision alone).
 pub fn trace(
     policy: &CompiledPolicy,
     headers: &HeaderMap,
     keys: &impl KeyLookup,
     now: u64,
 ) -> (Vec<Step>, Decision) {
-    let decision = decide(policy, headers, keys, &Forgetful, now);
-    let mut s = Vec::new();
-    explain(policy, headers, keys, now, &mut s);
-    let verdict = match &decision {
-        Decision::Allow { .. } => "ALLOW (200)".to_owned(),
-        Decision::Deny(r) => format!("DENY ({} {})", r.status(), r.code()),
-    };
-    step(&mut s, decision.outcome().is_ok(), "decision", verdict);
-    (s, decision)
+    let mut explainer = Explainer::new();
+    let decision = decide_observed(policy, headers, keys, &Forgetful, now, &mut explainer);
+    (explainer.finish(decision.outcome()), decision)
 }
 
-fn explain(
-    policy: &CompiledPolicy,
-    headers: &HeaderMap,
-    keys: &impl KeyLookup,
-    now: u64,
-    s: &mut Vec<Step>,
-) {
-    let sources: Vec<String> = policy
+fn show(v: Option<&Value>) -> String {
+    v.map(Value::to_string).unwrap_or_else(|| "(absent)".into())
+}
+
+fn sources(policy: &CompiledPolicy) -> String {
+    let names: Vec<String> = policy
         .token_sources
         .iter()
         .map(|t| format!("{t:?}").to_lowercase())
         .collect();
-    let token = match verify::extract_token(headers, &policy.token_sources) {
-        Ok(t) => {
-            step(
-                s,
+    names.join(", ")
+}
+
+impl Observer for Explainer {
+    fn token(&mut self, policy: &CompiledPolicy, result: Result<&str, Reason>) {
+        let sources = sources(policy);
+        match result {
+            Ok(t) => self.step(
                 true,
                 "token",
-                format!(
-                    "found ({} bytes) in sources [{}]",
-                    t.len(),
-                    sources.join(", ")
-                ),
-            );
-            t
+                format!("found ({} bytes) in sources [{sources}]", t.len()),
+            ),
+            Err(r) => self.failed("token", r, format!("none usable in sources [{sources}]")),
         }
-        Err(r) => {
-            return step(
-                s,
-                false,
-                "token",
-                format!("{r}: none usable in sources [{}]", sources.join(", ")),
-            );
-        }
-    };
-    let header = match verify::read_header(token, &policy.algorithms) {
-        Ok(h) => {
-            step(
-                s,
+    }
+
+    fn remembered(&mut self, policy: &CompiledPolicy, hit: &Remembered) {
+        self.step(
+            true,
+            "signature",
+            format!(
+                "verified before with kid {} ({:?}), still published at {}",
+                hit.kid, hit.alg, policy.jwks_uri
+            ),
+        );
+    }
+
+    fn header(&mut self, policy: &CompiledPolicy, result: &Result<TokenHeader, Reason>) {
+        match result {
+            Ok(h) => self.step(
                 true,
                 "header",
                 format!(
                     "alg {:?} (allowed {:?}), kid {}",
                     h.alg, policy.algorithms, h.kid
                 ),
-            );
-            h
-        }
-        Err(r) => {
-            return step(
-                s,
-                false,
+            ),
+            Err(r) => self.failed(
                 "header",
-                format!("{r} (allowed algorithms {:?})", policy.algorithms),
-            );
-        }
-    };
-    let key = match keys.lookup(&policy.jwks_uri, &header.kid) {
-        KeyAnswer::Found(k) => {
-            step(
-                s,
-                true,
-                "key",
-                format!("kid {} found in {}", k.kid, policy.jwks_uri),
-            );
-            k
-        }
-        KeyAnswer::Unknown => {
-            return step(
-                s,
-                false,
-                "key",
-                format!("kid {} is not published at {}", header.kid, policy.jwks_uri),
-            );
-        }
-        KeyAnswer::Unavailable => {
-            return step(
-                s,
-                false,
-                "key",
-                format!("no keys could be loaded from {}", policy.jwks_uri),
-            );
-        }
-    };
-    let claims = match verify::verify_signature(token, &header, &key) {
-        Ok(c) => {
-            step(s, true, "signature", "valid");
-            c
-        }
-        Err(r) => return step(s, false, "signature", r.to_string()),
-    };
-    explain_claims(policy, &claims, now, s);
-}
-
-/// The claim checks exactly as the verifier runs them ([`verify::check_claims_observed`]):
-/// each line's verdict is the check's own result, and the trace stops where verification
-/// stops. Only the detail text (the values looked at) is added here.
-fn explain_claims(policy: &CompiledPolicy, claims: &Claims, now: u64, s: &mut Vec<Step>) {
-    let mut seen = Vec::new();
-    let outcome = verify::check_claims_observed(claims, policy, now, |check, result| {
-        seen.push((check, result));
-    });
-    for (check, result) in seen {
-        let detail = claim_detail(check, policy, claims, now);
-        match result {
-            Ok(()) => step(s, true, check.name(), detail),
-            Err(r) => step_failed(s, check.name(), r, detail),
+                *r,
+                format!("allowed algorithms {:?}", policy.algorithms),
+            ),
         }
     }
-    if let Ok(kind) = outcome {
-        explain_rules(policy, claims, kind, s);
-        let rendered = crate::core::headers::render(claims, &policy.claim_headers);
+
+    fn key(&mut self, policy: &CompiledPolicy, kid: &str, answer: &KeyAnswer) {
+        let uri = &policy.jwks_uri;
+        match answer {
+            KeyAnswer::Found(k) => self.step(true, "key", format!("kid {} found in {uri}", k.kid)),
+            KeyAnswer::Unknown => self.failed(
+                "key",
+                Reason::KeyUnknown,
+                format!("kid {kid} is not published at {uri}"),
+            ),
+            KeyAnswer::Unavailable => self.failed(
+                "key",
+                Reason::KeysUnavailable,
+                format!("no keys could be loaded from {uri}"),
+            ),
+        }
+    }
+
+    fn signature(&mut self, result: Result<(), Reason>) {
+        match result {
+            Ok(()) => self.step(true, "signature", "valid"),
+            Err(r) => {
+                let detail = match r {
+                    Reason::SignatureInvalid => "does not verify with the published key",
+                    Reason::AlgorithmNotAllowed => "the published key is for another algorithm",
+                    _ => "the signature or the payload does not decode",
+                };
+                self.failed("signature", r, detail)
+            }
+        }
+    }
+
+    fn claim(
+        &mut self,
+        policy: &CompiledPolicy,
+        claims: &Claims,
+        check: ClaimCheck,
+        result: Result<(), Reason>,
+        now: u64,
+    ) {
+        let detail = claim_detail(check, policy, claims, now);
+        self.outcome(check.name(), result, detail);
+    }
+
+    fn refetched(&mut self, jwks_uri: &Url, fetched: bool) {
+        let detail = if fetched {
+            format!("fetched again from {jwks_uri}; verifying again")
+        } else {
+            format!("not fetched again from {jwks_uri} (just fetched, or rate-limited)")
+        };
+        self.step(fetched, "refetch", detail);
+    }
+
+    fn enrichment(
+        &mut self,
+        policy: &CompiledPolicy,
+        enrichment: &Enrichment,
+        failure: Option<&str>,
+    ) {
+        let Some(cfg) = &policy.identity else {
+            return;
+        };
+        match enrichment {
+            Enrichment::NotConfigured => {}
+            Enrichment::Fetched(id) => self.step(
+                true,
+                "identity",
+                format!(
+                    "fetched from {}: groups {}, email {}",
+                    cfg.url,
+                    show(id.get("groups")),
+                    show(id.get("email"))
+                ),
+            ),
+            Enrichment::Failed if cfg.deny_on_error => self.failed(
+                "identity",
+                Reason::IdentityUnavailable,
+                format!(
+                    "{} from {} (onError: deny)",
+                    failure.unwrap_or("failed"),
+                    cfg.url
+                ),
+            ),
+            Enrichment::Failed => self.step(
+                false,
+                "identity",
+                format!(
+                    "{} from {}; onError: continueWithoutIdentity, decided on the token alone",
+                    failure.unwrap_or("failed"),
+                    cfg.url
+                ),
+            ),
+            Enrichment::Skipped => self.step(
+                true,
+                "identity",
+                format!(
+                    "not fetched from {} (--no-identity): decided on the token alone, which the server never does",
+                    cfg.url
+                ),
+            ),
+        }
+    }
+
+    fn rules(
+        &mut self,
+        policy: &CompiledPolicy,
+        claims: &Claims,
+        kind: TokenKind,
+        result: Result<(), Reason>,
+    ) {
+        explain_rules(self, policy, claims, kind, result);
+    }
+
+    fn headers(&mut self, rendered: &Rendered) {
         let mut text = String::new();
         for (k, v) in &rendered.set {
             let _ = write!(text, "{k}: {}; ", String::from_utf8_lossy(v.as_bytes()));
@@ -182,16 +264,12 @@ fn explain_claims(policy: &CompiledPolicy, claims: &Claims, now: u64, s: &mut Ve
         for (k, why) in &rendered.dropped {
             let _ = write!(text, "{k} dropped ({}); ", why.code());
         }
-        step(
-            s,
-            true,
-            "headers",
-            if text.is_empty() {
-                "none".into()
-            } else {
-                text.trim_end_matches("; ").to_owned()
-            },
-        );
+        let text = if text.is_empty() {
+            "none".into()
+        } else {
+            text.trim_end_matches("; ").to_owned()
+        };
+        self.step(true, "headers", text);
     }
 }
 
@@ -228,47 +306,48 @@ fn claim_detail(check: ClaimCheck, policy: &CompiledPolicy, claims: &Claims, now
     }
 }
 
-fn explain_rules(policy: &CompiledPolicy, claims: &Claims, kind: TokenKind, s: &mut Vec<Step>) {
+/// The rules' verdict is the decision's (`result`); the lines say which matchers matched
+/// the claims the rules were checked on, with [`matcher_matches`], the test
+/// [`rules::check`] itself applies.
+fn explain_rules(
+    out: &mut Explainer,
+    policy: &CompiledPolicy,
+    claims: &Claims,
+    kind: TokenKind,
+    result: Result<(), Reason>,
+) {
     let rules = &policy.rules;
     if rules.allow.is_empty() && rules.deny.is_empty() {
-        return step(s, true, "rules", "none: any valid token for the audience");
+        return out.step(true, "rules", "none: any valid token for the audience");
     }
     let email_note = match rules::email(rules, claims) {
         EmailClaim::Unusable(why) => format!(" ({why}: email matchers fail closed)"),
         EmailClaim::Absent | EmailClaim::Usable(_) => String::new(),
     };
-    let describe = |m: &CompiledMatcher| {
+    let describe = |m: &CompiledMatcher, hit: bool| {
         let note = match m {
             CompiledMatcher::Email(_) | CompiledMatcher::EmailDomain(_) => email_note.as_str(),
             _ => "",
         };
-        format!("{m:?}{note}")
+        let verb = if hit { "matches" } else { "does not match" };
+        format!("{m:?}{note} {verb}")
     };
     for m in &rules.deny {
         let hit = matcher_matches(m, Side::Deny, rules, claims, kind);
-        let detail = format!(
-            "{} {}",
-            describe(m),
-            if hit { "matches" } else { "does not match" }
-        );
         if hit {
-            step_failed(s, "rule deny", Reason::RuleDenied, detail);
+            out.failed("rule deny", Reason::RuleDenied, describe(m, hit));
         } else {
-            step(s, true, "rule deny", detail);
+            out.step(true, "rule deny", describe(m, hit));
         }
     }
     for m in &rules.allow {
         let hit = matcher_matches(m, Side::Allow, rules, claims, kind);
-        step(
-            s,
-            hit,
-            "rule allow",
-            format!(
-                "{} {}",
-                describe(m),
-                if hit { "matches" } else { "does not match" }
-            ),
-        );
+        out.step(hit, "rule allow", describe(m, hit));
+    }
+    if let Err(r) = result
+        && !out.steps.iter().any(|s| s.reason == Some(r))
+    {
+        out.failed("rules", r, "no allow matcher matches");
     }
 }
 

@@ -8,12 +8,12 @@
 //! unchanged, where an unknown path is `503 policy_unknown`: a proxy expecting the HTTP
 //! contract never reads a gRPC answer (HTTP 200 with `grpc-status`) as an allow.
 //!
-//! The data path is the HTTP one: the check's fields → [`dialect::grpc`] → the same
-//! [`http::judge`] (index, decision, metrics, logs) → a `CheckResponse`. Every
-//! `CheckRequest` that decodes, however broken its contents, gets a `CheckResponse` with a
-//! deny, never a gRPC error status: Envoy treats a failed call as an error (let through
-//! when `failure_mode_allow` is set), a denied check as a deny. That includes one whose
-//! strings are not UTF-8, which prost alone would refuse whole ([`codec`]). Only bytes
+//! An adapter like the HTTP one: the check's fields → [`dialect::grpc`] → the one service
+//! ([`authorize`]: policy, decision, metrics, logs) → its verdict as a `CheckResponse`.
+//! Every `CheckRequest` that decodes, however broken its contents, gets a `CheckResponse`
+//! with a deny, never a gRPC error status: Envoy treats a failed call as an error (let
+//! through when `failure_mode_allow` is set), a denied check as a deny. That includes one
+//! whose strings are not UTF-8, which prost alone would refuse whole (`codec`). Only bytes
 //! that are not a `CheckRequest` (or one over tonic's 4 MiB limit) get an error from tonic.
 
 mod codec;
@@ -42,11 +42,13 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
-use crate::core::decision::Decision;
-use crate::core::dialect::{self, GrpcHttp, Routing};
+use crate::core::decision::Unobserved;
+use crate::core::dialect::{self, GrpcHttp};
 use crate::core::reason::Reason;
-use crate::serve::http::{self, REASON_HEADER, Select};
+use crate::serve::authorize::{self, AuthRequest, Select};
+use crate::serve::http;
 use crate::serve::state::AppState;
+use crate::serve::verdict::Verdict;
 
 /// The gRPC services on the auth listener (`/{name}/{method}`).
 const AUTHORIZATION: &str = "envoy.service.auth.v3.Authorization";
@@ -58,7 +60,7 @@ const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 const WATCH_POLL: Duration = Duration::from_millis(500);
 
 /// The auth listener's service: gRPC ext_authz and health for gRPC requests
-/// ([`is_grpc`]), the HTTP dialects ([`http::auth_router`]) for everything else. A plain
+/// (`is_grpc`), the HTTP dialects ([`http::auth_router`]) for everything else. A plain
 /// service rather than a router in front of two routers: the choice costs one look at the
 /// request, no routing, boxing or cloning of its own.
 pub fn auth_listener(state: Arc<AppState>) -> AuthListener {
@@ -160,20 +162,29 @@ impl tower::Service<GrpcRequest> for ExtAuthz {
     }
 }
 
-/// The `CheckResponse` for a check: its decision, or a deny when it cannot be read.
+/// The `CheckResponse` for a check: the service's verdict, or a deny when the check cannot
+/// be read.
 async fn answer(state: &AppState, check: Check) -> CheckResponse {
-    let decision = match check.as_ref().map_err(|reason| *reason).and_then(read) {
+    let service = authorize::of(state);
+    let verdict = match check.as_ref().map_err(|reason| *reason).and_then(read) {
         Ok((select, headers, original)) => {
-            let routing = match select {
-                Select::Name { .. } => Routing::Named,
-                Select::Route => Routing::Strict,
+            let request = AuthRequest {
+                select,
+                headers: &headers,
+                original: dialect::grpc(&original, &headers, select.routing()),
             };
-            let request = dialect::grpc(&original, &headers, routing);
-            http::judge(state, &headers, request, &select).await
+            service.authorize(request, &mut Unobserved).await
         }
-        Err(reason) => http::judge(state, &HeaderMap::new(), Err(reason), &Select::Route).await,
+        Err(reason) => {
+            let request = AuthRequest {
+                select: Select::Route,
+                headers: &HeaderMap::new(),
+                original: Err(reason),
+            };
+            service.authorize(request, &mut Unobserved).await
+        }
     };
-    respond(decision)
+    respond(verdict)
 }
 
 /// How a check selects its policy, the client's headers, and the original request.
@@ -255,70 +266,57 @@ fn rpc_status(code: Code, message: &str) -> Option<rpc::Status> {
     })
 }
 
-/// The HTTP contract in ext_authz form. Allow: OK, the identity headers (overwriting client
-/// copies) and every other mapped header in `headers_to_remove`. Deny: the same status,
-/// reason header and body as the HTTP endpoints, `UNAUTHENTICATED` for 401s and
-/// `PERMISSION_DENIED` for the rest.
-fn respond(decision: Decision) -> CheckResponse {
-    match decision {
-        Decision::Allow {
-            headers: rendered, ..
-        } => {
-            let mut headers = Vec::with_capacity(rendered.set.len());
-            let mut remove: Vec<String> = rendered
-                .absent
-                .iter()
-                .map(|n| n.as_str().to_owned())
-                .collect();
-            for (name, value) in &rendered.set {
-                // Rendered values come from JSON text, so this always holds; were it not
-                // to, the header is removed rather than sent mangled.
-                match std::str::from_utf8(value.as_bytes()) {
-                    Ok(v) => headers.push(overwrite(name.as_str(), v)),
-                    Err(_) => remove.push(name.as_str().to_owned()),
-                }
-            }
-            CheckResponse {
-                status: rpc_status(Code::Ok, ""),
-                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-                    headers,
-                    headers_to_remove: remove,
-                    ..OkHttpResponse::default()
-                })),
-                dynamic_metadata: None,
+/// The verdict in ext_authz form. Allow: OK, the identity headers for the upstream request
+/// (overwriting client copies) and the rest of the mapped headers in `headers_to_remove`.
+/// Deny: the verdict's status, response headers and body, as the HTTP endpoints answer,
+/// with `UNAUTHENTICATED` for 401s and `PERMISSION_DENIED` for the rest.
+fn respond(verdict: Verdict) -> CheckResponse {
+    let Some(reason) = verdict.reason() else {
+        let mut headers = Vec::with_capacity(verdict.set.len());
+        let mut remove: Vec<String> = verdict
+            .remove
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        for (name, value) in &verdict.set {
+            // Rendered values come from JSON text, so this always holds; were it not to,
+            // the header is removed rather than sent mangled.
+            match std::str::from_utf8(value.as_bytes()) {
+                Ok(v) => headers.push(overwrite(name.as_str(), v)),
+                Err(_) => remove.push(name.as_str().to_owned()),
             }
         }
-        Decision::Deny(reason) => {
-            let status = reason.status();
-            let mut headers = vec![
-                overwrite(REASON_HEADER, reason.code()),
-                overwrite(header::CACHE_CONTROL.as_str(), "no-store"),
-            ];
-            if status == 401 {
-                headers.push(overwrite(
-                    header::WWW_AUTHENTICATE.as_str(),
-                    "Bearer realm=\"accessgate\"",
-                ));
-            }
-            let http_code = HttpStatusCode::try_from(i32::from(status))
-                .unwrap_or(HttpStatusCode::ServiceUnavailable);
-            let code = if status == 401 {
-                Code::Unauthenticated
-            } else {
-                Code::PermissionDenied
-            };
-            CheckResponse {
-                status: rpc_status(code, reason.code()),
-                http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: http_code as i32,
-                    }),
-                    headers,
-                    body: format!("{}\n", reason.code()),
-                })),
-                dynamic_metadata: None,
-            }
-        }
+        return CheckResponse {
+            status: rpc_status(Code::Ok, ""),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers,
+                headers_to_remove: remove,
+                ..OkHttpResponse::default()
+            })),
+            dynamic_metadata: None,
+        };
+    };
+    let headers = verdict
+        .response_headers()
+        .map(|(name, value)| overwrite(name, value))
+        .collect();
+    let http_code = HttpStatusCode::try_from(i32::from(verdict.status))
+        .unwrap_or(HttpStatusCode::ServiceUnavailable);
+    let code = if verdict.status == 401 {
+        Code::Unauthenticated
+    } else {
+        Code::PermissionDenied
+    };
+    CheckResponse {
+        status: rpc_status(code, reason.code()),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: http_code as i32,
+            }),
+            headers,
+            body: verdict.body(),
+        })),
+        dynamic_metadata: None,
     }
 }
 

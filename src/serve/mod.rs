@@ -1,11 +1,17 @@
-//! Serving: the auth and admin listeners ([`http`]) and the state they share ([`state`]).
-//! [`bootstrap`] builds that state the same way for `serve`, `run` and `demo`; [`listen`]
-//! binds and serves both listeners, each with the connection limits of [`listener`].
+//! Serving: the one authorization service ([`authorize`]) and its adapters, the auth and
+//! admin listeners ([`http`], [`grpc`]), and the state they share ([`state`]). A request
+//! reads top to bottom: adapter (dialect) → [`authorize`] (policy, verify, keys, identity,
+//! conclude) → [`record`] → the [`verdict`] rendered by the adapter. [`bootstrap`] builds
+//! the state the same way for `serve`, `run` and `demo`; [`listen`] binds and serves both
+//! listeners, each with the connection limits of [`listener`].
 
+pub mod authorize;
 pub mod grpc;
 pub mod http;
 pub mod listener;
+pub mod record;
 pub mod state;
+pub mod verdict;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

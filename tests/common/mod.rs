@@ -665,6 +665,7 @@ pub mod caddy;
 pub mod cluster;
 pub mod echo;
 pub mod nginx;
+pub mod node;
 pub mod replica;
 pub mod slow_api;
 pub mod stack;

@@ -17,7 +17,11 @@
 #   ACCESSGATE_CP_ETCD_PORT       etcd client port               (default: a free port)
 #   ACCESSGATE_CP_ETCD_PEER_PORT  etcd peer port                 (default: a free port)
 #   ACCESSGATE_CP_READY_TIMEOUT   seconds to wait for /readyz    (default: 90)
-#   ACCESSGATE_CP_APISERVER_ARGS  extra kube-apiserver flags (word-split)
+#   ACCESSGATE_CP_APISERVER_ARGS  extra kube-apiserver flags (word-split). A repeated list flag
+#                                 appends to the one here, hence the next two:
+#   ACCESSGATE_CP_AUTHORIZATION_MODE          --authorization-mode   (default: RBAC)
+#   ACCESSGATE_CP_DISABLE_ADMISSION_PLUGINS   --disable-admission-plugins (default: ServiceAccount;
+#                                 set to "" to keep every default plugin, as tests/node does)
 #
 # Re-running on a DIR whose processes were stopped restarts them on the same ports,
 # certs and data. Running it on a DIR that is already running is an error.
@@ -202,10 +206,10 @@ for attempt in 1 2 3; do
     --tls-cert-file="$pki/apiserver.crt" \
     --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
-    --authorization-mode=RBAC \
+    --authorization-mode="${ACCESSGATE_CP_AUTHORIZATION_MODE:-RBAC}" \
     --service-cluster-ip-range=10.0.0.0/24 \
     --allow-privileged=true \
-    --disable-admission-plugins=ServiceAccount \
+    --disable-admission-plugins="${ACCESSGATE_CP_DISABLE_ADMISSION_PLUGINS-ServiceAccount}" \
     --service-account-issuer="$api_url" \
     --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \

@@ -1,0 +1,453 @@
+//! The authorization service: one request in, one [`Verdict`] out, for every entry point
+//! (the HTTP dialects, gRPC ext_authz, `accessgate check`). Top to bottom: select the policy
+//! → verify the token → refetch the keys once on an unknown `kid` → enrich the identity →
+//! conclude → record (metrics, decision log). The choices are the core's
+//! ([`crate::core::decision`]); this module does the I/O between them, and nothing else
+//! decides.
+//!
+//! Adapters differ only in what they bring: where policies come from ([`Policies`]), which
+//! keys verify ([`Keys`]), whether signatures are remembered ([`SignatureMemo`]), whether
+//! decisions are counted, and an [`Observer`] of the steps (`check` prints its trace from
+//! one; the server's observes nothing).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+use url::Url;
+
+use crate::core::decision::{self, Decision, Enrichment, Observer, SignatureMemo, VerifiedToken};
+use crate::core::dialect::{OriginalRequest, Routing};
+use crate::core::index::PolicyIndex;
+use crate::core::jwks::KeyLookup;
+use crate::core::policy::CompiledPolicy;
+use crate::core::reason::Reason;
+use crate::identity::IdentityClient;
+use crate::keys::KeyStore;
+use crate::keys::tokens::TokenCache;
+use crate::metrics::Metrics;
+use crate::serve::record;
+use crate::serve::state::AppState;
+use crate::serve::verdict::Verdict;
+
+/// How the policy is chosen.
+#[derive(Debug, Clone, Copy)]
+pub enum Select<'a> {
+    /// Named by the route (`/auth/{namespace}/{name}`, gRPC `context_extensions`).
+    Name { namespace: &'a str, name: &'a str },
+    /// By the original request's host and path (the bare endpoints).
+    Route,
+}
+
+impl Select<'_> {
+    /// How strictly the dialect must read the original request: host and path only choose
+    /// the policy on [`Select::Route`].
+    pub fn routing(&self) -> Routing {
+        match self {
+            Select::Name { .. } => Routing::Named,
+            Select::Route => Routing::Strict,
+        }
+    }
+}
+
+/// One authorization, as an adapter read it from its protocol.
+pub struct AuthRequest<'a> {
+    pub select: Select<'a>,
+    /// The client's headers, where the token is.
+    pub headers: &'a HeaderMap,
+    /// The original request, or why the adapter could not read one (denied with it).
+    pub original: Result<OriginalRequest, Reason>,
+}
+
+/// Where policies are selected from.
+pub trait Policies {
+    fn select(
+        &self,
+        select: &Select<'_>,
+        original: &OriginalRequest,
+    ) -> Result<Arc<CompiledPolicy>, Reason>;
+}
+
+impl Policies for PolicyIndex {
+    fn select(
+        &self,
+        select: &Select<'_>,
+        original: &OriginalRequest,
+    ) -> Result<Arc<CompiledPolicy>, Reason> {
+        match select {
+            Select::Name { namespace, name } => self.by_name(namespace, name),
+            Select::Route => self.by_route(&original.host, &original.path),
+        }
+        .cloned()
+    }
+}
+
+impl Policies for AppState {
+    /// From the live index; the index is held only while selecting (the policy is kept, by
+    /// reference count, for the rest of the decision).
+    fn select(
+        &self,
+        select: &Select<'_>,
+        original: &OriginalRequest,
+    ) -> Result<Arc<CompiledPolicy>, Reason> {
+        self.index().select(select, original)
+    }
+}
+
+/// The keys a token is verified with, and one more fetch when they lack its `kid`.
+pub trait Keys: KeyLookup + Sync {
+    /// Whether a fetch completed since the lookup, i.e. whether verifying again can give a
+    /// different answer.
+    fn refetch(&self, jwks_uri: &Url) -> impl Future<Output = bool> + Send;
+}
+
+impl Keys for KeyStore {
+    fn refetch(&self, jwks_uri: &Url) -> impl Future<Output = bool> + Send {
+        KeyStore::refetch(self, jwks_uri)
+    }
+}
+
+/// The service, over the ports an entry point brings.
+pub struct Authorizer<'a, P, K, M> {
+    pub policies: &'a P,
+    pub keys: &'a K,
+    pub memo: &'a M,
+    /// `None`: identities are not fetched (`check --no-identity`) and the decision is made
+    /// on the token alone.
+    pub identity: Option<&'a IdentityClient>,
+    /// `None`: decisions are not counted (`check`).
+    pub metrics: Option<&'a Metrics>,
+}
+
+/// The server's service: the live index, the key caches, the verified-token cache, the
+/// identity client, the metrics.
+pub fn of(state: &AppState) -> Authorizer<'_, AppState, KeyStore, TokenCache> {
+    Authorizer {
+        policies: state,
+        keys: &state.keys,
+        memo: &state.tokens,
+        identity: Some(&state.identity),
+        metrics: Some(&state.metrics),
+    }
+}
+
+impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
+    /// The verdict for `request`, recorded; each step is reported to `observer`.
+    pub async fn authorize(
+        &self,
+        request: AuthRequest<'_>,
+        observer: &mut impl Observer,
+    ) -> Verdict {
+        let started = Instant::now();
+        let (policy, decision) = match &request.original {
+            Err(reason) => (None, Decision::Deny(*reason)),
+            Ok(original) => {
+                let now = unix_now();
+                self.decide(&request.select, request.headers, original, now, observer)
+                    .await
+            }
+        };
+        let verdict = Verdict::from(decision);
+        let label = policy.unwrap_or_else(|| match (request.select, verdict.reason()) {
+            // An invalid policy was named: count its denials under its name.
+            (Select::Name { namespace, name }, Some(Reason::PolicyInvalid)) => {
+                Arc::from(format!("{namespace}/{name}"))
+            }
+            _ => record::NO_POLICY.clone(),
+        });
+        record::verdict(
+            self.metrics,
+            &label,
+            request.original.as_ref().ok(),
+            &verdict,
+            started,
+        );
+        verdict
+    }
+
+    /// The decision and the label of the policy it was made under (`None`: none selected).
+    async fn decide(
+        &self,
+        select: &Select<'_>,
+        headers: &HeaderMap,
+        original: &OriginalRequest,
+        now: u64,
+        observer: &mut impl Observer,
+    ) -> (Option<Arc<str>>, Decision) {
+        let policy = match self.policies.select(select, original) {
+            Ok(p) => p,
+            Err(reason) => return (None, Decision::Deny(reason)),
+        };
+        let label = Some(policy.label.clone());
+        let verify = |observer: &mut _| {
+            decision::verify_request(&policy, headers, self.keys, self.memo, now, observer)
+        };
+        let mut verified = verify(observer);
+        // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is
+        // still running. One (coalesced, rate-limited) refetch, then verify again.
+        if matches!(verified, Err(Reason::KeyUnknown | Reason::KeysUnavailable)) {
+            let fetched = self.keys.refetch(&policy.jwks_uri).await;
+            observer.refetched(&policy.jwks_uri, fetched);
+            if fetched {
+                verified = verify(observer);
+            }
+        }
+        let token = match verified {
+            Ok(v) => v,
+            Err(reason) => return (label, Decision::Deny(reason)),
+        };
+        let identity = self.identity_for(&policy, &token, now).await;
+        let enrichment = identity.enrichment();
+        observer.enrichment(&policy, &enrichment, identity.failure());
+        (
+            label,
+            decision::conclude(&policy, &token, enrichment, observer),
+        )
+    }
+
+    /// The identity behind a verified token, if the policy asks for one and this service
+    /// fetches identities.
+    async fn identity_for(
+        &self,
+        policy: &CompiledPolicy,
+        token: &VerifiedToken<'_>,
+        now: u64,
+    ) -> Identity {
+        let client = match (&policy.identity, self.identity) {
+            (None, _) => return Identity::NotConfigured,
+            (Some(_), None) => return Identity::Skipped,
+            (Some(_), Some(client)) => client,
+        };
+        match client
+            .get_for_policy(policy, token.token, &token.claims, now)
+            .await
+        {
+            Ok(id) => Identity::Fetched(id),
+            Err(e) => {
+                tracing::warn!(policy = %policy.label, error = %e, detail = e.detail(), "identity enrichment failed");
+                Identity::Failed(e.to_string())
+            }
+        }
+    }
+}
+
+/// What enrichment brought back, owned until the decision is concluded.
+enum Identity {
+    NotConfigured,
+    Skipped,
+    Fetched(Arc<Value>),
+    /// The failure's category (never text from the answer).
+    Failed(String),
+}
+
+impl Identity {
+    fn enrichment(&self) -> Enrichment<'_> {
+        match self {
+            Identity::NotConfigured => Enrichment::NotConfigured,
+            Identity::Skipped => Enrichment::Skipped,
+            Identity::Fetched(id) => Enrichment::Fetched(id),
+            Identity::Failed(_) => Enrichment::Failed,
+        }
+    }
+
+    fn failure(&self) -> Option<&str> {
+        match self {
+            Identity::Failed(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::decision::{Forgetful, Unobserved};
+    use crate::core::explain::Explainer;
+    use crate::core::index::Entry;
+    use crate::core::jwks::{KeyAnswer, KeySet, parse_key_set};
+    use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use crate::devissuer::{MintRequest, Signer};
+    use axum::http::HeaderValue;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const ISS: &str = "http://127.0.0.1:9";
+
+    /// Serves `before` until the first refetch, `after` from then on.
+    struct Rotating {
+        sets: Mutex<(KeySet, Option<KeySet>)>,
+        refetches: AtomicU32,
+    }
+
+    impl KeyLookup for Rotating {
+        fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
+            let sets = self.sets.lock().unwrap();
+            match sets.0.get(kid) {
+                Some(k) => KeyAnswer::Found(k.clone()),
+                None => KeyAnswer::Unknown,
+            }
+        }
+    }
+
+    impl Keys for Rotating {
+        async fn refetch(&self, _: &Url) -> bool {
+            self.refetches.fetch_add(1, Ordering::Relaxed);
+            let mut sets = self.sets.lock().unwrap();
+            if let Some(after) = sets.1.take() {
+                sets.0 = after;
+            }
+            true
+        }
+    }
+
+    fn keys_of(signer: &Signer) -> KeySet {
+        parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap()
+    }
+
+    fn index() -> PolicyIndex {
+        let spec = AccessPolicySpec {
+            issuer: IssuerSpec {
+                team_domain: None,
+                url: Some(ISS.into()),
+                jwks_uri: Some(format!("{ISS}/certs")),
+            },
+            audiences: vec!["aud-1".into()],
+            ..Default::default()
+        };
+        let key = PolicyKey::new("ns", "p");
+        let policy = compile(key.clone(), None, &spec).unwrap();
+        PolicyIndex::build([(key, Entry::Ready(Arc::new(policy)))])
+    }
+
+    fn headers_with(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "cf-access-jwt-assertion",
+            HeaderValue::from_str(token).unwrap(),
+        );
+        h
+    }
+
+    fn original() -> OriginalRequest {
+        OriginalRequest {
+            method: "GET".into(),
+            scheme: "https".into(),
+            host: "app.example.test".into(),
+            path: "/".into(),
+            client_ip: None,
+            request_id: None,
+        }
+    }
+
+    async fn authorize(keys: &Rotating, token: &str, trace: &mut Explainer) -> Verdict {
+        let index = index();
+        let service = Authorizer {
+            policies: &index,
+            keys,
+            memo: &Forgetful,
+            identity: None,
+            metrics: None,
+        };
+        let headers = headers_with(token);
+        let request = AuthRequest {
+            select: Select::Name {
+                namespace: "ns",
+                name: "p",
+            },
+            headers: &headers,
+            original: Ok(original()),
+        };
+        service.authorize(request, trace).await
+    }
+
+    fn mint(signer: &Signer) -> String {
+        let req = MintRequest {
+            aud: vec!["aud-1".into()],
+            ..Default::default()
+        };
+        signer.mint(&req, unix_now() as i64).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_is_refetched_once_then_verified_again() {
+        let mut signer = Signer::new(ISS).unwrap();
+        let before = keys_of(&signer);
+        signer.rotate().unwrap();
+        let keys = Rotating {
+            sets: Mutex::new((before, Some(keys_of(&signer)))),
+            refetches: AtomicU32::new(0),
+        };
+        let mut trace = Explainer::new();
+        let verdict = authorize(&keys, &mint(&signer), &mut trace).await;
+        assert_eq!((verdict.status, verdict.reason()), (200, None));
+        assert_eq!(keys.refetches.load(Ordering::Relaxed), 1);
+        // The trace is the service's own walk: the key missed, the refetch, the key found.
+        let keys_seen: Vec<(bool, String)> = trace
+            .finish(Ok(()))
+            .into_iter()
+            .filter(|s| s.what == "key" || s.what == "refetch")
+            .map(|s| (s.ok, s.what))
+            .collect();
+        assert_eq!(
+            keys_seen,
+            [
+                (false, "key".to_owned()),
+                (true, "refetch".to_owned()),
+                (true, "key".to_owned())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_kid_still_unknown_after_the_refetch_is_denied_without_another() {
+        let signer = Signer::new(ISS).unwrap();
+        let stranger = Signer::new(ISS).unwrap();
+        let keys = Rotating {
+            sets: Mutex::new((keys_of(&signer), None)),
+            refetches: AtomicU32::new(0),
+        };
+        let verdict = authorize(&keys, &mint(&stranger), &mut Explainer::new()).await;
+        assert_eq!(verdict.reason(), Some(Reason::KeyUnknown));
+        assert_eq!(
+            verdict.www_authenticate,
+            Some("Bearer realm=\"accessgate\"")
+        );
+        assert_eq!(keys.refetches.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_request_is_denied_with_its_reason_and_selects_no_policy() {
+        let index = index();
+        let keys = Rotating {
+            sets: Mutex::new((KeySet::default(), None)),
+            refetches: AtomicU32::new(0),
+        };
+        let service = Authorizer {
+            policies: &index,
+            keys: &keys,
+            memo: &Forgetful,
+            identity: None,
+            metrics: None,
+        };
+        let request = AuthRequest {
+            select: Select::Route,
+            headers: &HeaderMap::new(),
+            original: Err(Reason::DialectMismatch),
+        };
+        let verdict = service.authorize(request, &mut Unobserved).await;
+        assert_eq!(
+            (verdict.status, verdict.reason()),
+            (400, Some(Reason::DialectMismatch))
+        );
+        assert_eq!(keys.refetches.load(Ordering::Relaxed), 0);
+    }
+}
