@@ -33,6 +33,8 @@ echo "node binaries: $(bash tests/node/build.sh | tail -n1)"
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# Broken intra-doc links (a renamed or removed item a doc still names) fail too.
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 # The Dockerfile's build stage, exactly; tests/node_e2e.rs builds the image from the project's
 # Dockerfile with this binary in place of the build stage's (tests/node/accessgate-image.sh).
 cargo build --release --locked

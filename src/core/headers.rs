@@ -12,7 +12,7 @@
 //! A list joined into text must split back into the same items: an item holding the join
 //! separator (`staff,admins` joined with `,`) would read as two to an app splitting on it,
 //! and one of them (`admins`) was never in the claim. Such a list drops its header too
-//! ([`splits_on`] says what counts); `format: json` carries any item safely.
+//! (`splits_on` says what counts); `format: json` carries any item safely.
 
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::Value;
@@ -28,7 +28,7 @@ pub const MAX_VALUE_BYTES: usize = 3072;
 pub enum DropReason {
     ControlCharacter,
     TooLong,
-    /// An item of a joined list holds the separator ([`splits_on`]).
+    /// An item of a joined list holds the separator (see `splits_on`).
     SeparatorInItem,
 }
 

@@ -21,9 +21,7 @@
 //!   same reason. Counted in `accessgate_identity_fetches{result="groups_over_limit"}`;
 //! - the cache key is a SHA-256 over the policy's issuer and JWKS URL, the get-identity URL,
 //!   the nonce, `sub` and `email`: policies with different issuers or key sets never share an
-//!   entry. (Through [`IdentityClient::get`], which does not know the policy's JWKS URL, the
-//!   token itself stands in for the nonce: the same token verifies under any key set only with
-//!   the same key.);
+//!   entry;
 //! - an entry records when it was fetched, and each policy's own `cacheFor` is checked when it
 //!   reads: an identity cached by a policy with `cacheFor: 60m` is fetched again for a policy
 //!   with `cacheFor: 1m` once it is a minute old.
