@@ -303,48 +303,19 @@ pub fn conclude(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use crate::core::fixtures::{FixedKeys, ISS, keys_of, policy};
     use crate::devissuer::{MintRequest, Signer};
+    use crate::keys::parse_key_set;
     use crate::keys::tokens::TokenCache;
-    use crate::keys::{KeySet, parse_key_set};
     use axum::http::HeaderValue;
     use url::Url;
 
-    const ISS: &str = "http://127.0.0.1:9";
     const NOW: u64 = 1_800_000_000;
 
-    /// A key lookup over a fixed key set: the decision needs nothing else.
-    struct Fixed(Option<KeySet>);
-    impl KeyLookup for Fixed {
-        fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
-            match &self.0 {
-                None => KeyAnswer::Unavailable,
-                Some(set) => set
-                    .get(kid)
-                    .cloned()
-                    .map(KeyAnswer::Found)
-                    .unwrap_or(KeyAnswer::Unknown),
-            }
-        }
-    }
-
-    fn policy() -> CompiledPolicy {
-        let spec = AccessPolicySpec {
-            issuer: IssuerSpec {
-                team_domain: None,
-                url: Some(ISS.into()),
-                jwks_uri: Some(format!("{ISS}/certs")),
-            },
-            audiences: vec!["aud-1".into()],
-            ..Default::default()
-        };
-        compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
-    }
-
-    fn setup() -> (Signer, Fixed) {
+    fn setup() -> (Signer, FixedKeys) {
         let signer = Signer::new(ISS).unwrap();
-        let keys = parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap();
-        (signer, Fixed(Some(keys)))
+        let keys = keys_of(&signer.certs_document());
+        (signer, FixedKeys(Some(keys)))
     }
 
     fn with_token(token: &str) -> HeaderMap {
@@ -468,7 +439,7 @@ mod tests {
             Decision::Deny(Reason::TokenMissing)
         );
         assert_eq!(
-            decide(&p, &with_token(&ok), &Fixed(None), &Forgetful, NOW),
+            decide(&p, &with_token(&ok), &FixedKeys(None), &Forgetful, NOW),
             Decision::Deny(Reason::KeysUnavailable)
         );
     }
@@ -541,7 +512,7 @@ mod tests {
             decide(
                 &p,
                 &with_token(&t),
-                &Fixed(Some(Default::default())),
+                &FixedKeys(Some(Default::default())),
                 &cache,
                 NOW
             ),
@@ -564,7 +535,7 @@ mod tests {
         }
         swapped.as_object_mut().unwrap().remove("public_cert");
         swapped.as_object_mut().unwrap().remove("public_certs");
-        let swapped = Fixed(Some(parse_key_set(swapped.to_string().as_bytes()).unwrap()));
+        let swapped = FixedKeys(Some(parse_key_set(swapped.to_string().as_bytes()).unwrap()));
         let hits = cache.hits.get();
         assert_eq!(
             decide(&p, &with_token(&t), &swapped, &cache, NOW),
@@ -596,7 +567,7 @@ mod tests {
         signer.rotate().unwrap();
         let previous = mint(&signer, MintRequest::default());
         signer.rotate().unwrap();
-        let now_published = Fixed(Some(
+        let now_published = FixedKeys(Some(
             parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap(),
         ));
         assert_eq!(
@@ -659,7 +630,7 @@ mod tests {
             .certs_document()
             .to_string()
             .replace(other.current_kid(), &kid);
-        let swapped = Fixed(Some(parse_key_set(doc.as_bytes()).unwrap()));
+        let swapped = FixedKeys(Some(parse_key_set(doc.as_bytes()).unwrap()));
         assert_eq!(swapped.0.as_ref().unwrap().ids(), vec![kid.clone()]);
         // The cached verification no longer counts: verified again, and refused.
         assert_eq!(

@@ -354,46 +354,13 @@ fn explain_rules(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::{
-        AccessPolicySpec, IssuerSpec, Matcher, PolicyKey, RulesSpec, compile,
-    };
+    use crate::core::fixtures::{FixedKeys, ISS, keys_of, policy, policy_with};
+    use crate::core::policy::{Matcher, RulesSpec};
     use crate::core::reason::Reason;
     use crate::devissuer::Signer;
-    use crate::keys::{KeySet, parse_key_set};
     use axum::http::HeaderValue;
-    use url::Url;
 
-    const ISS: &str = "http://127.0.0.1:9";
     const NOW: u64 = 1_800_000_000;
-
-    struct Fixed(KeySet);
-    impl KeyLookup for Fixed {
-        fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
-            self.0
-                .get(kid)
-                .cloned()
-                .map(KeyAnswer::Found)
-                .unwrap_or(KeyAnswer::Unknown)
-        }
-    }
-
-    fn policy() -> CompiledPolicy {
-        policy_with(None)
-    }
-
-    fn policy_with(rules: Option<RulesSpec>) -> CompiledPolicy {
-        let spec = AccessPolicySpec {
-            rules,
-            issuer: IssuerSpec {
-                team_domain: None,
-                url: Some(ISS.into()),
-                jwks_uri: Some(format!("{ISS}/certs")),
-            },
-            audiences: vec!["aud-1".into()],
-            ..Default::default()
-        };
-        compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
-    }
 
     /// Traces `payload` (signed by a fresh issuer key) and returns the steps and verdict.
     fn traced(payload: serde_json::Value) -> (Vec<Step>, Decision) {
@@ -402,8 +369,8 @@ mod tests {
 
     fn traced_under(policy: &CompiledPolicy, payload: serde_json::Value) -> (Vec<Step>, Decision) {
         let signer = Signer::new(ISS).unwrap();
-        let keys = Fixed(parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap());
-        let kid = keys.0.ids()[0].clone();
+        let keys = FixedKeys(Some(keys_of(&signer.certs_document())));
+        let kid = keys.0.as_ref().unwrap().ids()[0].clone();
         let token = signer
             .sign_raw(
                 &format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#),

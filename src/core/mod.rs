@@ -5,6 +5,8 @@
 pub mod decision;
 pub mod dialect;
 pub mod explain;
+#[cfg(test)]
+pub mod fixtures;
 pub mod headers;
 pub mod hosts;
 pub mod index;

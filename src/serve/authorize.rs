@@ -272,15 +272,12 @@ mod tests {
     use super::*;
     use crate::core::decision::{Forgetful, Unobserved};
     use crate::core::explain::Explainer;
-    use crate::core::index::Entry;
-    use crate::core::jwks::{KeyAnswer, KeySet, parse_key_set};
-    use crate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use crate::core::fixtures::{ISS, index, keys_of};
+    use crate::core::jwks::{KeyAnswer, KeySet};
     use crate::devissuer::{MintRequest, Signer};
     use axum::http::HeaderValue;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
-
-    const ISS: &str = "http://127.0.0.1:9";
 
     /// Serves `before` until the first refetch, `after` from then on.
     struct Rotating {
@@ -307,25 +304,6 @@ mod tests {
             }
             true
         }
-    }
-
-    fn keys_of(signer: &Signer) -> KeySet {
-        parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap()
-    }
-
-    fn index() -> PolicyIndex {
-        let spec = AccessPolicySpec {
-            issuer: IssuerSpec {
-                team_domain: None,
-                url: Some(ISS.into()),
-                jwks_uri: Some(format!("{ISS}/certs")),
-            },
-            audiences: vec!["aud-1".into()],
-            ..Default::default()
-        };
-        let key = PolicyKey::new("ns", "p");
-        let policy = compile(key.clone(), None, &spec).unwrap();
-        PolicyIndex::build([(key, Entry::Ready(Arc::new(policy)))])
     }
 
     fn headers_with(token: &str) -> HeaderMap {
@@ -380,10 +358,10 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_kid_is_refetched_once_then_verified_again() {
         let mut signer = Signer::new(ISS).unwrap();
-        let before = keys_of(&signer);
+        let before = keys_of(&signer.certs_document());
         signer.rotate().unwrap();
         let keys = Rotating {
-            sets: Mutex::new((before, Some(keys_of(&signer)))),
+            sets: Mutex::new((before, Some(keys_of(&signer.certs_document())))),
             refetches: AtomicU32::new(0),
         };
         let mut trace = Explainer::new();
@@ -412,7 +390,7 @@ mod tests {
         let signer = Signer::new(ISS).unwrap();
         let stranger = Signer::new(ISS).unwrap();
         let keys = Rotating {
-            sets: Mutex::new((keys_of(&signer), None)),
+            sets: Mutex::new((keys_of(&signer.certs_document()), None)),
             refetches: AtomicU32::new(0),
         };
         let verdict = authorize(&keys, &mint(&stranger), &mut Explainer::new()).await;
