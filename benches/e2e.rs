@@ -342,21 +342,14 @@ fn mean(loads: &[Load]) -> Load {
 }
 
 fn cold_verifications_per_second(issuer: &Issuer) -> f64 {
+    use accessgate::api::{AccessPolicySpec, IssuerSpec};
     use accessgate::core::decision::{Decision, decide};
-    use accessgate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+    use accessgate::core::policy::{PolicyKey, compile};
     use accessgate::keys::tokens::TokenCache;
-    use accessgate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
-    struct Keys(KeySet);
-    impl KeyLookup for Keys {
-        fn lookup(&self, _: &url::Url, kid: &str) -> KeyAnswer {
-            self.0
-                .get(kid)
-                .cloned()
-                .map(KeyAnswer::Found)
-                .unwrap_or(KeyAnswer::Unknown)
-        }
-    }
-    let keys = Keys(parse_key_set(issuer.certs().to_string().as_bytes()).unwrap());
+    use accessgate::keys::{FixedKeys, parse_key_set};
+    let keys = FixedKeys(Some(
+        parse_key_set(issuer.certs().to_string().as_bytes()).unwrap(),
+    ));
     let spec = AccessPolicySpec {
         issuer: IssuerSpec {
             team_domain: None,

@@ -932,7 +932,8 @@ fn incremental_reload(dir: &Path, issuer_url: &str, r: &mut Report) {
 
 /// One pass of [`reload_breakdown`]'s stages, in its order.
 fn reload_stages(dir: &Path) -> [Duration; 7] {
-    use accessgate::core::policy::{AccessPolicy, PolicyKey, compile};
+    use accessgate::api::AccessPolicy;
+    use accessgate::core::policy::{PolicyKey, compile};
     use accessgate::source::files::{HostLedger, parse_manifests};
     let timed = |f: &mut dyn FnMut()| {
         let t = Instant::now();

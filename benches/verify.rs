@@ -4,34 +4,25 @@
 
 use std::hint::black_box;
 
+use accessgate::api::{AccessPolicySpec, IssuerSpec};
 use accessgate::core::decision::decide;
-use accessgate::core::policy::{AccessPolicySpec, IssuerSpec, PolicyKey, compile};
+use accessgate::core::policy::{PolicyKey, compile};
 use accessgate::devissuer::{MintRequest, Signer};
 use accessgate::keys::tokens::TokenCache;
-use accessgate::keys::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
+use accessgate::keys::{FixedKeys, parse_key_set};
 use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::Algorithm;
-use url::Url;
 
 const ISS: &str = "http://127.0.0.1:9";
 
-struct Keys(KeySet);
-impl KeyLookup for Keys {
-    fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
-        self.0
-            .get(kid)
-            .cloned()
-            .map(KeyAnswer::Found)
-            .unwrap_or(KeyAnswer::Unknown)
-    }
-}
-
 fn bench(c: &mut Criterion) {
     let signer = Signer::new(ISS).unwrap();
-    let keys = Keys(parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap());
+    let keys = FixedKeys(Some(
+        parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap(),
+    ));
     let spec = AccessPolicySpec {
         issuer: IssuerSpec {
             team_domain: None,
@@ -85,7 +76,8 @@ fn bench(c: &mut Criterion) {
         .kid;
     let parsed = keys
         .0
-        .get(&kid)
+        .as_ref()
+        .and_then(|set| set.get(&kid))
         .unwrap()
         .parsed_for(Algorithm::RS256)
         .unwrap();

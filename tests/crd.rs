@@ -140,13 +140,13 @@ fn reserved_header_cel_rule_covers_the_codes_lists() {
         .iter()
         .find(|r| r.contains("startsWith"))
         .unwrap_or_else(|| panic!("no reserved-name rule in {rules:?}"));
-    for name in accessgate::core::policy::RESERVED_HEADERS {
+    for name in accessgate::api::RESERVED_HEADERS {
         assert!(
             reserved.contains(&format!("'{name}'")),
             "{name} missing from {reserved}"
         );
     }
-    for prefix in accessgate::core::policy::RESERVED_HEADER_PREFIXES {
+    for prefix in accessgate::api::RESERVED_HEADER_PREFIXES {
         assert!(
             reserved.contains(&format!("'{prefix}'")),
             "{prefix} missing from {reserved}"
@@ -162,11 +162,7 @@ fn reserved_header_cel_rule_covers_the_codes_lists() {
         ("X-Auth-Request-Email", false),
         ("X-Forwarded", false),
     ] {
-        assert_eq!(
-            accessgate::core::policy::is_reserved_header(name),
-            refused,
-            "{name}"
-        );
+        assert_eq!(accessgate::api::is_reserved_header(name), refused, "{name}");
     }
 }
 

@@ -1,11 +1,14 @@
 //! The documentation stays true: examples validate, the Ingress example forwards every header
-//! its policy sets, and the README's reference covers every spec field of the CRD.
+//! its policy sets, and the AccessPolicy reference (docs/reference.md) covers every spec field
+//! of the CRD.
 
-use accessgate::core::index::Entry;
+use accessgate::core::index::PolicyEntry;
 use accessgate::source::files::parse_manifests;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// Where the AccessPolicy reference lives.
+const REFERENCE: &str = "docs/reference.md";
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap()
@@ -27,7 +30,7 @@ fn example_policies_are_valid() {
 #[test]
 fn example_ingress_forwards_every_header_its_policy_sets() {
     let policy = parse_manifests("p", &read("examples/cloudflare-grafana.yaml")).unwrap();
-    let Entry::Ready(p) = &policy[0].1 else {
+    let PolicyEntry::Ready(p) = &policy[0].1 else {
         panic!("invalid example")
     };
     let ingress: Value = serde_saphyr::from_str(&read("examples/ingress-nginx.yaml")).unwrap();
@@ -83,7 +86,7 @@ fn collect(node: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-/// One row of the README's AccessPolicy reference: the field paths its first cell names
+/// One row of the AccessPolicy reference: the field paths its first cell names
 /// (`issuer.url` + `issuer.jwksUri` is two, `claimHeaders[]` is `claimHeaders`) and the
 /// names its other cells give in code spans (`email`, `format: text|json` is `format`).
 struct Row {
@@ -91,12 +94,12 @@ struct Row {
     names: Vec<String>,
 }
 
-/// The rows of the table under `## AccessPolicy reference`, and nothing else of the README.
-fn reference_rows(readme: &str) -> Vec<Row> {
-    let section = readme
+/// The rows of the table under `## AccessPolicy reference`, and nothing else of the document.
+fn reference_rows(doc: &str) -> Vec<Row> {
+    let section = doc
         .split("\n## ")
         .find(|s| s.starts_with("AccessPolicy reference"))
-        .expect("README has an \"AccessPolicy reference\" section");
+        .expect("docs/reference.md has an \"AccessPolicy reference\" section");
     section
         .lines()
         .filter(|l| l.starts_with('|'))
@@ -168,17 +171,17 @@ fn undocumented(paths: &[String], rows: &[Row]) -> Vec<String> {
 }
 
 #[test]
-fn readme_reference_covers_every_spec_field() {
+fn the_reference_covers_every_spec_field() {
     let paths = spec_paths();
     assert!(
         paths.contains(&"rules.allow[].emailDomain".to_owned()),
         "{paths:?}"
     );
-    let rows = reference_rows(&read("README.md"));
+    let rows = reference_rows(&read(REFERENCE));
     let missing = undocumented(&paths, &rows);
     assert!(
         missing.is_empty(),
-        "README's AccessPolicy reference lacks: {missing:?}"
+        "{REFERENCE}'s AccessPolicy reference lacks: {missing:?}"
     );
     // And it documents no field the CRD lacks.
     let unknown: Vec<&String> = rows
@@ -192,29 +195,25 @@ fn readme_reference_covers_every_spec_field() {
         .collect();
     assert!(
         unknown.is_empty(),
-        "README documents fields the CRD lacks: {unknown:?}"
+        "{REFERENCE} documents fields the CRD lacks: {unknown:?}"
     );
 }
 
 /// The check above fails for a nested field missing from its row, even where the same name
-/// appears elsewhere in the README (`emailDomain` does, in "Decisions where the spec was
-/// silent").
+/// appears elsewhere in the document (`emailDomain` does, below the table).
 #[test]
 fn the_reference_check_notices_a_nested_field_missing_from_its_row() {
-    let readme = read("README.md");
-    let row = readme
+    let doc = read(REFERENCE);
+    let row = doc
         .lines()
         .find(|l| l.starts_with("| `rules` |"))
         .expect("a rules row");
     let without = row.replace("`emailDomain`", "emailDomain");
     assert_ne!(row, without, "the rules row changed: update this test");
-    let readme = readme.replace(row, &without);
-    assert!(
-        readme.contains("`emailDomain`"),
-        "the name is still elsewhere"
-    );
+    let doc = doc.replace(row, &without);
+    assert!(doc.contains("`emailDomain`"), "the name is still elsewhere");
     assert_eq!(
-        undocumented(&spec_paths(), &reference_rows(&readme)),
+        undocumented(&spec_paths(), &reference_rows(&doc)),
         ["rules.allow[].emailDomain", "rules.deny[].emailDomain"]
     );
 }

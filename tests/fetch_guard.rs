@@ -4,6 +4,8 @@
 //! one JWKS URL more than a burst and then once per 10 s. Real HTTP throughout: the dev
 //! issuer process, hand-written HTTP answers on loopback, `accessgate serve` and
 //! `accessgate check`.
+// Over ~10 s of real waiting (refetch limits, timeouts): the e2e tier, not the fast loop.
+#![cfg(feature = "e2e")]
 
 mod common;
 
@@ -14,7 +16,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use accessgate::core::index::Entry;
+use accessgate::core::index::PolicyEntry;
 use accessgate::core::verify::Claims;
 use accessgate::fetch::{AddressPolicy, AllowList};
 use accessgate::identity::{IdentityClient, IdentityConfig, IdentityError};
@@ -65,7 +67,10 @@ async fn status_after_first_fetch(addresses: AddressPolicy, url: &str) -> KeySta
     .unwrap();
     let url = Url::parse(url).unwrap();
     store.retain(&HashSet::from([url.clone()]));
-    store.wait_first_fetch(Duration::from_secs(30)).await;
+    assert!(
+        store.wait_first_fetch(Duration::from_secs(30)).await,
+        "no fetch of {url} was attempted within 30 s"
+    );
     store.status(&url).unwrap()
 }
 
@@ -145,7 +150,7 @@ async fn identity_fetches_are_guarded_too() {
         tokio::task::block_in_place(|| i.token(json!({"claims": {"identity_nonce": "n-1"}})))
     };
     let yaml = policy_yaml("apps", "p", &issuer.url, "  identity: {}\n");
-    let Entry::Ready(policy) = parse_manifests("p", &yaml).unwrap().remove(0).1 else {
+    let PolicyEntry::Ready(policy) = parse_manifests("p", &yaml).unwrap().remove(0).1 else {
         panic!("invalid policy")
     };
     let claims: Claims = {

@@ -917,10 +917,30 @@ fn on_sigterm_health_turns_not_serving_and_watch_ends_so_shutdown_completes() {
     );
     assert!(watch.wait().unwrap().success());
 
-    // Still draining: checks are answered, health says NOT_SERVING.
+    // Still draining: health says NOT_SERVING, and checks are decided as before (an allow
+    // and a deny with its reason), not refused.
     assert_eq!(
         client(&["health", "-addr", &a], "")["status"],
         "NOT_SERVING"
+    );
+    let ask = |token: &str| {
+        client(
+            &["check", "-addr", &a],
+            &envoy_check(
+                HOST,
+                "/",
+                &[("cf-access-jwt-assertion", token)],
+                named("apps", "web"),
+            )
+            .to_string(),
+        )
+    };
+    checked(ask(&issuer.token(json!({})))).assert_allow();
+    checked(ask("garbage")).assert_deny(401, "token_malformed");
+    assert!(
+        !server.proc.output().contains("listeners stopped"),
+        "the drain ended before the checks; they prove nothing:\n{}",
+        server.proc.output()
     );
 
     // No stream holds the shutdown up to its grace period.
@@ -931,6 +951,9 @@ fn on_sigterm_health_turns_not_serving_and_watch_ends_so_shutdown_completes() {
     );
     let log = server.proc.output();
     assert!(log.contains("listeners stopped"), "{log}");
+    // After the drain the listener is gone: a check is refused, not answered.
+    let after = ask(&issuer.token(json!({})));
+    assert_eq!(after["rpc_error"]["code"], "Unavailable", "{after}");
     assert!(
         !log.contains("requests still in flight after the grace period"),
         "{log}"

@@ -1,6 +1,8 @@
 //! Cloudflare identity enrichment against the dev issuer's get-identity: groups and device
 //! posture reach headers and rules; fetches are cached per identity and coalesced; failures
 //! deny unless the policy says to continue.
+// Over ~10 s of real waiting (refetch limits, timeouts): the e2e tier, not the fast loop.
+#![cfg(feature = "e2e")]
 
 mod common;
 

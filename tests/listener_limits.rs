@@ -5,6 +5,8 @@
 //! have no request in flight; a legitimate ingress-nginx-sized head still fits.
 //!
 //! Measurements are printed (run with `--nocapture`), never asserted: the machine may be busy.
+// Over ~10 s of real waiting (refetch limits, timeouts): the e2e tier, not the fast loop.
+#![cfg(feature = "e2e")]
 
 mod common;
 

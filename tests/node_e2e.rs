@@ -4,6 +4,7 @@
 //! Pod and rolling update exercised as a platform team would. See tests/node/README.md and
 //! README.md ("What the node suite exercises"). Runs as root (the node needs it); the tests
 //! take turns on one node cluster per test binary.
+#![cfg(feature = "e2e")]
 
 mod common;
 

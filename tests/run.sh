@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Every test accessgate has, from a fresh clone: installs what the tests need (idempotent),
-# then format and lint checks, the release build, then `cargo test` (unit, integration,
-# end-to-end behind real nginx, controller against a real kube-apiserver, the chart's pods on
-# a real one-node cluster: tests/node_e2e.rs, as root).
+# then format and lint checks, the release build, then both test tiers:
+# - the fast tier, `cargo test` alone: unit tests, tests that start only accessgate and its
+#   dev issuer (in-process and over loopback HTTP/gRPC), layers, CRD, docs;
+# - the real-process tier, `cargo test --features e2e` (which also runs the fast tier):
+#   accessgate behind real nginx, Caddy and Traefik (tests/proxies), the controller against a
+#   real kube-apiserver, Helm, and the chart's pods on a real one-node cluster
+#   (tests/node_e2e.rs, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,10 +36,10 @@ echo "promtool: $(bash tests/promtool/build.sh | tail -n1)"
 echo "node binaries: $(bash tests/node/build.sh | tail -n1)"
 
 cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features e2e -- -D warnings
 # Broken intra-doc links (a renamed or removed item a doc still names) fail too.
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps
 # The Dockerfile's build stage, exactly; tests/node_e2e.rs builds the image from the project's
 # Dockerfile with this binary in place of the build stage's (tests/node/accessgate-image.sh).
 cargo build --release --locked
-cargo test --locked
+cargo test --locked --features e2e

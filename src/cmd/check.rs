@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::{HeaderMap, HeaderValue};
-use url::Url;
 
+use crate::api::{AccessPolicy, TokenSource};
 use crate::core::decision::Forgetful;
 use crate::core::dialect::{self, OriginalRequest, Routing};
 use crate::core::explain::Explainer;
-use crate::core::index::{Entry, PolicyIndex};
-use crate::core::policy::{AccessPolicy, CompiledPolicy, PolicyKey, TokenSource, compile};
+use crate::core::index::{PolicyEntry, PolicyIndex};
+use crate::core::policy::{CompiledPolicy, PolicyKey, compile};
 use crate::core::verify::{ASSERTION_HEADER, AUTH_COOKIE};
 use crate::identity::{IdentityClient, IdentityConfig};
-use crate::keys::{KeyAnswer, KeyConfig, KeyLookup, KeySet, fetch_once};
+use crate::keys::{FixedKeys, KeyConfig, fetch_once};
 use crate::metrics::Metrics;
-use crate::serve::authorize::{AuthRequest, Authorizer, Keys, Select};
+use crate::serve::authorize::{AuthRequest, Authorizer, Select};
 use crate::source::files::parse_manifests;
 
 #[derive(Debug, Clone)]
@@ -50,30 +50,6 @@ pub struct Fetching {
     pub identity: Option<IdentityConfig>,
 }
 
-/// The key set fetched once for this check.
-struct Fetched(Option<KeySet>);
-
-impl Keys for Fetched {
-    /// Never: the keys were fetched for this check a moment ago, and a second fetch would
-    /// only show the same set (the server refetches because its copy may be minutes old).
-    async fn refetch(&self, _: &Url) -> bool {
-        false
-    }
-}
-
-impl KeyLookup for Fetched {
-    fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
-        match &self.0 {
-            None => KeyAnswer::Unavailable,
-            Some(set) => set
-                .get(kid)
-                .cloned()
-                .map(KeyAnswer::Found)
-                .unwrap_or(KeyAnswer::Unknown),
-        }
-    }
-}
-
 async fn load(policy: &PolicyRef) -> Result<CompiledPolicy, CheckError> {
     match policy {
         PolicyRef::File { path, name } => {
@@ -88,8 +64,8 @@ async fn load(policy: &PolicyRef) -> Result<CompiledPolicy, CheckError> {
                     CheckError::Policy(format!("{}: no matching AccessPolicy", path.display()))
                 })?;
             match chosen.1 {
-                Entry::Ready(p) => Ok((*p).clone()),
-                Entry::Invalid { message, .. } => Err(CheckError::Policy(message)),
+                PolicyEntry::Ready(p) => Ok((*p).clone()),
+                PolicyEntry::Invalid { message, .. } => Err(CheckError::Policy(message)),
             }
         }
         PolicyRef::Cluster { namespace, name } => {
@@ -149,7 +125,7 @@ pub async fn run(
         policy.issuer,
         policy.audiences.len()
     );
-    let entry = Entry::Ready(Arc::new(policy.clone()));
+    let entry = PolicyEntry::Ready(Arc::new(policy.clone()));
     let index = PolicyIndex::build([(policy.key.clone(), entry)]);
     if let Some(u) = url {
         // Read the URL exactly as the bare /auth endpoint would, as if nginx had routed on
@@ -175,12 +151,12 @@ pub async fn run(
                 started.elapsed(),
                 set.ids().join(", ")
             );
-            Fetched(Some(set))
+            FixedKeys(Some(set))
         }
         Err(e) => {
             let detail = e.detail().map(|d| format!(" ({d})")).unwrap_or_default();
             println!("keys     FAILED to fetch {}: {e}{detail}", policy.jwks_uri);
-            Fetched(None)
+            FixedKeys(None)
         }
     };
     let identity = match &fetching.identity {

@@ -24,7 +24,7 @@ pub struct DemoConfig {
 /// A running demo: the policy directory and the service (both stop when dropped).
 pub struct Demo {
     pub dir: tempfile::TempDir,
-    pub running: serve::Running,
+    pub running: serve::ServeHandle,
 }
 
 /// Starts everything and prints the instructions.

@@ -2,7 +2,7 @@
 //! refused while the command line is parsed. These are clap value parsers: clap's message
 //! names the flag and the value (`invalid value '0s' for '--jwks-refresh <JWKS_REFRESH>'`),
 //! these add why. The chart's `values.schema.json` refuses the same values before a pod
-//! starts; `tests/helm_e2e.rs` checks the two agree.
+//! starts; `tests/cluster/helm.rs` checks the two agree.
 
 use std::time::Duration;
 

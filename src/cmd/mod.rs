@@ -21,8 +21,6 @@ use crate::source::class::{DEFAULT_CLASS, InstallClass};
 use serve::ServeConfig;
 use signals::{Signal, Signals};
 
-use crate::core::policy;
-
 pub mod check;
 pub mod demo;
 pub mod flag_values;
@@ -60,37 +58,15 @@ enum Command {
         /// Directory of AccessPolicy YAML/JSON files; reloaded on change.
         #[arg(long)]
         policies: PathBuf,
-        /// Auth listener (what the proxy calls).
-        #[arg(long, default_value = "0.0.0.0:8080")]
-        listen: SocketAddr,
-        /// Admin listener: /healthz, /readyz, /metrics.
-        #[arg(long, default_value = "0.0.0.0:9090")]
-        admin_listen: SocketAddr,
         /// Refuse JWKS and get-identity fetches to loopback, link-local, private and other
         /// non-public addresses, as `run` always does (implied by --allow-fetch-cidr).
         #[arg(long)]
         fetch_guard: bool,
         #[command(flatten)]
-        fetch: FetchFlags,
-        #[command(flatten)]
-        routing: RoutingFlags,
-        #[command(flatten)]
-        keys: VerifyFlags,
-        #[command(flatten)]
-        lifecycle: LifecycleFlags,
-        #[command(flatten)]
-        listener: ListenerFlags,
-        #[command(flatten)]
-        class: ClassFlags,
+        service: ServiceFlags,
     },
     /// In-cluster (or KUBECONFIG): watch AccessPolicies, serve auth; the elected replica writes status and Events.
     Run {
-        /// Auth listener (what the proxy calls).
-        #[arg(long, default_value = "0.0.0.0:8080")]
-        listen: SocketAddr,
-        /// Admin listener: /healthz, /readyz, /metrics.
-        #[arg(long, default_value = "0.0.0.0:9090")]
-        admin_listen: SocketAddr,
         /// Namespaces to watch (comma-separated); all when empty.
         #[arg(long, value_delimiter = ',', env = "ACCESSGATE_NAMESPACES")]
         namespaces: Vec<String>,
@@ -127,17 +103,7 @@ enum Command {
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         status_interval: Duration,
         #[command(flatten)]
-        fetch: FetchFlags,
-        #[command(flatten)]
-        routing: RoutingFlags,
-        #[command(flatten)]
-        keys: VerifyFlags,
-        #[command(flatten)]
-        lifecycle: LifecycleFlags,
-        #[command(flatten)]
-        listener: ListenerFlags,
-        #[command(flatten)]
-        class: ClassFlags,
+        service: ServiceFlags,
     },
     /// Run a local Cloudflare-Access-shaped issuer (certs endpoint, token minting, key rotation).
     DevIssuer {
@@ -182,6 +148,30 @@ enum Command {
         #[command(flatten)]
         fetch: FetchFlags,
     },
+}
+
+/// What `serve` and `run` share: the listeners and their limits, fetches, keys, host
+/// routing, shutdown and the install's class.
+#[derive(clap::Args, Debug, Clone)]
+struct ServiceFlags {
+    /// Auth listener (what the proxy calls).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, default_value = "0.0.0.0:9090")]
+    admin_listen: SocketAddr,
+    #[command(flatten)]
+    fetch: FetchFlags,
+    #[command(flatten)]
+    routing: RoutingFlags,
+    #[command(flatten)]
+    keys: VerifyFlags,
+    #[command(flatten)]
+    lifecycle: LifecycleFlags,
+    #[command(flatten)]
+    listener: ListenerFlags,
+    #[command(flatten)]
+    class: ClassFlags,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -378,7 +368,7 @@ impl VerifyFlags {
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Crd = cli.command {
-        print!("{}", policy::crd_yaml());
+        print!("{}", crate::api::crd_yaml());
         return Ok(());
     }
     // `check` talks to a person: keep its output free of log lines unless asked.
@@ -399,15 +389,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve {
             policies,
-            listen,
-            admin_listen,
             fetch_guard,
-            fetch,
-            routing,
-            keys,
-            lifecycle,
-            listener,
-            class,
+            service:
+                ServiceFlags {
+                    listen,
+                    admin_listen,
+                    fetch,
+                    routing,
+                    keys,
+                    lifecycle,
+                    listener,
+                    class,
+                },
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
             // the guard is asked for.
@@ -442,8 +435,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             exit_unless_zero(code);
         }
         Command::Run {
-            listen,
-            admin_listen,
             namespaces,
             pod_namespace,
             identity,
@@ -454,12 +445,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
             host_ledger,
             lease_duration,
             status_interval,
-            fetch,
-            routing,
-            keys,
-            lifecycle,
-            listener,
-            class,
+            service:
+                ServiceFlags {
+                    listen,
+                    admin_listen,
+                    fetch,
+                    routing,
+                    keys,
+                    lifecycle,
+                    listener,
+                    class,
+                },
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
             let addresses = fetch.policy(true);
@@ -645,7 +641,7 @@ mod listener_flags_tests {
             &["accessgate", "run"][..],
         ] {
             let listener = match Cli::try_parse_from(args).unwrap().command {
-                Command::Serve { listener, .. } | Command::Run { listener, .. } => listener,
+                Command::Serve { service, .. } | Command::Run { service, .. } => service.listener,
                 _ => unreachable!(),
             };
             assert_eq!(listener.limits(), ListenerLimits::default(), "{args:?}");
@@ -673,7 +669,9 @@ mod class_flags_tests {
 
     fn class_of(args: &[&str]) -> InstallClass {
         match Cli::try_parse_from(args).unwrap().command {
-            Command::Serve { class, .. } | Command::Run { class, .. } => class.install_class(),
+            Command::Serve { service, .. } | Command::Run { service, .. } => {
+                service.class.install_class()
+            }
             _ => unreachable!(),
         }
     }

@@ -35,14 +35,14 @@ pub struct ServeConfig {
 }
 
 /// A started service: its listeners (with their addresses) and shared state.
-pub struct Running {
+pub struct ServeHandle {
     pub listening: Listening,
     pub state: Arc<AppState>,
 }
 
 /// Loads the policies (refusing to start on a bad set), binds both listeners and spawns
 /// the servers and the directory watcher. Returns once everything is accepting requests.
-pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
+pub async fn start(config: ServeConfig) -> Result<ServeHandle, StartError> {
     // No status to write in file mode: decisions are counted in metrics only.
     let state = serve::bootstrap(&config.services)?;
     let mut ledger = files::HostLedger::new(config.host_claims.clone(), config.host_release_after);
@@ -69,7 +69,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
         &config.listeners,
     )
     .await?;
-    let running = Running {
+    let running = ServeHandle {
         listening,
         state: state.clone(),
     };
@@ -85,7 +85,7 @@ pub async fn start(config: ServeConfig) -> Result<Running, StartError> {
 
 /// The shutdown sequence ([`crate::serve::drain_and_stop`]) for a file-mode service.
 pub async fn drain_and_stop_running(
-    running: Running,
+    running: ServeHandle,
     drain: std::time::Duration,
     grace: std::time::Duration,
 ) {

@@ -176,8 +176,9 @@ fn rule_routes(ing: &Ingress) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::index::Entry;
-    use crate::core::policy::{AccessPolicySpec, ClaimHeader, IssuerSpec, compile};
+    use crate::api::{AccessPolicySpec, ClaimHeader, IssuerSpec};
+    use crate::core::index::PolicyEntry;
+    use crate::core::policy::compile;
     use std::sync::Arc;
 
     const SVC: &str = "http://accessgate.accessgate-system.svc.cluster.local";
@@ -186,7 +187,7 @@ mod tests {
         InstallService::chart_default()
     }
 
-    fn policy(ns: &str, name: &str, hosts: &[&str]) -> (PolicyKey, Entry) {
+    fn policy(ns: &str, name: &str, hosts: &[&str]) -> (PolicyKey, PolicyEntry) {
         let spec = AccessPolicySpec {
             issuer: IssuerSpec {
                 team_domain: Some("t.cloudflareaccess.com".into()),
@@ -212,7 +213,7 @@ mod tests {
         };
         let key = PolicyKey::new(ns, name);
         let compiled = compile(key.clone(), Some(1), &spec).unwrap();
-        (key, Entry::Ready(Arc::new(compiled)))
+        (key, PolicyEntry::Ready(Arc::new(compiled)))
     }
 
     fn ingress(ns: &str, name: &str, auth_url: &str, headers: Option<&str>, host: &str) -> Ingress {

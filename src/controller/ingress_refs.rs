@@ -262,8 +262,9 @@ impl IngressRefs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::index::Entry;
-    use crate::core::policy::{AccessPolicySpec, IssuerSpec, compile};
+    use crate::api::{AccessPolicySpec, IssuerSpec};
+    use crate::core::index::PolicyEntry;
+    use crate::core::policy::compile;
 
     fn install() -> InstallService {
         InstallService::chart_default()
@@ -280,7 +281,7 @@ mod tests {
         };
         PolicyIndex::build(policies.iter().map(|(ns, name)| {
             let key = PolicyKey::new(*ns, *name);
-            let entry = Entry::Ready(Arc::new(compile(key.clone(), Some(1), &spec).unwrap()));
+            let entry = PolicyEntry::Ready(Arc::new(compile(key.clone(), Some(1), &spec).unwrap()));
             (key, entry)
         }))
     }

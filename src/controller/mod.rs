@@ -10,7 +10,7 @@ pub mod run;
 pub mod status;
 pub mod status_writer;
 
-pub use run::{RunConfig, RunError, Running, start};
+pub use run::{ControllerHandle, RunConfig, RunError, start};
 
 /// The server-side apply field manager of everything accessgate writes.
 const FIELD_MANAGER: &str = "accessgate";

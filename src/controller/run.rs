@@ -62,7 +62,7 @@ pub enum RunError {
 }
 
 /// A running replica: serving, watching, and (when elected) writing status.
-pub struct Running {
+pub struct ControllerHandle {
     pub state: Arc<AppState>,
     pub listening: Listening,
     stop_writer: tokio::sync::watch::Sender<bool>,
@@ -72,7 +72,7 @@ pub struct Running {
     >,
 }
 
-impl Running {
+impl ControllerHandle {
     /// The shutdown sequence: not ready, drain, stop the listeners (in-flight requests
     /// answered), then stop writing status and release the Lease (holder cleared) so a
     /// standby takes over at once instead of waiting for it to expire.
@@ -88,8 +88,8 @@ impl Running {
     }
 
     /// Ctrl-C: no drain, no grace period (requests in flight end with the process). Stops
-    /// writing status and releases the Lease as [`Running::shutdown`] does, waiting at most
-    /// `within` for both; past that the Lease expires as after a crash.
+    /// writing status and releases the Lease as [`ControllerHandle::shutdown`] does, waiting
+    /// at most `within` for both; past that the Lease expires as after a crash.
     pub async fn interrupt(self, within: Duration) {
         let release = release_lease(self.stop_writer, self.writer, self.lease, within);
         if tokio::time::timeout(within, release).await.is_err() {
@@ -127,8 +127,8 @@ async fn release_lease(
     }
 }
 
-/// Starts everything and returns; the tasks run until [`Running::shutdown`].
-pub async fn start(config: RunConfig) -> Result<Running, RunError> {
+/// Starts everything and returns; the tasks run until [`ControllerHandle::shutdown`].
+pub async fn start(config: RunConfig) -> Result<ControllerHandle, RunError> {
     let client = Client::try_default().await?;
     let state = serve::bootstrap(&config.services)?;
     let policies = kube_source::start(
@@ -216,7 +216,7 @@ pub async fn start(config: RunConfig) -> Result<Running, RunError> {
         .run(leader.clone(), stop.clone()),
     );
     let writer = tokio::spawn(writer.run(leader, stop));
-    Ok(Running {
+    Ok(ControllerHandle {
         state,
         listening,
         stop_writer,

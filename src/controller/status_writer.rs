@@ -31,8 +31,9 @@ use super::audit::{self, Audit};
 use super::install::InstallService;
 use super::ledger::LedgerWriter;
 use super::status::{self, Inputs};
-use crate::core::index::{Entry, PolicyIndex};
-use crate::core::policy::{AccessPolicy, AccessPolicyStatus, PolicyKey};
+use crate::api::{AccessPolicy, AccessPolicyStatus};
+use crate::core::index::{PolicyEntry, PolicyIndex};
+use crate::core::policy::PolicyKey;
 use crate::metrics::{StatusWriteLabels, StatusWriterMetrics};
 use crate::serve::state::AppState;
 use crate::source::kube::Policies;
@@ -231,7 +232,7 @@ impl StatusWriter {
             .collect();
         if !keys_moved.is_empty() {
             for (key, entry) in index.entries() {
-                if let Entry::Ready(p) = entry
+                if let PolicyEntry::Ready(p) = entry
                     && keys_moved.contains(&p.jwks_uri)
                 {
                     self.queue.insert(key);
@@ -404,7 +405,7 @@ impl StatusWriter {
     ) -> AccessPolicyStatus {
         let entry = index.entry(key);
         let jwks = match entry {
-            Some(Entry::Ready(p)) => Some(&p.jwks_uri),
+            Some(PolicyEntry::Ready(p)) => Some(&p.jwks_uri),
             _ => None,
         };
         // The generation the index holds, not the object's: status describes what is

@@ -23,7 +23,7 @@ use crate::core::headers::{self, Rendered};
 use crate::core::jwks::{KeyAnswer, KeyLookup, VerifyingKey};
 use crate::core::policy::CompiledPolicy;
 use crate::core::reason::Reason;
-use crate::core::rules;
+use crate::core::rules::{self, MatcherSeen};
 use crate::core::verify::{self, ClaimCheck, Claims, TokenHeader, TokenKind};
 
 /// What a memo remembers of one verified token: the key (by `kid` and material) and the
@@ -126,15 +126,11 @@ pub trait Observer {
         _failure: Option<&str>,
     ) {
     }
-    /// The rules, checked on exactly these claims (enriched, when the policy asks for it).
-    fn rules(
-        &mut self,
-        _policy: &CompiledPolicy,
-        _claims: &Claims,
-        _kind: TokenKind,
-        _result: Result<(), Reason>,
-    ) {
-    }
+    /// One matcher of the rules as [`rules::check_observed`] evaluated it, on exactly the
+    /// claims the rules see (enriched, when the policy asks for it).
+    fn matcher(&mut self, _policy: &CompiledPolicy, _seen: &MatcherSeen<'_>) {}
+    /// The rules' verdict, after the matchers it was reached with.
+    fn rules(&mut self, _policy: &CompiledPolicy, _result: Result<(), Reason>) {}
     /// The identity headers rendered for an allow.
     fn headers(&mut self, _rendered: &Rendered) {}
 }
@@ -285,8 +281,10 @@ pub fn conclude(
             &enriched
         }
     };
-    let ruled = rules::check(&policy.rules, claims, verified.kind);
-    observer.rules(policy, claims, verified.kind, ruled);
+    let ruled = rules::check_observed(&policy.rules, claims, verified.kind, |seen| {
+        observer.matcher(policy, &seen)
+    });
+    observer.rules(policy, ruled);
     match ruled {
         Ok(()) => {
             let rendered = headers::render(claims, &policy.claim_headers);
@@ -303,10 +301,8 @@ pub fn conclude(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::fixtures::{FixedKeys, ISS, keys_of, policy};
-    use crate::devissuer::{MintRequest, Signer};
-    use crate::keys::parse_key_set;
-    use crate::keys::tokens::TokenCache;
+    use crate::core::fixtures::{FixedKeys, ISS, MintRequest, Signer, TokenCache, keys_of, policy};
+    use crate::core::jwks::parse_key_set;
     use axum::http::HeaderValue;
     use url::Url;
 

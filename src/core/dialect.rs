@@ -21,7 +21,7 @@
 //! read two ways: an authority that is not a plain host name (userinfo, `?`, `#`, `\`,
 //! percent-escapes, non-ASCII), and paths with `;`, `\` or the escapes `%3B`, `%5C`, `%2F`,
 //! `%25`, or with a segment ending in `.` or whitespace (which Windows servers trim). See
-//! README "Routing contract".
+//! docs/routing.md.
 
 use axum::http::HeaderMap;
 use percent_encoding::percent_decode_str;

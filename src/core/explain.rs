@@ -16,8 +16,8 @@ use crate::core::headers::Rendered;
 use crate::core::jwks::{KeyAnswer, KeyLookup};
 use crate::core::policy::{CompiledMatcher, CompiledPolicy};
 use crate::core::reason::Reason;
-use crate::core::rules::{self, EmailClaim, Side, matcher_matches};
-use crate::core::verify::{ClaimCheck, Claims, TokenHeader, TokenKind};
+use crate::core::rules::{EmailClaim, MatcherSeen, Side};
+use crate::core::verify::{ClaimCheck, Claims, TokenHeader};
 
 /// One line of the trace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,14 +246,37 @@ impl Observer for Explainer {
         }
     }
 
-    fn rules(
-        &mut self,
-        policy: &CompiledPolicy,
-        claims: &Claims,
-        kind: TokenKind,
-        result: Result<(), Reason>,
-    ) {
-        explain_rules(self, policy, claims, kind, result);
+    fn matcher(&mut self, _policy: &CompiledPolicy, seen: &MatcherSeen<'_>) {
+        let note = match (seen.matcher, seen.email) {
+            (
+                CompiledMatcher::Email(_) | CompiledMatcher::EmailDomain(_),
+                EmailClaim::Unusable(why),
+            ) => format!(" ({why}: email matchers fail closed)"),
+            _ => String::new(),
+        };
+        let verb = if seen.hit {
+            "matches"
+        } else {
+            "does not match"
+        };
+        let detail = format!("{:?}{note} {verb}", seen.matcher);
+        match (seen.side, seen.hit) {
+            (Side::Deny, true) => self.failed("rule deny", Reason::RuleDenied, detail),
+            (Side::Deny, false) => self.step(true, "rule deny", detail),
+            (Side::Allow, hit) => self.step(hit, "rule allow", detail),
+        }
+    }
+
+    fn rules(&mut self, policy: &CompiledPolicy, result: Result<(), Reason>) {
+        let rules = &policy.rules;
+        if rules.allow.is_empty() && rules.deny.is_empty() {
+            return self.step(true, "rules", "none: any valid token for the audience");
+        }
+        if let Err(r) = result
+            && !self.steps.iter().any(|s| s.reason == Some(r))
+        {
+            self.failed("rules", r, "no allow matcher matches");
+        }
     }
 
     fn headers(&mut self, rendered: &Rendered) {
@@ -306,58 +329,12 @@ fn claim_detail(check: ClaimCheck, policy: &CompiledPolicy, claims: &Claims, now
     }
 }
 
-/// The rules' verdict is the decision's (`result`); the lines say which matchers matched
-/// the claims the rules were checked on, with [`matcher_matches`], the test
-/// [`rules::check`] itself applies.
-fn explain_rules(
-    out: &mut Explainer,
-    policy: &CompiledPolicy,
-    claims: &Claims,
-    kind: TokenKind,
-    result: Result<(), Reason>,
-) {
-    let rules = &policy.rules;
-    if rules.allow.is_empty() && rules.deny.is_empty() {
-        return out.step(true, "rules", "none: any valid token for the audience");
-    }
-    let email_note = match rules::email(rules, claims) {
-        EmailClaim::Unusable(why) => format!(" ({why}: email matchers fail closed)"),
-        EmailClaim::Absent | EmailClaim::Usable(_) => String::new(),
-    };
-    let describe = |m: &CompiledMatcher, hit: bool| {
-        let note = match m {
-            CompiledMatcher::Email(_) | CompiledMatcher::EmailDomain(_) => email_note.as_str(),
-            _ => "",
-        };
-        let verb = if hit { "matches" } else { "does not match" };
-        format!("{m:?}{note} {verb}")
-    };
-    for m in &rules.deny {
-        let hit = matcher_matches(m, Side::Deny, rules, claims, kind);
-        if hit {
-            out.failed("rule deny", Reason::RuleDenied, describe(m, hit));
-        } else {
-            out.step(true, "rule deny", describe(m, hit));
-        }
-    }
-    for m in &rules.allow {
-        let hit = matcher_matches(m, Side::Allow, rules, claims, kind);
-        out.step(hit, "rule allow", describe(m, hit));
-    }
-    if let Err(r) = result
-        && !out.steps.iter().any(|s| s.reason == Some(r))
-    {
-        out.failed("rules", r, "no allow matcher matches");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::fixtures::{FixedKeys, ISS, keys_of, policy, policy_with};
-    use crate::core::policy::{Matcher, RulesSpec};
+    use crate::api::{Matcher, RulesSpec};
+    use crate::core::fixtures::{FixedKeys, ISS, Signer, keys_of, policy, policy_with};
     use crate::core::reason::Reason;
-    use crate::devissuer::Signer;
     use axum::http::HeaderValue;
 
     const NOW: u64 = 1_800_000_000;

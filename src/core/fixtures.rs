@@ -1,15 +1,20 @@
 //! Unit-test fixtures shared by the core's and the authorization service's tests: one
 //! issuer, one policy on it, one fixed key lookup.
+//!
+//! The core's tests reach other layers only through here: real signing (the dev issuer's
+//! [`Signer`]) and the server's real verified-token cache ([`TokenCache`]), so no test in
+//! the core carries a second, simpler copy of either.
 
 use std::sync::Arc;
 
-use url::Url;
+use crate::api::{AccessPolicySpec, IssuerSpec, RulesSpec};
+use crate::core::index::{PolicyEntry, PolicyIndex};
+pub use crate::core::jwks::FixedKeys;
+use crate::core::jwks::{KeySet, parse_key_set};
+use crate::core::policy::{CompiledPolicy, PolicyKey, compile};
 
-use crate::core::index::{Entry, PolicyIndex};
-use crate::core::jwks::{KeyAnswer, KeyLookup, KeySet, parse_key_set};
-use crate::core::policy::{
-    AccessPolicySpec, CompiledPolicy, IssuerSpec, PolicyKey, RulesSpec, compile,
-};
+pub use crate::devissuer::{MintRequest, Signer};
+pub use crate::keys::tokens::TokenCache;
 
 /// The issuer every fixture policy trusts (nothing listens there: keys come from a lookup).
 pub const ISS: &str = "http://127.0.0.1:9";
@@ -37,26 +42,10 @@ pub fn policy() -> CompiledPolicy {
 /// An index holding only [`policy`].
 pub fn index() -> PolicyIndex {
     let policy = policy();
-    PolicyIndex::build([(policy.key.clone(), Entry::Ready(Arc::new(policy)))])
+    PolicyIndex::build([(policy.key.clone(), PolicyEntry::Ready(Arc::new(policy)))])
 }
 
 /// The keys a JWKS document publishes (e.g. the dev issuer's `certs_document()`).
 pub fn keys_of(certs: &serde_json::Value) -> KeySet {
     parse_key_set(certs.to_string().as_bytes()).unwrap()
-}
-
-/// A key lookup over a fixed key set; `None`: no set was ever fetched.
-pub struct FixedKeys(pub Option<KeySet>);
-
-impl KeyLookup for FixedKeys {
-    fn lookup(&self, _: &Url, kid: &str) -> KeyAnswer {
-        match &self.0 {
-            None => KeyAnswer::Unavailable,
-            Some(set) => set
-                .get(kid)
-                .cloned()
-                .map(KeyAnswer::Found)
-                .unwrap_or(KeyAnswer::Unknown),
-        }
-    }
 }

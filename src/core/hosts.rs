@@ -99,7 +99,7 @@ impl NamespaceHosts {
     }
 
     /// Whether a rule lets `namespace` claim `pattern` (a host or a wildcard).
-    pub fn may_claim(&self, namespace: &str, pattern: &str) -> bool {
+    pub fn may_claim_host(&self, namespace: &str, pattern: &str) -> bool {
         self.patterns
             .get(namespace)
             .is_some_and(|list| list.iter().any(|rule| covers(rule, pattern)))
@@ -225,10 +225,10 @@ impl HostRights<'_> {
         let ok = match self {
             HostRights::Open => true,
             HostRights::FirstNamespace(first) => *first == Some(namespace),
-            HostRights::Rules(rules) => rules.may_claim(namespace, pattern),
+            HostRights::Rules(rules) => rules.may_claim_host(namespace, pattern),
             HostRights::Served { served, rules } => {
                 served.serves(namespace, pattern)
-                    || rules.is_some_and(|r| r.may_claim(namespace, pattern))
+                    || rules.is_some_and(|r| r.may_claim_host(namespace, pattern))
             }
         };
         match (ok, self) {
@@ -303,30 +303,30 @@ impl Resolution {
 /// The next ledger and the refused claims, from the last ledger and today's claims.
 pub fn resolve(
     previous: &Ledger,
-    claims: &[HostClaim],
+    host_claims: &[HostClaim],
     rights: &HostRights,
     ties: Ties,
     clock: Option<Clock>,
 ) -> Resolution {
     let mut refused: HashMap<PolicyKey, Vec<(String, HostRefusal)>> = HashMap::new();
-    let mut eligible = Vec::with_capacity(claims.len());
-    for claim in claims {
-        match rights.check(&claim.key.namespace, claim.pattern) {
-            Ok(()) => eligible.push(*claim),
+    let mut eligible = Vec::with_capacity(host_claims.len());
+    for host_claim in host_claims {
+        match rights.check(&host_claim.key.namespace, host_claim.pattern) {
+            Ok(()) => eligible.push(*host_claim),
             Err(why) => refused
-                .entry(claim.key.clone())
+                .entry(host_claim.key.clone())
                 .or_default()
-                .push((claim.pattern.to_owned(), why)),
+                .push((host_claim.pattern.to_owned(), why)),
         }
     }
-    let claimed: HashSet<(&str, &str)> = eligible
+    let claimed_hosts: HashSet<(&str, &str)> = eligible
         .iter()
         .map(|c| (c.key.namespace.as_str(), c.pattern))
         .collect();
 
     let mut ledger = previous.clone();
     ledger.retain(|pattern, holding| {
-        if claimed.contains(&(holding.namespace.as_str(), pattern.as_str())) {
+        if claimed_hosts.contains(&(holding.namespace.as_str(), pattern.as_str())) {
             holding.absent_since = None;
             return true;
         }
@@ -342,8 +342,11 @@ pub fn resolve(
     // Each pattern's claims, for the tie check (a scan of every claim for each would be
     // quadratic in a first load of 10,000 policies).
     let mut by_pattern: HashMap<&str, Vec<&HostClaim>> = HashMap::new();
-    for claim in &eligible {
-        by_pattern.entry(claim.pattern).or_default().push(claim);
+    for host_claim in &eligible {
+        by_pattern
+            .entry(host_claim.pattern)
+            .or_default()
+            .push(host_claim);
     }
 
     // Patterns nobody holds: oldest claim first; at equal age a wildcard before the patterns
@@ -360,25 +363,25 @@ pub fn resolve(
             b.pattern,
         ))
     });
-    for claim in fresh {
-        let namespace = claim.key.namespace.as_str();
-        if ledger.contains_key(claim.pattern)
-            || covered_elsewhere(&ledger, claim.pattern, namespace)
+    for host_claim in fresh {
+        let namespace = host_claim.key.namespace.as_str();
+        if ledger.contains_key(host_claim.pattern)
+            || covered_elsewhere(&ledger, host_claim.pattern, namespace)
         {
             continue;
         }
         let tied = ties == Ties::Nobody
-            && by_pattern[claim.pattern]
+            && by_pattern[host_claim.pattern]
                 .iter()
-                .any(|o| o.key.namespace != namespace && o.seniority == claim.seniority);
+                .any(|o| o.key.namespace != namespace && o.seniority == host_claim.seniority);
         if tied {
             continue;
         }
         ledger.insert(
-            claim.pattern.to_owned(),
+            host_claim.pattern.to_owned(),
             Holding {
                 namespace: namespace.to_owned(),
-                since: clock.map_or(claim.seniority, |c| c.now),
+                since: clock.map_or(host_claim.seniority, |c| c.now),
                 absent_since: None,
             },
         );
@@ -388,12 +391,12 @@ pub fn resolve(
         ledger,
         refused: HashMap::new(),
     };
-    for claim in &eligible {
-        if !resolution.holds(&claim.key.namespace, claim.pattern) {
+    for host_claim in &eligible {
+        if !resolution.holds(&host_claim.key.namespace, host_claim.pattern) {
             refused
-                .entry(claim.key.clone())
+                .entry(host_claim.key.clone())
                 .or_default()
-                .push((claim.pattern.to_owned(), HostRefusal::OwnedElsewhere));
+                .push((host_claim.pattern.to_owned(), HostRefusal::OwnedElsewhere));
         }
     }
     for hosts in refused.values_mut() {
@@ -493,7 +496,7 @@ mod tests {
         PolicyKey::new(ns, name)
     }
 
-    fn claim<'a>(key: &'a PolicyKey, pattern: &'a str, seniority: i64) -> HostClaim<'a> {
+    fn host_claim<'a>(key: &'a PolicyKey, pattern: &'a str, seniority: i64) -> HostClaim<'a> {
         HostClaim {
             key,
             pattern,
@@ -511,11 +514,11 @@ mod tests {
     const CLOCK: fn(i64) -> Option<Clock> = |now| Some(Clock { now, grace: 100 });
 
     #[test]
-    fn a_held_wildcard_covers_newer_foreign_claims() {
+    fn a_held_wildcard_covers_newer_foreign_host_claims() {
         let (victim, tenant) = (key("victim", "apps"), key("tenant", "grab"));
-        let claims = [
-            claim(&victim, "*.apps.example.com", 10),
-            claim(&tenant, "secret.apps.example.com", 5),
+        let host_claims = [
+            host_claim(&victim, "*.apps.example.com", 10),
+            host_claim(&tenant, "secret.apps.example.com", 5),
         ];
         // The tenant's claim is older, but the wildcard was held first.
         let mut ledger = Ledger::new();
@@ -529,7 +532,7 @@ mod tests {
         );
         let r = resolve(
             &ledger,
-            &claims,
+            &host_claims,
             &HostRights::Open,
             Ties::ToSmallerName,
             CLOCK(50),
@@ -543,13 +546,13 @@ mod tests {
             )]
         );
         // Fresh, equally old: the wildcard goes first and covers the specific claim.
-        let claims = [
-            claim(&tenant, "secret.apps.example.com", 10),
-            claim(&victim, "*.apps.example.com", 10),
+        let host_claims = [
+            host_claim(&tenant, "secret.apps.example.com", 10),
+            host_claim(&victim, "*.apps.example.com", 10),
         ];
         let r = resolve(
             &Ledger::new(),
-            &claims,
+            &host_claims,
             &HostRights::Open,
             Ties::Nobody,
             CLOCK(50),
@@ -563,18 +566,18 @@ mod tests {
         let (a, b) = (key("a", "p"), key("b", "p"));
         let first = resolve(
             &Ledger::new(),
-            &[claim(&a, "x.apps.example.com", 1)],
+            &[host_claim(&a, "x.apps.example.com", 1)],
             &HostRights::Open,
             Ties::ToSmallerName,
             CLOCK(1),
         );
-        let claims = [
-            claim(&a, "x.apps.example.com", 1),
-            claim(&b, "*.apps.example.com", 2),
+        let host_claims = [
+            host_claim(&a, "x.apps.example.com", 1),
+            host_claim(&b, "*.apps.example.com", 2),
         ];
         let r = resolve(
             &first.ledger,
-            &claims,
+            &host_claims,
             &HostRights::Open,
             Ties::ToSmallerName,
             CLOCK(2),
@@ -588,8 +591,8 @@ mod tests {
     fn an_absent_holder_keeps_the_host_for_the_grace_period() {
         let (owner, tenant) = (key("owner", "p"), key("tenant", "p"));
         let both = [
-            claim(&owner, "h.example.com", 1),
-            claim(&tenant, "h.example.com", 2),
+            host_claim(&owner, "h.example.com", 1),
+            host_claim(&tenant, "h.example.com", 2),
         ];
         let r = resolve(
             &Ledger::new(),
@@ -600,7 +603,7 @@ mod tests {
         );
         assert_eq!(holder(&r, "h.example.com").as_deref(), Some("owner"));
         // The owner's policy is deleted (or Invalid): the tenant still may not take it.
-        let tenant_only = [claim(&tenant, "h.example.com", 2)];
+        let tenant_only = [host_claim(&tenant, "h.example.com", 2)];
         let r = resolve(
             &r.ledger,
             &tenant_only,
@@ -622,8 +625,8 @@ mod tests {
         // Re-created (a new object, newer than the tenant's): the owner has it back.
         let recreated = key("owner", "p2");
         let back = [
-            claim(&recreated, "h.example.com", 99),
-            claim(&tenant, "h.example.com", 2),
+            host_claim(&recreated, "h.example.com", 99),
+            host_claim(&tenant, "h.example.com", 2),
         ];
         let r2 = resolve(
             &r.ledger,
@@ -647,7 +650,7 @@ mod tests {
     }
 
     #[test]
-    fn claims_without_a_right_are_refused_before_ownership() {
+    fn host_claims_without_a_right_are_refused_before_ownership() {
         let mut served = ServedHosts::default();
         served.add_ingress_host("victim", "*.apps.example.com");
         let rules = NamespaceHosts::parse(&["ops=admin.example.com"]).unwrap();
@@ -656,12 +659,18 @@ mod tests {
             rules: Some(&rules),
         };
         let (victim, tenant, ops) = (key("victim", "p"), key("tenant", "p"), key("ops", "p"));
-        let claims = [
-            claim(&tenant, "secret.apps.example.com", 1),
-            claim(&victim, "*.apps.example.com", 5),
-            claim(&ops, "admin.example.com", 9),
+        let host_claims = [
+            host_claim(&tenant, "secret.apps.example.com", 1),
+            host_claim(&victim, "*.apps.example.com", 5),
+            host_claim(&ops, "admin.example.com", 9),
         ];
-        let r = resolve(&Ledger::new(), &claims, &rights, Ties::ToSmallerName, None);
+        let r = resolve(
+            &Ledger::new(),
+            &host_claims,
+            &rights,
+            Ties::ToSmallerName,
+            None,
+        );
         assert_eq!(
             r.refused[&tenant],
             [("secret.apps.example.com".to_owned(), HostRefusal::NotServed)]
@@ -674,10 +683,13 @@ mod tests {
     #[test]
     fn file_mode_rights_belong_to_the_first_namespace() {
         let (a, b) = (key("a", "p"), key("b", "p"));
-        let claims = [claim(&a, "x.example.com", 0), claim(&b, "y.example.com", 0)];
+        let host_claims = [
+            host_claim(&a, "x.example.com", 0),
+            host_claim(&b, "y.example.com", 0),
+        ];
         let r = resolve(
             &Ledger::new(),
-            &claims,
+            &host_claims,
             &HostRights::FirstNamespace(Some("a")),
             Ties::Nobody,
             CLOCK(1),
@@ -689,7 +701,7 @@ mod tests {
         );
         let r = resolve(
             &Ledger::new(),
-            &claims,
+            &host_claims,
             &HostRights::FirstNamespace(None),
             Ties::Nobody,
             CLOCK(1),
@@ -698,12 +710,15 @@ mod tests {
     }
 
     #[test]
-    fn equal_fresh_claims_tie_in_file_mode_and_go_by_name_in_the_cluster() {
+    fn equal_fresh_host_claims_tie_in_file_mode_and_go_by_name_in_the_cluster() {
         let (a, b) = (key("a", "p"), key("b", "p"));
-        let claims = [claim(&b, "h.example.com", 5), claim(&a, "h.example.com", 5)];
+        let host_claims = [
+            host_claim(&b, "h.example.com", 5),
+            host_claim(&a, "h.example.com", 5),
+        ];
         let r = resolve(
             &Ledger::new(),
-            &claims,
+            &host_claims,
             &HostRights::Open,
             Ties::Nobody,
             CLOCK(1),
@@ -712,7 +727,7 @@ mod tests {
         assert_eq!(r.refused.len(), 2);
         let r = resolve(
             &Ledger::new(),
-            &claims,
+            &host_claims,
             &HostRights::Open,
             Ties::ToSmallerName,
             None,
@@ -727,22 +742,22 @@ mod tests {
             "ops=admin.example.com",
         ])
         .unwrap();
-        assert!(rules.may_claim("team-a", "x.a.example.com"));
-        assert!(rules.may_claim("team-a", "x.y.a.example.com"));
-        assert!(rules.may_claim("team-a", "*.y.a.example.com"));
-        assert!(rules.may_claim("team-a", "app.example.com"));
+        assert!(rules.may_claim_host("team-a", "x.a.example.com"));
+        assert!(rules.may_claim_host("team-a", "x.y.a.example.com"));
+        assert!(rules.may_claim_host("team-a", "*.y.a.example.com"));
+        assert!(rules.may_claim_host("team-a", "app.example.com"));
         assert!(
-            !rules.may_claim("team-a", "a.example.com"),
+            !rules.may_claim_host("team-a", "a.example.com"),
             "the wildcard needs a label"
         );
-        assert!(!rules.may_claim("team-a", "xa.example.com"));
-        assert!(!rules.may_claim("team-a", "*.example.com"));
-        assert!(!rules.may_claim("team-a", "admin.example.com"));
+        assert!(!rules.may_claim_host("team-a", "xa.example.com"));
+        assert!(!rules.may_claim_host("team-a", "*.example.com"));
+        assert!(!rules.may_claim_host("team-a", "admin.example.com"));
         assert!(
-            !rules.may_claim("other", "app.example.com"),
+            !rules.may_claim_host("other", "app.example.com"),
             "unlisted namespaces claim nothing"
         );
-        assert!(rules.may_claim("ops", "admin.example.com"));
+        assert!(rules.may_claim_host("ops", "admin.example.com"));
         for bad in [
             "noequals",
             "=a.example.com",

@@ -315,6 +315,23 @@ pub trait KeyLookup {
     fn lookup(&self, jwks_uri: &url::Url, kid: &str) -> KeyAnswer;
 }
 
+/// One key set, read once and never refetched: the keys `accessgate check` fetched for one
+/// decision, and the fixed keys of tests and benchmarks. `None`: no set was ever fetched.
+pub struct FixedKeys(pub Option<KeySet>);
+
+impl KeyLookup for FixedKeys {
+    fn lookup(&self, _: &url::Url, kid: &str) -> KeyAnswer {
+        match &self.0 {
+            None => KeyAnswer::Unavailable,
+            Some(set) => set
+                .get(kid)
+                .cloned()
+                .map(KeyAnswer::Found)
+                .unwrap_or(KeyAnswer::Unknown),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

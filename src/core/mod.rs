@@ -1,6 +1,7 @@
 //! The pure core: everything that decides, and nothing that waits. Takes the request, the
 //! policy, a key lookup and the time as arguments; no async runtime, no HTTP server or
-//! client, no Kubernetes client (a test in `tests/layers.rs` keeps it so).
+//! client, no Kubernetes crate: policies are compiled from [`crate::api`]'s types
+//! ([`policy`]). A test in `tests/layers.rs` keeps it so.
 
 pub mod decision;
 pub mod dialect;

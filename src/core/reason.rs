@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// Why a request was denied. Each reason maps to exactly one HTTP status (design §4).
+/// Why a request was denied. Each reason maps to exactly one HTTP status (docs/reference.md,
+/// "The auth contract").
 #[derive(
     Clone,
     Copy,

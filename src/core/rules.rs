@@ -78,8 +78,37 @@ fn is_plain_address(e: &str) -> bool {
 
 /// Ok when the rules admit the token, `rule_denied` otherwise.
 pub fn check(rules: &CompiledRules, claims: &Claims, kind: TokenKind) -> Result<(), Reason> {
+    check_observed(rules, claims, kind, |_| {})
+}
+
+/// One matcher as [`check_observed`] evaluated it.
+pub struct MatcherSeen<'a> {
+    pub side: Side,
+    pub matcher: &'a CompiledMatcher,
+    /// The `email` claim as every email matcher saw it (why one failed closed).
+    pub email: &'a EmailClaim,
+    pub hit: bool,
+}
+
+/// [`check`], telling `seen` each matcher it evaluated, in order, until the verdict was
+/// known: the trace of `accessgate check` is these calls, not a second evaluation.
+pub fn check_observed(
+    rules: &CompiledRules,
+    claims: &Claims,
+    kind: TokenKind,
+    mut seen: impl FnMut(MatcherSeen<'_>),
+) -> Result<(), Reason> {
     let email = email(rules, claims);
-    let hit = |side: Side, m: &CompiledMatcher| matches_with(m, side, &email, rules, claims, kind);
+    let mut hit = |side: Side, matcher: &CompiledMatcher| {
+        let hit = matches_with(matcher, side, &email, rules, claims, kind);
+        seen(MatcherSeen {
+            side,
+            matcher,
+            email: &email,
+            hit,
+        });
+        hit
+    };
     if rules.deny.iter().any(|m| hit(Side::Deny, m)) {
         return Err(Reason::RuleDenied);
     }
@@ -87,18 +116,6 @@ pub fn check(rules: &CompiledRules, claims: &Claims, kind: TokenKind) -> Result<
         return Err(Reason::RuleDenied);
     }
     Ok(())
-}
-
-/// Whether `m`, in the `side` list, matches the token; [`check`] decides with exactly this,
-/// and `accessgate check` shows it.
-pub fn matcher_matches(
-    m: &CompiledMatcher,
-    side: Side,
-    rules: &CompiledRules,
-    claims: &Claims,
-    kind: TokenKind,
-) -> bool {
-    matches_with(m, side, &email(rules, claims), rules, claims, kind)
 }
 
 fn matches_with(
@@ -460,12 +477,44 @@ mod tests {
         ));
     }
 
+    /// What `check_observed` reports: each matcher it evaluated, in order, stopping where
+    /// the verdict is known, with the same hit `check` used.
+    fn seen(r: &CompiledRules, c: &Claims) -> (Result<(), Reason>, Vec<(Side, bool)>) {
+        let mut out = Vec::new();
+        let verdict = check_observed(r, c, TokenKind::App, |s| out.push((s.side, s.hit)));
+        (verdict, out)
+    }
+
     #[test]
-    fn matcher_matches_reports_each_side_as_check_decides() {
+    fn check_observed_reports_the_matchers_check_evaluated() {
         let eve = claims(serde_json::json!({"email": "eve@\u{212A}ube.io"}));
-        let r = rules(vec![], vec![]);
-        let m = EmailDomain("kube.io".into());
-        assert!(!matcher_matches(&m, Side::Allow, &r, &eve, TokenKind::App));
-        assert!(matcher_matches(&m, Side::Deny, &r, &eve, TokenKind::App));
+        let domain = || EmailDomain("kube.io".into());
+        // An unusable email fails closed on each side.
+        assert_eq!(
+            seen(&rules(vec![domain()], vec![]), &eve),
+            (Err(Reason::RuleDenied), vec![(Side::Allow, false)])
+        );
+        assert_eq!(
+            seen(&rules(vec![], vec![domain()]), &eve),
+            (Err(Reason::RuleDenied), vec![(Side::Deny, true)])
+        );
+        // A deny hit ends the evaluation: the allow list is never looked at.
+        let bob =
+            claims(serde_json::json!({"email": "bob@kube.io", "custom": {"groups": ["ops"]}}));
+        let both = rules(vec![Group("ops".into())], vec![Email("bob@kube.io".into())]);
+        assert_eq!(
+            seen(&both, &bob),
+            (Err(Reason::RuleDenied), vec![(Side::Deny, true)])
+        );
+        // Allow matchers until the first hit.
+        let allow = rules(
+            vec![Group("dev".into()), Group("ops".into()), domain()],
+            vec![],
+        );
+        assert_eq!(
+            seen(&allow, &bob),
+            (Ok(()), vec![(Side::Allow, false), (Side::Allow, true)])
+        );
+        assert_eq!(seen(&rules(vec![], vec![]), &bob), (Ok(()), vec![]));
     }
 }

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
+use crate::api::TokenSource;
 use crate::core::jwks::{MAX_KID_LEN, VerifyingKey};
-use crate::core::policy::{CompiledPolicy, IssuerKind, TokenSource};
+use crate::core::policy::{CompiledPolicy, IssuerKind};
 use crate::core::reason::Reason;
 
 /// Cloudflare's header carrying the application token.
@@ -657,8 +658,8 @@ mod tests {
 
     #[test]
     fn nested_duplicate_claim_in_a_signed_token_is_malformed() {
-        use crate::devissuer::Signer;
-        use crate::keys::parse_key_set;
+        use crate::core::fixtures::Signer;
+        use crate::core::jwks::parse_key_set;
         let signer = Signer::new("http://127.0.0.1:9").unwrap();
         let keys = parse_key_set(signer.certs_document().to_string().as_bytes()).unwrap();
         let kid = keys.ids()[0].clone();

@@ -240,8 +240,7 @@ async fn get_identity(State(s): State<SharedIssuer>, headers: HeaderMap) -> Resp
 
 fn own_token_claims(s: &IssuerState, headers: &HeaderMap) -> Option<crate::core::verify::Claims> {
     let token =
-        crate::core::verify::extract_token(headers, &[crate::core::policy::TokenSource::Cookie])
-            .ok()?;
+        crate::core::verify::extract_token(headers, &[crate::api::TokenSource::Cookie]).ok()?;
     let doc = s.signer.read().expect("signer lock").certs_document();
     let keys = crate::keys::parse_key_set(doc.to_string().as_bytes()).ok()?;
     let header = crate::core::verify::read_header(token, &[jsonwebtoken::Algorithm::RS256]).ok()?;

@@ -114,8 +114,9 @@ pub fn approx_bytes(v: &Value) -> usize {
     }
 }
 
+/// One fetched identity as the cache holds it.
 #[derive(Clone)]
-struct Entry {
+struct CachedIdentity {
     identity: Arc<Value>,
     /// When it was fetched: each reading policy checks the age against its own `cacheFor`.
     fetched: Instant,
@@ -126,8 +127,8 @@ struct Entry {
 
 struct Ttl;
 
-impl moka::Expiry<Key, Entry> for Ttl {
-    fn expire_after_create(&self, _: &Key, v: &Entry, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Key, CachedIdentity> for Ttl {
+    fn expire_after_create(&self, _: &Key, v: &CachedIdentity, _: Instant) -> Option<Duration> {
         Some(v.ttl)
     }
 }
@@ -160,7 +161,7 @@ impl Default for IdentityConfig {
 pub struct IdentityClient {
     fetcher: Fetcher,
     max_body_bytes: usize,
-    cache: moka::future::Cache<Key, Entry>,
+    cache: moka::future::Cache<Key, CachedIdentity>,
     metrics: Arc<Metrics>,
 }
 
@@ -209,7 +210,7 @@ impl IdentityClient {
         let fetcher = Fetcher::new(config.fetch_timeout, config.addresses.clone())?;
         let cache = moka::future::Cache::builder()
             .max_capacity(config.cache_bytes)
-            .weigher(|_: &Key, e: &Entry| e.weight)
+            .weigher(|_: &Key, e: &CachedIdentity| e.weight)
             .expire_after(Ttl)
             .build();
         Ok(Self {
@@ -302,7 +303,7 @@ impl IdentityClient {
         cfg: &CompiledIdentity,
         token: &str,
         ttl: Duration,
-    ) -> Result<Entry, IdentityError> {
+    ) -> Result<CachedIdentity, IdentityError> {
         self.cache
             .try_get_with(key, async {
                 let identity = self.fetch(cfg, token).await;
@@ -319,7 +320,7 @@ impl IdentityClient {
                     .set(i64::try_from(self.cache.weighted_size()).unwrap_or(i64::MAX));
                 let identity = identity.map_err(IdentityError::Fetch)?;
                 let weight = ENTRY_OVERHEAD + approx_bytes(&identity);
-                Ok::<_, IdentityError>(Entry {
+                Ok::<_, IdentityError>(CachedIdentity {
                     identity: Arc::new(identity),
                     fetched: Instant::now(),
                     ttl,
@@ -431,7 +432,8 @@ mod tests {
     mod over_http {
         use super::super::*;
         use super::{test_now, unix_now};
-        use crate::core::policy::{AccessPolicySpec, IdentitySpec, IssuerSpec, PolicyKey, compile};
+        use crate::api::{AccessPolicySpec, IdentitySpec, IssuerSpec};
+        use crate::core::policy::{PolicyKey, compile};
         use std::sync::atomic::{AtomicU64, Ordering};
 
         #[derive(Default)]

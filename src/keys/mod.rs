@@ -18,7 +18,8 @@
 pub mod tokens;
 
 pub use crate::core::jwks::{
-    KeyAnswer, KeyLookup, KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey, parse_key_set,
+    FixedKeys, KeyAnswer, KeyLookup, KeyParseError, KeySet, MAX_KID_LEN, VerifyingKey,
+    parse_key_set,
 };
 pub use crate::fetch::FetchError;
 
@@ -281,8 +282,9 @@ impl KeyStore {
         true
     }
 
-    /// Waits until every cached URL has had at least one fetch attempt (or `timeout`).
-    pub async fn wait_first_fetch(&self, timeout: Duration) {
+    /// Waits until every cached URL has had at least one fetch attempt (or `timeout`):
+    /// whether they all had one, so a caller cannot mistake a timeout for a fetch.
+    pub async fn wait_first_fetch(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let pending = {
@@ -291,8 +293,11 @@ impl KeyStore {
                     .values()
                     .any(|c| c.attempts.load(Ordering::Acquire) == 0)
             };
-            if !pending || Instant::now() >= deadline {
-                return;
+            if !pending {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

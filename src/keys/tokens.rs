@@ -32,7 +32,9 @@ const ENTRY_OVERHEAD: usize = 160;
 
 type Key = [u8; 32];
 
-struct Verified {
+/// One cached verification outcome: what [`Remembered`] says about a token, for which key set,
+/// and how long it may be trusted.
+struct CachedVerification {
     jwks_uri: Url,
     remembered: Arc<Remembered>,
     ttl: Duration,
@@ -41,13 +43,18 @@ struct Verified {
 /// Cached signature verifications, or none (`disabled`).
 #[derive(Clone)]
 pub struct TokenCache {
-    inner: Option<Cache<Key, Arc<Verified>>>,
+    inner: Option<Cache<Key, Arc<CachedVerification>>>,
 }
 
 struct UntilExpiry;
 
-impl moka::Expiry<Key, Arc<Verified>> for UntilExpiry {
-    fn expire_after_create(&self, _: &Key, value: &Arc<Verified>, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Key, Arc<CachedVerification>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Key,
+        value: &Arc<CachedVerification>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }
@@ -79,7 +86,7 @@ impl TokenCache {
         }
         let cache = Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_: &Key, v: &Arc<Verified>| {
+            .weigher(|_: &Key, v: &Arc<CachedVerification>| {
                 let bytes = ENTRY_OVERHEAD
                     + v.remembered.key_fingerprint.len()
                     + v.remembered.kid.len()
@@ -137,7 +144,7 @@ impl TokenCache {
             return;
         }
         let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
-        let entry = Verified {
+        let entry = CachedVerification {
             jwks_uri: jwks_uri.clone(),
             remembered: Arc::new(Remembered {
                 kid: key.kid.clone(),

@@ -25,8 +25,8 @@ use crate::core::jwks::KeyLookup;
 use crate::core::policy::CompiledPolicy;
 use crate::core::reason::Reason;
 use crate::identity::IdentityClient;
-use crate::keys::KeyStore;
 use crate::keys::tokens::TokenCache;
+use crate::keys::{FixedKeys, KeyStore};
 use crate::metrics::Metrics;
 use crate::serve::record;
 use crate::serve::state::AppState;
@@ -106,6 +106,15 @@ pub trait Keys: KeyLookup + Sync {
 impl Keys for KeyStore {
     fn refetch(&self, jwks_uri: &Url) -> impl Future<Output = bool> + Send {
         KeyStore::refetch(self, jwks_uri)
+    }
+}
+
+impl Keys for FixedKeys {
+    /// Never: a fixed set (the one `accessgate check` fetched a moment ago) would only be
+    /// fetched again to show the same keys; the server refetches because its copy may be
+    /// minutes old.
+    async fn refetch(&self, _: &Url) -> bool {
+        false
     }
 }
 

@@ -9,7 +9,7 @@
 //! exactly when its class is the default one. So a single install needs no setting, and a
 //! second install needs only its own class.
 
-use crate::core::policy::AccessPolicySpec;
+use crate::api::AccessPolicySpec;
 
 /// The class of an install nobody configured, and of a policy without `className`.
 pub const DEFAULT_CLASS: &str = "accessgate";

@@ -20,9 +20,12 @@ use serde::Deserialize;
 
 use super::PolicySink;
 use super::class::InstallClass;
+use crate::api::AccessPolicy;
 use crate::core::hosts::{Clock, HostRights, Ties};
-use crate::core::index::{Change, Entry, HostRouting, IndexUpdater, NamespaceHosts, PolicyIndex};
-use crate::core::policy::{AccessPolicy, PolicyKey, check_class_name, compile};
+use crate::core::index::{
+    Change, HostRouting, IndexUpdater, NamespaceHosts, PolicyEntry, PolicyIndex,
+};
+use crate::core::policy::{PolicyKey, check_class_name, compile};
 use crate::metrics::Metrics;
 use crate::metrics::ReloadLabels;
 
@@ -89,12 +92,12 @@ impl HostLedger {
     }
 
     /// The index of a freshly loaded whole set (what is not in `entries` is gone).
-    pub fn index(&mut self, entries: Vec<(PolicyKey, Entry)>) -> PolicyIndex {
+    pub fn index(&mut self, entries: Vec<(PolicyKey, PolicyEntry)>) -> PolicyIndex {
         let changes = self.whole_set(entries);
         self.apply(changes)
     }
 
-    fn whole_set(&self, entries: Vec<(PolicyKey, Entry)>) -> Vec<Change> {
+    fn whole_set(&self, entries: Vec<(PolicyKey, PolicyEntry)>) -> Vec<Change> {
         let present: HashSet<&PolicyKey> = entries.iter().map(|(k, _)| k).collect();
         let mut changes: Vec<_> = (self.updater.index().entries())
             .filter(|(k, _)| !present.contains(k))
@@ -144,14 +147,14 @@ impl HostLedger {
         if let Some(holding) = holding {
             return Some(holding.namespace.clone());
         }
-        let mut claiming = self.updater.claiming_namespaces();
+        let mut claiming = self.updater.namespaces_claiming_hosts();
         let first = claiming.next()?;
         claiming.all(|ns| ns == first).then(|| first.to_owned())
     }
 }
 
 /// Reads and validates every policy in `dir`.
-pub fn load_dir(dir: &Path) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+pub fn load_dir(dir: &Path) -> Result<Vec<(PolicyKey, PolicyEntry)>, LoadError> {
     load_dir_cached(dir, &mut ParsedFiles::default())
 }
 
@@ -246,7 +249,7 @@ impl ParsedFiles {
     }
 
     /// Every policy last loaded.
-    fn entries(&self) -> Vec<(PolicyKey, Entry)> {
+    fn entries(&self) -> Vec<(PolicyKey, PolicyEntry)> {
         let mut files: Vec<_> = self.files.iter().collect();
         files.sort_by(|a, b| a.0.cmp(b.0));
         files
@@ -274,7 +277,7 @@ impl ParsedFiles {
 pub fn load_dir_cached(
     dir: &Path,
     parsed: &mut ParsedFiles,
-) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+) -> Result<Vec<(PolicyKey, PolicyEntry)>, LoadError> {
     load_changes(dir, parsed)?;
     Ok(parsed.entries())
 }
@@ -397,7 +400,10 @@ fn digest_of(bytes: &[u8]) -> Digest {
 /// Parses and validates the manifests in `text` (the contents of the file `file_name`, which
 /// only names the file in errors): every `AccessPolicy` document, compiled, whatever its
 /// class; other kinds skipped.
-pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, Entry)>, LoadError> {
+pub fn parse_manifests(
+    file_name: &str,
+    text: &str,
+) -> Result<Vec<(PolicyKey, PolicyEntry)>, LoadError> {
     parse_documents(file_name, text, None).map(|parsed| parsed.entries)
 }
 
@@ -405,7 +411,7 @@ pub fn parse_manifests(file_name: &str, text: &str) -> Result<Vec<(PolicyKey, En
 /// other classes were passed over.
 #[derive(Clone, Debug, Default)]
 pub struct ClassEntries {
-    pub entries: Vec<(PolicyKey, Entry)>,
+    pub entries: Vec<(PolicyKey, PolicyEntry)>,
     pub other_class: usize,
 }
 
@@ -464,7 +470,8 @@ fn parse_documents(
         }
         let compiled = compile(key.clone(), policy.metadata.generation, &policy.spec)
             .map_err(|e| at(format!("policy {key}: {e}")))?;
-        out.entries.push((key, Entry::Ready(Arc::new(compiled))));
+        out.entries
+            .push((key, PolicyEntry::Ready(Arc::new(compiled))));
     }
     Ok(out)
 }

@@ -26,9 +26,12 @@ use tokio::sync::Notify;
 use super::PolicySink;
 use super::class::InstallClass;
 use super::hosts::{ledger_from, served_hosts};
+use crate::api::AccessPolicy;
 use crate::core::hosts::{Clock, HostClaim, HostRights, Ledger, ServedHosts, Ties, resolve};
-use crate::core::index::{Change, Entry, HostRouting, IndexUpdater, NamespaceHosts, PolicyIndex};
-use crate::core::policy::{AccessPolicy, PolicyKey, compile};
+use crate::core::index::{
+    Change, HostRouting, IndexUpdater, NamespaceHosts, PolicyEntry, PolicyIndex,
+};
+use crate::core::policy::{PolicyKey, compile};
 
 /// How the cluster settles host claims.
 #[derive(Debug, Clone)]
@@ -83,11 +86,11 @@ pub fn index_from(objects: &[Arc<AccessPolicy>], hosts: &HostInputs) -> PolicyIn
 }
 
 /// A policy object compiled into its index entry.
-fn entry_of(obj: &AccessPolicy) -> (PolicyKey, Entry) {
+fn entry_of(obj: &AccessPolicy) -> (PolicyKey, PolicyEntry) {
     let key = PolicyKey::new(obj.namespace().unwrap_or_default(), obj.name_any());
     let entry = match compile(key.clone(), obj.metadata.generation, &obj.spec) {
-        Ok(p) => Entry::Ready(Arc::new(p)),
-        Err(e) => Entry::Invalid {
+        Ok(p) => PolicyEntry::Ready(Arc::new(p)),
+        Err(e) => PolicyEntry::Invalid {
             message: e.to_string(),
             generation: obj.metadata.generation,
         },
@@ -120,17 +123,17 @@ pub fn next_ledger(policies: &Policies, index: &PolicyIndex, clock: Clock) -> Le
     let ready: Vec<_> = index
         .entries()
         .filter_map(|(key, entry)| match entry {
-            Entry::Ready(p) => Some((key, p.clone())),
-            Entry::Invalid { .. } => None,
+            PolicyEntry::Ready(p) => Some((key, p.clone())),
+            PolicyEntry::Invalid { .. } => None,
         })
         .collect();
-    let mut claims = Vec::new();
+    let mut host_claims = Vec::new();
     for (key, p) in &ready {
         let seniority = created.get(key).copied().unwrap_or(i64::MAX);
         let mut patterns: Vec<&str> = p.routes.iter().map(|(h, _)| h.as_str()).collect();
         patterns.sort_unstable();
         patterns.dedup();
-        claims.extend(patterns.into_iter().map(|pattern| HostClaim {
+        host_claims.extend(patterns.into_iter().map(|pattern| HostClaim {
             key,
             pattern,
             seniority,
@@ -138,7 +141,7 @@ pub fn next_ledger(policies: &Policies, index: &PolicyIndex, clock: Clock) -> Le
     }
     resolve(
         &hosts.ledger,
-        &claims,
+        &host_claims,
         &hosts.rights(),
         Ties::ToSmallerName,
         Some(clock),
@@ -515,7 +518,7 @@ fn policy_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::{AccessPolicySpec, IssuerSpec};
+    use crate::api::{AccessPolicySpec, IssuerSpec};
     use crate::core::reason::Reason;
 
     fn policy(name: &str, class: Option<&str>) -> Arc<AccessPolicy> {

@@ -1,27 +1,14 @@
 //! Real Caddy (Debian's package) with `forward_auth` in front of an upstream, as its docs
 //! describe for external auth services.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::{Listening, http, start_on_free_port, wait_listening};
+use super::stack::{ProxyProcess, installed};
+use super::{Listening, start_on_free_port, wait_listening};
 
 pub struct Caddy {
-    child: Child,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
-}
-
-fn caddy_binary() -> &'static str {
-    for candidate in ["/usr/bin/caddy", "/usr/local/bin/caddy"] {
-        if Path::new(candidate).exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "caddy is not installed: run tests/run.sh (it installs Debian's caddy) or `apt-get install caddy`"
-    );
+    pub process: ProxyProcess,
 }
 
 impl Caddy {
@@ -50,7 +37,8 @@ impl Caddy {
             std::fs::write(dir.path().join("Caddyfile"), caddyfile).unwrap();
             let log_path = dir.path().join("caddy.log");
             let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = Command::new(caddy_binary())
+            let binary = installed(&["/usr/bin/caddy", "/usr/local/bin/caddy"], "caddy");
+            let mut child = Command::new(binary)
                 .args(["run", "--adapter", "caddyfile", "--config"])
                 .arg(dir.path().join("Caddyfile"))
                 .env("HOME", dir.path())
@@ -63,30 +51,16 @@ impl Caddy {
                 .expect("start caddy");
             let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
             match wait_listening("caddy", &mut child, port, Duration::from_secs(20), log) {
-                Listening::Yes => Some(Caddy { child, port, dir }),
+                Listening::Yes => Some(Caddy {
+                    process: ProxyProcess {
+                        child,
+                        port,
+                        dir,
+                        log_file: "caddy.log",
+                    },
+                }),
                 Listening::PortTaken => None,
             }
         })
-    }
-
-    /// Caddy's own log, for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("caddy.log")).unwrap_or_default()
-    }
-
-    pub fn get(
-        &self,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> reqwest::blocking::Response {
-        super::get_through(&http(), self.port, host, path, headers)
-    }
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use super::stack::installed;
 use super::{Listening, http, start_on_free_port, wait_listening};
 
 /// One Ingress: a host whose `/` is protected by `auth_url`.
@@ -27,17 +28,6 @@ pub struct Nginx {
     child: Child,
     pub port: u16,
     pub prefix: tempfile::TempDir,
-}
-
-fn nginx_binary() -> &'static str {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(candidate).exists() {
-            return candidate;
-        }
-    }
-    panic!(
-        "nginx is not installed: run tests/run.sh (it installs Debian's nginx) or `apt-get install nginx`"
-    );
 }
 
 impl Nginx {
@@ -61,6 +51,47 @@ impl Nginx {
         })
     }
 
+    /// nginx as production runs it (a master and a worker, so it can reload), serving `host`
+    /// with auth subrequests for `auth_path` to `pool`, the `127.0.0.1:PORT` endpoints of the
+    /// accessgate Service that ingress-nginx's `auth-url` names (keepalive, as with
+    /// `auth-keepalive`). A subrequest an endpoint fails is failed, not retried on another
+    /// (`proxy_next_upstream off`), as with the Service's one address. [`Nginx::set_pool`]
+    /// is an endpoint leaving or joining the Service.
+    pub fn start_pool(host: &str, auth_path: &str, pool: &[String], upstream_port: u16) -> Nginx {
+        Self::start_with(|prefix, port| {
+            pool_config(prefix, port, host, auth_path, pool, upstream_port)
+        })
+    }
+
+    /// Rewrites the pool of a [`Nginx::start_pool`] nginx and reloads it (SIGHUP); returns
+    /// once the old worker has finished what it had and exited, so every subrequest from
+    /// then on goes to `pool`.
+    #[track_caller]
+    pub fn set_pool(&self, host: &str, auth_path: &str, pool: &[String], upstream_port: u16) {
+        let exited = || self.error_log().matches("exited with code").count();
+        let before = exited();
+        let conf = pool_config(
+            self.prefix.path(),
+            self.port,
+            host,
+            auth_path,
+            pool,
+            upstream_port,
+        );
+        std::fs::write(self.prefix.path().join("nginx.conf"), conf).unwrap();
+        self.signal(libc::SIGHUP);
+        assert!(
+            super::eventually(Duration::from_secs(30), || exited() > before),
+            "nginx did not reload:\n{}",
+            self.error_log()
+        );
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid; no memory is shared.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
     /// Renders the config for a port and starts nginx on it; a port another process took
     /// first is given up for a new one (see [`start_on_free_port`]).
     fn start_with(render: impl Fn(&Path, u16) -> String) -> Nginx {
@@ -74,7 +105,8 @@ impl Nginx {
             std::fs::write(&conf_path, conf).unwrap();
             let p = prefix.path().to_str().unwrap();
             // nginx reports start-up errors (a taken port among them) in the error log.
-            let mut child = Command::new(nginx_binary())
+            let binary = installed(&["/usr/sbin/nginx", "/usr/bin/nginx"], "nginx");
+            let mut child = Command::new(binary)
                 .args([
                     "-p",
                     p,
@@ -148,9 +180,73 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM first: a master stops its workers, which a SIGKILL would leave running.
+        self.signal(libc::SIGTERM);
+        let stopped = super::eventually(Duration::from_secs(10), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !stopped {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
+}
+
+/// The config of [`Nginx::start_pool`]: the auth location of [`config`] reduced to what the
+/// pool needs, the master's reload events logged (`notice`).
+fn pool_config(
+    prefix: &Path,
+    port: u16,
+    host: &str,
+    auth_path: &str,
+    pool: &[String],
+    upstream_port: u16,
+) -> String {
+    let p = prefix.display();
+    let servers: String = pool
+        .iter()
+        .map(|endpoint| format!("server {endpoint} max_fails=0; "))
+        .collect();
+    // Workers run as the master's user: as root, nginx would otherwise switch to `nobody`,
+    // which cannot reach the temporary prefix.
+    // SAFETY: geteuid(2) has no preconditions.
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root root;"
+    } else {
+        ""
+    };
+    format!(
+        r#"daemon off; master_process on; worker_processes 1; {user}
+pid {p}/run/nginx.pid;
+error_log {p}/logs/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    client_body_temp_path {p}/run/body; proxy_temp_path {p}/run/proxy;
+    fastcgi_temp_path {p}/run/fcgi; uwsgi_temp_path {p}/run/uwsgi; scgi_temp_path {p}/run/scgi;
+    access_log off;
+    upstream accessgate {{ {servers}keepalive 16; }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name {host};
+        location = /_external-auth {{
+            internal;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+            proxy_set_header X-Original-Method $request_method;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream off;
+            proxy_pass http://accessgate{auth_path};
+        }}
+        location / {{
+            auth_request /_external-auth;
+            proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+    }}
+}}
+"#
+    )
 }
 
 fn config(prefix: &Path, port: u16, sites: &[Site], upstream_port: u16, keepalive: bool) -> String {

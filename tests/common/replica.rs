@@ -109,13 +109,28 @@ impl Replica {
 
     /// The status `/auth/...` answers for `token` (0 when the request fails).
     pub fn status(&self, path: &str, token: &str) -> u16 {
-        http()
+        self.answer(path, token).0
+    }
+
+    /// The status and reason code (`x-accessgate-reason`, empty on an allow) `/auth/...`
+    /// answers for `token`: a 503 says little, `policy_unknown` and `keys_unavailable` are
+    /// different failures. `(0, "")` when the request fails.
+    pub fn answer(&self, path: &str, token: &str) -> (u16, String) {
+        let Ok(r) = http()
             .get(format!("{}{path}", self.auth))
             .header("x-original-url", "https://app.example.test/")
             .header("cf-access-jwt-assertion", token)
             .send()
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
+        else {
+            return (0, String::new());
+        };
+        let reason = r
+            .headers()
+            .get("x-accessgate-reason")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (r.status().as_u16(), reason)
     }
 
     /// The admin listener's `/metrics` text (empty when the request fails).

@@ -2,15 +2,14 @@
 //! `forwardAuth` middleware in front of an upstream, as its docs describe for external auth
 //! services: a file provider with one router, one service and one middleware.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use super::stack::ProxyProcess;
 use super::{Listening, eventually, http, start_on_free_port, wait_listening};
 
 pub struct Traefik {
-    child: Child,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
+    pub process: ProxyProcess,
 }
 
 /// The traefik binary (`tests/traefik/build.sh`; a no-op when cached).
@@ -118,13 +117,20 @@ impl Traefik {
         {
             return None;
         }
-        let mut traefik = Traefik { child, port, dir };
+        let mut traefik = Traefik {
+            process: ProxyProcess {
+                child,
+                port,
+                dir,
+                log_file: "traefik.log",
+            },
+        };
         // The file provider loads asynchronously: until the router exists Traefik answers
         // 404 for every host. Any other answer (the auth service's 401 for a request without
         // a token) means the request went through the router and the middleware.
         let mut exited = None;
         let routed = eventually(Duration::from_secs(30), || {
-            if let Ok(Some(status)) = traefik.child.try_wait() {
+            if let Ok(Some(status)) = traefik.process.child.try_wait() {
                 exited = Some(status);
                 return true;
             }
@@ -139,36 +145,15 @@ impl Traefik {
             }
         });
         if let Some(status) = exited {
-            panic!("traefik exited ({status}):\n{}", traefik.log());
+            panic!("traefik exited ({status}):\n{}", traefik.process.log());
         }
         if !routed {
-            let _ = traefik.child.kill();
+            let _ = traefik.process.child.kill();
             panic!(
                 "traefik did not route {host} on port {port} within 30s:\n{}",
-                traefik.log()
+                traefik.process.log()
             );
         }
         Some(traefik)
-    }
-
-    /// Traefik's own log (DEBUG), for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("traefik.log")).unwrap_or_default()
-    }
-
-    pub fn get(
-        &self,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> reqwest::blocking::Response {
-        super::get_through(&http(), self.port, host, path, headers)
-    }
-}
-
-impl Drop for Traefik {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -7,12 +7,13 @@
 //! ServiceAccount token, as a pod gets) and `certAuthFilePath`, with exactly the RBAC of
 //! [`rbac_rules`]. Backends are `ExternalName` Services naming a loopback port ([`backend`]).
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::cluster::ControlPlane;
+use super::stack::{PATH, Proxy, ProxyProcess};
 use super::{Listening, eventually, start_on_free_port, wait_listening};
 
 /// Where Traefik's ServiceAccount lives.
@@ -88,9 +89,7 @@ fn q(s: &str) -> String {
 /// Traefik with only the `kubernetesIngressNGINX` provider, one plain-HTTP entry point on
 /// loopback, and `underscoreHeadersStrategy: delete` (README, Security notes); stopped on drop.
 pub struct TraefikIngressNginx {
-    child: Child,
-    pub port: u16,
-    pub dir: tempfile::TempDir,
+    pub process: ProxyProcess,
 }
 
 impl TraefikIngressNginx {
@@ -177,23 +176,14 @@ impl TraefikIngressNginx {
         ) {
             return None;
         }
-        Some(TraefikIngressNginx { child, port, dir })
-    }
-
-    /// Traefik's own log (DEBUG), for failure messages.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("traefik.log")).unwrap_or_default()
-    }
-
-    /// `GET path` with `Host: host:PORT` and `headers`, through Traefik, redirects not
-    /// followed.
-    pub fn get(
-        &self,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-    ) -> reqwest::blocking::Response {
-        super::get_through(&client(), self.port, host, path, headers)
+        Some(TraefikIngressNginx {
+            process: ProxyProcess {
+                child,
+                port,
+                dir,
+                log_file: "traefik.log",
+            },
+        })
     }
 
     /// Waits until Traefik routes `host` (answers `path` with anything but its own 404 for an
@@ -205,8 +195,8 @@ impl TraefikIngressNginx {
         let mut last = 0;
         let routed = eventually(Duration::from_secs(90), || {
             last = match client()
-                .get(format!("http://127.0.0.1:{}{path}", self.port))
-                .header("host", format!("{host}:{}", self.port))
+                .get(format!("http://127.0.0.1:{}{path}", self.process.port))
+                .header("host", format!("{host}:{}", self.process.port))
                 .timeout(Duration::from_secs(5))
                 .send()
             {
@@ -218,7 +208,7 @@ impl TraefikIngressNginx {
         assert!(
             routed,
             "traefik did not route {host} within 90 s (last status {last}):\n{}",
-            self.log()
+            self.process.log()
         );
         last
     }
@@ -233,9 +223,54 @@ fn client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
-impl Drop for TraefikIngressNginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Traefik's ingress-nginx provider with the cluster it reads, as a stack's proxy: namespace
+/// `apps` holds Service `app` (→ the upstream) and Ingresses of class `nginx` written as for
+/// ingress-nginx ([`IngressNginxProvider::ingress`]).
+pub struct IngressNginxProvider {
+    pub traefik: TraefikIngressNginx,
+    pub cp: ControlPlane,
+}
+
+impl IngressNginxProvider {
+    /// Applies an Ingress in `apps` for `host` → Service `app` with `annotations` and waits
+    /// until Traefik routes it; returns the status of a request without a token.
+    #[track_caller]
+    pub fn ingress(&self, name: &str, host: &str, annotations: &[(&str, &str)]) -> u16 {
+        self.cp
+            .apply(&ingress("apps", name, host, "app", annotations).to_string())
+            .unwrap_or_else(|e| panic!("apply Ingress {name}: {e}"));
+        self.traefik.wait_routed(host, PATH)
+    }
+}
+
+/// The annotations exactly as written for ingress-nginx: `auth-url` on
+/// `/auth/{namespace}/{name}` and `auth-response-headers`, on Ingress `apps/web`.
+impl Proxy for IngressNginxProvider {
+    fn start(host: &str, auth: &str, policy: &str, headers: &[&str], upstream: u16) -> Self {
+        let cp = ControlPlane::start();
+        let traefik = TraefikIngressNginx::start(&cp);
+        cp.kubectl_ok(&["create", "namespace", "apps"]);
+        cp.apply(&backend("apps", "app", upstream).to_string())
+            .unwrap_or_else(|e| panic!("apply the backend: {e}"));
+        let provider = IngressNginxProvider { traefik, cp };
+        let status = provider.ingress(
+            "web",
+            host,
+            &[
+                ("auth-url", &format!("{auth}/auth/{policy}")),
+                ("auth-response-headers", &headers.join(",")),
+            ],
+        );
+        assert_eq!(status, 401, "a request without a token, once routed");
+        provider
+    }
+
+    /// Redirects not followed: the `auth-signin` answer is what is asserted.
+    fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> reqwest::blocking::Response {
+        self.traefik.process.get(&client(), host, path, headers)
+    }
+
+    fn log(&self) -> String {
+        self.traefik.process.log()
     }
 }

@@ -1,10 +1,10 @@
 //! The live set of policies: lookup by `namespace/name` and by host + path. Pure; a source
 //! keeps an [`IndexUpdater`] and hands it what changed, and the server swaps the index it
-//! returns in whole (see `state::AppState`).
+//! returns in whole (see `serve::state::AppState`).
 //!
 //! Host routing is shared between tenants:
 //! - **A host belongs to one namespace**, decided by [`crate::core::hosts::resolve`] (a right
-//!   to the host, then the ledger of who holds it). Claims from other namespaces, on any
+//!   to the host, then the ledger of who holds it). Host claims from other namespaces, on any
 //!   path, are not routed and change nothing for the holder; they are reported per policy
 //!   ([`PolicyIndex::refused_hosts`]) without naming the holder.
 //! - **Within the holder's namespace**, two policies on the same host and path are a
@@ -33,7 +33,7 @@ pub use update::IndexUpdater;
 
 /// A policy as the index holds it: enforceable, or refused with the validation message.
 #[derive(Debug, Clone)]
-pub enum Entry {
+pub enum PolicyEntry {
     Ready(Arc<CompiledPolicy>),
     Invalid {
         message: String,
@@ -42,18 +42,18 @@ pub enum Entry {
     },
 }
 
-impl Entry {
+impl PolicyEntry {
     /// The `metadata.generation` this entry was built from.
     pub fn generation(&self) -> Option<i64> {
         match self {
-            Entry::Ready(p) => p.generation,
-            Entry::Invalid { generation, .. } => *generation,
+            PolicyEntry::Ready(p) => p.generation,
+            PolicyEntry::Invalid { generation, .. } => *generation,
         }
     }
 }
 
 /// A policy's new entry, or `None` when it is gone.
-pub type Change = (PolicyKey, Option<Entry>);
+pub type Change = (PolicyKey, Option<PolicyEntry>);
 
 #[derive(Debug, Clone)]
 enum Route {
@@ -109,7 +109,7 @@ const HISTORY: usize = 256;
 
 #[derive(Debug, Clone, Default)]
 pub struct PolicyIndex {
-    by_name: PMap<String, PMap<String, Entry>>,
+    by_name: PMap<String, PMap<String, PolicyEntry>>,
     /// Exact hosts.
     by_host: PMap<String, Arc<Routes>>,
     /// Wildcard patterns, by suffix (`*.apps.example.com` under `apps.example.com`).
@@ -135,7 +135,7 @@ pub struct PolicyIndex {
 impl PolicyIndex {
     /// An index where any namespace may claim any host, every claim equally old: a host
     /// claimed from two namespaces is routed to neither. For single-policy uses and tests.
-    pub fn build(entries: impl IntoIterator<Item = (PolicyKey, Entry)>) -> Self {
+    pub fn build(entries: impl IntoIterator<Item = (PolicyKey, PolicyEntry)>) -> Self {
         Self::build_with(entries, |_| 0, HostRouting::open())
     }
 
@@ -143,7 +143,7 @@ impl PolicyIndex {
     /// (older claims win hosts nobody holds), `routing` who may claim what and who holds
     /// what.
     pub fn build_with(
-        entries: impl IntoIterator<Item = (PolicyKey, Entry)>,
+        entries: impl IntoIterator<Item = (PolicyKey, PolicyEntry)>,
         seniority: impl Fn(&PolicyKey) -> i64,
         routing: HostRouting,
     ) -> Self {
@@ -186,8 +186,8 @@ impl PolicyIndex {
     /// For `/auth/{namespace}/{name}`.
     pub fn by_name(&self, namespace: &str, name: &str) -> Result<&Arc<CompiledPolicy>, Reason> {
         match self.by_name.get(namespace).and_then(|m| m.get(name)) {
-            Some(Entry::Ready(p)) => Ok(p),
-            Some(Entry::Invalid { .. }) => Err(Reason::PolicyInvalid),
+            Some(PolicyEntry::Ready(p)) => Ok(p),
+            Some(PolicyEntry::Invalid { .. }) => Err(Reason::PolicyInvalid),
             None => Err(Reason::PolicyUnknown),
         }
     }
@@ -214,11 +214,11 @@ impl PolicyIndex {
         Err(Reason::PolicyUnknown)
     }
 
-    pub fn entry(&self, key: &PolicyKey) -> Option<&Entry> {
+    pub fn entry(&self, key: &PolicyKey) -> Option<&PolicyEntry> {
         self.by_name.get(&key.namespace)?.get(&key.name)
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (PolicyKey, &Entry)> {
+    pub fn entries(&self) -> impl Iterator<Item = (PolicyKey, &PolicyEntry)> {
         self.by_name.iter().flat_map(|(ns, m)| {
             m.iter()
                 .map(move |(name, e)| (PolicyKey::new(ns.clone(), name.clone()), e))
@@ -280,13 +280,14 @@ fn segment_prefix(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::{AccessPolicySpec, IssuerSpec, compile};
+    use crate::api::{AccessPolicySpec, IssuerSpec};
+    use crate::core::policy::compile;
 
-    fn policy(name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, Entry) {
+    fn policy(name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, PolicyEntry) {
         in_ns("ns", name, hosts, paths)
     }
 
-    fn in_ns(ns: &str, name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, Entry) {
+    fn in_ns(ns: &str, name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, PolicyEntry) {
         let spec = AccessPolicySpec {
             issuer: IssuerSpec {
                 team_domain: Some("t.cloudflareaccess.com".into()),
@@ -300,7 +301,7 @@ mod tests {
         let key = PolicyKey::new(ns, name);
         (
             key.clone(),
-            Entry::Ready(Arc::new(compile(key, None, &spec).unwrap())),
+            PolicyEntry::Ready(Arc::new(compile(key, None, &spec).unwrap())),
         )
     }
 
@@ -310,7 +311,7 @@ mod tests {
             policy("a", &[], &[]),
             (
                 PolicyKey::new("ns", "bad"),
-                Entry::Invalid {
+                PolicyEntry::Invalid {
                     message: "x".into(),
                     generation: None,
                 },
@@ -455,7 +456,7 @@ mod tests {
     }
 
     #[test]
-    fn claims_first_seen_together_are_routed_to_nobody() {
+    fn host_claims_first_seen_together_are_routed_to_nobody() {
         let idx = PolicyIndex::build([
             in_ns("a", "p", &["h.example"], &[]),
             in_ns("b", "p", &["h.example"], &[]),
@@ -639,7 +640,7 @@ mod tests {
         assert_eq!(routed_to(&first, "h.example.com", "/").unwrap(), "owner/p");
         let invalid = (
             owner.0.clone(),
-            Entry::Invalid {
+            PolicyEntry::Invalid {
                 message: "bad".into(),
                 generation: Some(2),
             },

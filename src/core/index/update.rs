@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Change, Entry, HISTORY, HostRouting, PolicyIndex, Route, RouteConflict, Routes};
+use super::{Change, HISTORY, HostRouting, PolicyEntry, PolicyIndex, Route, RouteConflict, Routes};
 use crate::core::hosts::{HostClaim, HostRights, Ledger, carved_out, resolve, wildcard_suffix};
 use crate::core::policy::{CompiledPolicy, PolicyKey};
 
@@ -19,9 +19,9 @@ use crate::core::policy::{CompiledPolicy, PolicyKey};
 /// successor of another's.
 static REVISIONS: AtomicU64 = AtomicU64::new(1);
 
-/// One policy's claims as host resolution reads them.
+/// One policy's host claims as host resolution reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Claims {
+struct PolicyHostClaims {
     seniority: i64,
     /// Sorted, deduplicated host patterns.
     patterns: Vec<String>,
@@ -34,7 +34,7 @@ struct Staged {
     /// Host patterns whose routes may have moved.
     dirty: BTreeSet<String>,
     /// The claims of each policy whose claims changed, as they were before the stage.
-    claims_before: HashMap<PolicyKey, Option<Claims>>,
+    host_claims_before: HashMap<PolicyKey, Option<PolicyHostClaims>>,
     /// Policies whose entry, conflicts or refused hosts changed.
     touched: BTreeSet<PolicyKey>,
 }
@@ -44,7 +44,7 @@ struct Staged {
 pub struct IndexUpdater {
     index: PolicyIndex,
     staged: Staged,
-    claims: HashMap<PolicyKey, Claims>,
+    host_claims: HashMap<PolicyKey, PolicyHostClaims>,
     /// Host pattern → the enforceable policies claiming it.
     claimants: HashMap<String, BTreeSet<PolicyKey>>,
     /// Patterns served under another namespace's wildcard (see [`carved_out`]).
@@ -85,15 +85,17 @@ impl IndexUpdater {
                     .dirty
                     .extend(policy.routes.iter().map(|(host, _)| host.clone()));
             }
-            let claims = entry.as_ref().and_then(|e| claims_of(e, seniority(&key)));
-            if self.claims.get(&key) != claims.as_ref() {
+            let host_claims = entry
+                .as_ref()
+                .and_then(|e| host_claims_of(e, seniority(&key)));
+            if self.host_claims.get(&key) != host_claims.as_ref() {
                 // What it claimed before this stage: a removal and a re-adding in one batch
                 // (a file rewritten) moves nothing.
-                if !self.staged.claims_before.contains_key(&key) {
-                    let before = self.claims.get(&key).cloned();
-                    self.staged.claims_before.insert(key.clone(), before);
+                if !self.staged.host_claims_before.contains_key(&key) {
+                    let before = self.host_claims.get(&key).cloned();
+                    self.staged.host_claims_before.insert(key.clone(), before);
                 }
-                self.set_claims(&key, claims);
+                self.set_host_claims(&key, host_claims);
             }
             self.staged.touched.insert(key);
         }
@@ -105,11 +107,11 @@ impl IndexUpdater {
     pub fn settle(&mut self, routing: HostRouting, resettle: bool) -> PolicyIndex {
         let revision = self.next_revision();
         let mut dirty = std::mem::take(&mut self.staged.dirty);
-        let claims_before = std::mem::take(&mut self.staged.claims_before);
-        let claims_moved = claims_before
+        let host_claims_before = std::mem::take(&mut self.staged.host_claims_before);
+        let host_claims_moved = host_claims_before
             .iter()
-            .any(|(key, before)| self.claims.get(key) != before.as_ref());
-        if claims_moved || resettle || self.index.revision == 0 {
+            .any(|(key, before)| self.host_claims.get(key) != before.as_ref());
+        if host_claims_moved || resettle || self.index.revision == 0 {
             self.resettle(&routing, &mut dirty);
         }
         for pattern in dirty {
@@ -136,8 +138,8 @@ impl IndexUpdater {
     }
 
     /// The namespaces with an enforceable policy claiming hosts, as staged.
-    pub fn claiming_namespaces(&self) -> impl Iterator<Item = &str> {
-        self.claims.keys().map(|k| k.namespace.as_str())
+    pub fn namespaces_claiming_hosts(&self) -> impl Iterator<Item = &str> {
+        self.host_claims.keys().map(|k| k.namespace.as_str())
     }
 
     /// The revision the next index will carry (one per stage and settle pair).
@@ -152,7 +154,7 @@ impl IndexUpdater {
     }
 
     /// Puts `entry` in the by-name map and the counts; returns what it replaced.
-    fn set_entry(&mut self, key: &PolicyKey, entry: Option<Entry>) -> Option<Entry> {
+    fn set_entry(&mut self, key: &PolicyKey, entry: Option<PolicyEntry>) -> Option<PolicyEntry> {
         let index = &mut self.index;
         let names = index.by_name.entry(key.namespace.clone()).or_default();
         let old = match &entry {
@@ -165,7 +167,7 @@ impl IndexUpdater {
         for (e, up) in [(&old, false), (&entry, true)] {
             let Some(e) = e else { continue };
             let count = match e {
-                Entry::Ready(p) => {
+                PolicyEntry::Ready(p) => {
                     let users = index.jwks.entry(p.jwks_uri.clone()).or_default();
                     *users = if up { *users + 1 } else { *users - 1 };
                     if *users == 0 {
@@ -173,15 +175,15 @@ impl IndexUpdater {
                     }
                     &mut index.ready
                 }
-                Entry::Invalid { .. } => &mut index.invalid,
+                PolicyEntry::Invalid { .. } => &mut index.invalid,
             };
             *count = if up { *count + 1 } else { *count - 1 };
         }
         old
     }
 
-    fn set_claims(&mut self, key: &PolicyKey, claims: Option<Claims>) {
-        if let Some(old) = self.claims.remove(key) {
+    fn set_host_claims(&mut self, key: &PolicyKey, host_claims: Option<PolicyHostClaims>) {
+        if let Some(old) = self.host_claims.remove(key) {
             for pattern in old.patterns {
                 if let Some(keys) = self.claimants.get_mut(&pattern) {
                     keys.remove(key);
@@ -191,21 +193,21 @@ impl IndexUpdater {
                 }
             }
         }
-        if let Some(new) = claims {
+        if let Some(new) = host_claims {
             for pattern in &new.patterns {
                 self.claimants
                     .entry(pattern.clone())
                     .or_default()
                     .insert(key.clone());
             }
-            self.claims.insert(key.clone(), new);
+            self.host_claims.insert(key.clone(), new);
         }
     }
 
     /// Settles every claim afresh; the patterns whose holder or carve-out moved join `dirty`.
     fn resettle(&mut self, routing: &HostRouting, dirty: &mut BTreeSet<String>) {
-        let claims: Vec<HostClaim> = self
-            .claims
+        let host_claims: Vec<HostClaim> = self
+            .host_claims
             .iter()
             .flat_map(|(key, c)| {
                 c.patterns.iter().map(move |pattern| HostClaim {
@@ -217,7 +219,7 @@ impl IndexUpdater {
             .collect();
         let resolution = resolve(
             routing.ledger,
-            &claims,
+            &host_claims,
             &routing.rights,
             routing.ties,
             routing.clock,
@@ -251,7 +253,7 @@ impl IndexUpdater {
         let mut by_path: BTreeMap<String, Vec<Arc<CompiledPolicy>>> = BTreeMap::new();
         if let (Some(holder), Some(keys)) = (holder, self.claimants.get(&pattern)) {
             for key in keys.iter().filter(|k| k.namespace == holder) {
-                let Some(Entry::Ready(p)) = self.index.entry(key) else {
+                let Some(PolicyEntry::Ready(p)) = self.index.entry(key) else {
                     continue;
                 };
                 for (_, path) in p.routes.iter().filter(|(h, _)| *h == pattern) {
@@ -319,20 +321,20 @@ impl IndexUpdater {
     }
 }
 
-fn ready(entry: &Entry) -> Option<&Arc<CompiledPolicy>> {
+fn ready(entry: &PolicyEntry) -> Option<&Arc<CompiledPolicy>> {
     match entry {
-        Entry::Ready(p) => Some(p),
-        Entry::Invalid { .. } => None,
+        PolicyEntry::Ready(p) => Some(p),
+        PolicyEntry::Invalid { .. } => None,
     }
 }
 
 /// An enforceable policy's host claims; an invalid one claims nothing.
-fn claims_of(entry: &Entry, seniority: i64) -> Option<Claims> {
+fn host_claims_of(entry: &PolicyEntry, seniority: i64) -> Option<PolicyHostClaims> {
     let policy = ready(entry)?;
     let mut patterns: Vec<String> = policy.routes.iter().map(|(h, _)| h.clone()).collect();
     patterns.sort_unstable();
     patterns.dedup();
-    (!patterns.is_empty()).then_some(Claims {
+    (!patterns.is_empty()).then_some(PolicyHostClaims {
         seniority,
         patterns,
     })
@@ -359,8 +361,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::api::{AccessPolicySpec, IssuerSpec};
     use crate::core::hosts::{ServedHosts, Ties};
-    use crate::core::policy::{AccessPolicySpec, IssuerSpec, compile};
+    use crate::core::policy::compile;
     use crate::core::reason::Reason;
 
     const NAMESPACES: [&str; 3] = ["a", "b", "c"];
@@ -394,9 +397,9 @@ mod tests {
         Invalid,
     }
 
-    fn entry(key: &PolicyKey, spec: &Spec, generation: i64) -> Entry {
+    fn entry(key: &PolicyKey, spec: &Spec, generation: i64) -> PolicyEntry {
         match spec {
-            Spec::Invalid => Entry::Invalid {
+            Spec::Invalid => PolicyEntry::Invalid {
                 message: "bad".into(),
                 generation: Some(generation),
             },
@@ -416,9 +419,9 @@ mod tests {
                     ..Default::default()
                 };
                 match compile(key.clone(), Some(generation), &spec) {
-                    Ok(p) => Entry::Ready(Arc::new(p)),
+                    Ok(p) => PolicyEntry::Ready(Arc::new(p)),
                     // e.g. paths without hosts
-                    Err(e) => Entry::Invalid {
+                    Err(e) => PolicyEntry::Invalid {
                         message: e.to_string(),
                         generation: Some(generation),
                     },
@@ -488,8 +491,8 @@ mod tests {
     /// What the index says about one policy (what its status shows).
     fn about(idx: &PolicyIndex, key: &PolicyKey) -> impl PartialEq + use<> {
         let entry = idx.entry(key).map(|e| match e {
-            Entry::Ready(p) => (p.generation, Some(p.routes.clone())),
-            Entry::Invalid { generation, .. } => (*generation, None),
+            PolicyEntry::Ready(p) => (p.generation, Some(p.routes.clone())),
+            PolicyEntry::Invalid { generation, .. } => (*generation, None),
         });
         let conflicts: Vec<RouteConflict> = idx
             .conflicts()
@@ -503,7 +506,7 @@ mod tests {
         history: Vec<(usize, usize, Option<Spec>, i64, bool)>,
         routing: HostRouting,
     ) -> Result<(), TestCaseError> {
-        let mut live: BTreeMap<PolicyKey, (Entry, i64)> = BTreeMap::new();
+        let mut live: BTreeMap<PolicyKey, (PolicyEntry, i64)> = BTreeMap::new();
         let mut updater = IndexUpdater::default();
         let mut batch: Vec<Change> = Vec::new();
         let mut seen: Option<PolicyIndex> = None;

@@ -14,13 +14,11 @@
 //! The RBAC objects are applied from the same render, so the pod runs with exactly the
 //! chart's permissions.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::cluster::ControlPlane;
-use common::*;
+use crate::common::cluster::ControlPlane;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const NS: &str = "accessgate-system";
@@ -184,6 +182,7 @@ fn inner_pid(sandbox: u32) -> Option<u32> {
 
 #[test]
 fn the_rendered_pod_runs_in_cluster_becomes_ready_and_releases_its_lease_on_sigterm() {
+    let _slot = crate::own_cluster_slot();
     let cp = ControlPlane::start();
     let issuer = Issuer::start();
     let objects = render(&[

@@ -4,13 +4,11 @@
 //! for SIGTERM). Every drain here is 60 s, so an exit within [`PROMPT`] cannot be the drain
 //! running out; no test asserts how fast an exit is beyond that.
 
-mod common;
-
 use std::time::Duration;
 
-use common::cluster::ControlPlane;
-use common::replica::{Replica, SYSTEM_NS};
-use common::*;
+use crate::common::cluster::ControlPlane;
+use crate::common::replica::{Install, Replica, SYSTEM_NS};
+use crate::common::*;
 use serde_json::json;
 
 /// Long enough to tell "at once" from "after the drain" on a loaded machine.
@@ -112,11 +110,22 @@ fn ctrl_c_stops_the_demo_and_removes_its_policy_directory() {
 
 #[test]
 fn ctrl_c_stops_run_at_once_and_releases_the_lease() {
-    let cp = ControlPlane::start();
-    let kc = cp.service_account_kubeconfig(SYSTEM_NS, "accessgate");
-    let mut replica = Replica::start(&kc, "replica-a", &SLOW_DRAIN);
+    // On the shared control plane, as an install of its own (class, Lease, ServiceAccount).
+    let _slot = crate::shared_cluster_slot();
+    let cp = ControlPlane::shared();
+    let install = Install::of_class("signals");
+    let kc = {
+        let _one_at_a_time = crate::shared_setup();
+        cp.install_service_account_kubeconfig(
+            SYSTEM_NS,
+            "accessgate-signals",
+            &install.lease,
+            &install.ledger,
+        )
+    };
+    let mut replica = Replica::start_install(&kc, "replica-a", &install, &SLOW_DRAIN);
     let holder = || {
-        cp.get_json(&["lease", "accessgate-leader", "-n", SYSTEM_NS])["spec"]["holderIdentity"]
+        cp.get_json(&["lease", &install.lease, "-n", SYSTEM_NS])["spec"]["holderIdentity"]
             .as_str()
             .unwrap_or_default()
             .to_owned()

@@ -12,16 +12,14 @@
 //! The CRDs come from the projects' Go modules, pinned in tests/gateway-crds/pins and
 //! fetched by tests/gateway-crds/fetch.sh into ~/.cache/accessgate/gateway-crds/.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use accessgate::core::index::Entry;
+use crate::common::cluster::ControlPlane;
+use accessgate::core::index::PolicyEntry;
 use accessgate::source::files::parse_manifests;
-use common::cluster::ControlPlane;
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -510,7 +508,7 @@ fn strings(v: &Value) -> Vec<String> {
 #[test]
 fn examples_reach_accessgate_and_name_the_example_policy() {
     let policies = parse_manifests("policy", &read("examples/cloudflare-grafana.yaml")).unwrap();
-    let Entry::Ready(policy) = &policies[0].1 else {
+    let PolicyEntry::Ready(policy) = &policies[0].1 else {
         panic!("examples/cloudflare-grafana.yaml is not a valid policy")
     };
     let (ns, name) = (policy.key.namespace.as_str(), policy.key.name.as_str());

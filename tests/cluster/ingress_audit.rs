@@ -4,13 +4,11 @@
 //! that lets a client forge an identity header. Only Ingresses whose `auth-url` reaches this
 //! install count; one naming a policy it does not serve gets a Warning Event.
 
-mod common;
-
 use std::time::Duration;
 
-use common::cluster::ControlPlane;
-use common::replica::{Replica, SYSTEM_NS};
-use common::*;
+use crate::common::cluster::ControlPlane;
+use crate::common::replica::{Replica, SYSTEM_NS};
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SVC: &str = "http://accessgate.accessgate-system.svc.cluster.local";
@@ -50,6 +48,7 @@ fn condition(obj: &Value, type_: &str) -> Option<(String, String, String)> {
 
 #[test]
 fn status_names_the_ingresses_and_the_headers_they_leave_unprotected() {
+    let _slot = crate::own_cluster_slot();
     let cp = ControlPlane::start();
     let issuer = Issuer::start();
     let kc = cp.service_account_kubeconfig(SYSTEM_NS, "accessgate");
@@ -144,6 +143,7 @@ fn status_names_the_ingresses_and_the_headers_they_leave_unprotected() {
 /// `usedBy` and judged for `HeadersProtected`.
 #[test]
 fn only_ingresses_whose_auth_url_reaches_this_install_are_audited() {
+    let _slot = crate::own_cluster_slot();
     let cp = ControlPlane::start();
     let issuer = Issuer::start();
     let kc = cp.service_account_kubeconfig(SYSTEM_NS, "accessgate");
@@ -236,6 +236,7 @@ fn missing_gauge(replica: &Replica) -> f64 {
 /// Warning Event on it, and every replica counts it, until the policy exists.
 #[test]
 fn an_ingress_naming_a_missing_policy_gets_one_warning_event_until_the_policy_exists() {
+    let _slot = crate::own_cluster_slot();
     let cp = ControlPlane::start();
     let issuer = Issuer::start();
     let kc = cp.service_account_kubeconfig(SYSTEM_NS, "accessgate");

@@ -6,16 +6,13 @@
 //! The tests share one control plane; each has its own install (class, Lease, ServiceAccount)
 //! and namespace, so they run side by side without writing each other's status.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster::{ControlPlane, policy_in, ready_condition};
-use common::replica::{Install, Replica, SYSTEM_NS};
-use common::slow_api::SlowApi;
-use common::*;
+use crate::common::cluster::{ControlPlane, policy_in, ready_condition};
+use crate::common::replica::{Install, Replica, SYSTEM_NS};
+use crate::common::slow_api::SlowApi;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// The replicas' `--status-interval` (set by [`Replica::start`]).
@@ -29,16 +26,16 @@ struct Bed {
     install: Install,
     /// As the install's ServiceAccount, straight to the API server.
     kubeconfig: PathBuf,
+    _slot: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl Bed {
     fn new(class: &str) -> Bed {
-        // Applying the shared namespace and RBAC from two tests at once races (both create).
-        static SETUP: Mutex<()> = Mutex::new(());
+        let slot = crate::shared_cluster_slot();
         let cp = ControlPlane::shared();
         let install = Install::of_class(class);
         let kubeconfig = {
-            let _one_at_a_time = SETUP.lock().unwrap_or_else(|e| e.into_inner());
+            let _one_at_a_time = crate::shared_setup();
             cp.kubectl_ok(&["create", "namespace", class]);
             cp.install_service_account_kubeconfig(
                 SYSTEM_NS,
@@ -53,6 +50,7 @@ impl Bed {
             class: class.to_owned(),
             install,
             kubeconfig,
+            _slot: slot,
         }
     }
 

@@ -2,12 +2,10 @@
 //! promtool, built from the Go module proxy by tests/promtool/build.sh) and the Grafana
 //! dashboard (valid JSON, PromQL that parses, only metric names accessgate exposes).
 
-mod chart_support;
-
 use std::path::Path;
 use std::process::Command;
 
-use chart_support::*;
+use crate::chart_support::*;
 use serde_json::{Value, json};
 
 const DASHBOARD: &str = concat!(

@@ -7,19 +7,21 @@
 //!
 //! The first test sends such calls directly; the others run real Traefik v3.7.9 with the
 //! provider against the test kube-apiserver (`common::cluster`), `accessgate serve` with a
-//! policy directory, and an echo backend behind an `ExternalName` Service.
-
-mod common;
+//! policy directory, and an echo backend behind an `ExternalName` Service: the proxy
+//! contract on Ingresses written for ingress-nginx, then what only this provider does.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::cluster::ControlPlane;
-use common::echo::{Echo, received};
-use common::stack::{HEADERS, HOST, MAPPING, PATH};
-use common::traefik_nginx::{TraefikIngressNginx, backend, ingress};
-use common::*;
 use serde_json::{Value, json};
+
+use crate::common::echo::{Echo, received};
+use crate::common::stack::{MAPPING, PATH, Proxy, Stack, assert_decided, decided_since, decisions};
+use crate::common::traefik_nginx::IngressNginxProvider;
+use crate::common::*;
+use crate::contract;
+
+type ProviderStack = Stack<IngressNginxProvider>;
 
 const ADMINS_ONLY: &str = "  rules:\n    allow:\n      - { group: admins }\n";
 
@@ -145,204 +147,39 @@ fn auth_endpoints_read_a_forward_shaped_call() {
     );
 }
 
-/// Control plane, issuer, `accessgate serve`, echo backend and Traefik, with namespace
-/// `apps` holding Service `app` (→ the echo backend), and the IngressClass `nginx`.
-struct Cluster {
-    cp: ControlPlane,
-    issuer: Issuer,
-    server: Server,
-    echo: Echo,
-    traefik: TraefikIngressNginx,
-}
-
-impl Cluster {
-    fn start(policies: &dyn Fn(&Issuer) -> Vec<(&'static str, String)>) -> Cluster {
-        let cp = ControlPlane::start();
-        let issuer = Issuer::start();
-        let files = policies(&issuer);
-        let files: Vec<(&str, &str)> = files.iter().map(|(n, b)| (*n, b.as_str())).collect();
-        let server = Server::start(&files, &[]);
-        let echo = Echo::start();
-        let traefik = TraefikIngressNginx::start(&cp);
-        cp.kubectl_ok(&["create", "namespace", "apps"]);
-        cp.apply(&backend("apps", "app", echo.port()).to_string())
-            .unwrap_or_else(|e| panic!("apply the backend: {e}"));
-        Cluster {
-            cp,
-            issuer,
-            server,
-            echo,
-            traefik,
-        }
-    }
-
-    /// Applies an Ingress in `apps` for `host` → Service `app` and waits until Traefik
-    /// routes it; returns the status of a request without a token.
-    #[track_caller]
-    fn ingress(&self, name: &str, host: &str, annotations: &[(&str, &str)]) -> u16 {
-        self.cp
-            .apply(&ingress("apps", name, host, "app", annotations).to_string())
-            .unwrap_or_else(|e| panic!("apply Ingress {name}: {e}"));
-        self.traefik.wait_routed(host, PATH)
-    }
-
-    /// A request through Traefik that must reach the backend: 200 from the echo backend,
-    /// one more request there, for [`PATH`]. Returns what the backend received.
-    #[track_caller]
-    fn through(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Value {
-        let before = self.echo.count();
-        let resp = self.traefik.get(host, path, headers);
-        assert_eq!(
-            resp.status(),
-            200,
-            "{host}{path}: {}\naccessgate:\n{}\ntraefik:\n{}",
-            resp.headers()
-                .get("x-accessgate-reason")
-                .map(|v| v.to_str().unwrap_or_default())
-                .unwrap_or_default(),
-            self.server.proc.output(),
-            self.traefik.log()
-        );
-        assert_eq!(self.echo.count(), before + 1);
-        let seen: Value = resp.json().unwrap();
-        assert_eq!(seen["uri"], path);
-        seen
-    }
-
-    /// A request through Traefik that must be refused with `status` (and accessgate's
-    /// `reason`, which Traefik relays), with nothing reaching the backend.
-    #[track_caller]
-    fn refused(
-        &self,
-        host: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        status: u16,
-        reason: &str,
-    ) -> reqwest::blocking::Response {
-        let before = self.echo.count();
-        let resp = self.traefik.get(host, path, headers);
-        let got = resp
-            .headers()
-            .get("x-accessgate-reason")
-            .map(|v| v.to_str().unwrap_or_default().to_owned())
-            .unwrap_or_default();
-        assert_eq!(
-            (resp.status().as_u16(), got.as_str()),
-            (status, reason),
-            "{host}{path} {headers:?}\ntraefik:\n{}",
-            self.traefik.log()
-        );
-        assert_eq!(
-            self.echo.count(),
-            before,
-            "a refused request reached the backend"
-        );
-        resp
-    }
-}
-
 #[test]
 fn unchanged_ingress_nginx_annotations_protect_a_route_behind_traefik() {
     let _serial = serial();
-    let c = Cluster::start(&|issuer| {
-        vec![("web.yaml", policy_yaml("apps", "web", &issuer.url, MAPPING))]
-    });
-    let auth_url = format!("{}/auth/apps/web", c.server.auth);
-    // The annotations exactly as written for ingress-nginx.
-    let status = c.ingress(
-        "web",
-        HOST,
-        &[
-            ("auth-url", &auth_url),
-            ("auth-response-headers", &HEADERS.join(",")),
-        ],
-    );
-    assert_eq!(status, 401, "no token");
+    // The annotations exactly as written for ingress-nginx (IngressNginxProvider::start).
+    let s = ProviderStack::start();
     // The provider read the Ingress: it wrote the status (ingresses/status update).
     let published = eventually(Duration::from_secs(60), || {
-        c.cp.get_json(&["ingress", "web", "-n", "apps"])["status"]["loadBalancer"]["ingress"]
+        s.proxy.cp.get_json(&["ingress", "web", "-n", "apps"])["status"]["loadBalancer"]["ingress"]
             == json!([{"ip": "127.0.0.1"}])
     });
-    assert!(
-        published,
-        "Ingress status not written:\n{}",
-        c.traefik.log()
-    );
+    assert!(published, "Ingress status not written:\n{}", s.proxy.log());
 
-    // A valid token: 200 with the identity headers at the backend, from header or cookie.
-    let token = c
-        .issuer
-        .token(json!({"sub": "u-9", "claims": {"custom": {"groups": ["eng", "ops"]}}}));
-    for creds in [
-        ("cf-access-jwt-assertion", token.clone()),
-        ("cookie", format!("CF_Authorization={token}")),
-    ] {
-        let seen = c.through(HOST, PATH, &[(creds.0, &creds.1)]);
-        assert_eq!(
-            received(&seen, "x-auth-request-email"),
-            ["alice@example.com"]
-        );
-        assert_eq!(received(&seen, "x-auth-request-user"), ["u-9"]);
-        assert_eq!(received(&seen, "x-auth-request-groups"), ["eng,ops"]);
-    }
+    // The proxy contract, on this one cluster.
+    contract::valid_tokens_reach_upstream_with_identity_headers(&s);
+    contract::client_cannot_spoof_identity_headers(&s);
+    contract::denials_reach_the_client_and_nothing_reaches_upstream(&s);
+    contract::key_rotation_mid_run_refuses_nothing(&s);
+    let web = |spec: &str| policy_yaml("apps", "web", &s.issuer.url, &format!("{MAPPING}{spec}"));
+    s.server
+        .replace_policy("web.yaml", &web(contract::SERVICE_ONLY));
+    contract::client_cannot_supply_identity_a_service_token_lacks(&s);
+    s.server.replace_policy("web.yaml", &web(""));
 
-    // Client copies of the mapped headers: replaced, or removed when the token has no claim
-    // behind them (and the underscore spelling deleted at the entry point).
-    let plain = c.issuer.token(json!({"sub": "u-1"}));
-    let seen = c.through(
-        HOST,
-        PATH,
-        &[
-            ("cf-access-jwt-assertion", &plain),
-            ("x-auth-request-email", "ceo@example.com"),
-            ("x-auth-request-user", "root"),
-            ("x-auth-request-groups", "admins"),
-            ("x_auth_request_groups", "admins"),
-        ],
-    );
-    assert_eq!(
-        received(&seen, "x-auth-request-email"),
-        ["alice@example.com"],
-        "{seen}"
-    );
-    assert_eq!(received(&seen, "x-auth-request-user"), ["u-1"], "{seen}");
-    assert!(
-        received(&seen, "x-auth-request-groups").is_empty(),
-        "a client-sent identity header reached the backend: {seen}"
-    );
+    // The underscore spelling of a mapped header is deleted at the entry point
+    // (`underscoreHeadersStrategy: delete`), so no backend reads it as the header.
+    let token = s.issuer.token(json!({}));
+    let seen = s.through(&[
+        ("cf-access-jwt-assertion", &token),
+        ("x_auth_request_groups", "admins"),
+    ]);
     assert!(
         received(&seen, "x_auth_request_groups").is_empty(),
         "underscore spelling reached the backend: {seen}"
-    );
-
-    // No token, a bad token, the wrong audience.
-    let resp = c.refused(HOST, PATH, &[], 401, "token_missing");
-    assert_eq!(
-        resp.headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap()),
-        Some("Bearer realm=\"accessgate\"")
-    );
-    c.refused(
-        HOST,
-        PATH,
-        &[(
-            "cf-access-jwt-assertion",
-            &c.issuer.token(json!({"ttl": -3600})),
-        )],
-        401,
-        "token_expired",
-    );
-    c.refused(
-        HOST,
-        PATH,
-        &[(
-            "cf-access-jwt-assertion",
-            &c.issuer.mint(json!({"aud": ["0".repeat(64)]})),
-        )],
-        403,
-        "audience_mismatch",
     );
 
     // Traefik passes a client's X-Original-* through: with Traefik's own X-Forwarded-* that
@@ -351,56 +188,33 @@ fn unchanged_ingress_nginx_annotations_protect_a_route_behind_traefik() {
         ("x-original-url", "https://app.example.test/"),
         ("x-original-method", "GET"),
     ] {
-        c.refused(
-            HOST,
-            PATH,
+        s.refused(
             &[("cf-access-jwt-assertion", &token), spoof],
             400,
             "dialect_mismatch",
         );
     }
     // Client X-Forwarded-* are overwritten by Traefik, not read from the client.
-    c.through(
-        HOST,
-        PATH,
-        &[
-            ("cf-access-jwt-assertion", &token),
-            ("x-forwarded-host", "evil.example.test"),
-            ("x-forwarded-uri", "/elsewhere"),
-            ("x-forwarded-method", "not a method"),
-        ],
-    );
+    s.through(&[
+        ("cf-access-jwt-assertion", &token),
+        ("x-forwarded-host", "evil.example.test"),
+        ("x-forwarded-uri", "/elsewhere"),
+        ("x-forwarded-method", "not a method"),
+    ]);
 
     // The policy file edited: enforced through Traefik, and again when restored.
-    c.server.replace_policy(
-        "web.yaml",
-        &policy_yaml(
-            "apps",
-            "web",
-            &c.issuer.url,
-            &format!("{MAPPING}{ADMINS_ONLY}"),
-        ),
-    );
-    c.refused(
-        HOST,
-        PATH,
-        &[("cf-access-jwt-assertion", &token)],
-        403,
-        "rule_denied",
-    );
-    let admin = c
+    s.server.replace_policy("web.yaml", &web(ADMINS_ONLY));
+    s.refused(&[("cf-access-jwt-assertion", &token)], 403, "rule_denied");
+    let admin = s
         .issuer
         .token(json!({"claims": {"custom": {"groups": ["admins"]}}}));
-    let seen = c.through(HOST, PATH, &[("cf-access-jwt-assertion", &admin)]);
+    let seen = s.through(&[("cf-access-jwt-assertion", &admin)]);
     assert_eq!(received(&seen, "x-auth-request-groups"), ["admins"]);
-    c.server.replace_policy(
-        "web.yaml",
-        &policy_yaml("apps", "web", &c.issuer.url, MAPPING),
-    );
-    c.through(HOST, PATH, &[("cf-access-jwt-assertion", &token)]);
+    s.server.replace_policy("web.yaml", &web(""));
+    s.through(&[("cf-access-jwt-assertion", &token)]);
 
     // Everything the provider needed was granted.
-    let log = c.traefik.log();
+    let log = s.proxy.log();
     assert!(
         !log.contains("forbidden"),
         "the provider was refused something:\n{log}"
@@ -410,36 +224,32 @@ fn unchanged_ingress_nginx_annotations_protect_a_route_behind_traefik() {
 #[test]
 fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
     let _serial = serial();
-    let c = Cluster::start(&|issuer| {
-        vec![
-            ("web.yaml", policy_yaml("apps", "web", &issuer.url, MAPPING)),
-            (
-                "route.yaml",
-                policy_yaml(
-                    "apps",
-                    "route",
-                    &issuer.url,
-                    "  hosts: [route.example.test]\n",
-                ),
-            ),
-            (
-                "route-admin.yaml",
-                policy_yaml(
-                    "apps",
-                    "route-admin",
-                    &issuer.url,
-                    &format!("  hosts: [route.example.test]\n  paths: [/admin]\n{ADMINS_ONLY}"),
-                ),
-            ),
-        ]
-    });
-    let token = c.issuer.token(json!({}));
+    let s = ProviderStack::start();
+    s.server.replace_policy(
+        "route.yaml",
+        &policy_yaml(
+            "apps",
+            "route",
+            &s.issuer.url,
+            "  hosts: [route.example.test]\n",
+        ),
+    );
+    s.server.replace_policy(
+        "route-admin.yaml",
+        &policy_yaml(
+            "apps",
+            "route-admin",
+            &s.issuer.url,
+            &format!("  hosts: [route.example.test]\n  paths: [/admin]\n{ADMINS_ONLY}"),
+        ),
+    );
+    let token = s.issuer.token(json!({}));
     let t = ("cf-access-jwt-assertion", token.as_str());
-    let port = c.traefik.port;
+    let port = s.proxy.traefik.process.port;
 
     // What the provider sends: an auth service that records the call (the echo server).
     let probe = Echo::start();
-    c.ingress(
+    s.proxy.ingress(
         "probe",
         "probe.example.test",
         &[(
@@ -447,8 +257,8 @@ fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
             &format!("http://127.0.0.1:{}/auth/apps/web?host=$host", probe.port()),
         )],
     );
-    let before = probe.count();
-    c.through(
+    let (before, upstream) = (probe.count(), s.echo.count());
+    let resp = s.proxy.get(
         "probe.example.test",
         PATH,
         &[
@@ -461,7 +271,9 @@ fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
             ("x-forwarded-for", "203.0.113.1"),
         ],
     );
-    assert_eq!(probe.count(), before + 1);
+    // The probe answers 200 to anything: the request goes through.
+    assert_eq!(resp.status(), 200, "{}", s.proxy.log());
+    assert_eq!((probe.count(), s.echo.count()), (before + 1, upstream + 1));
     let call = probe.last().unwrap();
     let one = |name: &str| received(&call, name);
     assert_eq!(
@@ -486,43 +298,43 @@ fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
     assert!(one("x-original-method").is_empty(), "{call}");
 
     // Bare /auth?host=$host, as written for ingress-nginx: routed by host and path.
-    let status = c.ingress(
+    let status = s.proxy.ingress(
         "route",
         "route.example.test",
-        &[("auth-url", &format!("{}/auth?host=$host", c.server.auth))],
+        &[("auth-url", &format!("{}/auth?host=$host", s.server.auth))],
     );
     assert_eq!(status, 401);
-    c.through("route.example.test", PATH, &[t]);
-    c.refused(
+    s.through_at("route.example.test", PATH, &[t]);
+    s.refused_at(
         "route.example.test",
         "/admin/users",
         &[t],
         403,
         "rule_denied",
     );
-    c.refused(
+    s.refused_at(
         "route.example.test",
         "/x/../ADMIN/users",
         &[t],
         403,
         "rule_denied",
     );
-    c.refused(
+    s.refused_at(
         "route.example.test",
         "/admin/users",
         &[t, ("x-forwarded-uri", "/public")],
         403,
         "rule_denied",
     );
-    let admins = c
+    let admins = s
         .issuer
         .token(json!({"claims": {"custom": {"groups": ["admins"]}}}));
-    c.through(
+    s.through_at(
         "route.example.test",
         "/admin/users",
         &[("cf-access-jwt-assertion", &admins)],
     );
-    c.refused(
+    s.refused_at(
         "route.example.test",
         PATH,
         &[t, ("x-original-url", "https://route.example.test/")],
@@ -530,31 +342,37 @@ fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
         "dialect_mismatch",
     );
     // An auth URL naming another host than the one Traefik routed: refused.
-    let status = c.ingress(
+    let status = s.proxy.ingress(
         "copied",
         "copied.example.test",
         &[(
             "auth-url",
-            &format!("{}/auth?host=route.example.test", c.server.auth),
+            &format!("{}/auth?host=route.example.test", s.server.auth),
         )],
     );
     assert_eq!(status, 400);
-    c.refused("copied.example.test", PATH, &[t], 400, "request_malformed");
+    s.refused_at("copied.example.test", PATH, &[t], 400, "request_malformed");
 
     // auth-signin: a 401 becomes a redirect with rd= the original URL; other denials and an
     // allow are not redirected.
-    let status = c.ingress(
+    let status = s.proxy.ingress(
         "signin",
         "signin.example.test",
         &[
-            ("auth-url", &format!("{}/auth/apps/web", c.server.auth)),
+            ("auth-url", &format!("{}/auth/apps/web", s.server.auth)),
             ("auth-signin", "https://login.example.test/start"),
         ],
     );
     assert_eq!(status, 302);
-    let before = c.echo.count();
-    let resp = c.traefik.get("signin.example.test", PATH, &[]);
-    assert_eq!(resp.status(), 302);
+    let (before, decided) = (s.echo.count(), decisions(&s.server));
+    let resp = s.proxy.get("signin.example.test", PATH, &[]);
+    assert_eq!(
+        resp.status(),
+        302,
+        "accessgate said {:?}",
+        decided_since(&s.server, &decided)
+    );
+    assert_decided(&s.server, &decided, "token_missing");
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
     assert_eq!(
         location,
@@ -562,19 +380,19 @@ fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
             "https://login.example.test/start?rd=http://signin.example.test:{port}%2Fsome%2Fpage%3Fx%3D1"
         )
     );
-    assert_eq!(c.echo.count(), before);
-    c.through("signin.example.test", PATH, &[t]);
-    c.refused(
+    assert_eq!(s.echo.count(), before);
+    s.through_at("signin.example.test", PATH, &[t]);
+    s.refused_at(
         "signin.example.test",
         PATH,
         &[(
             "cf-access-jwt-assertion",
-            &c.issuer.mint(json!({"aud": ["0".repeat(64)]})),
+            &s.issuer.mint(json!({"aud": ["0".repeat(64)]})),
         )],
         403,
         "audience_mismatch",
     );
-    c.refused(
+    s.refused_at(
         "signin.example.test",
         PATH,
         &[t, ("x-original-url", "https://signin.example.test/")],

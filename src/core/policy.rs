@@ -1,5 +1,6 @@
-//! Validation of an `AccessPolicySpec` and its compiled, ready-to-enforce form.
-//! Pure: no I/O, no clock.
+//! A policy as the core decides with it: an [`AccessPolicySpec`] validated and compiled into
+//! its ready-to-enforce form. Pure: no I/O, no clock. The same checks as the CRD's CEL rules
+//! ([`crate::api::policy`]), so a policy from a file gets the errors the API server gives.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -10,9 +11,9 @@ use axum::http::HeaderName;
 use jsonwebtoken::Algorithm;
 use url::Url;
 
-use super::{
+use crate::api::{
     AccessPolicySpec, ClaimFormat, IdentityOnError, Matcher, SigningAlgorithm, TokenSource,
-    TokenType,
+    TokenType, is_reserved_header,
 };
 
 /// `namespace/name` of a policy.
@@ -130,51 +131,6 @@ pub struct CompiledRules {
 
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const DEFAULT_LEEWAY_SECS: u64 = 60;
-
-/// Header names a claim may never be written to: hop-by-hop, framing, credentials, and the
-/// headers proxies and apps trust to describe the original request and client. Lowercase.
-/// The CRD's CEL rule is built from this list and [`RESERVED_HEADER_PREFIXES`], so the two
-/// validations cannot drift apart.
-pub const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "cookie",
-    "authorization",
-    "set-cookie",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "www-authenticate",
-    "cache-control",
-    "cf-access-jwt-assertion",
-    "x-real-ip",
-    "forwarded",
-    "x-request-id",
-    "true-client-ip",
-    "x-client-ip",
-    "cf-connecting-ip",
-];
-
-/// Header name prefixes a claim may never be written to (lowercase): the proxies' own
-/// descriptions of the request (`X-Forwarded-*`; ingress-nginx's `X-Original-URL`,
-/// `-URI`, `-Method`, `-Forwarded-For`), Envoy's internal headers, and accessgate's own.
-pub const RESERVED_HEADER_PREFIXES: &[&str] =
-    &["x-forwarded-", "x-original-", "x-envoy-", "x-accessgate-"];
-
-/// Whether a claim header may not use this name (compared ASCII-case-insensitively).
-pub fn is_reserved_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    RESERVED_HEADERS.contains(&lower.as_str())
-        || RESERVED_HEADER_PREFIXES
-            .iter()
-            .any(|p| lower.starts_with(p))
-}
 
 /// Validates `spec` and compiles it. Errors name the offending field (`spec.audiences[1]`).
 pub fn compile(
@@ -690,7 +646,7 @@ fn default_header(name: &'static str, claim: &str) -> CompiledClaimHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::{ClaimHeader, IssuerSpec};
+    use crate::api::{ClaimHeader, IssuerSpec};
 
     const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
 
@@ -967,7 +923,7 @@ mod tests {
 
     fn with_matcher(m: Matcher, deny: bool) -> AccessPolicySpec {
         let mut s = spec();
-        let mut rules = crate::core::policy::RulesSpec::default();
+        let mut rules = crate::api::RulesSpec::default();
         if deny {
             rules.deny = vec![m];
         } else {

@@ -1,23 +1,16 @@
-//! The `AccessPolicy` custom resource (accessgate.dev/v1alpha1): its schema, the CRD it
-//! generates, and (in [`compile`]) the validated form the data path uses.
+//! The `AccessPolicy` spec: the fields a person writes, their schema, and the CEL rules the
+//! API server checks on `kubectl apply`.
 //!
-//! Every rule the API server can check is written twice: as CEL on the schema (so
-//! `kubectl apply` refuses nonsense) and in [`compile`] (so the file source gets the same
-//! errors). `tests/controller_e2e.rs` keeps the two honest on shared cases against a real API
-//! server; the reserved header names are one list both are built from (`tests/crd.rs`).
+//! Every rule CEL can check is also checked where the core compiles a spec
+//! ([`crate::core::policy::compile`]), so the file source gets the same errors;
+//! `tests/cluster/controller.rs` keeps the two honest against a real API server. The reserved
+//! header names are one list both are built from (`tests/crd.rs`).
 
-mod compile;
-
-pub use compile::{
-    ClaimEncoding, CompileError, CompiledClaimHeader, CompiledIdentity, CompiledMatcher,
-    CompiledPolicy, CompiledRules, IssuerKind, PolicyKey, RESERVED_HEADER_PREFIXES,
-    RESERVED_HEADERS, check_class_name, compile, is_dns_label, is_dns_name, is_reserved_header,
-};
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::status::AccessPolicyStatus;
 
 /// Protects an application behind Cloudflare Access (or any OIDC-style issuer): which tokens
 /// the auth endpoint accepts for it, and which identity headers it hands to the upstream.
@@ -347,6 +340,63 @@ pub struct ClaimHeader {
     pub format: Option<ClaimFormat>,
 }
 
+/// How a claim value becomes header text: `text` (default; arrays joined with `join`) or
+/// `json` (the claim's JSON text, the safe choice for lists whose elements may hold the
+/// separator).
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClaimFormat {
+    /// Strings as-is, numbers and booleans as JSON text, arrays joined, objects as JSON.
+    Text,
+    /// The claim's JSON text: the safe choice for lists whose elements may hold a separator.
+    Json,
+}
+
+/// Header names a claim may never be written to: hop-by-hop, framing, credentials, and the
+/// headers proxies and apps trust to describe the original request and client. Lowercase.
+/// The CRD's CEL rule is built from this list and [`RESERVED_HEADER_PREFIXES`], so the two
+/// validations cannot drift apart.
+pub const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "cookie",
+    "authorization",
+    "set-cookie",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "www-authenticate",
+    "cache-control",
+    "cf-access-jwt-assertion",
+    "x-real-ip",
+    "forwarded",
+    "x-request-id",
+    "true-client-ip",
+    "x-client-ip",
+    "cf-connecting-ip",
+];
+
+/// Header name prefixes a claim may never be written to (lowercase): the proxies' own
+/// descriptions of the request (`X-Forwarded-*`; ingress-nginx's `X-Original-URL`,
+/// `-URI`, `-Method`, `-Forwarded-For`), Envoy's internal headers, and accessgate's own.
+pub const RESERVED_HEADER_PREFIXES: &[&str] =
+    &["x-forwarded-", "x-original-", "x-envoy-", "x-accessgate-"];
+
+/// Whether a claim header may not use this name (compared ASCII-case-insensitively).
+pub fn is_reserved_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str())
+        || RESERVED_HEADER_PREFIXES
+            .iter()
+            .any(|p| lower.starts_with(p))
+}
+
 /// The CEL twin of [`is_reserved_header`], built from the same lists.
 fn reserved_header_rule() -> kube::core::Rule {
     let quoted = |list: &[&str]| {
@@ -362,164 +412,4 @@ fn reserved_header_rule() -> kube::core::Rule {
     ))
     .message("this header name is reserved")
     .reason(kube::core::Reason::FieldValueForbidden)
-}
-
-/// How a claim value becomes header text: `text` (default; arrays joined with `join`) or
-/// `json` (the claim's JSON text, the safe choice for lists whose elements may hold the
-/// separator).
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ClaimFormat {
-    /// Strings as-is, numbers and booleans as JSON text, arrays joined, objects as JSON.
-    Text,
-    /// The claim's JSON text: the safe choice for lists whose elements may hold a separator.
-    Json,
-}
-
-/// What accessgate observed about this policy: state a person acts on, written by the
-/// elected replica only when it changes. Per-request traffic (decision counts, fetch times)
-/// is in `/metrics`, never here: a status write is an etcd revision and a watch event to
-/// every replica.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct AccessPolicyStatus {
-    /// The `metadata.generation` that accessgate compiled and enforces (a newer one is
-    /// not enforced yet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
-    pub observed_generation: Option<i64>,
-    /// `Ready` (the policy is enforced) and `KeysAvailable` (signing keys are loaded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "conditions_schema")]
-    pub conditions: Vec<Condition>,
-    /// The issuer (`iss`) tokens must carry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub issuer: Option<String>,
-    /// The value for the Ingress `nginx.ingress.kubernetes.io/auth-url` annotation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_url: Option<String>,
-    /// Signing keys in use.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keys: Option<KeysStatus>,
-    /// Ingresses whose `nginx.ingress.kubernetes.io/auth-url` reaches this policy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub used_by: Option<UsedByStatus>,
-}
-
-/// Ingresses that reach the policy: this namespace's by name, others only counted.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct UsedByStatus {
-    /// Names of this namespace's Ingresses (at most 50).
-    #[serde(default)]
-    pub ingresses: Vec<String>,
-    /// How many Ingresses in other namespaces reach it.
-    #[serde(default)]
-    #[schemars(range(min = 0), extend("format" = "int32"))]
-    pub other_namespaces: u32,
-}
-
-/// The key set fetched from the issuer.
-#[derive(JsonSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct KeysStatus {
-    /// Key IDs (`kid`) currently accepted.
-    #[serde(default)]
-    pub ids: Vec<String>,
-    /// The last fetch error, if the most recent fetch failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// `metav1.Condition` as the API conventions describe it, kept as a map keyed by `type` so
-/// server-side apply merges conditions one by one.
-fn conditions_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "x-kubernetes-list-type": "map",
-        "x-kubernetes-list-map-keys": ["type"],
-        "items": {
-            "type": "object",
-            "required": ["type", "status", "lastTransitionTime", "reason", "message"],
-            "properties": {
-                "type": {
-                    "description": "The aspect: Ready or KeysAvailable.",
-                    "type": "string",
-                    "maxLength": 316,
-                    "pattern": "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
-                },
-                "status": {
-                    "description": "True, False or Unknown.",
-                    "type": "string",
-                    "enum": ["True", "False", "Unknown"]
-                },
-                "observedGeneration": {
-                    "description": "The metadata.generation the condition was computed from.",
-                    "type": "integer",
-                    "format": "int64",
-                    "minimum": 0
-                },
-                "lastTransitionTime": {
-                    "description": "When the status last changed.",
-                    "type": "string",
-                    "format": "date-time"
-                },
-                "reason": {
-                    "description": "Why, in CamelCase (README \"Troubleshooting by status\").",
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 1024,
-                    "pattern": "^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
-                },
-                "message": {
-                    "description": "What to do about it, for people.",
-                    "type": "string",
-                    "maxLength": 32768
-                }
-            }
-        }
-    })
-}
-
-/// Kubernetes-facing clean-ups of the generated schema: doc comments keep their line breaks
-/// (kubectl explain would print them mid-sentence), and an optional enum lists `null`.
-fn tidy_schema(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            if let Some(serde_json::Value::String(d)) = map.get_mut("description") {
-                *d = unwrap_lines(d);
-            }
-            if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
-                values.retain(|x| !x.is_null());
-            }
-            map.values_mut().for_each(tidy_schema);
-        }
-        serde_json::Value::Array(list) => list.iter_mut().for_each(tidy_schema),
-        _ => {}
-    }
-}
-
-/// Joins the lines of each paragraph; blank lines still separate paragraphs.
-fn unwrap_lines(text: &str) -> String {
-    text.split("\n\n")
-        .map(|p| p.split('\n').map(str::trim).collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("\n\n")
-}
-
-/// The CustomResourceDefinition, as applied to clusters.
-pub fn crd()
--> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    let mut value = serde_json::to_value(AccessPolicy::crd()).expect("the CRD always serialises");
-    tidy_schema(&mut value);
-    serde_json::from_value(value).expect("tidying keeps the CRD's shape")
-}
-
-/// The CustomResourceDefinition as YAML, exactly what `accessgate crd` prints and
-/// `crds/accesspolicy.yaml` holds.
-pub fn crd_yaml() -> String {
-    let body = serde_saphyr::to_string(&crd()).expect("the CRD always serialises");
-    format!(
-        "# Generated by `accessgate crd`; do not edit. Regenerate after changing src/policy.\n{body}"
-    )
 }

@@ -4,15 +4,12 @@
 //! a CRD upgrade that applies (a new field is stored after `helm upgrade`, the CRD and the
 //! policies survive `helm uninstall`).
 
-mod chart_support;
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use chart_support::*;
-use common::cluster::ControlPlane;
-use common::*;
+use crate::chart_support::*;
+use crate::common::cluster::ControlPlane;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const RULES: &str = concat!(
@@ -824,6 +821,7 @@ fn kubectl_json(cp: &ControlPlane, args: &[&str]) -> Value {
 
 #[test]
 fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller() {
+    let _slot = crate::own_cluster_slot();
     let cp = ControlPlane::start();
     let kc = cp.admin_kubeconfig();
     let kc = kc.to_str().unwrap();
@@ -1114,6 +1112,7 @@ fn next_chart(dir: &Path) -> String {
 /// policies outlives the release.
 #[test]
 fn crd_upgrade_applies_new_fields_and_uninstall_keeps_crd_and_policies() {
+    let _slot = crate::own_cluster_slot();
     let cp = ControlPlane::start();
     let kc = cp.admin_kubeconfig();
     let kc = kc.to_str().unwrap();

@@ -2,18 +2,12 @@
 //! as a ServiceAccount with exactly the chart's RBAC: status, Events, enforcement of
 //! changes, leader election and API-server outages.
 
-mod common;
-
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::cluster::{ControlPlane, policy_in, ready_condition};
-use common::replica::{Replica, SYSTEM_NS};
-use common::*;
+use crate::common::cluster::{ControlPlane, policy_in, ready_condition};
+use crate::common::replica::{Replica, SYSTEM_NS};
+use crate::common::*;
 use serde_json::{Value, json};
-
-/// Control planes are heavy on two cores: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A replica that refreshes keys as often as accessgate allows, 10 s (rotation and
 /// fetch-failure tests).
@@ -45,77 +39,173 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// One control plane, one replica, namespace `apps` with policy `web`: the first scenario's
+/// steps each look at one thing on it.
+/// (Fields drop in order: the replica stops before the control plane.)
+struct Apps {
+    replica: Replica,
+    issuer: Issuer,
+    /// A token `web` allows.
+    token: String,
+    cp: ControlPlane,
+}
+
+impl Apps {
+    fn start() -> Apps {
+        let (cp, issuer, kc) = setup();
+        let replica = replica(&kc, "replica-a");
+        let token = issuer.token(json!({}));
+        Apps {
+            replica,
+            issuer,
+            token,
+            cp,
+        }
+    }
+
+    fn get(&self, name: &str) -> Value {
+        self.cp.get_json(&["accesspolicy", name, "-n", "apps"])
+    }
+
+    /// The reasons of the Events in `apps` so far.
+    fn event_reasons(&self) -> Vec<String> {
+        self.cp.get_json(&["events.events.k8s.io", "-n", "apps"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until `web`'s status says its current generation is enforced; the object.
+    #[track_caller]
+    fn wait_web_enforced(&self) -> Value {
+        self.cp
+            .wait_policy("apps", "web", Duration::from_secs(30), |o| {
+                ready_condition(o) == Some(("True".into(), "Enforced".into()))
+                    && o["status"]["observedGeneration"] == o["metadata"]["generation"]
+            })
+    }
+}
+
+/// The condition of `type_` in a policy's status.
+fn condition<'a>(obj: &'a Value, type_: &str) -> &'a Value {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition: {:#}", obj["status"]))
+}
+
 #[test]
 fn policies_get_status_events_and_changes_are_enforced() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (cp, issuer, kc) = setup();
-    let replica = replica(&kc, "replica-a");
-    cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
+    let _slot = crate::own_cluster_slot();
+    let apps = Apps::start();
+    a_new_policy_gets_status_and_is_enforced(&apps);
+    kubectl_get_shows_ready_and_its_reason_in_120_columns(&apps);
+    nonsense_is_refused_at_apply_naming_the_field(&apps);
+    unfetchable_keys_are_ready_false_with_a_category(&apps);
+    fetches_aimed_inside_the_cluster_are_refused(&apps);
+    traffic_writes_nothing_to_status(&apps);
+    keys_loaded_the_first_time_are_no_news(&apps);
+    rotation_and_a_failing_key_endpoint_are_reported(&apps);
+    edits_are_enforced_without_restart_and_observed(&apps);
+    a_deleted_policy_is_unknown_at_once(&apps);
 
-    let obj = cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
-        ready_condition(o) == Some(("True".into(), "Enforced".into()))
-            && o["status"]["observedGeneration"] == o["metadata"]["generation"]
-    });
+    let lease = apps
+        .cp
+        .get_json(&["lease", "accessgate-leader", "-n", SYSTEM_NS]);
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    assert!(!apps.replica.proc.output().contains("panicked"));
+}
+
+fn a_new_policy_gets_status_and_is_enforced(apps: &Apps) {
+    apps.cp
+        .apply(&policy("web", &apps.issuer.url, AUD))
+        .unwrap();
+    let obj = apps.wait_web_enforced();
     assert_eq!(
         obj["status"]["authUrl"],
         "http://accessgate.accessgate-system.svc.cluster.local/auth/apps/web"
     );
-    assert_eq!(obj["status"]["issuer"], issuer.url.as_str());
+    assert_eq!(obj["status"]["issuer"], apps.issuer.url.as_str());
     assert!(!obj["status"]["keys"]["ids"].as_array().unwrap().is_empty());
-    let token = issuer.token(json!({}));
-    assert_eq!(replica.status("/auth/apps/web", &token), 200);
+    assert_eq!(apps.replica.status("/auth/apps/web", &apps.token), 200);
+}
 
-    // The printer columns show Ready; `kubectl get acp -A` fits 120 columns (the issuer and
-    // audiences, long by nature, are in `-o wide`).
-    let table = cp.kubectl_ok(&["get", "acp", "-n", "apps"]);
+/// The printer columns show Ready with its reason beside it, as a new user reading `kubectl
+/// get` needs them; `kubectl get acp -A` fits 120 columns (the issuer and audiences, long by
+/// nature, are in `-o wide`).
+fn kubectl_get_shows_ready_and_its_reason_in_120_columns(apps: &Apps) {
+    let table = apps.cp.kubectl_ok(&["get", "acp", "-n", "apps"]);
     assert!(
-        table.contains("READY") && table.contains("True") && !table.contains(&issuer.url),
+        table.contains("READY") && table.contains("True") && !table.contains(&apps.issuer.url),
         "{table}"
     );
-    let all = cp.kubectl_ok(&["get", "acp", "-A"]);
-    assert!(all.lines().all(|l| l.len() <= 120), "{all}");
-    let wide = cp.kubectl_ok(&["get", "acp", "-n", "apps", "-o", "wide"]);
-    assert!(
-        wide.contains("ISSUER") && wide.contains(&issuer.url) && wide.contains(AUD),
-        "{wide}"
-    );
-    // ... with the reason beside Ready, as a new user reading `kubectl get` needs it.
     assert!(
         table.contains("REASON") && table.contains("Enforced"),
         "{table}"
     );
-    // The CEL error names the field it is about, not just `spec`.
-    let err = cp
-        .apply(&policy("bad", "https://x.example", AUD).replace(r#""url":"https://x.example","jwksUri":"https://x.example/cdn-cgi/access/certs""#, r#""teamDomain":"t.cloudflareaccess.com""#).replace(AUD, "not-a-tag"))
-        .unwrap_err();
-    assert!(err.contains("spec.audiences"), "{err}");
+    let all = apps.cp.kubectl_ok(&["get", "acp", "-A"]);
+    assert!(all.lines().all(|l| l.len() <= 120), "{all}");
+    let wide = apps
+        .cp
+        .kubectl_ok(&["get", "acp", "-n", "apps", "-o", "wide"]);
+    assert!(
+        wide.contains("ISSUER") && wide.contains(&apps.issuer.url) && wide.contains(AUD),
+        "{wide}"
+    );
+}
 
-    // Nonsense is refused at apply time by the CRD's CEL rules, with a readable message.
-    let err = cp.apply(&policy("bad", "https://x.example", AUD).replace(r#""url":"https://x.example","jwksUri":"https://x.example/cdn-cgi/access/certs""#, r#""teamDomain":"t.cloudflareaccess.com""#).replace(AUD, "not-a-tag")).unwrap_err();
-    assert!(err.contains("AUD tag"), "{err}");
-    let err = cp
+/// Nonsense is refused at apply time by the CRD's CEL rules, with a readable message that
+/// names the field it is about, not just `spec`.
+fn nonsense_is_refused_at_apply_naming_the_field(apps: &Apps) {
+    let team_domain_not_an_aud_tag = json!({"apiVersion": "accessgate.dev/v1alpha1",
+        "kind": "AccessPolicy", "metadata": {"name": "bad", "namespace": "apps"},
+        "spec": {"issuer": {"teamDomain": "t.cloudflareaccess.com"}, "audiences": ["not-a-tag"]}});
+    let err = apps
+        .cp
+        .apply(&team_domain_not_an_aud_tag.to_string())
+        .unwrap_err();
+    assert!(
+        err.contains("spec.audiences") && err.contains("AUD tag"),
+        "{err}"
+    );
+    let err = apps
+        .cp
         .apply(&policy("bad", "http://10.1.2.3", AUD))
         .unwrap_err();
     assert!(err.contains("https URL"), "{err}");
+}
 
-    // Keys that cannot be fetched: accepted, but Ready=False with a reason to act on.
+/// Keys that cannot be fetched: accepted, but Ready=False with a reason to act on, and the
+/// error a category, not an error chain.
+fn unfetchable_keys_are_ready_false_with_a_category(apps: &Apps) {
     let dead = ClosedPort::new();
-    cp.apply(&policy("nokeys", &format!("http://{}", dead.addr), AUD))
+    apps.cp
+        .apply(&policy("nokeys", &format!("http://{}", dead.addr), AUD))
         .unwrap();
     // The first status may be written while the first fetch is still under way; the failed
     // fetch follows within a writer tick.
-    let obj = cp.wait_policy("apps", "nokeys", Duration::from_secs(30), |o| {
-        ready_condition(o).is_some_and(|(s, _)| s == "False")
-            && o["status"]["keys"]["error"].is_string()
-    });
+    let obj = apps
+        .cp
+        .wait_policy("apps", "nokeys", Duration::from_secs(30), |o| {
+            ready_condition(o).is_some_and(|(s, _)| s == "False")
+                && o["status"]["keys"]["error"].is_string()
+        });
     assert_eq!(ready_condition(&obj).unwrap().1, "KeysUnavailable");
+    assert_eq!(obj["status"]["keys"]["error"], "connect");
+    // Enforced as that: the policy is known, its keys are not.
     assert_eq!(
-        obj["status"]["keys"]["error"], "connect",
-        "a category, not an error chain"
+        apps.replica.answer("/auth/apps/nokeys", &apps.token),
+        (503, "keys_unavailable".to_owned())
     );
+}
 
-    // Fetches a tenant aims inside the cluster are refused, whatever the CRD lets through
-    // (https to the metadata service, a private address): only 127.0.0.0/8 is allowed here.
+/// Fetches a tenant aims inside the cluster are refused, whatever the CRD lets through
+/// (https to the metadata service, a private address): only 127.0.0.0/8 is allowed here.
+/// Status and the Event carry the category, nothing fetched; the other policies are
+/// untouched; get-identity is guarded the same way and fails closed.
+fn fetches_aimed_inside_the_cluster_are_refused(apps: &Apps) {
     for (name, jwks) in [
         ("metadata", "https://169.254.169.254/keys"),
         ("private", "https://10.0.0.1/cdn-cgi/access/certs"),
@@ -124,26 +214,25 @@ fn policies_get_status_events_and_changes_are_enforced() {
         let p = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
             "metadata": {"name": name, "namespace": "apps"},
             "spec": {"issuer": {"url": "https://issuer.example", "jwksUri": jwks}, "audiences": [AUD]}});
-        cp.apply(&p.to_string()).unwrap();
-        let obj = cp.wait_policy("apps", name, Duration::from_secs(30), |o| {
-            o["status"]["keys"]["error"].is_string()
-        });
+        apps.cp.apply(&p.to_string()).unwrap();
+        let obj = apps
+            .cp
+            .wait_policy("apps", name, Duration::from_secs(30), |o| {
+                o["status"]["keys"]["error"].is_string()
+            });
         assert_eq!(obj["status"]["keys"]["error"], "blocked_address", "{name}");
-        let keys_available = obj["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "KeysAvailable")
-            .unwrap();
-        assert_eq!(keys_available["status"], "False", "{name}");
+        assert_eq!(
+            condition(&obj, "KeysAvailable")["status"],
+            "False",
+            "{name}"
+        );
         assert_eq!(
             ready_condition(&obj).unwrap(),
             ("False".into(), "KeysUnavailable".into())
         );
     }
-    // The Event carries the category too, nothing fetched.
     let blocked_events = || -> Vec<Value> {
-        cp.get_json(&["events.events.k8s.io", "-n", "apps"])["items"]
+        apps.cp.get_json(&["events.events.k8s.io", "-n", "apps"])["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -160,112 +249,123 @@ fn policies_get_status_events_and_changes_are_enforced() {
         events.iter().all(|e| e["note"] == "blocked_address"),
         "{events:?}"
     );
-    // The others are untouched.
-    let web = cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
     assert_eq!(
-        ready_condition(&web),
+        ready_condition(&apps.get("web")),
         Some(("True".into(), "Enforced".into()))
     );
-    // get-identity is guarded the same way: enrichment from the metadata service fails closed.
+
     let enriched = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
         "metadata": {"name": "enriched", "namespace": "apps"},
-        "spec": {"issuer": {"url": issuer.url, "jwksUri": issuer.certs_url()}, "audiences": [AUD],
+        "spec": {"issuer": {"url": apps.issuer.url, "jwksUri": apps.issuer.certs_url()}, "audiences": [AUD],
                  "identity": {"url": "https://169.254.169.254/cdn-cgi/access/get-identity"}}});
-    cp.apply(&enriched.to_string()).unwrap();
-    cp.wait_policy("apps", "enriched", Duration::from_secs(30), |o| {
-        ready_condition(o) == Some(("True".into(), "Enforced".into()))
-    });
+    apps.cp.apply(&enriched.to_string()).unwrap();
+    apps.cp
+        .wait_policy("apps", "enriched", Duration::from_secs(30), |o| {
+            ready_condition(o) == Some(("True".into(), "Enforced".into()))
+        });
     assert!(
-        eventually(Duration::from_secs(10), || replica
-            .status("/auth/apps/enriched", &token)
+        eventually(Duration::from_secs(10), || apps
+            .replica
+            .status("/auth/apps/enriched", &apps.token)
             == 503),
         "identity from the metadata service was not refused"
     );
-    let line = replica
+    let line = apps
+        .replica
         .proc
         .wait_line("identity enrichment failed", Duration::from_secs(10));
     assert!(line.contains("blocked_address"), "{line}");
+}
 
-    // Decisions are counted in metrics, never in status: traffic writes nothing.
-    let before = cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
+/// Decisions are counted in metrics, never in status: traffic writes nothing.
+fn traffic_writes_nothing_to_status(apps: &Apps) {
+    let before = apps.get("web");
     for _ in 0..20 {
-        replica.status("/auth/apps/web", "garbage");
+        apps.replica.status("/auth/apps/web", "garbage");
     }
-    assert!(replica.metrics().contains(r#"reason="token_malformed""#));
+    assert!(
+        apps.replica
+            .metrics()
+            .contains(r#"reason="token_malformed""#)
+    );
     std::thread::sleep(Duration::from_secs(3)); // longer than --status-interval: nothing follows
-    let after = cp.get_json(&["accesspolicy", "web", "-n", "apps"]);
+    let after = apps.get("web");
     assert_eq!(
         before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"],
         "requests changed the stored policy"
     );
     assert!(after["status"].get("decisions").is_none());
+}
 
-    // Events for accepted policies (keys loaded the first time are no news).
-    let events = cp.get_json(&["events.events.k8s.io", "-n", "apps"]);
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+/// Accepted policies get an Event; keys loaded the first time are no news.
+fn keys_loaded_the_first_time_are_no_news(apps: &Apps) {
+    let reasons = apps.event_reasons();
     assert!(
-        reasons.contains(&"PolicyAccepted") && !reasons.contains(&"KeysFetched"),
+        reasons.iter().any(|r| r == "PolicyAccepted")
+            && !reasons.iter().any(|r| r == "KeysFetched"),
         "{reasons:?}"
     );
+}
 
-    // Key rotation and a failing key endpoint are reported as Events (and in status).
-    // Picked up by the next refresh: within 11 s (10 s ±10 %), and the status write.
-    issuer.rotate();
-    let rotated = cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
-        o["status"]["keys"]["ids"]
-            .as_array()
-            .is_some_and(|a| a.len() == 2)
-    });
+/// Key rotation and a failing key endpoint are reported as Events and in status; cached keys
+/// still serve. Picked up by the next refresh: within 11 s (10 s ±10 %), and the status write.
+fn rotation_and_a_failing_key_endpoint_are_reported(apps: &Apps) {
+    apps.issuer.rotate();
+    let rotated = apps
+        .cp
+        .wait_policy("apps", "web", Duration::from_secs(30), |o| {
+            o["status"]["keys"]["ids"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2)
+        });
     assert!(rotated["status"]["keys"]["error"].is_null());
-    issuer.certs_mode("fail");
-    let failing = cp.wait_policy("apps", "web", Duration::from_secs(30), |o| {
-        o["status"]["keys"]["error"].is_string()
-    });
+    apps.issuer.certs_mode("fail");
+    let failing = apps
+        .cp
+        .wait_policy("apps", "web", Duration::from_secs(30), |o| {
+            o["status"]["keys"]["error"].is_string()
+        });
     assert_eq!(failing["status"]["keys"]["error"], "http_status 503");
     assert_eq!(
         ready_condition(&failing).unwrap(),
         ("True".into(), "Enforced".into()),
         "cached keys still serve"
     );
-    assert_eq!(replica.status("/auth/apps/web", &token), 200);
-    issuer.certs_mode("ok");
-    let reasons = || -> Vec<String> {
-        cp.get_json(&["events.events.k8s.io", "-n", "apps"])["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
-            .collect()
-    };
+    assert_eq!(apps.replica.status("/auth/apps/web", &apps.token), 200);
+    apps.issuer.certs_mode("ok");
     assert!(
         eventually(Duration::from_secs(10), || {
-            let r = reasons();
+            let r = apps.event_reasons();
             r.iter().any(|x| x == "KeyRotation") && r.iter().any(|x| x == "KeyFetchFailing")
         }),
         "{:?}",
-        reasons()
+        apps.event_reasons()
     );
+}
 
-    // Updates are enforced without restart: flip the audience 20 times, time apply → decision.
+/// Updates are enforced without restart: flip the audience 20 times, time apply → decision.
+/// Each edit is observed: `status.observedGeneration` and Ready's own `observedGeneration`
+/// follow `metadata.generation`, not only on a freshly created policy.
+fn edits_are_enforced_without_restart_and_observed(apps: &Apps) {
+    let first_generation = apps.get("web")["metadata"]["generation"].as_i64().unwrap();
     let mut latencies = Vec::new();
     for i in 0..20 {
         let (aud, expect) = if i % 2 == 0 {
-            ("e".repeat(64), 403)
+            ("e".repeat(64), (403, "audience_mismatch"))
         } else {
-            (AUD.to_owned(), 200)
+            (AUD.to_owned(), (200, ""))
         };
-        cp.apply(&policy("web", &issuer.url, &aud)).unwrap();
+        apps.cp
+            .apply(&policy("web", &apps.issuer.url, &aud))
+            .unwrap();
         let applied = Instant::now();
+        let mut last = (0, String::new());
         assert!(
-            eventually(Duration::from_secs(5), || replica
-                .status("/auth/apps/web", &token)
-                == expect),
-            "change {i} not enforced"
+            eventually(Duration::from_secs(5), || {
+                last = apps.replica.answer("/auth/apps/web", &apps.token);
+                (last.0, last.1.as_str()) == expect
+            }),
+            "change {i} not enforced: {last:?}"
         );
         latencies.push(applied.elapsed());
     }
@@ -274,23 +374,41 @@ fn policies_get_status_events_and_changes_are_enforced() {
         median(latencies.clone()),
         latencies.iter().max().unwrap()
     );
+    let obj = apps.wait_web_enforced();
+    let generation = obj["metadata"]["generation"].as_i64().unwrap();
+    assert_eq!(
+        generation,
+        first_generation + 20,
+        "20 spec edits, 20 generations"
+    );
+    assert_eq!(obj["status"]["observedGeneration"], generation);
+    assert_eq!(condition(&obj, "Ready")["observedGeneration"], generation);
+    assert_eq!(
+        condition(&obj, "KeysAvailable")["observedGeneration"],
+        generation
+    );
+}
 
-    // Delete: denied at once.
-    cp.kubectl_ok(&["delete", "accesspolicy", "web", "-n", "apps"]);
+/// Delete: denied at once, as a policy accessgate does not know (not as one without keys).
+fn a_deleted_policy_is_unknown_at_once(apps: &Apps) {
+    apps.cp
+        .kubectl_ok(&["delete", "accesspolicy", "web", "-n", "apps"]);
     let deleted = Instant::now();
-    assert!(eventually(Duration::from_secs(5), || replica
-        .status("/auth/apps/web", &token)
-        == 503));
+    let mut last = (0, String::new());
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            last = apps.replica.answer("/auth/apps/web", &apps.token);
+            last.0 != 200
+        }),
+        "still allowed after the delete"
+    );
+    assert_eq!(last, (503, "policy_unknown".to_owned()));
     eprintln!("delete → policy_unknown after {:?}", deleted.elapsed());
-
-    let lease = cp.get_json(&["lease", "accessgate-leader", "-n", SYSTEM_NS]);
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
-    assert!(!replica.proc.output().contains("panicked"));
 }
 
 #[test]
 fn only_the_leader_writes_status_and_a_standby_takes_over() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = crate::own_cluster_slot();
     let (cp, issuer, kc) = setup();
     let a = replica(&kc, "replica-a");
     let b = replica(&kc, "replica-b");
@@ -373,7 +491,7 @@ fn only_the_leader_writes_status_and_a_standby_takes_over() {
 
 #[test]
 fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = crate::own_cluster_slot();
     let (cp, issuer, kc) = setup();
     let replica = replica(&kc, "replica-a");
     cp.apply(&policy("web", &issuer.url, AUD)).unwrap();
@@ -419,250 +537,335 @@ fn api_server_outage_keeps_auth_serving_and_the_watch_resyncs() {
     cp.restart();
     // After the watch resyncs, a change made through the restarted API server is enforced.
     cp.kubectl_ok(&["delete", "accesspolicy", "other", "-n", "apps"]);
+    // Refused as unknown: its keys were loaded, so only the deletion explains it.
+    let unknown = (503, "policy_unknown".to_owned());
     assert!(
         eventually(Duration::from_secs(60), || replica
-            .status("/auth/apps/other", &token)
-            == 503),
-        "watch did not resync:\n{}",
+            .answer("/auth/apps/other", &token)
+            == unknown),
+        "watch did not resync: {:?}\n{}",
+        replica.answer("/auth/apps/other", &token),
         replica.proc.output()
     );
     assert_eq!(replica.status("/auth/apps/web", &token), 200);
 }
 
-/// The CRD's CEL rules and the code's validation refuse the same things.
-#[test]
-fn cel_rules_and_code_validation_agree() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let cp = ControlPlane::start();
-    cp.kubectl_ok(&["create", "namespace", "apps"]);
-    let base = json!({"issuer": {"teamDomain": "t.cloudflareaccess.com"}, "audiences": [AUD]});
-    let with = |patch: Value| {
-        let mut spec = base.clone();
-        for (k, v) in patch.as_object().unwrap() {
-            if v.is_null() {
-                spec.as_object_mut().unwrap().remove(k);
-            } else {
-                spec[k] = v.clone();
-            }
+/// A spec for the CEL/code agreement table: a valid minimal Cloudflare spec with `patch`'s
+/// fields set (a `null` removes one).
+fn spec_with(patch: Value) -> Value {
+    let mut spec = json!({"issuer": {"teamDomain": "t.cloudflareaccess.com"}, "audiences": [AUD]});
+    for (k, v) in patch.as_object().unwrap() {
+        if v.is_null() {
+            spec.as_object_mut().unwrap().remove(k);
+        } else {
+            spec[k] = v.clone();
         }
-        spec
-    };
-    let cases: Vec<(&str, Value, bool)> = vec![
-        ("minimal cloudflare", with(json!({})), true),
+    }
+    spec
+}
+
+/// `Ok` for an accepted spec; for a refused one, what both refusals must name (the field,
+/// and the rule's message or the refused value), so a refusal for another reason is caught.
+/// `a|b`: either wording (the API server's own for a list set, the code's).
+type Expect = Result<(), &'static [&'static str]>;
+
+/// The agreement table: (case, spec, expected).
+fn cel_cases() -> Vec<(&'static str, Value, Expect)> {
+    const OK: Expect = Ok(());
+    let claim_header =
+        |header: &str| spec_with(json!({"claimHeaders": [{"header": header, "claim": "sub"}]}));
+    vec![
+        ("minimal cloudflare", spec_with(json!({})), OK),
         (
             "generic loopback issuer",
-            with(
+            spec_with(
                 json!({"issuer": {"url": "http://127.0.0.1:1", "jwksUri": "http://127.0.0.1:1/k"}, "audiences": ["app"]}),
             ),
-            true,
+            OK,
         ),
         (
             "full",
-            with(
+            spec_with(
                 json!({"hosts": ["a.example.com"], "paths": ["/api"], "tokenSources": ["cookie", "bearer"], "tokenTypes": ["app", "service"], "algorithms": ["RS256", "ES256"], "leeway": "90s", "claimHeaders": [{"header": "X-Groups", "claim": "custom.groups", "join": ";"}]}),
             ),
-            true,
+            OK,
         ),
-        ("no issuer", with(json!({"issuer": {}})), false),
-        ("a class", with(json!({"className": "blue"})), true),
+        (
+            "no issuer",
+            spec_with(json!({"issuer": {}})),
+            Err(&["set exactly one of issuer.teamDomain or issuer.url"]),
+        ),
+        ("a class", spec_with(json!({"className": "blue"})), OK),
         (
             "a 63-character class",
-            with(json!({"className": "a".repeat(63)})),
-            true,
+            spec_with(json!({"className": "a".repeat(63)})),
+            OK,
         ),
         (
             "an uppercase class",
-            with(json!({"className": "Blue"})),
-            false,
+            spec_with(json!({"className": "Blue"})),
+            Err(&["spec.className", "className must be a DNS label"]),
         ),
         (
             "a dotted class",
-            with(json!({"className": "blue.green"})),
-            false,
+            spec_with(json!({"className": "blue.green"})),
+            Err(&["spec.className", "className must be a DNS label"]),
         ),
-        ("an empty class", with(json!({"className": ""})), false),
+        (
+            "an empty class",
+            spec_with(json!({"className": ""})),
+            Err(&["spec.className"]),
+        ),
         (
             "a 64-character class",
-            with(json!({"className": "a".repeat(64)})),
-            false,
+            spec_with(json!({"className": "a".repeat(64)})),
+            Err(&["spec.className"]),
         ),
         (
             "both issuers",
-            with(
+            spec_with(
                 json!({"issuer": {"teamDomain": "t.cloudflareaccess.com", "url": "https://i.example", "jwksUri": "https://i.example/k"}}),
             ),
-            false,
+            Err(&["set exactly one of issuer.teamDomain or issuer.url"]),
         ),
         (
             "url without jwksUri",
-            with(json!({"issuer": {"url": "https://i.example"}, "audiences": ["x"]})),
-            false,
+            spec_with(json!({"issuer": {"url": "https://i.example"}, "audiences": ["x"]})),
+            Err(&["issuer.url and issuer.jwksUri go together"]),
         ),
         (
             "plain http issuer",
-            with(
+            spec_with(
                 json!({"issuer": {"url": "http://i.example", "jwksUri": "http://i.example/k"}, "audiences": ["x"]}),
             ),
-            false,
+            Err(&["spec.issuer.url", "must be an https URL"]),
         ),
         (
             "team domain with scheme",
-            with(json!({"issuer": {"teamDomain": "https://t.cloudflareaccess.com"}})),
-            false,
+            spec_with(json!({"issuer": {"teamDomain": "https://t.cloudflareaccess.com"}})),
+            Err(&["spec.issuer.teamDomain", "without scheme or path"]),
         ),
-        ("no audiences", with(json!({"audiences": []})), false),
+        (
+            "no audiences",
+            spec_with(json!({"audiences": []})),
+            Err(&["spec.audiences"]),
+        ),
         (
             "audience not an AUD tag",
-            with(json!({"audiences": ["my-app"]})),
-            false,
+            spec_with(json!({"audiences": ["my-app"]})),
+            Err(&["spec.audiences", "AUD tag"]),
         ),
         (
             "uppercase host",
-            with(json!({"hosts": ["A.example.com"]})),
-            false,
+            spec_with(json!({"hosts": ["A.example.com"]})),
+            Err(&["spec.hosts", "hosts must be lowercase DNS names"]),
         ),
-        ("paths without hosts", with(json!({"paths": ["/x"]})), false),
+        (
+            "paths without hosts",
+            spec_with(json!({"paths": ["/x"]})),
+            Err(&["paths route the bare /auth endpoint and need hosts"]),
+        ),
         (
             "relative path",
-            with(json!({"hosts": ["a.example.com"], "paths": ["x"]})),
-            false,
+            spec_with(json!({"hosts": ["a.example.com"], "paths": ["x"]})),
+            Err(&["spec.paths", "paths must start with '/'"]),
         ),
         (
             "repeated token source",
-            with(json!({"tokenSources": ["cookie", "cookie"]})),
-            false,
+            spec_with(json!({"tokenSources": ["cookie", "cookie"]})),
+            Err(&["spec.tokenSources", "Duplicate value|listed twice"]),
         ),
         (
             "unknown token source",
-            with(json!({"tokenSources": ["query"]})),
-            false,
+            spec_with(json!({"tokenSources": ["query"]})),
+            Err(&["query"]),
         ),
         (
             "org token type",
-            with(json!({"tokenTypes": ["org"]})),
-            false,
+            spec_with(json!({"tokenTypes": ["org"]})),
+            Err(&["org"]),
         ),
-        ("HS256", with(json!({"algorithms": ["HS256"]})), false),
-        ("none", with(json!({"algorithms": ["none"]})), false),
-        ("leeway too long", with(json!({"leeway": "10m"})), false),
+        (
+            "HS256",
+            spec_with(json!({"algorithms": ["HS256"]})),
+            Err(&["HS256"]),
+        ),
+        (
+            "none",
+            spec_with(json!({"algorithms": ["none"]})),
+            Err(&["none"]),
+        ),
+        (
+            "leeway too long",
+            spec_with(json!({"leeway": "10m"})),
+            Err(&["spec.leeway", "leeway must be at most 5m"]),
+        ),
         (
             "leeway not a duration",
-            with(json!({"leeway": "soon"})),
-            false,
+            spec_with(json!({"leeway": "soon"})),
+            Err(&["spec.leeway"]),
         ),
         (
             "header with underscore",
-            with(json!({"claimHeaders": [{"header": "X_Email", "claim": "email"}]})),
-            false,
+            claim_header("X_Email"),
+            Err(&[
+                "spec.claimHeaders[0].header",
+                "only letters, digits and dashes",
+            ]),
         ),
         (
             "reserved header",
-            with(json!({"claimHeaders": [{"header": "Authorization", "claim": "email"}]})),
-            false,
+            claim_header("Authorization"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "reserved header prefix x-forwarded-",
-            with(json!({"claimHeaders": [{"header": "X-Forwarded-Host", "claim": "email"}]})),
-            false,
+            claim_header("X-Forwarded-Host"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "reserved header prefix x-original-",
-            with(json!({"claimHeaders": [{"header": "X-Original-URI", "claim": "email"}]})),
-            false,
+            claim_header("X-Original-URI"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "reserved header prefix x-envoy-",
-            with(json!({"claimHeaders": [{"header": "x-envoy-original-path", "claim": "sub"}]})),
-            false,
+            claim_header("x-envoy-original-path"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "reserved header prefix x-accessgate-",
-            with(json!({"claimHeaders": [{"header": "X-Accessgate-Reason", "claim": "sub"}]})),
-            false,
+            claim_header("X-Accessgate-Reason"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "reserved header forwarded",
-            with(json!({"claimHeaders": [{"header": "Forwarded", "claim": "sub"}]})),
-            false,
+            claim_header("Forwarded"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "reserved header x-request-id",
-            with(json!({"claimHeaders": [{"header": "X-Request-Id", "claim": "sub"}]})),
-            false,
+            claim_header("X-Request-Id"),
+            Err(&["spec.claimHeaders[0].header", "reserved"]),
         ),
         (
             "header that only starts like a reserved prefix",
-            with(json!({"claimHeaders": [{"header": "X-Forwarded", "claim": "sub"}]})),
-            true,
+            claim_header("X-Forwarded"),
+            OK,
         ),
         (
             "ASCII email and emailDomain matchers",
-            with(
+            spec_with(
                 json!({"rules": {"allow": [{"email": "Alice+x@Example.com"}], "deny": [{"emailDomain": "Evil.Example"}]}}),
             ),
-            true,
+            OK,
         ),
         (
             "non-ASCII email matcher (KELVIN SIGN)",
-            with(json!({"rules": {"allow": [{"email": "eve@\u{212A}ube.io"}]}})),
-            false,
+            spec_with(json!({"rules": {"allow": [{"email": "eve@\u{212A}ube.io"}]}})),
+            Err(&[
+                "spec.rules.allow[0].email",
+                "email must look like user@domain",
+            ]),
         ),
         (
             "non-ASCII emailDomain matcher",
-            with(json!({"rules": {"deny": [{"emailDomain": "b\u{fc}cher.de"}]}})),
-            false,
+            spec_with(json!({"rules": {"deny": [{"emailDomain": "b\u{fc}cher.de"}]}})),
+            Err(&[
+                "spec.rules.deny[0].emailDomain",
+                "emailDomain must be an ASCII domain name",
+            ]),
         ),
         (
             "email matcher with a space",
-            with(json!({"rules": {"allow": [{"email": "al ice@example.com"}]}})),
-            false,
+            spec_with(json!({"rules": {"allow": [{"email": "al ice@example.com"}]}})),
+            Err(&[
+                "spec.rules.allow[0].email",
+                "email must look like user@domain",
+            ]),
         ),
         (
             "email matcher with a trailing dot",
-            with(json!({"rules": {"allow": [{"email": "alice@example.com."}]}})),
-            false,
+            spec_with(json!({"rules": {"allow": [{"email": "alice@example.com."}]}})),
+            Err(&[
+                "spec.rules.allow[0].email",
+                "email must look like user@domain",
+            ]),
         ),
         (
             "duplicate header",
-            with(
+            spec_with(
                 json!({"claimHeaders": [{"header": "X-A", "claim": "email"}, {"header": "x-a", "claim": "sub"}]}),
             ),
-            false,
+            Err(&["spec.claimHeaders", "Duplicate value|a header twice"]),
         ),
         (
             "empty claim segment",
-            with(json!({"claimHeaders": [{"header": "X-A", "claim": "a..b"}]})),
-            false,
+            spec_with(json!({"claimHeaders": [{"header": "X-A", "claim": "a..b"}]})),
+            Err(&[
+                "spec.claimHeaders[0].claim",
+                "dotted path without empty segments",
+            ]),
         ),
         (
             "join with json",
-            with(
+            spec_with(
                 json!({"claimHeaders": [{"header": "X-A", "claim": "g", "join": ",", "format": "json"}]}),
             ),
-            false,
+            Err(&[
+                "spec.claimHeaders[0]",
+                "join and format: json are exclusive",
+            ]),
         ),
-    ];
+    ]
+}
+
+/// What the code says of `spec`: deserialised as the CRD type, then compiled.
+fn code_verdict(spec: &Value) -> Result<(), String> {
+    serde_json::from_value::<accessgate::api::AccessPolicySpec>(spec.clone())
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            accessgate::core::policy::compile(
+                accessgate::core::policy::PolicyKey::new("apps", "x"),
+                None,
+                &s,
+            )
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+}
+
+/// How `verdict` (the API server's or the code's) departs from `expected`, if it does.
+fn disagreement(verdict: &Result<impl Sized, String>, expected: Expect) -> Option<String> {
+    match (verdict, expected) {
+        (Ok(_), Ok(())) => None,
+        (Ok(_), Err(_)) => Some("accepted, expected a refusal".to_owned()),
+        (Err(e), Ok(())) => Some(format!("refused, expected valid: {e}")),
+        (Err(e), Err(names)) => {
+            let named = |n: &&str| n.split('|').any(|wording| e.contains(wording));
+            let missing: Vec<&&str> = names.iter().filter(|n| !named(n)).collect();
+            (!missing.is_empty()).then(|| format!("refused without naming {missing:?}: {e}"))
+        }
+    }
+}
+
+/// The CRD's CEL rules and the code's validation refuse the same things, for the same
+/// reason: each refusal names the field and the rule (or the refused value).
+#[test]
+fn cel_rules_and_code_validation_agree() {
+    let _slot = crate::own_cluster_slot();
+    let cp = ControlPlane::start();
+    cp.kubectl_ok(&["create", "namespace", "apps"]);
     let mut disagreements = Vec::new();
-    for (i, (name, spec, valid)) in cases.iter().enumerate() {
+    for (i, (name, spec, expected)) in cel_cases().into_iter().enumerate() {
         let obj = json!({"apiVersion": "accessgate.dev/v1alpha1", "kind": "AccessPolicy",
             "metadata": {"name": format!("case-{i}"), "namespace": "apps"}, "spec": spec});
         let api = cp.apply(&obj.to_string());
-        let code =
-            serde_json::from_value::<accessgate::core::policy::AccessPolicySpec>(spec.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|s| {
-                    accessgate::core::policy::compile(
-                        accessgate::core::policy::PolicyKey::new("apps", "x"),
-                        None,
-                        &s,
-                    )
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-                });
-        if api.is_ok() != *valid || code.is_ok() != *valid {
-            disagreements.push(format!(
-                "{name}: expected valid={valid}, API server: {api:?}, code: {code:?}"
-            ));
+        let code = code_verdict(&spec);
+        for (who, verdict) in [("API server", &api), ("code", &code.map(|_| String::new()))] {
+            if let Some(d) = disagreement(verdict, expected) {
+                disagreements.push(format!("{name}: {who} {d}"));
+            }
         }
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
@@ -740,7 +943,7 @@ fn tenancy() -> (ControlPlane, Issuer, Issuer, Replica) {
 /// and its token is refused there; a host the tenant does serve is its own.
 #[test]
 fn a_namespace_routes_only_the_hosts_it_serves() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = crate::own_cluster_slot();
     let (cp, victim_issuer, tenant_issuer, replica) = tenancy();
     cp.apply(&ingress_in("victim", "apps", "*.apps.example.test"))
         .unwrap();
@@ -859,7 +1062,7 @@ fn a_namespace_routes_only_the_hosts_it_serves() {
 /// host in the ledger hands it over.
 #[test]
 fn host_ownership_survives_recreation_absence_and_moves() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = crate::own_cluster_slot();
     let (cp, victim_issuer, tenant_issuer, replica) = tenancy();
     const HOST: &str = "admin.example.test";
     let hosts = r#","hosts":["admin.example.test"]"#;
@@ -959,23 +1162,6 @@ fn host_ownership_survives_recreation_absence_and_moves() {
     }));
 }
 
-/// The status and reason code `install` answers for the policy `apps/{name}` by name.
-fn answer_by_name(install: &Replica, name: &str, token: &str) -> (u16, String) {
-    let r = http()
-        .get(format!("{}/auth/apps/{name}", install.auth))
-        .header("x-original-url", "https://app.example.test/")
-        .header("cf-access-jwt-assertion", token)
-        .send()
-        .unwrap();
-    let reason = r
-        .headers()
-        .get("x-accessgate-reason")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    (r.status().as_u16(), reason)
-}
-
 /// Finding (issue 19): a second install in the cluster overwrote the first's status
 /// (`authUrl` flipping between the two Services, an Event storm). Two installs against one API
 /// server, the default one and class `blue`, each with its own Lease, host ledger and Service:
@@ -985,9 +1171,9 @@ fn answer_by_name(install: &Replica, name: &str, token: &str) -> (u16, String) {
 /// each install answers `policy_unknown` for the other's policy by name.
 #[test]
 fn two_installs_serve_and_write_status_only_for_their_own_class() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _slot = crate::own_cluster_slot();
     let (cp, issuer, kc) = setup();
-    let blue = common::replica::Install::of_class("blue");
+    let blue = crate::common::replica::Install::of_class("blue");
     let blue_kc = cp.install_service_account_kubeconfig(
         SYSTEM_NS,
         "accessgate-blue",
@@ -1037,16 +1223,16 @@ fn two_installs_serve_and_write_status_only_for_their_own_class() {
             assert_eq!(obj["status"]["authUrl"], *auth_url, "{name} flipped");
         }
         assert_eq!(
-            answer_by_name(&default, "unclassed", &token),
+            default.answer("/auth/apps/unclassed", &token),
             (200, String::new())
         );
         assert_eq!(
-            answer_by_name(&blue_install, "classed-blue", &token),
+            blue_install.answer("/auth/apps/classed-blue", &token),
             (200, String::new())
         );
         let unknown = (503, "policy_unknown".to_owned());
-        assert_eq!(answer_by_name(&default, "classed-blue", &token), unknown);
-        assert_eq!(answer_by_name(&blue_install, "unclassed", &token), unknown);
+        assert_eq!(default.answer("/auth/apps/classed-blue", &token), unknown);
+        assert_eq!(blue_install.answer("/auth/apps/unclassed", &token), unknown);
         samples += 1;
         std::thread::sleep(Duration::from_secs(1)); // sampling over the window, not a wait
     }
