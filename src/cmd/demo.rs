@@ -9,7 +9,7 @@ use serde_json::json;
 use super::serve::{self, ServeConfig};
 use crate::devissuer::{self, IssuerState, MintRequest};
 use crate::keys::KeyConfig;
-use crate::serve::{ListenerLimits, Services};
+use crate::serve::{ListenerLimits, ServiceConfig, Services};
 
 const POLICY_TEMPLATE: &str = include_str!("../../examples/demo-policy.yaml");
 pub const DEMO_AUDIENCE: &str = "d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11d3m0a11";
@@ -46,17 +46,19 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Demo> {
     )?;
     let running = serve::start(ServeConfig {
         policies: dir.path().to_owned(),
-        listen: config.listen,
-        admin_listen: config.admin_listen,
-        listeners: ListenerLimits::default(),
-        services: Services {
-            keys: KeyConfig::default(),
-            token_cache_bytes: 32 << 20,
-            enrichment: Default::default(),
+        service: ServiceConfig {
+            listen: config.listen,
+            admin_listen: config.admin_listen,
+            listeners: ListenerLimits::default(),
+            services: Services {
+                keys: KeyConfig::default(),
+                token_cache_bytes: 32 << 20,
+                enrichment: Default::default(),
+            },
+            host_claims: None,
+            host_release_after: std::time::Duration::from_secs(3600),
+            class: Default::default(),
         },
-        host_claims: None,
-        host_release_after: std::time::Duration::from_secs(3600),
-        class: Default::default(),
     })
     .await?;
     running

@@ -15,8 +15,8 @@ use crate::devissuer::{self, IssuerState};
 use crate::fetch::{AddressPolicy, AllowList};
 use crate::identity::IdentityConfig;
 use crate::keys::KeyConfig;
-use crate::serve::Services;
 use crate::serve::listener::{self, ConnectionLimits, ListenerLimits};
+use crate::serve::{ServiceConfig, Services};
 use crate::source::class::{DEFAULT_CLASS, InstallClass};
 use serve::ServeConfig;
 use signals::{Signal, Signals};
@@ -172,6 +172,25 @@ struct ServiceFlags {
     listener: ListenerFlags,
     #[command(flatten)]
     class: ClassFlags,
+}
+
+impl ServiceFlags {
+    /// What the flags start, with fetches guarded when `guard` (or any CIDR is allowed), and
+    /// the shutdown timing.
+    fn config(self, guard: bool) -> anyhow::Result<(ServiceConfig, LifecycleFlags)> {
+        let addresses = self.fetch.policy(guard);
+        log_address_policy(&addresses);
+        let config = ServiceConfig {
+            listen: self.listen,
+            admin_listen: self.admin_listen,
+            listeners: self.listener.limits(),
+            services: self.keys.services(&addresses),
+            host_claims: self.routing.rules()?,
+            host_release_after: self.routing.host_release_after,
+            class: self.class.install_class(),
+        };
+        Ok((config, self.lifecycle))
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -390,35 +409,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve {
             policies,
             fetch_guard,
-            service:
-                ServiceFlags {
-                    listen,
-                    admin_listen,
-                    fetch,
-                    routing,
-                    keys,
-                    lifecycle,
-                    listener,
-                    class,
-                },
+            service,
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
             // the guard is asked for.
-            let addresses = fetch.policy(fetch_guard);
-            log_address_policy(&addresses);
+            let (service, lifecycle) = service.config(fetch_guard)?;
             // From before the listeners accept: a Ctrl-C must never meet the default action.
             let mut signals = Signals::install()?;
-            let running = serve::start(ServeConfig {
-                policies,
-                listen,
-                admin_listen,
-                listeners: listener.limits(),
-                host_claims: routing.rules()?,
-                host_release_after: routing.host_release_after,
-                services: keys.services(&addresses),
-                class: class.install_class(),
-            })
-            .await?;
+            let running = serve::start(ServeConfig { policies, service }).await?;
             let code = signals
                 .stop_with(|signal| async move {
                     // Ctrl-C: nothing to hand over, so nothing to wait for.
@@ -445,21 +443,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             host_ledger,
             lease_duration,
             status_interval,
-            service:
-                ServiceFlags {
-                    listen,
-                    admin_listen,
-                    fetch,
-                    routing,
-                    keys,
-                    lifecycle,
-                    listener,
-                    class,
-                },
+            service,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
-            let addresses = fetch.policy(true);
-            log_address_policy(&addresses);
+            let (service, lifecycle) = service.config(true)?;
             let install = InstallService {
                 name: service_name,
                 namespace: pod_namespace.clone(),
@@ -469,14 +456,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let identity = identity.unwrap_or_else(default_identity);
             let mut signals = Signals::install()?;
             let starting = controller::start(RunConfig {
-                listen,
-                admin_listen,
-                listeners: listener.limits(),
-                services: keys.services(&addresses),
+                service,
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
-                host_claims: routing.rules()?,
                 host_ledger,
-                host_release_after: routing.host_release_after,
                 auth_base_url: install.base_url(),
                 install,
                 lease_name,
@@ -484,7 +466,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 lease_duration,
                 identity,
                 status_interval,
-                class: class.install_class(),
             });
             // Start-up waits for the API server; a stop signal meanwhile ends it (nothing
             // was served, nothing to drain).

@@ -1,13 +1,10 @@
 //! `accessgate serve`: the auth service on a directory of policies, no cluster needed.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::core::index::NamespaceHosts;
 use crate::serve::state::AppState;
-use crate::serve::{self, ListenerLimits, Listening, ServeError, Services};
-use crate::source::class::InstallClass;
+use crate::serve::{self, Listening, ServeError, ServiceConfig};
 use crate::source::files;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,17 +18,7 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub policies: PathBuf,
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    /// Connection limits of both listeners.
-    pub listeners: ListenerLimits,
-    pub services: Services,
-    /// The operator's namespace → host patterns (`--host-claims`); `None`: any namespace.
-    pub host_claims: Option<Arc<NamespaceHosts>>,
-    /// How long a namespace keeps a host it stopped claiming (`--host-release-after`).
-    pub host_release_after: std::time::Duration,
-    /// Which of the directory's policies this install serves (`--class`).
-    pub class: InstallClass,
+    pub service: ServiceConfig,
 }
 
 /// A started service: its listeners (with their addresses) and shared state.
@@ -44,9 +31,11 @@ pub struct ServeHandle {
 /// the servers and the directory watcher. Returns once everything is accepting requests.
 pub async fn start(config: ServeConfig) -> Result<ServeHandle, StartError> {
     // No status to write in file mode: decisions are counted in metrics only.
-    let state = serve::bootstrap(&config.services)?;
-    let mut ledger = files::HostLedger::new(config.host_claims.clone(), config.host_release_after);
-    let mut parsed = files::ParsedFiles::for_class(config.class.clone());
+    let service = &config.service;
+    let state = serve::bootstrap(&service.services)?;
+    let mut ledger =
+        files::HostLedger::new(service.host_claims.clone(), service.host_release_after);
+    let mut parsed = files::ParsedFiles::for_class(service.class.clone());
     let loaded = files::reload(
         &config.policies,
         state.as_ref(),
@@ -57,18 +46,12 @@ pub async fn start(config: ServeConfig) -> Result<ServeHandle, StartError> {
     tracing::info!(
         dir = %config.policies.display(),
         policies = loaded.policies,
-        class = %config.class,
+        class = %service.class,
         ignored_other_class = loaded.ignored_other_class,
         "policies loaded"
     );
 
-    let listening = serve::listen(
-        &state,
-        config.listen,
-        config.admin_listen,
-        &config.listeners,
-    )
-    .await?;
+    let listening = serve::listen(&state, service).await?;
     let running = ServeHandle {
         listening,
         state: state.clone(),

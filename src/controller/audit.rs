@@ -1,17 +1,12 @@
 //! Which Ingresses reach a policy, and whether they protect its identity headers. Pure: the
 //! Ingresses, the index and this install's Service are passed in.
 //!
-//! An Ingress reaches a policy through `nginx.ingress.kubernetes.io/auth-url` when the URL
-//! reaches this install's Service ([`InstallService::path_on_this_install`]: a misspelt
-//! Service, namespace, port or cluster domain reaches something else, or nothing) and its
-//! path selects the policy: by name (`/auth/{ns}/{name}`, `/forward/{ns}/{name}`,
-//! `/envoy/{ns}/{name}[/…]`, exactly as the auth listener routes them), or by host routing
-//! (bare `/auth`, where each of its rules' host and path selects a policy as requests
-//! would). It protects the identity headers only if `auth-response-headers` lists every
-//! header the policy maps: a header left out is passed from the client to the app
-//! unchanged, so anyone could forge it.
-//! (`global-auth-url` lives in the ingress controller's ConfigMap, which accessgate does not
-//! read; such routes are not counted here.)
+//! An Ingress reaches a policy when its `auth-url` reaches this install
+//! ([`InstallService::path_on_this_install`]) and its path selects the policy: by name, exactly
+//! as the auth listener routes, or on bare `/auth` by each rule's host and path, as requests
+//! would. It protects the headers only if `auth-response-headers` lists every mapped one: a header
+//! left out passes from the client to the app, so anyone could forge it. `global-auth-url` lives
+//! in the controller's ConfigMap, which is not read. See docs/proxies.md, "The Ingress audit".
 
 use std::collections::BTreeMap;
 

@@ -1,20 +1,13 @@
-//! Ingresses whose `auth-url` reaches this install and names a policy it does not serve (no
-//! such AccessPolicy, or one in a namespace it does not watch). Every request through such
-//! an Ingress is refused (`503 policy_unknown`, which ingress-nginx shows as 500) and nothing
-//! else says why: the policy's status cannot, there is no policy.
+//! Ingresses whose `auth-url` reaches this install and names a policy it does not serve. Every
+//! request through one is refused (`503 policy_unknown`, 500 from ingress-nginx), and nothing
+//! else says why: there is no policy whose status could.
 //!
-//! [`dangling`] finds them (pure). [`IngressRefs::run`] looks every [`EVERY`] on every
-//! replica (polling: the stores are in memory, and a look is one pass over the Ingresses),
-//! keeps `accessgate_ingress_policy_missing` (by the Ingress's namespace) on each, and on the
-//! elected replica puts one Warning Event `AuthPolicyNotFound` on the Ingress per finding —
-//! per Ingress uid, annotation value and missing policy — until it goes away. A finding
-//! counts once it has lasted [`SETTLE`], so an Ingress applied a moment before its policy
-//! gets no Event. A new leader announces the findings still standing once more.
-//!
-//! The Event's note repeats only what the Ingress itself says (the policy reference in its
-//! own annotation), and does not tell "no such policy" from "not watched": it tells a
-//! tenant nothing about other namespaces that an auth request through its own Ingress
-//! would not.
+//! [`dangling`] finds them (pure). [`IngressRefs::run`] polls every [`EVERY`] on every replica
+//! (the stores are in memory, a look is one pass) to keep the gauge; the elected one puts a
+//! Warning Event on the Ingress once a finding has lasted [`SETTLE`], so an Ingress applied just
+//! before its policy gets none. The note repeats only the Ingress's own annotation and does not
+//! tell "no such policy" from "not watched", so it tells a tenant nothing about other
+//! namespaces. See docs/operating.md, "Troubleshooting by status".
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -262,26 +255,17 @@ impl IngressRefs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AccessPolicySpec, IssuerSpec};
+    use crate::core::fixtures::cloudflare_policy;
     use crate::core::index::PolicyEntry;
-    use crate::core::policy::compile;
 
     fn install() -> InstallService {
         InstallService::chart_default()
     }
 
     fn index(policies: &[(&str, &str)]) -> PolicyIndex {
-        let spec = AccessPolicySpec {
-            issuer: IssuerSpec {
-                team_domain: Some("t.cloudflareaccess.com".into()),
-                ..Default::default()
-            },
-            audiences: vec!["a".repeat(64)],
-            ..Default::default()
-        };
         PolicyIndex::build(policies.iter().map(|(ns, name)| {
             let key = PolicyKey::new(*ns, *name);
-            let entry = PolicyEntry::Ready(Arc::new(compile(key.clone(), Some(1), &spec).unwrap()));
+            let entry = PolicyEntry::Ready(Arc::new(cloudflare_policy(key.clone(), Some(1))));
             (key, entry)
         }))
     }

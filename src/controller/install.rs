@@ -1,30 +1,13 @@
 //! This install's Service, and whether an `auth-url` reaches it. Pure.
 //!
-//! The proxy resolves the auth-url's host through the cluster DNS and connects to the
-//! port it names, so an Ingress reaches this install only if that name can resolve to
-//! nothing but this Service. Counted (host case-insensitive):
-//!
-//! - `svc.ns.svc.<clusterDomain>`, with or without a trailing dot: the same name from
-//!   every pod and every resolver, nginx's own included. The form to use.
-//! - `svc.ns.svc` and `svc.ns`: completed by a pod's search path
-//!   (`<pod-ns>.svc.<domain>`, `svc.<domain>`, `<domain>`), where only `svc.<domain>` makes
-//!   a Service name of them, so a resolver that applies the search path (Go's, in Traefik's
-//!   ingress-nginx provider; the system's, for an nginx `upstream` block) reaches this
-//!   Service or nothing. nginx's own `resolver`, which ingress-nginx uses for `auth-url`
-//!   (`proxy_pass $target`), sends the name as written and gets no answer: behind it such an
-//!   Ingress is refused (500), never sent elsewhere.
-//!
-//! Never counted:
-//!
-//! - a bare `svc`: the search path completes it in the namespace of the *proxy's* pod (not
-//!   the Ingress's, not accessgate's), which accessgate cannot see; there it may name
-//!   another install, or nothing.
-//! - any other host, including IP literals (a ClusterIP is not part of this description,
-//!   and a pod IP bypasses the Service) and the right names under another cluster domain.
-//! - a scheme other than `http` (the Service's port speaks plain HTTP: `https://` fails the
-//!   TLS handshake before any policy is asked), or a port other than the Service's
-//!   (explicit, or http's 80 when none is written).
-//! - userinfo, `%`-escapes, nginx variables or anything else that is not a plain host.
+//! The proxy resolves the auth-url's host through the cluster DNS, so a URL counts only when its
+//! host can resolve to nothing but this Service: `svc.ns.svc.<clusterDomain>` (the form to use;
+//! nginx's own resolver sends names as written), or `svc.ns.svc` / `svc.ns`, which a pod's
+//! search path can complete only to this Service. Never a bare `svc`: it is completed in the
+//! *proxy's* namespace, which accessgate cannot see. Nor an IP literal (a ClusterIP is not part
+//! of [`InstallService`], a pod IP bypasses the Service), a scheme other than `http`, another
+//! port, or a host with userinfo, `%`-escapes or nginx variables. Each form and why:
+//! docs/proxies.md, "The Ingress audit".
 
 /// The Service in front of this install's auth port.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,6 @@
 //! together and stopped in order.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,29 +13,19 @@ use super::ingress_refs::IngressRefs;
 use super::install::InstallService;
 use super::ledger::LedgerWriter;
 use super::status_writer::{Seen, StatusWriter};
-use crate::core::index::NamespaceHosts;
 use crate::serve::state::AppState;
-use crate::serve::{self, ListenerLimits, Listening, ServeError, Services};
-use crate::source::class::InstallClass;
+use crate::serve::{self, Listening, ServeError, ServiceConfig};
 use crate::source::kube::{self as kube_source, HostsConfig};
 
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    /// Connection limits of both listeners.
-    pub listeners: ListenerLimits,
-    /// Keys, token cache and identity client; the fetch guard is always on in cluster mode.
-    pub services: Services,
+    /// Listeners, state and host routing as in file mode; the fetch guard is always on in
+    /// cluster mode, and `host_claims` are granted on top of the hosts a namespace serves.
+    pub service: ServiceConfig,
     /// Namespaces to watch; empty for all.
     pub namespaces: Vec<String>,
-    /// The operator's namespace → host patterns (`--host-claims`), granted on top of the
-    /// hosts a namespace serves itself.
-    pub host_claims: Option<Arc<NamespaceHosts>>,
     /// The host ledger ConfigMap (in `lease_namespace`).
     pub host_ledger: String,
-    /// How long a namespace keeps a host it stopped claiming.
-    pub host_release_after: Duration,
     /// Base of the `authUrl` status field, e.g. `http://accessgate.accessgate-system.svc.cluster.local`.
     pub auth_base_url: String,
     /// This install's Service (`auth_base_url` is its base URL): which auth-urls reach it.
@@ -47,8 +36,6 @@ pub struct RunConfig {
     pub identity: String,
     /// The shortest time between two status writes of one policy.
     pub status_interval: Duration,
-    /// Which policies this install serves and writes status and Events for (`--class`).
-    pub class: InstallClass,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,26 +117,20 @@ async fn release_lease(
 /// Starts everything and returns; the tasks run until [`ControllerHandle::shutdown`].
 pub async fn start(config: RunConfig) -> Result<ControllerHandle, RunError> {
     let client = Client::try_default().await?;
-    let state = serve::bootstrap(&config.services)?;
+    let state = serve::bootstrap(&config.service.services)?;
     let policies = kube_source::start(
         client.clone(),
         &config.namespaces,
         state.clone(),
         HostsConfig {
-            rules: config.host_claims.clone(),
+            rules: config.service.host_claims.clone(),
             ledger_namespace: config.lease_namespace.clone(),
             ledger_name: config.host_ledger.clone(),
         },
-        config.class.clone(),
+        config.service.class.clone(),
     )
     .await;
-    let listening = serve::listen(
-        &state,
-        config.listen,
-        config.admin_listen,
-        &config.listeners,
-    )
-    .await?;
+    let listening = serve::listen(&state, &config.service).await?;
 
     let seconds = config.lease_duration.as_secs().max(2);
     // An API server out of reach at start is waited for, not a crash: the replica serves
@@ -184,7 +165,7 @@ pub async fn start(config: RunConfig) -> Result<ControllerHandle, RunError> {
         client: client.clone(),
         policies: policies.clone(),
         state: state.clone(),
-        release_after: config.host_release_after,
+        release_after: config.service.host_release_after,
         last_settled: None,
     };
     let writer = StatusWriter {

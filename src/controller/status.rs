@@ -353,23 +353,16 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{AccessPolicySpec, IssuerSpec};
-    use crate::core::policy::{PolicyKey, compile};
+    use crate::core::fixtures::cloudflare_policy;
+    use crate::core::policy::PolicyKey;
     use std::sync::Arc;
     use std::time::SystemTime;
 
     fn entry() -> PolicyEntry {
-        let spec = AccessPolicySpec {
-            issuer: IssuerSpec {
-                team_domain: Some("t.cloudflareaccess.com".into()),
-                ..Default::default()
-            },
-            audiences: vec!["a".repeat(64)],
-            ..Default::default()
-        };
-        PolicyEntry::Ready(Arc::new(
-            compile(PolicyKey::new("ns", "p"), Some(2), &spec).unwrap(),
-        ))
+        PolicyEntry::Ready(Arc::new(cloudflare_policy(
+            PolicyKey::new("ns", "p"),
+            Some(2),
+        )))
     }
 
     fn inputs<'a>(

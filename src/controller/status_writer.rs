@@ -1,16 +1,12 @@
-//! The elected replica's status writer: event-driven, so status costs the API server
-//! nothing while nothing changes.
+//! The elected replica's status writer: event-driven, so status costs the API server nothing
+//! while nothing changes.
 //!
-//! Changes are noticed where they happen and queued by policy: an object event (created,
-//! edited, its status changed by someone else), a new index (a policy compiled, a host
-//! settled), a key set or fetch error that moved, an Ingress that changed the audit, or
-//! leadership gained (every policy is looked at once; only differences are written, so an
-//! uneventful failover writes nothing). A queued policy is written only when its desired
-//! status differs from the stored one, at most once per `min_interval` (a policy flapping
-//! between two specs cannot become a write storm), with up to [`CONCURRENT_PATCHES`]
-//! patches in flight and an exponential backoff per object after a failure. A slow or
-//! failing API server delays status, never enforcement (the index does not wait on it), and
-//! a write it is slow to answer holds no other policy's (patches run beside the loop).
+//! Changes are queued by policy where they happen (an object event, a new index, a key set or
+//! fetch error that moved, an audit change, leadership gained). A policy is written only when
+//! its desired status differs from the stored one, at most once per `min_interval` (a flapping
+//! policy is no write storm), with up to [`CONCURRENT_PATCHES`] in flight and a backoff per
+//! object. Patches run beside the loop, so a slow API server delays status, never enforcement or
+//! another policy's write. See docs/operating.md, "Replicas, status and decisions".
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

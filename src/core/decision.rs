@@ -2,15 +2,12 @@
 //! Pure: keys through [`KeyLookup`], remembered signatures through [`SignatureMemo`], the
 //! identity answer and the time as arguments.
 //!
-//! A decision has two halves because enrichment sits between them: [`verify_request`]
-//! (token, key, signature, claims), then — once the server has fetched the identity, if the
-//! policy asks for one — [`conclude`] (identity, rules, headers). [`decide`] runs both for
-//! policies without enrichment. Every choice, including what a failed enrichment means, is
-//! made here; the server only does the I/O in between.
-//!
-//! Each step reports to an [`Observer`] as it runs: `accessgate check` explains a decision
-//! from those reports ([`crate::core::explain`]) instead of walking the request a second
-//! time. The server passes [`Unobserved`], whose empty methods compile away.
+//! Two halves, because enrichment sits between them: [`verify_request`] (token, key, signature,
+//! claims), then, once the server has fetched any identity, [`conclude`] (identity, rules,
+//! headers); [`decide`] runs both. Every choice, what a failed enrichment means included, is made
+//! here. Each step reports to an [`Observer`]: `accessgate check` explains a decision from those
+//! reports ([`crate::core::explain`]) instead of walking it again; the server passes
+//! [`Unobserved`], which compiles away. See docs/architecture.md, "The request path".
 
 use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;

@@ -1,26 +1,12 @@
 //! Turning a proxy's auth subrequest into the original request it stands for. Pure.
 //!
-//! Each dialect reads only the headers its proxy sets (and overwrites), never headers a
-//! client could add unchecked:
-//! - `nginx`: the `auth-url` annotation on `/auth…`: ingress-nginx's call (`X-Original-URL`,
-//!   `X-Original-Method`), or Traefik's `kubernetesIngressNGINX` provider's, which has the
-//!   shape of `forward` and is read as such;
-//! - `forward`: Traefik ForwardAuth and Caddy `forward_auth` (`X-Forwarded-Method`, `-Proto`,
-//!   `-Host`, `-Uri`);
-//! - `envoy`: Envoy ext_authz over HTTP (the original method and path on the request line,
-//!   the original authority in `Host`);
-//! - `grpc`: ext_authz over gRPC (`CheckRequest.attributes.request.http` fields, headers
-//!   from its header map via `grpc_headers`).
-//!
-//! A request carrying another dialect's headers is refused (`dialect_mismatch`), so a proxy
-//! left pointing at the wrong endpoint after a migration fails closed instead of guessing
-//! (on `/auth…`: a call with both the ingress-nginx and the forward headers).
-//!
-//! Routing (the bare endpoints choose a policy by host and path) must see exactly what the
-//! proxy routed on, so [`Routing::Strict`] also refuses what a proxy and a backend could
-//! read two ways: an authority that is not a plain host name (userinfo, `?`, `#`, `\`,
-//! percent-escapes, non-ASCII), and paths with `;`, `\` or the escapes `%3B`, `%5C`, `%2F`,
-//! `%25`, or with a segment ending in `.` or whitespace (which Windows servers trim). See
+//! Each dialect ([`nginx`], [`forward`], [`envoy`], [`grpc`]) reads only the headers its proxy
+//! sets and overwrites, never ones a client could add unchecked; Traefik's ingress-nginx
+//! provider calls `/auth…` in the shape of `forward` and is read as such. A request carrying
+//! another dialect's headers is refused (`dialect_mismatch`), so a proxy left pointing at the
+//! wrong endpoint after a migration fails closed instead of guessing. Routing must see exactly
+//! what the proxy routed on, so [`Routing::Strict`] also refuses authorities and paths that a
+//! proxy and a backend could read two ways. What each endpoint reads and refuses, and why:
 //! docs/routing.md.
 
 use axum::http::HeaderMap;

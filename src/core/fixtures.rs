@@ -39,6 +39,19 @@ pub fn policy() -> CompiledPolicy {
     policy_with(None)
 }
 
+/// `key` at `generation` on a Cloudflare team domain, with one AUD tag and nothing else.
+pub fn cloudflare_policy(key: PolicyKey, generation: Option<i64>) -> CompiledPolicy {
+    let spec = AccessPolicySpec {
+        issuer: IssuerSpec {
+            team_domain: Some("t.cloudflareaccess.com".into()),
+            ..Default::default()
+        },
+        audiences: vec!["a".repeat(64)],
+        ..Default::default()
+    };
+    compile(key, generation, &spec).unwrap()
+}
+
 /// An index holding only [`policy`].
 pub fn index() -> PolicyIndex {
     let policy = policy();

@@ -1,18 +1,13 @@
 //! Identity headers from claims: value encoding and sanitising. Pure.
 //!
-//! A value that could smuggle a second header or confuse a proxy (any control character,
-//! including CR, LF, NUL, tab and C1 controls such as NEL U+0085, and the Unicode line and
-//! paragraph separators U+2028 / U+2029, the only characters of categories Zl and Zp, which
-//! JavaScript, some log pipelines and line-oriented parsers treat as line ends) is never
-//! emitted; neither is one longer than [`MAX_VALUE_BYTES`]. Such a header is dropped whole
-//! (not truncated: half a group list is a different group list) and reported so it can be
-//! counted. Separators are counted as `control_character` too, so the metric's reason
-//! vocabulary stays `control_character` / `too_long` / `separator_in_item`.
-//!
-//! A list joined into text must split back into the same items: an item holding the join
-//! separator (`staff,admins` joined with `,`) would read as two to an app splitting on it,
-//! and one of them (`admins`) was never in the claim. Such a list drops its header too
-//! (`splits_on` says what counts); `format: json` carries any item safely.
+//! A value that could smuggle a second header or read as two lines (any control character, the
+//! separators U+2028/U+2029) or is longer than [`MAX_VALUE_BYTES`] is never emitted: the header
+//! is dropped whole, not truncated (half a group list is a different group list), and reported
+//! to be counted. Separators count as `control_character`, keeping the metric's reasons to
+//! `control_character` / `too_long` / `separator_in_item`. A joined list must split back into the
+//! same items (`staff,admins` joined with `,` reads as two), so an item holding the separator
+//! drops the header too (`splits_on`); `format: json` carries any item. See docs/reference.md,
+//! "Claim values as headers".
 
 use axum::http::{HeaderName, HeaderValue};
 use serde_json::Value;

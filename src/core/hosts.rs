@@ -1,21 +1,13 @@
-//! Who may route a host on the host-selecting endpoints (bare `/auth`, `/forward`, `/envoy`,
-//! gRPC without context). Pure: the sources say what each namespace serves and what the
-//! ledger recorded; [`resolve`] decides, and the index routes what it decided.
+//! Who may route a host on the host-selecting endpoints (bare `/auth`, `/forward`, gRPC without
+//! context). Pure: the sources say what each namespace serves and what the ledger recorded;
+//! [`resolve`] decides, and the index routes what it decided.
 //!
-//! A host pattern is a lowercase DNS name or `*.` and a suffix of at least two labels; the
-//! wildcard matches one or more labels (like Gateway API hostnames). Three rules, in order:
-//! 1. **A right to the host** ([`HostRights`]). In the cluster a namespace may claim what it
-//!    serves itself (its own Ingress rules, its accepted HTTPRoute hostnames) or what the
-//!    operator's `--host-claims` grant. In file mode the first namespace to claim hosts may
-//!    claim any; every other namespace needs a rule (once rules are given, only they count).
-//! 2. **Durable ownership** ([`Ledger`]). A pattern belongs to the namespace the ledger
-//!    records until that namespace has stopped claiming it for longer than a grace period:
-//!    a delete-and-recreate, an Invalid spell or a move to another policy object keeps it.
-//!    A pattern nobody holds goes to the oldest claim (`creationTimestamp`; in file mode,
-//!    claims seen together tie and nobody wins).
-//! 3. **Wildcards cover.** A foreign claim under a wildcard someone holds is refused; a more
-//!    specific pattern held before the wildcard keeps its owner, and the most specific held
-//!    pattern routes (as nginx picks an exact server name over a wildcard).
+//! Three rules, in order: a right to the host ([`HostRights`]: the namespace serves it, or the
+//! operator grants it); durable ownership ([`Ledger`]: the holder keeps a pattern through a
+//! delete-and-recreate or a short absence, so a waiting claim cannot take it on a blip; a pattern
+//! nobody holds goes to the oldest claim); and wildcards cover (a foreign claim under a held
+//! wildcard is refused; the most specific held pattern routes, as nginx prefers an exact server
+//! name). See docs/routing.md.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -1,20 +1,13 @@
 //! `spec.rules`: who may pass among holders of a valid token. Pure.
 //!
-//! Deny matchers are checked first and win; then, if there are allow matchers, one must
-//! match. A claim the token lacks never matches, so a deny on a missing claim does not fire
-//! and an allow on it does not admit (Cloudflare trims large custom claims: missing groups
-//! mean "unknown", not "none").
-//!
-//! Email matching folds ASCII case only: Unicode folding would let `eve@\u{212A}ube.io`
-//! (KELVIN SIGN, which lowercases to `k`) pass for `kube.io`. An `email` claim that is
-//! present but cannot be compared safely ([`EmailClaim::Unusable`]: not a string, not a
-//! plain ASCII address, or `email_verified` not true on a generic issuer) fails closed both
-//! ways: no `email` / `emailDomain` allow matcher matches it, and every such deny matcher
-//! does. Why deny too: a deny narrows who gets in; if an address it cannot read merely
-//! matched nothing, anyone who can get such an address from the issuer (a generic IdP with
-//! self-service or unverified emails, a look-alike IDN domain) would slip past a deny
-//! written for the real one. Failing closed costs only tokens whose email we could not
-//! have matched reliably anyway.
+//! Deny matchers are checked first and win; then, if there are allow matchers, one must match.
+//! A claim the token lacks matches nothing (Cloudflare trims large custom claims: missing groups
+//! mean "unknown", not "none"). Email matching folds ASCII case only: Unicode folding would let
+//! `eve@\u{212A}ube.io` (KELVIN SIGN) pass for `kube.io`. An email present but unusable
+//! ([`EmailClaim::Unusable`]) fails closed both ways: no allow matches it and every email deny
+//! does, or anyone who can get an odd address from the issuer (self-service, unverified, a
+//! look-alike IDN) would slip past a deny written for the real one. See docs/security.md,
+//! "Decisions where the spec was silent".
 
 use serde_json::Value;
 

@@ -2,24 +2,12 @@
 //!
 //! A policy author chooses `issuer.jwksUri`, `issuer.url` and `identity.url`; in cluster mode
 //! that author is a tenant, and accessgate's network position (inside the cluster, next to the
-//! cloud metadata service) is not theirs to use. So, unless the operator allows a range, a
-//! fetch never connects to:
-//!
-//! - IPv4: "this network" 0/8 (0.0.0.0 reaches the local host on Linux), private 10/8,
-//!   172.16/12, 192.168/16, CGNAT 100.64/10, loopback 127/8, link-local 169.254/16 (cloud
-//!   metadata at 169.254.169.254), IETF 192.0.0/24, documentation 192.0.2/24, 198.51.100/24,
-//!   203.0.113/24, 6to4 relay 192.88.99/24, benchmarking 198.18/15, multicast 224/4, reserved
-//!   240/4 and broadcast;
-//! - IPv6: everything outside global unicast 2000::/3 (so loopback ::1, unspecified ::,
-//!   link-local fe80::/10, unique-local fc00::/7, site-local, multicast ff00::/8, discard), and
-//!   inside it the IETF block 2001::/23 (Teredo), documentation 2001:db8::/32 and 3fff::/20,
-//!   SRv6 5f00::/16 and local-use NAT64 64:ff9b:1::/48;
-//! - IPv6 forms that carry an IPv4 address (mapped `::ffff:a.b.c.d`, compatible `::a.b.c.d`,
-//!   NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:aabb:ccdd::`) are judged by that IPv4 address.
-//!
-//! An address inside an allowed CIDR is always permitted (also when it is embedded in one of
-//! those IPv6 forms). Only the address a connection goes to matters: the guard is applied to
-//! every DNS answer at connect time (see [`super`]) and to IP-literal hosts before a request.
+//! cloud metadata service) is not theirs to use. So [`is_allowed`] refuses the IPv4
+//! special-purpose ranges (`0/8` too: 0.0.0.0 reaches the local host on Linux), all of IPv6
+//! outside global unicast `2000::/3` and the special blocks inside it, and judges IPv6 forms
+//! that carry an IPv4 address (mapped, compatible, NAT64, 6to4) by that address, unless an
+//! [`AllowList`] CIDR holds it. Only the address a connection goes to matters: the guard runs on
+//! every DNS answer at connect time ([`super`]). See docs/security.md, "Security notes".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;

@@ -1,18 +1,11 @@
-//! Outbound HTTP for the fetches a policy aims: the JWKS (`issuer.jwksUri`, or derived from
-//! `issuer.url`/`teamDomain`) and Cloudflare's get-identity (`identity.url`). One setup for
-//! all of them:
-//!
-//! - a timeout on connect and on the whole exchange, and a cap on the body, checked while
-//!   reading (a `Content-Length` above it fails before the body is read);
-//! - no redirects: a 3xx is a failure (`redirect`), never followed;
-//! - the address guard ([`guard`]) when configured: every DNS answer is checked at connect
-//!   time by a resolver that refuses the whole answer if any address in it is refused (so DNS
-//!   rebinding and mixed answers cannot reach a refused address), and an IP-literal host is
-//!   checked before the request (the resolver is not asked for literals). A guarded client
-//!   ignores `HTTP(S)_PROXY`: through a proxy the guard could not see the address;
-//! - failures are reported as a category ([`FetchError`]'s `Display`), never as text from the
-//!   answer. The category is what reaches status and Events; log lines may add
-//!   [`FetchError::detail`] (transport error chains, never a body).
+//! Outbound HTTP for the fetches a policy aims: the JWKS and Cloudflare's get-identity. One setup
+//! for all: connect and total timeouts, a body cap checked while reading, no redirects (a 3xx is
+//! `redirect`), and, when configured, the address [`guard`] in the resolver: one refused address
+//! refuses the whole DNS answer, so rebinding and mixed answers gain nothing. IP literals are
+//! checked before the request, and a guarded client ignores `HTTP(S)_PROXY` (through a proxy the
+//! guard could not see the address). Failures are categories ([`FetchError`]'s `Display`), which
+//! reach status and Events; only logs add [`FetchError::detail`], never a body. See
+//! docs/security.md, "Security notes".
 
 pub mod guard;
 

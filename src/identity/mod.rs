@@ -1,37 +1,13 @@
-//! Cloudflare identity enrichment (`spec.identity`): Access JWTs trim custom claims and carry
-//! no device posture, so after a token verifies, its full identity is fetched from
-//! `get-identity` (with the token as the `CF_Authorization` cookie) and exposed to claim
-//! headers and rules as an `identity` object:
-//! `{email, groups: [names], idp: {type, id}, country, devicePosture: {<rule name>: bool}}`.
+//! Cloudflare identity enrichment (`spec.identity`): Access JWTs trim custom claims and carry no
+//! device posture, so once a token verifies its identity is fetched from get-identity (the token
+//! as the `CF_Authorization` cookie), reduced by [`normalise`], and given to rules and headers.
 //!
-//! Fetches are cached per `identity_nonce` (per token when absent), never past the token's
-//! `exp`, and concurrent fetches of one identity are coalesced. What the cache and the answer
-//! may hold is bounded, because the answer comes from a URL a policy names:
-//!
-//! - the cache is bounded in bytes (`--identity-cache-mib`, default 16): a weigher counts each
-//!   normalised identity, so many sessions with large answers evict each other instead of
-//!   growing the process;
-//! - the answer is read up to 256 KiB ([`MAX_BODY_BYTES`]; more is `too_large`) before it is
-//!   parsed, and only the fields policies can use are kept;
-//! - at most [`MAX_GROUPS`] groups of at most [`MAX_GROUP_NAME_BYTES`] bytes each. An answer
-//!   beyond either cap is refused as a whole (`groups_over_limit`), handled like any failed
-//!   fetch (the policy's `onError`: deny by default). Not truncated: a truncated list could
-//!   leave out exactly the group a deny rule names, and a user who can join groups (self-service
-//!   groups exist in several IdPs) could push it out on purpose. Not dropped either, for the
-//!   same reason. Counted in `accessgate_identity_fetches{result="groups_over_limit"}`;
-//! - the cache key is a SHA-256 over the policy's issuer and JWKS URL, the get-identity URL,
-//!   the nonce, `sub` and `email`: policies with different issuers or key sets never share an
-//!   entry;
-//! - an entry records when it was fetched, and each policy's own `cacheFor` is checked when it
-//!   reads: an identity cached by a policy with `cacheFor: 60m` is fetched again for a policy
-//!   with `cacheFor: 1m` once it is a minute old.
-//!
-//! Unlike JWKS URLs ([`crate::keys`]), a get-identity URL has no per-URL fetch budget: each
-//! fetch is one user's session, so a cap per URL would turn one team's traffic into denials
-//! for all its users. What bounds the rate is one fetch per session per `cacheFor`,
-//! coalesced across concurrent requests (with `cacheFor: 0s`, one per request).
-//!
-//! Failures are reported as categories ([`FetchError`]): never text from the answer.
+//! All the answer can fill is bounded ([`MAX_BODY_BYTES`], [`MAX_GROUPS`] of
+//! [`MAX_GROUP_NAME_BYTES`], a cache weighed in bytes); a group list over the caps refuses the
+//! answer whole, never truncated: the part cut could be the group a deny rule names. Unlike JWKS
+//! URLs ([`crate::keys`]) there is no per-URL fetch budget: each fetch is one user's session, so
+//! a cap would deny a whole team; one fetch per session per `cacheFor` bounds the rate. Failures
+//! are categories ([`FetchError`]). See docs/security.md, "Security notes", and docs/reference.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

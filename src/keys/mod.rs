@@ -1,19 +1,12 @@
-//! Signing keys: one cache per JWKS URL, shared by every policy that names it.
+//! Signing keys: one cache per JWKS URL, shared by every policy that names it, refreshed in the
+//! background and refetched once (coalesced, rate-limited) when a token names an unknown `kid`.
 //!
-//! - fetched when a policy first needs the URL, then refreshed in the background
-//!   (default every 5 min, ±10 % jitter);
-//! - a token with an unknown `kid` triggers one refetch, coalesced across concurrent
-//!   requests and rate-limited per URL (default once per 10 s);
-//! - whatever asks for it (first use, background refresh, retries after errors, unknown-`kid`
-//!   refetches, a policy removed and added again), one URL is fetched at most
-//!   [`FETCH_BURST`] times at once and then once per [`FETCH_PERIOD`]: no setting and no
-//!   policy can make a replica fetch an issuer's keys more than a few times a minute;
-//! - on fetch errors the last good set is kept for a bounded time (default 24 h), then
-//!   dropped: stale keys never live forever;
-//! - every fetch has a timeout and a body-size cap, follows no redirects and, in cluster
-//!   mode, goes through the address guard ([`crate::fetch`]);
-//! - a failed fetch is reported (status, Events) as a category such as `timeout`,
-//!   `blocked_address`, `http_status 404` or `not_jwks`, never with text from the answer.
+//! Whatever asks (first use, refresh, retries, unknown kids, a policy removed and added again),
+//! one URL is fetched at most [`FETCH_BURST`] times at once and then once per [`FETCH_PERIOD`]:
+//! no setting and no policy can make a replica poll an issuer harder, since issuers such as
+//! Cloudflare rate-limit clients that do. After fetch errors the last good set is kept for a
+//! bounded time, then dropped: stale keys never live forever. Fetches go through
+//! [`crate::fetch`]. Defaults and flags: docs/reference.md, "The auth contract".
 
 pub mod tokens;
 

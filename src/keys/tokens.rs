@@ -1,18 +1,13 @@
-//! Verified-token cache: a token whose signature was verified against an issuer's key is not
-//! verified again until it expires. Only the signature (the expensive part) is cached; every
-//! policy check (issuer, time, audience, type) still runs on every request.
+//! Verified-token cache: a token whose signature verified against an issuer's key is not
+//! verified again until it expires (at most an hour). Only the signature is cached; every policy
+//! check (issuer, time, audience, type) still runs on every request.
 //!
-//! - keyed by SHA-256 of (JWKS URL, token): a collision would let an unverified token borrow a
-//!   verified one's claims, so the hash must be cryptographic; the token itself is never kept
-//!   as a key, logged or counted;
-//! - bounded by memory (a weigher counts token and claim bytes), entries expire at the token's
-//!   `exp` (capped at one hour);
-//! - the key is looked up before the cache, so a `kid` that left the key set is refused at once,
-//!   and its entries are dropped when the set changes;
-//! - an entry remembers the fingerprint of the key material it was verified with, and only
-//!   answers for exactly that key: if an issuer publishes different material under the same
-//!   `kid`, cached verifications end and tokens are verified against the new key;
-//! - moka's sharded, lock-free-read cache: no global lock on the hot path.
+//! Keyed by SHA-256 of (JWKS URL, token): a collision would let an unverified token borrow a
+//! verified one's claims, so the hash must be cryptographic; the token itself is never kept. The
+//! key is looked up first, so a `kid` that left the set is refused at once, and an entry answers
+//! only for the key material it was verified with: new material under the same `kid` is verified
+//! again. Bounded by memory (a weigher); moka, so no global lock on the hot path. See
+//! docs/security.md, "Security notes".
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +60,9 @@ impl SignatureMemo for TokenCache {
         (hit.jwks_uri == *jwks_uri).then(|| hit.remembered.clone())
     }
 
+    /// Remembers a successful verification until the token's `exp` (`now` is seconds since
+    /// the Unix epoch, the decision's clock). Tokens without a usable `exp` are not cached
+    /// (they are refused by the claim checks anyway).
     fn remember(
         &self,
         jwks_uri: &Url,
@@ -74,7 +72,27 @@ impl SignatureMemo for TokenCache {
         claims: Arc<Claims>,
         now: u64,
     ) {
-        self.put(jwks_uri, token, key, alg, claims, now)
+        let Some(cache) = &self.inner else { return };
+        let Some(exp) = claims.get("exp").and_then(|v| v.as_f64()) else {
+            return;
+        };
+        let now = now as f64;
+        // Also refuses NaN: only a finite `exp` in the future is cached.
+        if exp.partial_cmp(&now) != Some(std::cmp::Ordering::Greater) {
+            return;
+        }
+        let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
+        let entry = CachedVerification {
+            jwks_uri: jwks_uri.clone(),
+            remembered: Arc::new(Remembered {
+                kid: key.kid.clone(),
+                alg,
+                key_fingerprint: *key.fingerprint(),
+                claims,
+            }),
+            ttl,
+        };
+        cache.insert(TokenCache::key(jwks_uri, token), Arc::new(entry));
     }
 }
 
@@ -120,41 +138,6 @@ impl TokenCache {
         let hit = self.recall(jwks_uri, token)?;
         (hit.kid == key.kid && hit.key_fingerprint == *key.fingerprint())
             .then(|| hit.claims.clone())
-    }
-
-    /// Remembers a successful verification until the token's `exp` (`now` is seconds since
-    /// the Unix epoch, the decision's clock). Tokens without a usable `exp` are not cached
-    /// (they are refused by the claim checks anyway).
-    pub fn put(
-        &self,
-        jwks_uri: &Url,
-        token: &str,
-        key: &VerifyingKey,
-        alg: Algorithm,
-        claims: Arc<Claims>,
-        now: u64,
-    ) {
-        let Some(cache) = &self.inner else { return };
-        let Some(exp) = claims.get("exp").and_then(|v| v.as_f64()) else {
-            return;
-        };
-        let now = now as f64;
-        // Also refuses NaN: only a finite `exp` in the future is cached.
-        if exp.partial_cmp(&now) != Some(std::cmp::Ordering::Greater) {
-            return;
-        }
-        let ttl = Duration::from_secs_f64((exp - now).min(MAX_TTL.as_secs_f64()));
-        let entry = CachedVerification {
-            jwks_uri: jwks_uri.clone(),
-            remembered: Arc::new(Remembered {
-                kid: key.kid.clone(),
-                alg,
-                key_fingerprint: *key.fingerprint(),
-                claims,
-            }),
-            ttl,
-        };
-        cache.insert(Self::key(jwks_uri, token), Arc::new(entry));
     }
 
     /// Drops entries verified with keys of `jwks_uri` that are no longer published.
@@ -221,7 +204,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let b = Url::parse("https://b.example/certs").unwrap();
         let (k1, k2) = (key("k1", 0), key("k2", 0));
-        c.put(
+        c.remember(
             &a,
             "t1",
             &k1,
@@ -241,7 +224,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("k", 0), key("k", 1));
         assert_eq!(old.kid, new.kid);
-        c.put(
+        c.remember(
             &a,
             "t",
             &old,
@@ -262,7 +245,7 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.put(
+        c.remember(
             &a,
             "old",
             &k,
@@ -271,7 +254,7 @@ mod tests {
             now() as u64,
         );
         assert!(c.get(&a, "old", &k).is_none());
-        c.put(
+        c.remember(
             &a,
             "none",
             &k,
@@ -287,7 +270,7 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("old", 0), key("new", 0));
-        c.put(
+        c.remember(
             &a,
             "t1",
             &old,
@@ -295,7 +278,7 @@ mod tests {
             claims(now() + 60.0),
             now() as u64,
         );
-        c.put(
+        c.remember(
             &a,
             "t2",
             &new,
@@ -314,7 +297,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
         for i in 0..5000 {
-            c.put(
+            c.remember(
                 &a,
                 &format!("token-{i}"),
                 &k,
@@ -336,7 +319,7 @@ mod tests {
         let c = TokenCache::disabled();
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.put(
+        c.remember(
             &a,
             "t",
             &k,

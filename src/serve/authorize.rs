@@ -1,14 +1,11 @@
-//! The authorization service: one request in, one [`Verdict`] out, for every entry point
-//! (the HTTP dialects, gRPC ext_authz, `accessgate check`). Top to bottom: select the policy
-//! → verify the token → refetch the keys once on an unknown `kid` → enrich the identity →
-//! conclude → record (metrics, decision log). The choices are the core's
-//! ([`crate::core::decision`]); this module does the I/O between them, and nothing else
-//! decides.
-//!
-//! Adapters differ only in what they bring: where policies come from ([`Policies`]), which
-//! keys verify ([`Keys`]), whether signatures are remembered ([`SignatureMemo`]), whether
-//! decisions are counted, and an [`Observer`] of the steps (`check` prints its trace from
-//! one; the server's observes nothing).
+//! The authorization service: one request in, one [`Verdict`] out, for every entry point (the
+//! HTTP dialects, gRPC ext_authz, `accessgate check`): select the policy → verify the token →
+//! refetch the keys once on an unknown `kid` → enrich the identity → conclude → record (metrics,
+//! decision log). The choices are the core's ([`crate::core::decision`]); this module does the
+//! I/O between them, and nothing else decides. Adapters differ only in what they bring:
+//! [`Policies`], [`Keys`], a [`SignatureMemo`], whether decisions are counted, and an
+//! [`Observer`] of the steps (`check` prints its trace from one). See docs/architecture.md,
+//! "The request path".
 
 use std::future::Future;
 use std::sync::Arc;

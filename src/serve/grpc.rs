@@ -1,20 +1,13 @@
-//! gRPC on the auth listener: `envoy.service.auth.v3.Authorization/Check` (ext_authz, as
-//! Envoy Gateway, Istio, Contour and kgateway call it) and `grpc.health.v1.Health`.
+//! gRPC on the auth listener: `envoy.service.auth.v3.Authorization/Check` (ext_authz) and
+//! `grpc.health.v1.Health`, on the HTTP dialects' port. [`auth_listener`] hands a request to
+//! gRPC only when it is HTTP/2 with a gRPC content type for one of the two services; anything
+//! else goes to the HTTP router, so an HTTP proxy never reads a gRPC answer (200 with
+//! `grpc-status`) as an allow.
 //!
-//! Same port as the HTTP dialects: the listener speaks HTTP/1.1 and HTTP/2 cleartext (prior
-//! knowledge), and [`auth_listener`] hands a request to the gRPC services only when it is
-//! HTTP/2, has a gRPC content type and names one of the two services. Everything else —
-//! including an HTTP/1.1 or non-gRPC request to a gRPC path — goes to the HTTP router
-//! unchanged, where an unknown path is `503 policy_unknown`: a proxy expecting the HTTP
-//! contract never reads a gRPC answer (HTTP 200 with `grpc-status`) as an allow.
-//!
-//! An adapter like the HTTP one: the check's fields → [`dialect::grpc`] → the one service
-//! ([`authorize`]: policy, decision, metrics, logs) → its verdict as a `CheckResponse`.
-//! Every `CheckRequest` that decodes, however broken its contents, gets a `CheckResponse`
-//! with a deny, never a gRPC error status: Envoy treats a failed call as an error (let
-//! through when `failure_mode_allow` is set), a denied check as a deny. That includes one
-//! whose strings are not UTF-8, which prost alone would refuse whole (`codec`). Only bytes
-//! that are not a `CheckRequest` (or one over tonic's 4 MiB limit) get an error from tonic.
+//! An adapter like the HTTP one: [`dialect::grpc`] → [`authorize`] → a `CheckResponse`. Every
+//! `CheckRequest` that decodes, however broken, gets a deny, never a gRPC error status, which
+//! Envoy handles by its failure mode (`failure_mode_allow` lets it through); so our `codec` also
+//! decodes non-UTF-8 strings, which prost refuses whole. See docs/proxies.md, "gRPC ext_authz".
 
 mod codec;
 

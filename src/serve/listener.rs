@@ -1,29 +1,14 @@
 //! The connection loop of both listeners, in place of `axum::serve` (which has no limits), so
-//! that a neighbour opening connections cannot exhaust a replica:
+//! that a neighbour opening connections cannot exhaust a replica: a connection cap (one over it
+//! is accepted and reset at once: the proxy fails over now, not after the accept queue), head
+//! and idle timeouts, bounded heads ([`MAX_HEADERS`]; HTTP/2: [`H2_MAX_STREAMS`], small windows,
+//! Rapid Reset limits, keep-alive pings), and a shutdown that closes at once every connection
+//! with no request in flight.
 //!
-//! - **Connection cap** per listener. A connection over it is accepted and reset at once
-//!   (`over_limit`) instead of waiting in the kernel's accept queue until the client gives up:
-//!   the proxy sees an error now and tries elsewhere. Connections already open are unaffected.
-//! - **Request head timeout.** A connection must deliver a complete request head within
-//!   `head_timeout`: from accept for its first request, from the first byte of each later one
-//!   (HTTP/1.1). A slow-header (slowloris) client loses its slot and its buffer.
-//! - **Idle timeout.** A connection with no request in flight is closed `idle_timeout` after
-//!   its last response (HTTP/2 gets a GOAWAY first).
-//! - **Bounded buffers.** HTTP/1.1 reads into at most `max_head_bytes` (the request head must
-//!   fit) with at most [`MAX_HEADERS`] headers; HTTP/2 — gRPC ext_authz and the HTTP dialects
-//!   over h2c alike, they share the connection settings — gets the same header-list size,
-//!   [`H2_MAX_STREAMS`] streams, small flow-control windows, Rapid Reset limits, and a
-//!   keep-alive ping that closes a connection whose peer stopped answering.
-//! - **Shutdown.** When the listener stops, a connection with no request in flight (idle, or
-//!   still sending a head) is closed at once; requests in flight are answered (the caller
-//!   bounds that by `--shutdown-grace`), then their connections close.
-//!
-//! A request is in flight from the moment its head is complete until its response body has
-//! been handed to the connection (for a gRPC health `Watch`, until the stream ends). No
-//! timeout applies to a connection with a request in flight: a handler's own fetches are
-//! bounded by their timeouts, and a `Watch` lasts until shutdown by design. What bounds a
-//! client that keeps requests in flight (a `Watch` per connection, or a gRPC message sent
-//! slowly) is the cap, and in a cluster the NetworkPolicy that admits only the proxies.
+//! A request is in flight from its complete head until its body is handed to the connection (a
+//! health `Watch`: until the stream ends); no timeout applies meanwhile (handlers bound their own
+//! fetches, a `Watch` lasts until shutdown), so the cap bounds such a client. Limits and
+//! defaults: docs/operating.md, "Connection limits".
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -15,13 +15,16 @@ pub mod verdict;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::core::index::NamespaceHosts;
 use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyConfig, KeyStore};
 use crate::metrics::Metrics;
+use crate::source::class::InstallClass;
 pub use listener::{ConnectionLimits, ListenerLimits};
 use state::AppState;
 
@@ -36,6 +39,24 @@ pub enum ServeError {
     Client(#[from] reqwest::Error),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// What `serve` and `run` start the same way: both listeners and their limits, the state
+/// behind them, and how hosts are routed and policies chosen.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Connection limits of both listeners.
+    pub listeners: ListenerLimits,
+    pub services: Services,
+    /// The operator's namespace → host patterns (`--host-claims`); `None`: in file mode any
+    /// namespace, in cluster mode the hosts a namespace serves itself.
+    pub host_claims: Option<Arc<NamespaceHosts>>,
+    /// How long a namespace keeps a host it stopped claiming (`--host-release-after`).
+    pub host_release_after: Duration,
+    /// Which policies this install serves (`--class`).
+    pub class: InstallClass,
 }
 
 /// What the shared state is built from.
@@ -72,12 +93,11 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// dialects and gRPC ext_authz share it.
 pub async fn listen(
     state: &Arc<AppState>,
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
-    limits: &ListenerLimits,
+    config: &ServiceConfig,
 ) -> Result<Listening, ServeError> {
-    let auth = bind(listen).await?;
-    let admin = bind(admin_listen).await?;
+    let limits = &config.listeners;
+    let auth = bind(config.listen).await?;
+    let admin = bind(config.admin_listen).await?;
     let (auth_addr, admin_addr) = (auth.local_addr()?, admin.local_addr()?);
     tracing::info!(auth = %auth_addr, admin = %admin_addr, "listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);

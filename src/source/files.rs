@@ -2,13 +2,11 @@
 //! `*.json`; multi-document; other kinds skipped, as `kubectl apply -f DIR` files often mix
 //! them), reloaded when the directory changes.
 //!
-//! The set is all-or-nothing: if any file or policy is invalid the previous good set stays
-//! in force and the error names the file and field. At start-up there is no previous set,
-//! so `serve` refuses to start.
-//!
-//! Installs can share a directory: each loads only its class's policies ([`InstallClass`]).
-//! Another class's policy is not validated here (its install judges it), except that its
-//! `className` must be well-formed: a malformed one would be nobody's.
+//! The set is all-or-nothing: if any file or policy is invalid the previous good set stays (at
+//! start-up there is none, so `serve` refuses to start). Installs can share a directory: each
+//! validates only its class's policies ([`InstallClass`]), but every `className` must be
+//! well-formed, since a malformed one would be nobody's. See docs/operating.md, "Standalone mode
+//! (no cluster)".
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

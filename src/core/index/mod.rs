@@ -1,22 +1,12 @@
-//! The live set of policies: lookup by `namespace/name` and by host + path. Pure; a source
-//! keeps an [`IndexUpdater`] and hands it what changed, and the server swaps the index it
-//! returns in whole (see `serve::state::AppState`).
+//! The live set of policies: lookup by `namespace/name` and by host + path. Pure; a source keeps
+//! an [`IndexUpdater`] and hands it what changed, and the server swaps in the index it returns.
 //!
-//! Host routing is shared between tenants:
-//! - **A host belongs to one namespace**, decided by [`crate::core::hosts::resolve`] (a right
-//!   to the host, then the ledger of who holds it). Host claims from other namespaces, on any
-//!   path, are not routed and change nothing for the holder; they are reported per policy
-//!   ([`PolicyIndex::refused_hosts`]) without naming the holder.
-//! - **Within the holder's namespace**, two policies on the same host and path are a
-//!   conflict: neither is chosen (the route denies with `policy_invalid`) and both are told
-//!   why.
-//!
-//! Path prefixes match whole segments, ASCII-case-insensitively: backends such as Express
-//! or ASP.NET route `/ADMIN` to `/admin`, so a case change must not select another policy.
-//!
-//! The maps are persistent (`imbl`): an index shares every entry a change did not touch with
-//! the one before it, so a change to one of 10,000 policies costs that policy's entries, not
-//! a rebuild and a free of all of them.
+//! A host routes only for the namespace [`crate::core::hosts::resolve`] gives it; claims from
+//! other namespaces change nothing for the holder and are reported per policy
+//! ([`PolicyIndex::refused_hosts`]) without naming it; two of the holder's policies on one route
+//! are a conflict, and neither is chosen. Path prefixes match whole segments, ignoring ASCII
+//! case (Express and ASP.NET route `/ADMIN` to `/admin`). The maps are persistent (`imbl`), so
+//! one policy's change costs its own entries, not a rebuild. See docs/routing.md.
 
 mod update;
 
