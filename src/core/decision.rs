@@ -394,25 +394,18 @@ mod tests {
             deny(&other_aud, NOW),
             Decision::Deny(Reason::AudienceMismatch)
         );
-        let service = mint(
-            &signer,
-            MintRequest {
-                token_type: Some("service".into()),
+        // The policy admits app tokens only.
+        for token_type in ["service", "org"] {
+            let other = MintRequest {
+                token_type: Some(token_type.into()),
                 ..Default::default()
-            },
-        );
-        assert_eq!(
-            deny(&service, NOW),
-            Decision::Deny(Reason::TokenTypeNotAllowed)
-        );
-        let org = mint(
-            &signer,
-            MintRequest {
-                token_type: Some("org".into()),
-                ..Default::default()
-            },
-        );
-        assert_eq!(deny(&org, NOW), Decision::Deny(Reason::TokenTypeNotAllowed));
+            };
+            assert_eq!(
+                deny(&mint(&signer, other), NOW),
+                Decision::Deny(Reason::TokenTypeNotAllowed),
+                "{token_type}"
+            );
+        }
         let exp_text = mint(
             &signer,
             MintRequest {

@@ -506,6 +506,40 @@ mod tests {
     use axum::http::HeaderValue;
     use proptest::prelude::*;
 
+    /// Method, scheme, host and path as the dialect read them.
+    pub(super) fn request_line(r: &OriginalRequest) -> (&str, &str, &str, &str) {
+        (
+            r.method.as_str(),
+            r.scheme.as_str(),
+            r.host.as_str(),
+            r.path.as_str(),
+        )
+    }
+
+    /// An `X-Original-URL` the nginx dialect must refuse.
+    fn assert_malformed_url(bad: &str) {
+        assert_eq!(
+            named(&h(&[("x-original-url", bad)])),
+            Err(Reason::RequestMalformed),
+            "{bad}"
+        );
+    }
+
+    /// The authority and path a structured-URL property test assembles from its pieces.
+    pub(super) fn authority_and_path(
+        user: Option<&str>,
+        host: &[&str],
+        port: Option<&str>,
+        segments: &[&str],
+    ) -> (String, String) {
+        let user = user.map(|u| format!("{u}@")).unwrap_or_default();
+        let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+        (
+            format!("{user}{}{port}", host.join(".")),
+            format!("/{}", segments.join("/")),
+        )
+    }
+
     fn named(m: &HeaderMap) -> Result<OriginalRequest, Reason> {
         nginx(m, Routing::Named, None)
     }
@@ -566,11 +600,7 @@ mod tests {
             "http://",
             "https://exa mple.com/",
         ] {
-            assert_eq!(
-                named(&h(&[("x-original-url", bad)])),
-                Err(Reason::RequestMalformed),
-                "{bad}"
-            );
+            assert_malformed_url(bad);
         }
         let two = h(&[
             ("x-original-url", "https://a/"),
@@ -581,11 +611,11 @@ mod tests {
 
     #[test]
     fn foreign_dialect_headers_are_refused() {
-        let r = named(&h(&[
-            ("x-original-url", "https://a/"),
-            ("x-forwarded-uri", "/"),
-        ]));
-        assert_eq!(r, Err(Reason::DialectMismatch));
+        // Traefik's and Caddy's forward headers, Envoy's marker.
+        for (name, value) in [("x-forwarded-uri", "/"), ("x-envoy-internal", "true")] {
+            let r = named(&h(&[("x-original-url", "https://a/"), (name, value)]));
+            assert_eq!(r, Err(Reason::DialectMismatch), "{name}");
+        }
     }
 
     #[test]
@@ -653,12 +683,7 @@ mod tests {
         }
         let r = named(&traefik_call(&[])).unwrap();
         assert_eq!(
-            (
-                r.method.as_str(),
-                r.scheme.as_str(),
-                r.host.as_str(),
-                r.path.as_str()
-            ),
+            request_line(&r),
             ("POST", "http", "app.example.com", "/admin")
         );
         assert_eq!(r.client_ip.as_deref(), Some("198.51.100.7"));
@@ -796,15 +821,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn nginx_refuses_other_dialects() {
-        let r = named(&h(&[
-            ("x-original-url", "https://a/"),
-            ("x-envoy-internal", "true"),
-        ]));
-        assert_eq!(r, Err(Reason::DialectMismatch));
-    }
-
     fn routed(url: &str, host_param: Option<&str>) -> Result<OriginalRequest, Reason> {
         nginx(&h(&[("x-original-url", url)]), Routing::Strict, host_param)
     }
@@ -830,11 +846,7 @@ mod tests {
             "https://app.example.com",
             "ftp://app.example.com/",
         ] {
-            assert_eq!(
-                named(&h(&[("x-original-url", bad)])),
-                Err(Reason::RequestMalformed),
-                "{bad}"
-            );
+            assert_malformed_url(bad);
         }
         let ok = named(&h(&[("x-original-url", "https://App.Example.com.:/x")])).unwrap();
         assert_eq!(ok.host, "app.example.com");
@@ -1066,13 +1078,7 @@ mod tests {
                 prop::sample::select(vec!["admin", "ADMIN", "..", ".", "", ";", "..;", "a;b", "%2F", "%2f", "%3B", "%5C", "%25", "%2e%2e", "%ff", "\\", "é", "%00", "x?y", "#f"]), 0..6),
             method in prop::sample::select(vec!["GET", "POST", "M-SEARCH", "get", "", "G ET", "VERSION-CONTROL"]),
         ) {
-            let authority = format!(
-                "{}{}{}",
-                user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
-                host.join("."),
-                port.map(|p| format!(":{p}")).unwrap_or_default()
-            );
-            let path = format!("/{}", segments.join("/"));
+            let (authority, path) = authority_and_path(user.as_deref(), &host, port, &segments);
             let url = format!("{scheme}{sep}{authority}{path}");
             let mut m = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&url) { m.insert("x-original-url", v); }
@@ -1101,6 +1107,7 @@ mod tests {
 
 #[cfg(test)]
 mod grpc_tests {
+    use super::tests::{authority_and_path, request_line};
     use super::*;
     use axum::http::HeaderValue;
     use proptest::prelude::*;
@@ -1144,12 +1151,7 @@ mod grpc_tests {
         )
         .unwrap();
         assert_eq!(
-            (
-                r.method.as_str(),
-                r.scheme.as_str(),
-                r.host.as_str(),
-                r.path.as_str()
-            ),
+            request_line(&r),
             ("POST", "https", "app.example.com", "/admin/x")
         );
         assert_eq!(r.client_ip.as_deref(), Some("203.0.113.9"));
@@ -1203,6 +1205,21 @@ mod grpc_tests {
         }
     }
 
+    /// A path host routing must refuse (it could name another policy's path) while a
+    /// request routed by name may carry it.
+    fn assert_refused_only_when_routing(path: &str) {
+        let req = http("GET", "app.example.com", path);
+        assert_eq!(
+            grpc(&req, &HeaderMap::new(), Routing::Strict),
+            Err(Reason::RequestMalformed),
+            "{path}"
+        );
+        assert!(
+            grpc(&req, &HeaderMap::new(), Routing::Named).is_ok(),
+            "{path}"
+        );
+    }
+
     #[test]
     fn ambiguous_paths_are_refused_only_when_routing() {
         for bad in [
@@ -1213,16 +1230,7 @@ mod grpc_tests {
             "/public%2F..%2Fadmin",
             "/a%252e%252e/admin",
         ] {
-            let req = http("GET", "app.example.com", bad);
-            assert_eq!(
-                grpc(&req, &HeaderMap::new(), Routing::Strict),
-                Err(Reason::RequestMalformed),
-                "{bad}"
-            );
-            assert!(
-                grpc(&req, &HeaderMap::new(), Routing::Named).is_ok(),
-                "{bad}"
-            );
+            assert_refused_only_when_routing(bad);
         }
     }
 
@@ -1237,16 +1245,7 @@ mod grpc_tests {
             "/admin%c2%a0/users",
             "/admin...",
         ] {
-            let req = http("GET", "app.example.com", bad);
-            assert_eq!(
-                grpc(&req, &HeaderMap::new(), Routing::Strict),
-                Err(Reason::RequestMalformed),
-                "{bad}"
-            );
-            assert!(
-                grpc(&req, &HeaderMap::new(), Routing::Named).is_ok(),
-                "{bad}"
-            );
+            assert_refused_only_when_routing(bad);
         }
     }
 
@@ -1338,13 +1337,7 @@ mod grpc_tests {
                 prop::sample::select(vec!["admin", "ADMIN", "..", ".", "", ";", "..;", "%2F", "%3B", "%5C", "%25", "%2e%2e", "%ff", "\\", "\u{e9}", "%00", "x?y", "#f", "a b"]), 0..6),
             method in prop::sample::select(vec!["GET", "POST", "M-SEARCH", "get", "", "G ET"]),
         ) {
-            let authority = format!(
-                "{}{}{}",
-                user.as_ref().map(|u| format!("{u}@")).unwrap_or_default(),
-                host.join("."),
-                port.map(|p| format!(":{p}")).unwrap_or_default()
-            );
-            let path = format!("/{}", segments.join("/"));
+            let (authority, path) = authority_and_path(user.as_deref(), &host, port, &segments);
             let url = format!("{scheme}://{authority}{path}");
             let mut m = HeaderMap::new();
             match HeaderValue::from_str(&url) {
