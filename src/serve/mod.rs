@@ -6,6 +6,7 @@
 //! listeners, each with the connection limits of [`listener`].
 
 pub mod authorize;
+pub mod decision_log;
 pub mod grpc;
 pub mod http;
 pub mod listener;
