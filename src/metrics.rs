@@ -39,6 +39,12 @@ pub struct JwksLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLogLabels {
+    /// `written`, or why the line was dropped: `rate_limited`, `queue_full`, `sink_failed`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DroppedHeaderLabels {
     pub policy: Arc<str>,
     pub header: String,
@@ -108,6 +114,7 @@ pub struct Metrics {
     pub status: StatusWriterMetrics,
     /// Ingresses naming a policy this install does not serve (`controller::ingress_refs`).
     pub ingress_policy_missing: Family<IngressNamespaceLabels, Gauge>,
+    pub decision_log_lines: Family<DecisionLogLabels, Counter>,
 }
 
 impl Metrics {
@@ -211,6 +218,12 @@ impl Metrics {
             "1 while this replica holds the Lease and writes status and Events",
             leader.clone(),
         );
+        let decision_log_lines = Family::<DecisionLogLabels, Counter>::default();
+        registry.register(
+            "decision_log_lines",
+            "Decision log lines by result: written, or dropped (rate_limited, queue_full, sink_failed)",
+            decision_log_lines.clone(),
+        );
         let status = StatusWriterMetrics {
             patches,
             patch_seconds,
@@ -232,6 +245,7 @@ impl Metrics {
             connections_dropped,
             status,
             ingress_policy_missing,
+            decision_log_lines,
         })
     }
 

@@ -1,4 +1,4 @@
-//! The auth server over real HTTP against the real dev issuer: the contract of design §4.
+//! The auth server over real HTTP against the real dev issuer: the auth contract (docs/reference.md, "The auth contract").
 // Over ~10 s of real waiting (refetch limits, timeouts): the e2e tier, not the fast loop.
 #![cfg(feature = "e2e")]
 

@@ -2,7 +2,7 @@
 //! buildah, run by a real kubelet (containerd + runc, CNI bridge, kube-proxy) from
 //! `helm install`; its probes, ServiceAccount token, Lease, PodDisruptionBudget, `helm test`
 //! Pod and rolling update exercised as a platform team would. See tests/node/README.md and
-//! README.md ("What the node suite exercises"). Runs as root (the node needs it); the tests
+//! docs/testing.md ("What the node suite exercises"). Runs as root (the node needs it); the tests
 //! take turns on one node cluster per test binary.
 #![cfg(feature = "e2e")]
 

@@ -181,6 +181,7 @@ pub async fn run(
         memo: &Forgetful,
         identity: identity.as_ref(),
         metrics: None,
+        log: None,
     };
     let headers = request_with(&policy, token);
     let request = AuthRequest {

@@ -54,6 +54,7 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Demo> {
                 keys: KeyConfig::default(),
                 token_cache_bytes: 32 << 20,
                 enrichment: Default::default(),
+                decision_log: None,
             },
             host_claims: None,
             host_release_after: std::time::Duration::from_secs(3600),

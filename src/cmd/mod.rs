@@ -15,6 +15,7 @@ use crate::devissuer::{self, IssuerState};
 use crate::fetch::{AddressPolicy, AllowList};
 use crate::identity::IdentityConfig;
 use crate::keys::KeyConfig;
+use crate::serve::decision_log::{DecisionLogConfig, Sink, SubjectField, SubjectKey};
 use crate::serve::listener::{self, ConnectionLimits, ListenerLimits};
 use crate::serve::{ServiceConfig, Services};
 use crate::source::class::{DEFAULT_CLASS, InstallClass};
@@ -172,6 +173,8 @@ struct ServiceFlags {
     listener: ListenerFlags,
     #[command(flatten)]
     class: ClassFlags,
+    #[command(flatten)]
+    decision_log: DecisionLogFlags,
 }
 
 impl ServiceFlags {
@@ -184,12 +187,85 @@ impl ServiceFlags {
             listen: self.listen,
             admin_listen: self.admin_listen,
             listeners: self.listener.limits(),
-            services: self.keys.services(&addresses),
+            services: Services {
+                decision_log: self.decision_log.config()?,
+                ..self.keys.services(&addresses)
+            },
             host_claims: self.routing.rules()?,
             host_release_after: self.routing.host_release_after,
             class: self.class.install_class(),
         };
         Ok((config, self.lifecycle))
+    }
+}
+
+/// The decision log (`serve::decision_log`; docs/operating.md, "The decision log").
+#[derive(clap::Args, Debug, Clone)]
+struct DecisionLogFlags {
+    /// One JSON line per decision, for auditors: `off`, `stdout`, `stderr`, or a file to
+    /// append to. Never holds a token; the subject is a keyed hash.
+    #[arg(
+        long,
+        env = "ACCESSGATE_DECISION_LOG",
+        default_value = "off",
+        value_name = "SINK"
+    )]
+    decision_log: String,
+    /// Deny lines per second at most, per replica (0: none); more are dropped and counted.
+    #[arg(long, default_value_t = 100)]
+    decision_log_denies_per_second: u32,
+    /// Allow lines per second at most, per replica (0: none): lower than denies by default,
+    /// as who was refused is asked first and allows are most of the traffic.
+    #[arg(long, default_value_t = 10)]
+    decision_log_allows_per_second: u32,
+    /// Also write the token's `email` in clear (by default only the keyed subject hash).
+    #[arg(long)]
+    decision_log_email: bool,
+    /// File with the secret for subject hashes (at least 16 bytes; the chart mounts it from
+    /// a Secret). Without it each process draws its own: hashes then correlate only within
+    /// one replica's lifetime.
+    #[arg(long, env = "ACCESSGATE_DECISION_LOG_KEY_FILE", value_name = "PATH")]
+    decision_log_key_file: Option<PathBuf>,
+    /// Lines waiting for the sink at most (a line is about 300 bytes); when the sink is
+    /// slower, more are dropped and counted, never waited for.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    decision_log_queue_lines: u32,
+}
+
+impl DecisionLogFlags {
+    fn config(&self) -> anyhow::Result<Option<DecisionLogConfig>> {
+        let sink = match self.decision_log.as_str() {
+            "off" | "" => return Ok(None),
+            "stdout" => Sink::Stdout,
+            "stderr" => Sink::Stderr,
+            path => Sink::File(PathBuf::from(path)),
+        };
+        let key = match &self.decision_log_key_file {
+            Some(path) => {
+                let secret = std::fs::read(path)
+                    .with_context(|| format!("--decision-log-key-file {}", path.display()))?;
+                SubjectKey::new(secret.trim_ascii())
+                    .with_context(|| format!("--decision-log-key-file {}", path.display()))?
+            }
+            None => {
+                tracing::warn!(
+                    "decision log without --decision-log-key-file: subject hashes are keyed per process and do not correlate across replicas or restarts"
+                );
+                SubjectKey::ephemeral()
+            }
+        };
+        Ok(Some(DecisionLogConfig {
+            sink,
+            allows_per_second: self.decision_log_allows_per_second,
+            denies_per_second: self.decision_log_denies_per_second,
+            subject: if self.decision_log_email {
+                SubjectField::HashedAndEmail
+            } else {
+                SubjectField::Hashed
+            },
+            key,
+            queue_lines: self.decision_log_queue_lines as usize,
+        }))
     }
 }
 
@@ -360,6 +436,7 @@ impl VerifyFlags {
             keys: self.key_config(addresses),
             token_cache_bytes: self.token_cache_mib * 1024 * 1024,
             enrichment: self.identity_config(addresses),
+            decision_log: None,
         }
     }
 

@@ -143,6 +143,8 @@ pub struct VerifiedToken<'h> {
     pub token: &'h str,
     pub claims: Arc<Claims>,
     pub kind: TokenKind,
+    /// The key it verified under (its `kid` goes in the decision log).
+    pub key: Arc<VerifyingKey>,
 }
 
 /// Decides one request. `now` is seconds since the Unix epoch. `memo` remembers signature
@@ -199,6 +201,7 @@ pub fn verify_request<'h>(
             token,
             claims: hit.claims.clone(),
             kind,
+            key,
         });
     }
     let header = verify::read_header(token, &policy.algorithms);
@@ -227,6 +230,7 @@ pub fn verify_request<'h>(
         token,
         claims,
         kind,
+        key,
     })
 }
 

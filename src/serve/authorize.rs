@@ -25,6 +25,7 @@ use crate::identity::IdentityClient;
 use crate::keys::tokens::TokenCache;
 use crate::keys::{FixedKeys, KeyStore};
 use crate::metrics::Metrics;
+use crate::serve::decision_log::DecisionLog;
 use crate::serve::record;
 use crate::serve::state::AppState;
 use crate::serve::verdict::Verdict;
@@ -125,6 +126,8 @@ pub struct Authorizer<'a, P, K, M> {
     pub identity: Option<&'a IdentityClient>,
     /// `None`: decisions are not counted (`check`).
     pub metrics: Option<&'a Metrics>,
+    /// `None`: no decision log (off, or `check`).
+    pub log: Option<&'a DecisionLog>,
 }
 
 /// The server's service: the live index, the key caches, the verified-token cache, the
@@ -136,6 +139,7 @@ pub fn of(state: &AppState) -> Authorizer<'_, AppState, KeyStore, TokenCache> {
         memo: &state.tokens,
         identity: Some(&state.identity),
         metrics: Some(&state.metrics),
+        log: state.decision_log.as_deref(),
     }
 }
 
@@ -147,8 +151,8 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
         observer: &mut impl Observer,
     ) -> Verdict {
         let started = Instant::now();
-        let (policy, decision) = match &request.original {
-            Err(reason) => (None, Decision::Deny(*reason)),
+        let (policy, decision, token) = match &request.original {
+            Err(reason) => (None, Decision::Deny(*reason), None),
             Ok(original) => {
                 let now = unix_now();
                 self.decide(&request.select, request.headers, original, now, observer)
@@ -164,27 +168,32 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
             _ => record::NO_POLICY.clone(),
         });
         record::verdict(
-            self.metrics,
+            record::Sinks {
+                metrics: self.metrics,
+                log: self.log,
+            },
             &label,
             request.original.as_ref().ok(),
             &verdict,
+            token.as_ref(),
             started,
         );
         verdict
     }
 
-    /// The decision and the label of the policy it was made under (`None`: none selected).
-    async fn decide(
+    /// The decision, the label of the policy it was made under (`None`: none selected), and
+    /// the token when it verified.
+    async fn decide<'h>(
         &self,
         select: &Select<'_>,
-        headers: &HeaderMap,
+        headers: &'h HeaderMap,
         original: &OriginalRequest,
         now: u64,
         observer: &mut impl Observer,
-    ) -> (Option<Arc<str>>, Decision) {
+    ) -> (Option<Arc<str>>, Decision, Option<VerifiedToken<'h>>) {
         let policy = match self.policies.select(select, original) {
             Ok(p) => p,
-            Err(reason) => return (None, Decision::Deny(reason)),
+            Err(reason) => return (None, Decision::Deny(reason), None),
         };
         let label = Some(policy.label.clone());
         let verify = |observer: &mut _| {
@@ -202,15 +211,13 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
         }
         let token = match verified {
             Ok(v) => v,
-            Err(reason) => return (label, Decision::Deny(reason)),
+            Err(reason) => return (label, Decision::Deny(reason), None),
         };
         let identity = self.identity_for(&policy, &token, now).await;
         let enrichment = identity.enrichment();
         observer.enrichment(&policy, &enrichment, identity.failure());
-        (
-            label,
-            decision::conclude(&policy, &token, enrichment, observer),
-        )
+        let decision = decision::conclude(&policy, &token, enrichment, observer);
+        (label, decision, Some(token))
     }
 
     /// The identity behind a verified token, if the policy asks for one and this service
@@ -340,6 +347,7 @@ mod tests {
             memo: &Forgetful,
             identity: None,
             metrics: None,
+            log: None,
         };
         let headers = headers_with(token);
         let request = AuthRequest {
@@ -421,6 +429,7 @@ mod tests {
             memo: &Forgetful,
             identity: None,
             metrics: None,
+            log: None,
         };
         let request = AuthRequest {
             select: Select::Route,

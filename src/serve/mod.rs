@@ -24,8 +24,9 @@ use crate::core::index::NamespaceHosts;
 use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::tokens::TokenCache;
 use crate::keys::{KeyConfig, KeyStore};
-use crate::metrics::Metrics;
+use crate::metrics::{DecisionLogLabels, Metrics};
 use crate::source::class::InstallClass;
+use decision_log::{DecisionLog, DecisionLogConfig, DecisionLogCounters, DecisionLogError};
 pub use listener::{ConnectionLimits, ListenerLimits};
 use state::AppState;
 
@@ -40,6 +41,8 @@ pub enum ServeError {
     Client(#[from] reqwest::Error),
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    DecisionLog(#[from] DecisionLogError),
 }
 
 /// What `serve` and `run` start the same way: both listeners and their limits, the state
@@ -67,6 +70,8 @@ pub struct Services {
     pub token_cache_bytes: u64,
     /// Identity enrichment: cache size and the fetch guard.
     pub enrichment: IdentityConfig,
+    /// The decision log; `None`: off.
+    pub decision_log: Option<DecisionLogConfig>,
 }
 
 /// The state every handler shares: metrics, key caches, the verified-token cache and the
@@ -75,11 +80,30 @@ pub fn bootstrap(services: &Services) -> Result<Arc<AppState>, ServeError> {
     let metrics = Metrics::new();
     let keys = KeyStore::new(services.keys.clone(), metrics.clone())?;
     let identity = IdentityClient::new(services.enrichment.clone(), metrics.clone())?;
+    let decision_log = match &services.decision_log {
+        None => None,
+        Some(config) => {
+            let line = |result| {
+                metrics
+                    .decision_log_lines
+                    .get_or_create(&DecisionLogLabels { result })
+                    .clone()
+            };
+            let counters = DecisionLogCounters {
+                written: line("written"),
+                rate_limited: line("rate_limited"),
+                queue_full: line("queue_full"),
+                sink_failed: line("sink_failed"),
+            };
+            Some(DecisionLog::start(config.clone(), counters)?)
+        }
+    };
     Ok(AppState::new(
         keys,
         metrics,
         TokenCache::new(services.token_cache_bytes),
         identity,
+        decision_log,
     ))
 }
 

@@ -13,6 +13,7 @@ use crate::identity::IdentityClient;
 use crate::keys::KeyStore;
 use crate::keys::tokens::TokenCache;
 use crate::metrics::{Metrics, PolicyStateLabels};
+use crate::serve::decision_log::DecisionLog;
 use crate::source::PolicySink;
 
 pub struct AppState {
@@ -21,6 +22,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub tokens: TokenCache,
     pub identity: IdentityClient,
+    /// One line per decision for auditors; `None`: off.
+    pub decision_log: Option<Arc<DecisionLog>>,
     loaded: AtomicBool,
     /// Set on SIGTERM: `/readyz` answers 503 while the auth listener drains.
     draining: AtomicBool,
@@ -32,6 +35,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         tokens: TokenCache,
         identity: IdentityClient,
+        decision_log: Option<Arc<DecisionLog>>,
     ) -> Arc<Self> {
         let retained = tokens.clone();
         keys.on_key_set_change(Arc::new(move |url, kids| retained.retain_kids(url, kids)));
@@ -41,6 +45,7 @@ impl AppState {
             metrics,
             tokens,
             identity,
+            decision_log,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })

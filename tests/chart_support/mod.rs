@@ -1,4 +1,4 @@
-//! Shared by the chart tests (helm_e2e, chart_docs, chart_observability): helm and promtool
+//! Shared by the chart tests (cluster::helm, chart_docs, cluster::chart_observability): helm and promtool
 //! built from the Go module proxy, `helm template` as JSON objects.
 
 #![allow(dead_code)]

@@ -299,7 +299,7 @@ fn object_names(name: &str, namespace: &str, sets: &[&str]) -> Vec<(String, Stri
     names
 }
 
-/// Releases side by side (README "Several installs in one cluster"): two of one name in two
+/// Releases side by side (charts/accessgate/README.md, "Several installs in one cluster"): two of one name in two
 /// namespaces, two of two names in one namespace. Apart from the CRD, which only the first
 /// installs, no two share a named object: not the Service their status names, not the Lease or
 /// the host ledger, not a ClusterRole or binding. And each has its own class.
@@ -855,7 +855,7 @@ fn installs_into_a_real_api_server_and_its_service_account_runs_the_controller()
     let (ok, _, err) = helm(&install);
     assert!(!ok, "helm adopted a CRD without ownership metadata");
     assert!(err.contains("invalid ownership metadata"), "{err}");
-    // ... until it is labelled and annotated as the release's (README "Upgrading from 0.1.x").
+    // ... until it is labelled and annotated as the release's (charts/accessgate/README.md, "Upgrading from chart 0.1.x").
     cp.kubectl_ok(&[
         "label",
         "crd",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the upstream CRDs the gateway examples are validated against (tests/gateway_examples.rs)
+# Fetch the upstream CRDs the gateway examples are validated against (tests/proxies/gateway_examples.rs)
 # from the Go module proxy: for each set pinned in ./pins (module, version, h1 hash, files), the
 # module zip is downloaded, checked against the pinned hash (extract.go, standard library
 # only) and only the listed files are kept. Idempotent: a set already in the cache is not

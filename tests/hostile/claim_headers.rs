@@ -111,7 +111,7 @@ fn cases() {
         Case::tok("614 groups joined within 3072 bytes: emitted", custom("groups", json!(fits)), emitted("x-auth-request-groups", &joined)),
     ]);
 
-    // Value encodings (design §4: strings as-is, numbers/bools JSON text, arrays joined,
+    // Value encodings (docs/reference.md, "Claim values as headers": strings as-is, numbers/bools JSON text, arrays joined,
     // objects JSON).
     let groups_as = |want: Option<&str>| allow_with(&[("x-auth-request-groups", want), email]);
     #[rustfmt::skip]

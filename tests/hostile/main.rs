@@ -9,7 +9,7 @@
 //!
 //! A case is one row: a name, a request (by default `GET /auth/apps/web` with
 //! `X-Original-URL: https://app.example.test/`; [`Case::tok`] adds a token in
-//! `Cf-Access-Jwt-Assertion`) and what the contract (design §4/§5, README "The auth contract")
+//! `Cf-Access-Jwt-Assertion`) and what the contract (docs/reference.md, "The auth contract")
 //! says comes back:
 //! - [`deny`]`(status, reason)`: exactly that status, `X-Accessgate-Reason` and body `reason\n`,
 //!   `Cache-Control: no-store`, `WWW-Authenticate` on a 401, no identity headers;

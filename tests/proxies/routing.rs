@@ -399,7 +399,7 @@ fn tenant_claims_secret(server: &Server, tenant: &Issuer) {
     write_and_reload(
         server,
         "tenant.yaml",
-        &policy("tenant", "grab", &tenant, "secret.apps.example.test", ""),
+        &policy("tenant", "grab", tenant, "secret.apps.example.test", ""),
     );
 }
 
