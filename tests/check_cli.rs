@@ -105,15 +105,6 @@ fn check_explains_allow_and_each_kind_of_deny() {
 /// server enriches before it decides, so `check` must too, or the two disagree.
 const GROUPS_FROM_IDENTITY: &str = "  identity: {}\n  rules:\n    groupsClaim: identity.groups\n    allow:\n      - { group: sre }\n    deny:\n      - { group: contractors }\n";
 
-fn set_identity(issuer: &Issuer, cfg: serde_json::Value) {
-    let r = http()
-        .post(format!("{}/identity", issuer.url))
-        .json(&cfg)
-        .send()
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
 #[test]
 fn check_and_server_agree_on_a_policy_with_identity_enrichment() {
     let issuer = Issuer::start();
@@ -122,14 +113,8 @@ fn check_and_server_agree_on_a_policy_with_identity_enrichment() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.yaml");
     std::fs::write(&file, &policy).unwrap();
-    set_identity(
-        &issuer,
-        json!({"email": "alice@example.com", "groups": ["sre"]}),
-    );
-    set_identity(
-        &issuer,
-        json!({"email": "carol@example.com", "groups": ["sre", "contractors"]}),
-    );
+    issuer.set_identity(json!({"email": "alice@example.com", "groups": ["sre"]}));
+    issuer.set_identity(json!({"email": "carol@example.com", "groups": ["sre", "contractors"]}));
 
     // Alice is in `sre` only according to get-identity: the server allows her.
     let alice = issuer.token(json!({}));

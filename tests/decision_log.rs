@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
@@ -27,6 +27,20 @@ fn key_file(dir: &Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// An issuer, and a directory with the path of a decision log in it.
+fn logged() -> (Issuer, tempfile::TempDir, PathBuf) {
+    let out = tempfile::tempdir().unwrap();
+    let log = out.path().join("decisions.jsonl");
+    (Issuer::start(), out, log)
+}
+
+/// `accessgate serve` on [`policy`], logging decisions to `sink`.
+fn serve(issuer: &Issuer, sink: &Path, extra: &[&str]) -> Server {
+    let mut args = vec!["--decision-log", sink.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Server::start(&[("p.yaml", &policy(issuer))], &args)
+}
+
 /// The log's lines once `n` are there.
 fn lines(path: &Path, n: usize) -> Vec<Value> {
     let mut got = Vec::new();
@@ -44,18 +58,9 @@ fn lines(path: &Path, n: usize) -> Vec<Value> {
 
 #[test]
 fn each_decision_is_one_line_naming_who_and_why_and_never_the_token() {
-    let issuer = Issuer::start();
-    let out = tempfile::tempdir().unwrap();
-    let log = out.path().join("decisions.jsonl");
-    let server = Server::start(
-        &[("p.yaml", &policy(&issuer))],
-        &[
-            "--decision-log",
-            log.to_str().unwrap(),
-            "--decision-log-key-file",
-            &key_file(out.path()),
-        ],
-    );
+    let (issuer, out, log) = logged();
+    let key = key_file(out.path());
+    let server = serve(&issuer, &log, &["--decision-log-key-file", &key]);
     let alice = issuer.token(json!({"sub": "user-alice", "email": "alice@example.com"}));
     let alice_again =
         issuer.token(json!({"sub": "user-alice", "email": "alice@example.com", "ttl": 1800}));
@@ -153,14 +158,11 @@ fn each_decision_is_one_line_naming_who_and_why_and_never_the_token() {
 
 #[test]
 fn allows_have_their_own_rate_and_email_is_opt_in() {
-    let issuer = Issuer::start();
-    let out = tempfile::tempdir().unwrap();
-    let log = out.path().join("decisions.jsonl");
-    let server = Server::start(
-        &[("p.yaml", &policy(&issuer))],
+    let (issuer, _out, log) = logged();
+    let server = serve(
+        &issuer,
+        &log,
         &[
-            "--decision-log",
-            log.to_str().unwrap(),
             "--decision-log-allows-per-second",
             "0",
             "--decision-log-email",
@@ -203,11 +205,10 @@ fn a_sink_nobody_reads_never_holds_a_request() {
         .unwrap();
     assert!(made.success());
     // Nobody opens the pipe's reading end: the writer cannot even open it.
-    let server = Server::start(
-        &[("p.yaml", &policy(&issuer))],
+    let server = serve(
+        &issuer,
+        &fifo,
         &[
-            "--decision-log",
-            fifo.to_str().unwrap(),
             "--decision-log-allows-per-second",
             "1000000",
             "--decision-log-queue-lines",

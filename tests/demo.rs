@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::Proc;
+use common::spawn_demo;
 
 fn run_curl(line: &str) -> String {
     let out = Command::new("sh")
@@ -24,15 +24,7 @@ fn run_curl(line: &str) -> String {
 
 #[test]
 fn demo_prints_working_curl_lines() {
-    let demo = Proc::spawn(&[
-        "demo",
-        "--issuer-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let demo = spawn_demo();
     demo.wait_line("Mint more tokens", Duration::from_secs(30));
     // The banner's last line, the mint command, follows that heading.
     demo.wait_line("/mint", Duration::from_secs(10));

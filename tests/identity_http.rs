@@ -21,15 +21,6 @@ fn calls(issuer: &Issuer) -> u64 {
     v["calls"].as_u64().unwrap()
 }
 
-fn set_identity(issuer: &Issuer, cfg: Value) {
-    let r = http()
-        .post(format!("{}/identity", issuer.url))
-        .json(&cfg)
-        .send()
-        .unwrap();
-    assert!(r.status().is_success());
-}
-
 fn identity_mode(issuer: &Issuer, mode: &str) {
     let r = http()
         .post(format!("{}/identity-mode", issuer.url))
@@ -57,9 +48,7 @@ fn setup() -> (Issuer, Server) {
         ],
         &[],
     );
-    set_identity(
-        &issuer,
-        json!({"email": "alice@example.com", "groups": ["sre", "eng"], "idp": "okta", "country": "DE", "posture": {"disk-encryption": true, "firewall": false}}),
+    issuer.set_identity(json!({"email": "alice@example.com", "groups": ["sre", "eng"], "idp": "okta", "country": "DE", "posture": {"disk-encryption": true, "firewall": false}}),
     );
     (issuer, server)
 }
@@ -167,10 +156,7 @@ fn each_policy_s_cache_for_applies_when_it_reads() {
         ],
         &[],
     );
-    set_identity(
-        &issuer,
-        json!({"email": "alice@example.com", "groups": ["sre"]}),
-    );
+    issuer.set_identity(json!({"email": "alice@example.com", "groups": ["sre"]}));
     let token = issuer.token(json!({"claims": {"identity_nonce": "cache-for-1"}}));
     let first = std::time::Instant::now();
     server.with_token("/auth/apps/long", &token).assert_allow();
@@ -193,10 +179,7 @@ fn oversized_identities_are_refused_not_truncated() {
     let (issuer, server) = setup();
     // One group too many: a truncated list could hide the group a deny rule names.
     let groups: Vec<String> = (0..=1024).map(|i| format!("g{i}")).collect();
-    set_identity(
-        &issuer,
-        json!({"email": "carol@example.com", "groups": groups}),
-    );
+    issuer.set_identity(json!({"email": "carol@example.com", "groups": groups}));
     let carol = issuer.token(json!({"email": "carol@example.com"}));
     server
         .with_token("/auth/apps/strict", &carol)
@@ -217,10 +200,7 @@ fn oversized_identities_are_refused_not_truncated() {
 
     // An answer over 256 KiB is not read, let alone parsed.
     let long: Vec<String> = (0..1000).map(|i| format!("{i:0>250}")).collect();
-    set_identity(
-        &issuer,
-        json!({"email": "dave@example.com", "groups": long}),
-    );
+    issuer.set_identity(json!({"email": "dave@example.com", "groups": long}));
     server
         .with_token(
             "/auth/apps/strict",
@@ -292,10 +272,7 @@ fn identity_cache_memory_is_bounded() {
     let issuer = Issuer::start();
     // ~180 KiB answers (under the 256 KiB cap): 400 groups with 200-byte names.
     let groups: Vec<String> = (0..400).map(|i| format!("group-{i:0>194}")).collect();
-    set_identity(
-        &issuer,
-        json!({"email": "alice@example.com", "groups": groups}),
-    );
+    issuer.set_identity(json!({"email": "alice@example.com", "groups": groups}));
     let big = "  identity: { cacheFor: 60m }\n  claimHeaders:\n    - { header: X-Email, claim: identity.email }\n";
     let start = |cache_mib: u64| {
         Server::start(

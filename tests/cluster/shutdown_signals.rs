@@ -86,15 +86,7 @@ fn ctrl_c_during_the_drain_exits_at_once() {
 
 #[test]
 fn ctrl_c_stops_the_demo_and_removes_its_policy_directory() {
-    let mut demo = Proc::spawn(&[
-        "demo",
-        "--issuer-listen",
-        "127.0.0.1:0",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let mut demo = spawn_demo();
     let line = demo.wait_line("policy:", Duration::from_secs(30));
     let policy = line.split_whitespace().last().unwrap().to_owned();
     assert!(std::path::Path::new(&policy).is_file(), "{line}");

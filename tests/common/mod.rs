@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ impl Proc {
         let (tx, rx) = mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         pump(child.stdout.take().unwrap(), tx.clone(), log.clone());
-        pump_err(child.stderr.take().unwrap(), tx, log.clone());
+        pump(child.stderr.take().unwrap(), tx, log.clone());
         Proc {
             child,
             lines: rx,
@@ -121,8 +121,9 @@ impl Drop for Proc {
     }
 }
 
+/// Copies a child's output (stdout or stderr) line by line into its log and channel.
 fn pump(
-    out: ChildStdout,
+    out: impl std::io::Read + Send + 'static,
     tx: mpsc::Sender<String>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -134,17 +135,17 @@ fn pump(
     });
 }
 
-fn pump_err(
-    out: ChildStderr,
-    tx: mpsc::Sender<String>,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            log.lock().unwrap().push(line.clone());
-            let _ = tx.send(line);
-        }
-    });
+/// `accessgate demo` with every listener on a free port.
+pub fn spawn_demo() -> Proc {
+    Proc::spawn(&[
+        "demo",
+        "--issuer-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
 }
 
 /// `accessgate dev-issuer` on a free port.
@@ -154,6 +155,16 @@ pub struct Issuer {
 }
 
 impl Issuer {
+    /// What the issuer's get-identity endpoint answers from now on (`POST /identity`).
+    pub fn set_identity(&self, cfg: Value) {
+        let r = http()
+            .post(format!("{}/identity", self.url))
+            .json(&cfg)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
     pub fn start() -> Issuer {
         let proc = Proc::spawn(&[
             "dev-issuer",
