@@ -663,6 +663,69 @@ mod tests {
         ));
     }
 
+    /// The `identity` claim the rules were checked on; `None` when they never ran.
+    #[derive(Default)]
+    struct RulesSaw(Option<Option<Value>>);
+
+    impl Observer for RulesSaw {
+        fn rules(
+            &mut self,
+            _: &CompiledPolicy,
+            claims: &Claims,
+            _: TokenKind,
+            _: Result<(), Reason>,
+        ) {
+            self.0 = Some(claims.get("identity").cloned());
+        }
+    }
+
+    #[test]
+    fn a_failed_identity_fetch_denies_or_continues_as_on_error_says() {
+        let verified = VerifiedToken {
+            token: "t",
+            claims: Arc::new(
+                serde_json::from_value(serde_json::json!({"email": "a@b.c", "identity": "forged"}))
+                    .unwrap(),
+            ),
+            kind: TokenKind::App,
+        };
+        let with_identity = |deny_on_error| {
+            let mut p = policy();
+            p.identity = Some(crate::core::policy::CompiledIdentity {
+                url: Url::parse("https://identity.example/").unwrap(),
+                deny_on_error,
+                cache_for: std::time::Duration::from_secs(60),
+            });
+            p
+        };
+        let concluded = |p: &CompiledPolicy, enrichment| {
+            let mut saw = RulesSaw::default();
+            let outcome = conclude(p, &verified, enrichment, &mut saw).outcome();
+            (outcome, saw.0)
+        };
+        let (strict, lenient) = (with_identity(true), with_identity(false));
+        assert_eq!(
+            concluded(&strict, Enrichment::Failed),
+            (Err(Reason::IdentityUnavailable), None),
+            "onError: deny refuses before the rules"
+        );
+        assert_eq!(
+            concluded(&lenient, Enrichment::Failed),
+            (Ok(()), Some(None)),
+            "continueWithoutIdentity: the rules run without the token's own identity claim"
+        );
+        assert_eq!(
+            concluded(&strict, Enrichment::Skipped),
+            (Ok(()), Some(None)),
+            "not fetched on purpose: decided on the token alone"
+        );
+        let fetched = serde_json::json!({"groups": ["eng"]});
+        assert_eq!(
+            concluded(&strict, Enrichment::Fetched(&fetched)),
+            (Ok(()), Some(Some(fetched.clone())))
+        );
+    }
+
     #[test]
     fn only_a_fetched_identity_fills_the_identity_claim() {
         let c: Claims = serde_json::from_value(
