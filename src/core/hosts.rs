@@ -761,6 +761,8 @@ mod tests {
             "unlisted namespaces claim nothing"
         );
         assert!(rules.may_claim("ops", "admin.example.com"));
+        assert!(!rules.is_empty());
+        assert!(NamespaceHosts::parse::<&str>(&[]).unwrap().is_empty());
         for bad in [
             "noequals",
             "=a.example.com",
