@@ -640,6 +640,27 @@ mod tests {
         assert_eq!(read_header(&unsigned, &rs), Err(Reason::SignatureInvalid));
     }
 
+    /// A `kid` names a published key: empty or longer than any key set keeps is no key.
+    #[test]
+    fn a_kid_is_one_to_max_kid_len_characters() {
+        let rs = [Algorithm::RS256];
+        let tok = |kid: &str| {
+            let header = serde_json::json!({"alg": "RS256", "kid": kid}).to_string();
+            format!("{}.{}.sig", b64(&header), b64("{}"))
+        };
+        let longest = "k".repeat(MAX_KID_LEN);
+        assert_eq!(read_header(&tok(&longest), &rs).map(|h| h.kid), Ok(longest));
+        assert_eq!(read_header(&tok("k"), &rs).map(|h| h.kid), Ok("k".into()));
+        for unusable in [String::new(), "k".repeat(MAX_KID_LEN + 1)] {
+            assert_eq!(
+                read_header(&tok(&unusable), &rs),
+                Err(Reason::KeyUnknown),
+                "{} characters",
+                unusable.len()
+            );
+        }
+    }
+
     /// RFC 7515 §4.1.11 and RFC 7797: an extension that changes what is signed is not
     /// understood, so it is refused; `b64: true` (what is signed anyway) may be named.
     #[test]
