@@ -359,9 +359,14 @@ mod tests {
     use std::time::SystemTime;
 
     fn entry() -> PolicyEntry {
+        entry_at(2)
+    }
+
+    /// The policy compiled from `metadata.generation` = `generation`.
+    fn entry_at(generation: i64) -> PolicyEntry {
         PolicyEntry::Ready(Arc::new(cloudflare_policy(
             PolicyKey::new("ns", "p"),
-            Some(2),
+            Some(generation),
         )))
     }
 
@@ -430,6 +435,50 @@ mod tests {
                 note: r.message.clone()
             }]
         );
+    }
+
+    /// The generations the status and each of its conditions say they observed.
+    fn observed(s: &AccessPolicyStatus) -> Vec<Option<i64>> {
+        let mut all = vec![s.observed_generation];
+        all.extend(s.conditions.iter().map(|c| c.observed_generation));
+        all
+    }
+
+    /// After an edit the status reports the generation now enforced, on the status and on
+    /// every condition, with the generation read from the index entry as the status
+    /// writer reads it.
+    #[test]
+    fn an_edit_is_observed_at_its_own_generation() {
+        let created = entry_at(1);
+        let first = desired(&Inputs {
+            generation: created.generation(),
+            ..inputs(Some(&created), Some(loaded()), None)
+        });
+        assert_eq!(observed(&first), [Some(1); 4]);
+        let edited = entry_at(2);
+        let second = desired(&Inputs {
+            generation: edited.generation(),
+            ..inputs(Some(&edited), Some(loaded()), Some(&first))
+        });
+        assert_eq!(observed(&second), [Some(2); 4]);
+        assert!(needs_write(Some(&first), &second));
+        assert_eq!(
+            events(Some(&first), &second),
+            [EventSpec {
+                warning: false,
+                reason: "PolicyAccepted",
+                note: "generation 2 enforced".into()
+            }]
+        );
+        let broken = PolicyEntry::Invalid {
+            message: "spec.audiences[0]: must be an AUD tag".into(),
+            generation: Some(3),
+        };
+        let third = desired(&Inputs {
+            generation: broken.generation(),
+            ..inputs(Some(&broken), Some(loaded()), Some(&second))
+        });
+        assert_eq!(observed(&third), [Some(3); 4]);
     }
 
     #[test]

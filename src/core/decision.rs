@@ -126,8 +126,8 @@ pub trait Observer {
     /// One matcher of the rules as [`rules::check_observed`] evaluated it, on exactly the
     /// claims the rules see (enriched, when the policy asks for it).
     fn matcher(&mut self, _policy: &CompiledPolicy, _seen: &MatcherSeen<'_>) {}
-    /// The rules' verdict, after the matchers it was reached with.
-    fn rules(&mut self, _policy: &CompiledPolicy, _result: Result<(), Reason>) {}
+    /// The rules' verdict, after the matchers it was reached with, on these claims.
+    fn rules(&mut self, _policy: &CompiledPolicy, _claims: &Claims, _result: Result<(), Reason>) {}
     /// The identity headers rendered for an allow.
     fn headers(&mut self, _rendered: &Rendered) {}
 }
@@ -285,7 +285,7 @@ pub fn conclude(
     let ruled = rules::check_observed(&policy.rules, claims, verified.kind, |seen| {
         observer.matcher(policy, &seen)
     });
-    observer.rules(policy, ruled);
+    observer.rules(policy, claims, ruled);
     match ruled {
         Ok(()) => {
             let rendered = headers::render(claims, &policy.claim_headers);
@@ -651,6 +651,67 @@ mod tests {
             decide(&p, &with_token(&t), &keys, &cache, NOW),
             Decision::Allow { .. }
         ));
+    }
+
+    /// The `identity` claim the rules were checked on; `None` when they never ran.
+    #[derive(Default)]
+    struct RulesSaw(Option<Option<Value>>);
+
+    impl Observer for RulesSaw {
+        fn rules(&mut self, _: &CompiledPolicy, claims: &Claims, _: Result<(), Reason>) {
+            self.0 = Some(claims.get("identity").cloned());
+        }
+    }
+
+    #[test]
+    fn a_failed_identity_fetch_denies_or_continues_as_on_error_says() {
+        let verified = VerifiedToken {
+            token: "t",
+            claims: Arc::new(
+                serde_json::from_value(serde_json::json!({"email": "a@b.c", "identity": "forged"}))
+                    .unwrap(),
+            ),
+            kind: TokenKind::App,
+            key: {
+                let (signer, keys) = setup();
+                keys.0.unwrap().get(signer.current_kid()).unwrap().clone()
+            },
+        };
+        let with_identity = |deny_on_error| {
+            let mut p = policy();
+            p.identity = Some(crate::core::policy::CompiledIdentity {
+                url: Url::parse("https://identity.example/").unwrap(),
+                deny_on_error,
+                cache_for: std::time::Duration::from_secs(60),
+            });
+            p
+        };
+        let concluded = |p: &CompiledPolicy, enrichment| {
+            let mut saw = RulesSaw::default();
+            let outcome = conclude(p, &verified, enrichment, &mut saw).outcome();
+            (outcome, saw.0)
+        };
+        let (strict, lenient) = (with_identity(true), with_identity(false));
+        assert_eq!(
+            concluded(&strict, Enrichment::Failed),
+            (Err(Reason::IdentityUnavailable), None),
+            "onError: deny refuses before the rules"
+        );
+        assert_eq!(
+            concluded(&lenient, Enrichment::Failed),
+            (Ok(()), Some(None)),
+            "continueWithoutIdentity: the rules run without the token's own identity claim"
+        );
+        assert_eq!(
+            concluded(&strict, Enrichment::Skipped),
+            (Ok(()), Some(None)),
+            "not fetched on purpose: decided on the token alone"
+        );
+        let fetched = serde_json::json!({"groups": ["eng"]});
+        assert_eq!(
+            concluded(&strict, Enrichment::Fetched(&fetched)),
+            (Ok(()), Some(Some(fetched.clone())))
+        );
     }
 
     #[test]

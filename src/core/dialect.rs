@@ -854,6 +854,56 @@ mod tests {
         assert_eq!(v6.host, "::1");
     }
 
+    /// A port is one to five ASCII digits up to 65535; leading zeros count as digits
+    /// (`00080` is port 80, `000080` has six). No sign, nothing `u32` parsing would also
+    /// read: the host is what routes, and an authority two readers could take apart
+    /// differently is refused, not guessed.
+    #[test]
+    fn only_real_ports_follow_the_host() {
+        for ok in [
+            "app:80",
+            "app:0",
+            "app:65535",
+            "app:00080",
+            "app:",
+            "[::1]:65535",
+        ] {
+            assert!(routed_host(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "app:+80",
+            "app:-0",
+            "app: 80",
+            "app:65536",
+            "app:99999",
+            "app:000080",
+            "app:4294967376",
+            "app:8x",
+            "app:80:80",
+            "[::1]:+80",
+            "[::1]:65536",
+            "[::1]80",
+        ] {
+            assert_eq!(routed_host(bad), Err(Reason::RequestMalformed), "{bad}");
+        }
+    }
+
+    /// RFC 1035: a name is at most 253 characters written without its trailing dot.
+    #[test]
+    fn a_host_name_is_at_most_253_characters() {
+        // Three 63-character labels and one of `last`: 192 + `last` characters.
+        let name = |last: usize| format!("{0}.{0}.{0}.{1}", "a".repeat(63), "b".repeat(last));
+        let longest = name(61);
+        assert_eq!(longest.len(), 253);
+        assert_eq!(routed_host(&longest).as_deref(), Ok(longest.as_str()));
+        assert_eq!(
+            routed_host(&format!("{longest}.:443")).as_deref(),
+            Ok(longest.as_str()),
+            "the trailing dot and the port are not part of the name"
+        );
+        assert_eq!(routed_host(&name(62)), Err(Reason::RequestMalformed));
+    }
+
     #[test]
     fn bare_auth_needs_the_host_nginx_routed_on() {
         let r = routed("https://app.example.com/admin", Some("app.example.com")).unwrap();

@@ -267,7 +267,7 @@ impl Observer for Explainer {
         }
     }
 
-    fn rules(&mut self, policy: &CompiledPolicy, result: Result<(), Reason>) {
+    fn rules(&mut self, policy: &CompiledPolicy, _: &Claims, result: Result<(), Reason>) {
         let rules = &policy.rules;
         if rules.allow.is_empty() && rules.deny.is_empty() {
             return self.step(true, "rules", "none: any valid token for the audience");
@@ -465,6 +465,65 @@ mod tests {
             assert!(matches!(decision, Decision::Allow { .. }), "{steps:#?}");
             assert_agrees(&steps, &decision);
         }
+    }
+
+    /// The detail of each line, as `accessgate check` prints it: what the step looked at.
+    fn detail<'s>(steps: &'s [Step], what: &str) -> &'s str {
+        let step = steps.iter().find(|s| s.what == what);
+        &step
+            .unwrap_or_else(|| panic!("no {what} line: {steps:#?}"))
+            .detail
+    }
+
+    #[test]
+    fn each_line_says_what_its_check_looked_at() {
+        let (steps, decision) = traced(with(serde_json::json!({"nbf": NOW + 30})));
+        assert!(matches!(decision, Decision::Allow { .. }), "{steps:#?}");
+        assert!(
+            detail(&steps, "token").ends_with("in sources [header, cookie]"),
+            "{steps:#?}"
+        );
+        assert_eq!(
+            detail(&steps, "iss"),
+            format!("expected {ISS:?}, got {:?}", ISS)
+        );
+        assert_eq!(
+            detail(&steps, "exp"),
+            format!("{} (+3600 s from now, leeway 60 s)", NOW + 3600)
+        );
+        assert_eq!(
+            detail(&steps, "nbf"),
+            format!("{} (+30 s from now, leeway 60 s)", NOW + 30)
+        );
+        assert_eq!(
+            detail(&steps, "iat"),
+            format!("{NOW} (+0 s from now, leeway 60 s)")
+        );
+        assert_eq!(detail(&steps, "aud"), r#"one of ["aud-1"], got ["aud-1"]"#);
+        assert_eq!(
+            detail(&steps, "token type"),
+            r#"type "app", sub "u1", common_name (absent)"#
+        );
+    }
+
+    #[test]
+    fn no_matching_allow_rule_is_the_failing_line_of_a_rules_deny() {
+        let allow = policy_with(Some(RulesSpec {
+            allow: vec![Matcher {
+                email_domain: Some("kube.io".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }));
+        let (steps, decision) = traced_under(&allow, valid());
+        assert_eq!(decision, Decision::Deny(Reason::RuleDenied));
+        // The allow line shows the matcher missing; the verdict's reason needs a line too.
+        let failing = steps.iter().find(|s| s.reason.is_some());
+        let failing = failing.unwrap_or_else(|| panic!("no line carries the reason: {steps:#?}"));
+        assert_eq!(
+            (failing.what.as_str(), failing.detail.as_str()),
+            ("rules", "rule_denied: no allow matcher matches")
+        );
     }
 
     #[test]

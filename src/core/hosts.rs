@@ -463,6 +463,24 @@ mod tests {
         );
     }
 
+    /// RFC 1035 limits: a label of at most 63 characters, a name of at most 253 (a
+    /// wildcard's suffix is such a name).
+    #[test]
+    fn patterns_keep_the_dns_length_limits() {
+        let label = |len: usize| "a".repeat(len);
+        assert!(is_host_pattern(&format!("{}.example.com", label(63))));
+        assert!(!is_host_pattern(&format!("{}.example.com", label(64))));
+        assert!(is_host_pattern(&format!("*.{}.com", label(63))));
+        assert!(!is_host_pattern(&format!("*.{}.com", label(64))));
+        // Three 63-character labels and one of `last`: 192 + `last` characters.
+        let name = |last: usize| format!("{0}.{0}.{0}.{1}", label(63), label(last));
+        assert_eq!(name(61).len(), 253);
+        assert!(is_host_pattern(&name(61)));
+        assert!(!is_host_pattern(&name(62)));
+        assert!(is_host_pattern(&format!("*.{}", name(61))));
+        assert!(!is_host_pattern(&format!("*.{}", name(62))));
+    }
+
     #[test]
     fn served_wildcards_follow_their_api() {
         let mut served = ServedHosts::default();
@@ -750,6 +768,8 @@ mod tests {
             "unlisted namespaces claim nothing"
         );
         assert!(rules.may_claim_host("ops", "admin.example.com"));
+        assert!(!rules.is_empty());
+        assert!(NamespaceHosts::parse::<&str>(&[]).unwrap().is_empty());
         for bad in [
             "noequals",
             "=a.example.com",

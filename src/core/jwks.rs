@@ -335,6 +335,7 @@ impl KeyLookup for FixedKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     // A real 2048-bit RSA modulus is not needed for parsing; DecodingKey::from_jwk only
     // decodes the components.
@@ -396,6 +397,35 @@ mod tests {
             KeyParseError::NoUsableKeys
         );
         assert!(parse_key_set(b"[]").is_err());
+    }
+
+    /// A policy may allow each of these, so each needs its own aws-lc verifier: a missing
+    /// one would refuse every token of that algorithm as `signature_invalid`.
+    #[test]
+    fn every_allowed_algorithm_has_its_own_verifier() {
+        let verifiers: HashSet<String> = ALGORITHMS
+            .iter()
+            .map(|alg| {
+                format!(
+                    "{:?}",
+                    aws_algorithm(*alg).unwrap_or_else(|| panic!("{alg:?}"))
+                )
+            })
+            .collect();
+        assert_eq!(verifiers.len(), ALGORITHMS.len(), "{verifiers:?}");
+        assert!(aws_algorithm(Algorithm::HS256).is_none());
+    }
+
+    #[test]
+    fn a_set_counts_its_keys() {
+        let doc = serde_json::json!({"keys": [
+            {"kid": "a", "kty": "RSA", "e": "AQAB", "n": N},
+            {"kid": "b", "kty": "RSA", "e": "AQAB", "n": N},
+            {"kid": "c", "kty": "RSA", "e": "AQAB", "n": N}
+        ]});
+        let set = parse_key_set(doc.to_string().as_bytes()).unwrap();
+        assert_eq!((set.len(), set.is_empty()), (3, false));
+        assert!(KeySet::default().is_empty());
     }
 
     #[test]

@@ -646,7 +646,7 @@ fn default_header(name: &'static str, claim: &str) -> CompiledClaimHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ClaimHeader, IssuerSpec};
+    use crate::api::{ClaimHeader, IssuerSpec, Matcher, RulesSpec};
 
     const AUD: &str = "4714c1358e65fe4b408ad6d432a5f878f08194bdb4752441fd56faefa9b2b6f2";
 
@@ -663,6 +663,100 @@ mod tests {
 
     fn compile_spec(s: &AccessPolicySpec) -> Result<CompiledPolicy, CompileError> {
         compile(PolicyKey::new("ns", "p"), Some(1), s)
+    }
+
+    /// Every count and length limit at its edge: the largest value compiles, one more is
+    /// refused (a file-mode policy meets these without the CRD's schema in front).
+    #[test]
+    fn limits_hold_at_their_edges() {
+        let generic = || AccessPolicySpec {
+            issuer: IssuerSpec {
+                url: Some("https://issuer.example".into()),
+                jwks_uri: Some("https://issuer.example/certs".into()),
+                ..Default::default()
+            },
+            audiences: vec!["aud".into()],
+            ..Default::default()
+        };
+        type Edit = Box<dyn Fn(&mut AccessPolicySpec, usize)>;
+        let header = |i: usize, claim: String| ClaimHeader {
+            header: format!("X-Claim-{i}"),
+            claim,
+            join: None,
+            format: None,
+        };
+        let edges: [(&str, usize, Edit); 8] = [
+            (
+                "audience length",
+                256,
+                Box::new(|s, n| s.audiences = vec!["a".repeat(n)]),
+            ),
+            (
+                "hosts",
+                64,
+                Box::new(|s, n| s.hosts = (0..n).map(|i| format!("h{i}.example.com")).collect()),
+            ),
+            (
+                "paths",
+                64,
+                Box::new(|s, n| {
+                    s.hosts = vec!["h.example.com".into()];
+                    s.paths = (0..n).map(|i| format!("/p{i}")).collect()
+                }),
+            ),
+            (
+                "path length",
+                1024,
+                Box::new(|s, n| {
+                    s.hosts = vec!["h.example.com".into()];
+                    s.paths = vec![format!("/{}", "p".repeat(n - 1))]
+                }),
+            ),
+            (
+                "leeway digits",
+                4,
+                Box::new(|s, n| s.leeway = Some(format!("{}ms", "1".repeat(n)))),
+            ),
+            (
+                "claim headers",
+                32,
+                Box::new(move |s, n| {
+                    s.claim_headers = Some((0..n).map(|i| header(i, format!("c{i}"))).collect())
+                }),
+            ),
+            (
+                "claim length",
+                256,
+                Box::new(move |s, n| s.claim_headers = Some(vec![header(0, "c".repeat(n))])),
+            ),
+            (
+                "allow matchers",
+                256,
+                Box::new(|s, n| {
+                    s.rules = Some(RulesSpec {
+                        allow: (0..n)
+                            .map(|i| Matcher {
+                                email_domain: Some(format!("d{i}.example.com")),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                }),
+            ),
+        ];
+        for (what, most, edit) in edges {
+            let mut s = generic();
+            edit(&mut s, most);
+            assert!(
+                compile_spec(&s).is_ok(),
+                "{what}: {most}: {:?}",
+                compile_spec(&s).err()
+            );
+            let mut s = generic();
+            edit(&mut s, most + 1);
+            assert!(compile_spec(&s).is_err(), "{what}: {}", most + 1);
+        }
     }
 
     #[test]

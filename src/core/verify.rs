@@ -504,6 +504,7 @@ fn token_kind(claims: &Claims, issuer: IssuerKind) -> Result<TokenKind, Reason> 
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::sync::Arc;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -580,6 +581,20 @@ mod tests {
         assert_eq!(extract_token(&h, &DEFAULT), Err(Reason::TokenTooLarge));
     }
 
+    #[test]
+    fn a_token_of_exactly_the_size_limit_is_read() {
+        let most = "a".repeat(MAX_TOKEN_BYTES);
+        let h = headers(&[("cf-access-jwt-assertion", &most)]);
+        assert_eq!(extract_token(&h, &DEFAULT), Ok(most.as_str()));
+        let cookie = format!("{AUTH_COOKIE}={most}a");
+        let h = headers(&[("cookie", &cookie)]);
+        assert_eq!(
+            extract_token(&h, &DEFAULT),
+            Err(Reason::TokenTooLarge),
+            "the limit holds for every source"
+        );
+    }
+
     fn b64(s: &str) -> String {
         URL_SAFE_NO_PAD.encode(s)
     }
@@ -624,6 +639,171 @@ mod tests {
         assert_eq!(read_header("!!.b.c", &rs), Err(Reason::TokenMalformed));
         let unsigned = format!("{}.{}.", b64(r#"{"alg":"RS256","kid":"k"}"#), b64("{}"));
         assert_eq!(read_header(&unsigned, &rs), Err(Reason::SignatureInvalid));
+    }
+
+    /// A `kid` names a published key: empty or longer than any key set keeps is no key.
+    #[test]
+    fn a_kid_is_one_to_max_kid_len_characters() {
+        let rs = [Algorithm::RS256];
+        let tok = |kid: &str| {
+            let header = serde_json::json!({"alg": "RS256", "kid": kid}).to_string();
+            format!("{}.{}.sig", b64(&header), b64("{}"))
+        };
+        let longest = "k".repeat(MAX_KID_LEN);
+        assert_eq!(read_header(&tok(&longest), &rs).map(|h| h.kid), Ok(longest));
+        assert_eq!(read_header(&tok("k"), &rs).map(|h| h.kid), Ok("k".into()));
+        for unusable in [String::new(), "k".repeat(MAX_KID_LEN + 1)] {
+            assert_eq!(
+                read_header(&tok(&unusable), &rs),
+                Err(Reason::KeyUnknown),
+                "{} characters",
+                unusable.len()
+            );
+        }
+    }
+
+    /// RFC 7515 §4.1.11 and RFC 7797: an extension that changes what is signed is not
+    /// understood, so it is refused; `b64: true` (what is signed anyway) may be named.
+    #[test]
+    fn critical_and_unencoded_payload_headers_are_refused() {
+        let rs = [Algorithm::RS256];
+        let tok = |extra: &str| {
+            let header = format!(r#"{{"alg":"RS256","kid":"k1"{extra}}}"#);
+            format!("{}.{}.sig", b64(&header), b64("{}"))
+        };
+        for bad in [
+            r#","crit":["exp"]"#,
+            r#","crit":["exp"],"b64":true"#,
+            r#","crit":["b64"]"#,
+            r#","crit":["b64"],"b64":false"#,
+            r#","crit":["b64","exp"],"b64":true"#,
+            r#","crit":[]"#,
+            r#","crit":"b64","b64":true"#,
+            r#","b64":false"#,
+            r#","b64":"true""#,
+            r#","typ":1"#,
+            r#","cty":{}"#,
+        ] {
+            assert_eq!(
+                read_header(&tok(bad), &rs),
+                Err(Reason::TokenMalformed),
+                "{bad}"
+            );
+        }
+        for ok in [
+            "",
+            r#","b64":true"#,
+            r#","crit":["b64"],"b64":true"#,
+            r#","typ":"JWT","cty":"JWT""#,
+        ] {
+            assert_eq!(
+                read_header(&tok(ok), &rs).map(|h| h.kid),
+                Ok("k1".into()),
+                "{ok}"
+            );
+        }
+    }
+
+    /// An RS256 token from the dev issuer, and its key as published (declaring RS256).
+    fn signed_token() -> (String, TokenHeader, Arc<VerifyingKey>) {
+        use crate::devissuer::Signer;
+        let signer = Signer::new(crate::core::fixtures::ISS).unwrap();
+        let keys = crate::core::fixtures::keys_of(&signer.certs_document());
+        let kid = keys.ids()[0].clone();
+        let token = signer
+            .sign_raw(
+                &format!(r#"{{"alg":"RS256","kid":"{kid}"}}"#),
+                r#"{"sub":"s"}"#,
+                None,
+            )
+            .unwrap();
+        let header = read_header(&token, &[Algorithm::RS256]).unwrap();
+        (token, header, keys.get(&kid).unwrap().clone())
+    }
+
+    #[test]
+    fn a_key_verifies_only_the_algorithm_it_declares() {
+        let (token, header, published) = signed_token();
+        assert_eq!(published.alg, Some(Algorithm::RS256));
+        assert!(verify_signature(&token, &header, &published).is_ok());
+        let declaring = |alg| VerifyingKey::new(published.kid.clone(), published.key.clone(), alg);
+        assert!(verify_signature(&token, &header, &declaring(None)).is_ok());
+        for other in [Algorithm::RS384, Algorithm::PS256] {
+            assert_eq!(
+                verify_signature(&token, &header, &declaring(Some(other))),
+                Err(Reason::AlgorithmNotAllowed),
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_of_another_family_is_refused_even_without_a_declared_algorithm() {
+        let (token, header, _) = signed_token();
+        // RFC 7515 Appendix A.3's P-256 public key, declaring no algorithm.
+        let ec = crate::core::fixtures::keys_of(&serde_json::json!({"keys": [{
+            "kid": "ec", "kty": "EC", "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+        }]}));
+        let ec = ec.get("ec").unwrap();
+        assert_eq!(ec.alg, None);
+        assert_eq!(
+            verify_signature(&token, &header, ec),
+            Err(Reason::AlgorithmNotAllowed)
+        );
+    }
+
+    /// Claims holding one time claim.
+    fn at(claim: &str, t: u64) -> Claims {
+        Claims(Map::from_iter([(claim.to_owned(), Value::from(t))]))
+    }
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn leeway_30() -> CompiledPolicy {
+        let mut policy = crate::core::fixtures::policy();
+        policy.leeway_secs = 30;
+        policy
+    }
+
+    #[test]
+    fn nbf_and_iat_may_lie_ahead_by_the_leeway_and_no_more() {
+        let policy = leeway_30();
+        type Check = fn(&Claims, &CompiledPolicy, u64) -> Result<(), Reason>;
+        for (claim, check) in [
+            ("nbf", check_not_before as Check),
+            ("iat", check_issued_at as Check),
+        ] {
+            assert_eq!(check(&at(claim, NOW), &policy, NOW), Ok(()), "{claim}");
+            assert_eq!(check(&at(claim, NOW + 30), &policy, NOW), Ok(()), "{claim}");
+            assert_eq!(
+                check(&at(claim, NOW + 31), &policy, NOW),
+                Err(Reason::TokenNotYetValid),
+                "{claim}"
+            );
+            assert_eq!(
+                check(&Claims(Map::new()), &policy, NOW),
+                Ok(()),
+                "{claim} absent"
+            );
+        }
+    }
+
+    #[test]
+    fn exp_may_lie_behind_by_the_leeway_and_no_more() {
+        let policy = leeway_30();
+        assert_eq!(check_expiry(&at("exp", NOW + 1), &policy, NOW), Ok(()));
+        assert_eq!(check_expiry(&at("exp", NOW - 30), &policy, NOW), Ok(()));
+        assert_eq!(
+            check_expiry(&at("exp", NOW - 31), &policy, NOW),
+            Err(Reason::TokenExpired)
+        );
+        assert_eq!(
+            check_expiry(&Claims(Map::new()), &policy, NOW),
+            Err(Reason::TokenMalformed),
+            "exp is required"
+        );
     }
 
     #[test]
@@ -677,6 +857,20 @@ mod tests {
             verify_signature(&token, &header, key),
             Err(Reason::TokenMalformed)
         );
+    }
+
+    /// The cache's weigher counts this: 48 per claim and per object, 24 per string, array
+    /// or object member, 16 per other value, plus the text of every key and string.
+    #[test]
+    fn claims_weigh_their_text_and_their_structure() {
+        let c: Claims =
+            serde_json::from_str(r#"{"s":"abc","n":1,"a":["x",2],"o":{"k":"vv"}}"#).unwrap();
+        let s = 48 + 1 + (24 + 3);
+        let n = 48 + 1 + 16;
+        let a = 48 + 1 + (24 + (24 + 1) + 16);
+        let o = 48 + 1 + (48 + (24 + 1 + (24 + 2)));
+        assert_eq!(c.approx_bytes(), s + n + a + o);
+        assert_eq!(Claims(Map::new()).approx_bytes(), 0);
     }
 
     #[test]

@@ -314,6 +314,74 @@ mod tests {
         );
     }
 
+    /// What one entry should weigh: the bookkeeping, the key's fingerprint and `kid`, the
+    /// key set's URL and the claims (the token itself is not kept).
+    fn weight_of(jwks_uri: &Url, key: &VerifyingKey, claims: &Claims) -> u64 {
+        (ENTRY_OVERHEAD
+            + key.fingerprint().len()
+            + key.kid.len()
+            + jwks_uri.as_str().len()
+            + claims.approx_bytes()) as u64
+    }
+
+    /// The weight the cache holds, once its pending work is done.
+    fn weighed(c: &TokenCache) -> u64 {
+        let cache = c.inner.as_ref().unwrap();
+        cache.run_pending_tasks();
+        cache.weighted_size()
+    }
+
+    #[test]
+    fn an_entry_weighs_its_key_its_key_set_url_and_its_claims() {
+        let c = TokenCache::new(1 << 20);
+        let a = Url::parse("https://a.example/certs").unwrap();
+        let k = key("kid-7", 0);
+        let cl = claims(now() + 60.0);
+        let one = weight_of(&a, &k, &cl);
+        c.remember(&a, "t1", &k, Algorithm::RS256, cl.clone(), now() as u64);
+        assert_eq!(weighed(&c), one);
+        let long = Url::parse("https://a.example/a/much/longer/path/to/the/certs").unwrap();
+        c.remember(&long, "t1", &k, Algorithm::RS256, cl.clone(), now() as u64);
+        assert_eq!(weighed(&c), one + weight_of(&long, &k, &cl));
+        assert!(weight_of(&long, &k, &cl) > one);
+    }
+
+    #[test]
+    fn the_budget_holds_as_many_entries_as_their_weight_allows() {
+        let a = Url::parse("https://a.example/certs").unwrap();
+        let k = key("k", 0);
+        let cl = claims(now() + 60.0);
+        let budget = 3 * weight_of(&a, &k, &cl);
+        let c = TokenCache::new(budget);
+        for i in 0..3 {
+            c.remember(
+                &a,
+                &format!("t{i}"),
+                &k,
+                Algorithm::RS256,
+                cl.clone(),
+                now() as u64,
+            );
+        }
+        assert_eq!(
+            (c.len(), weighed(&c)),
+            (3, budget),
+            "three entries fit exactly"
+        );
+        for i in 3..20 {
+            c.remember(
+                &a,
+                &format!("t{i}"),
+                &k,
+                Algorithm::RS256,
+                cl.clone(),
+                now() as u64,
+            );
+        }
+        assert!(c.len() <= 3, "{} entries", c.len());
+        assert!(weighed(&c) <= budget);
+    }
+
     #[test]
     fn disabled_cache_never_hits() {
         let c = TokenCache::disabled();

@@ -366,6 +366,13 @@ mod tests {
         assert_eq!(idx.jwks_uris().len(), 1);
     }
 
+    #[test]
+    fn an_index_counts_its_policies() {
+        let idx = PolicyIndex::build([policy("a", &[], &[]), policy("b", &[], &[])]);
+        assert_eq!((idx.len(), idx.ready(), idx.is_empty()), (2, 2, false));
+        assert!(PolicyIndex::build([]).is_empty());
+    }
+
     /// Seniority from a table of (namespace, creation second).
     fn created(table: &'static [(&'static str, i64)]) -> impl Fn(&PolicyKey) -> i64 {
         move |k| table.iter().find(|(ns, _)| *ns == k.namespace).unwrap().1

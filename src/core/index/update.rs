@@ -629,6 +629,16 @@ mod tests {
         );
         assert_eq!(moved.changed_since(edited.revision()), Some(vec![key("p")]));
         assert_eq!(moved.changed_since(0), None, "not an index of this line");
+        assert_eq!(
+            moved.changed_since(moved.revision()),
+            Some(vec![]),
+            "itself"
+        );
+        assert_eq!(
+            moved.changed_since(moved.revision() + 1),
+            None,
+            "a revision this index has not seen"
+        );
         assert_eq!(moved.by_route("z.example.com", "/").unwrap().key, key("p"));
         assert_eq!(
             moved.by_route("h.example.com", "/").unwrap().key,
