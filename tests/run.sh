@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Every test accessgate has, from a fresh clone: installs what the tests need (idempotent),
 # then format and lint checks, the release build, then both test tiers:
-# - the fast tier, `cargo test` alone: unit tests, tests that start only accessgate and its
-#   dev issuer (in-process and over loopback HTTP/gRPC), layers, CRD, docs;
+# - the fast tier, `cargo test` alone: unit tests, quick tests that start only accessgate
+#   and its dev issuer (in-process and over loopback HTTP/gRPC), layers, CRD, docs;
 # - the real-process tier, `cargo test --features e2e` (which also runs the fast tier):
 #   accessgate behind real nginx, Caddy and Traefik (tests/proxies), the controller against a
-#   real kube-apiserver, Helm, and the chart's pods on a real one-node cluster
-#   (tests/node_e2e.rs, as root).
+#   real kube-apiserver, Helm (tests/cluster), the chart's pods on a real one-node cluster
+#   (tests/node_e2e.rs, as root), and the accessgate-only suites that wait on real timeouts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
