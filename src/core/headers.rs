@@ -147,6 +147,21 @@ mod tests {
         encode(&value, encoding)
     }
 
+    /// The codes logs and metrics name a withheld header by.
+    #[test]
+    fn each_drop_reason_has_its_code() {
+        let codes = [
+            DropReason::ControlCharacter,
+            DropReason::TooLong,
+            DropReason::SeparatorInItem,
+        ]
+        .map(DropReason::code);
+        assert_eq!(
+            codes,
+            ["control_character", "too_long", "separator_in_item"]
+        );
+    }
+
     #[test]
     fn values_encode_by_type() {
         let some = |s: &str| Ok(Some(s.to_owned()));

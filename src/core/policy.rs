@@ -685,7 +685,7 @@ mod tests {
             join: None,
             format: None,
         };
-        let edges: [(&str, usize, Edit); 8] = [
+        let edges: [(&str, usize, Edit); 9] = [
             (
                 "audience length",
                 256,
@@ -728,6 +728,19 @@ mod tests {
                 "claim length",
                 256,
                 Box::new(move |s, n| s.claim_headers = Some(vec![header(0, "c".repeat(n))])),
+            ),
+            (
+                "group length",
+                256,
+                Box::new(|s, n| {
+                    s.rules = Some(RulesSpec {
+                        allow: vec![Matcher {
+                            group: Some("g".repeat(n)),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                }),
             ),
             (
                 "allow matchers",
