@@ -173,6 +173,18 @@ mod tests {
     use crate::keys::{KeySet, parse_key_set};
     use std::time::{SystemTime, UNIX_EPOCH};
 
+    /// Remembers `token` as verified under `key` of `url`, valid for another minute.
+    fn remember_fresh(c: &TokenCache, url: &Url, token: &str, key: &VerifyingKey) {
+        c.remember(
+            url,
+            token,
+            key,
+            Algorithm::RS256,
+            claims(now() + 60.0),
+            now() as u64,
+        );
+    }
+
     fn claims(exp: f64) -> Arc<Claims> {
         Arc::new(serde_json::from_value(serde_json::json!({"exp": exp, "email": "a@b.c"})).unwrap())
     }
@@ -204,14 +216,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let b = Url::parse("https://b.example/certs").unwrap();
         let (k1, k2) = (key("k1", 0), key("k2", 0));
-        c.remember(
-            &a,
-            "t1",
-            &k1,
-            Algorithm::RS256,
-            claims(now() + 60.0),
-            now() as u64,
-        );
+        remember_fresh(&c, &a, "t1", &k1);
         assert!(c.get(&a, "t1", &k1).is_some());
         assert!(c.get(&a, "t2", &k1).is_none());
         assert!(c.get(&b, "t1", &k1).is_none(), "another issuer's key set");
@@ -224,14 +229,7 @@ mod tests {
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("k", 0), key("k", 1));
         assert_eq!(old.kid, new.kid);
-        c.remember(
-            &a,
-            "t",
-            &old,
-            Algorithm::RS256,
-            claims(now() + 60.0),
-            now() as u64,
-        );
+        remember_fresh(&c, &a, "t", &old);
         assert!(c.get(&a, "t", &old).is_some());
         assert!(c.get(&a, "t", &new).is_none(), "same kid, other key");
         assert!(
@@ -270,22 +268,8 @@ mod tests {
         let c = TokenCache::new(1 << 20);
         let a = Url::parse("https://a.example/certs").unwrap();
         let (old, new) = (key("old", 0), key("new", 0));
-        c.remember(
-            &a,
-            "t1",
-            &old,
-            Algorithm::RS256,
-            claims(now() + 60.0),
-            now() as u64,
-        );
-        c.remember(
-            &a,
-            "t2",
-            &new,
-            Algorithm::RS256,
-            claims(now() + 60.0),
-            now() as u64,
-        );
+        remember_fresh(&c, &a, "t1", &old);
+        remember_fresh(&c, &a, "t2", &new);
         c.retain_kids(&a, &["new".into()]);
         assert!(c.get(&a, "t1", &old).is_none());
         assert!(c.get(&a, "t2", &new).is_some());
@@ -387,14 +371,7 @@ mod tests {
         let c = TokenCache::disabled();
         let a = Url::parse("https://a.example/certs").unwrap();
         let k = key("k", 0);
-        c.remember(
-            &a,
-            "t",
-            &k,
-            Algorithm::RS256,
-            claims(now() + 60.0),
-            now() as u64,
-        );
+        remember_fresh(&c, &a, "t", &k);
         assert!(c.get(&a, "t", &k).is_none());
     }
 }

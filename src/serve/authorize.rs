@@ -273,7 +273,8 @@ impl Identity {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch: the decision's clock (and the decision log's).
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use aws_lc_rs::hmac;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::core::dialect::OriginalRequest;
 use crate::core::verify::TokenKind;
+use crate::serve::authorize::unix_now;
 
 /// Where the lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,7 +178,7 @@ impl DecisionLog {
         } else {
             &self.denies
         };
-        if !limit.admit(unix_seconds()) {
+        if !limit.admit(unix_now()) {
             self.counters.rate_limited.inc();
             return;
         }
@@ -355,13 +356,6 @@ impl RateLimit {
             }
         }
     }
-}
-
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
