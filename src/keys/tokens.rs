@@ -337,7 +337,7 @@ mod tests {
         let cl = claims(now() + 60.0);
         let budget = 3 * weight_of(&a, &k, &cl);
         let c = TokenCache::new(budget);
-        for i in 0..3 {
+        let remember = |i: usize| {
             c.remember(
                 &a,
                 &format!("t{i}"),
@@ -345,7 +345,10 @@ mod tests {
                 Algorithm::RS256,
                 cl.clone(),
                 now() as u64,
-            );
+            )
+        };
+        for i in 0..3 {
+            remember(i);
         }
         assert_eq!(
             (c.len(), weighed(&c)),
@@ -353,14 +356,7 @@ mod tests {
             "three entries fit exactly"
         );
         for i in 3..20 {
-            c.remember(
-                &a,
-                &format!("t{i}"),
-                &k,
-                Algorithm::RS256,
-                cl.clone(),
-                now() as u64,
-            );
+            remember(i);
         }
         assert!(c.len() <= 3, "{} entries", c.len());
         assert!(weighed(&c) <= budget);

@@ -522,6 +522,25 @@ mod tests {
     }
 
     #[test]
+    fn a_client_chosen_value_cannot_forge_a_line() {
+        // The request id comes from a header the client may set; a newline in it must not
+        // start a second, forged line.
+        let mut original = request();
+        original.request_id = Some("r\n{\"verdict\":\"allow\",\"policy\":\"team/app\"}".into());
+        let r = DecisionRecord {
+            policy: "team/app",
+            original: Some(&original),
+            status: 403,
+            reason: Some("rule_denied"),
+            token: None,
+        };
+        let got = lines(SubjectField::Hashed, &[r]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["verdict"], "deny");
+        assert_eq!(got[0]["request_id"], original.request_id.clone().unwrap());
+    }
+
+    #[test]
     fn allows_and_denies_have_their_own_rates() {
         let limit = RateLimit::new(2);
         assert!(limit.admit(10) && limit.admit(10));
