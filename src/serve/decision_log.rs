@@ -201,9 +201,9 @@ impl DecisionLog {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             policy: record.policy,
             host: request.map(|r| r.host.as_str()),
-            path: request.map(|r| r.path.as_str()),
-            method: request.map(|r| r.method.as_str()),
-            request_id: request.and_then(|r| r.request_id.as_deref()),
+            path: request.map(|r| clip(&r.path, MAX_PATH)),
+            method: request.map(|r| clip(&r.method, MAX_SHORT)),
+            request_id: request.and_then(|r| r.request_id.as_deref().map(|id| clip(id, MAX_SHORT))),
             verdict: if record.reason.is_none() {
                 "allow"
             } else {
@@ -225,6 +225,23 @@ impl DecisionLog {
         // Serialising borrowed strings and numbers cannot fail.
         serde_json::to_string(&line).unwrap_or_default()
     }
+}
+
+/// Longest path in a line, and longest method or request id: a client chooses these (up to
+/// the request head limit), and the queue must stay small while a sink is blocked.
+const MAX_PATH: usize = 1024;
+const MAX_SHORT: usize = 128;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The fields of one line, in the order an auditor reads them (docs/operating.md).
@@ -538,6 +555,29 @@ mod tests {
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0]["verdict"], "deny");
         assert_eq!(got[0]["request_id"], original.request_id.clone().unwrap());
+    }
+
+    #[test]
+    fn client_chosen_fields_are_bounded() {
+        let mut original = request();
+        original.path = format!("/{}", "é".repeat(10_000));
+        original.request_id = Some("r".repeat(10_000));
+        let r = DecisionRecord {
+            policy: "team/app",
+            original: Some(&original),
+            status: 403,
+            reason: Some("rule_denied"),
+            token: None,
+        };
+        let line = &lines(SubjectField::Hashed, &[r])[0];
+        let path = line["path"].as_str().unwrap();
+        assert!(
+            path.len() <= MAX_PATH && path.len() > MAX_PATH - 4,
+            "{}",
+            path.len()
+        );
+        assert_eq!(line["request_id"].as_str().unwrap().len(), MAX_SHORT);
+        assert!(line.to_string().len() < 2 * MAX_PATH, "a line stays small");
     }
 
     #[test]
