@@ -10,14 +10,32 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::core::reason::Reason;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `namespace/name`, or `-` when no policy was resolved (shared, not copied per request).
     pub policy: Arc<str>,
     pub decision: &'static str,
     /// Reason code, or `ok` for an allow.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DryRunLabels {
+    /// The dry-run policy.
+    pub policy: Arc<str>,
+    /// What it would have answered: `allow` or `deny`.
+    pub verdict: &'static str,
+    /// Reason code, or `ok` for an allow.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CandidateLabels {
+    /// The live policy whose candidate was evaluated.
+    pub policy: Arc<str>,
+    /// `agree`, `candidate_denies`, `candidate_allows`, `reason_differs`, `headers_differ`.
+    pub result: &'static str,
+    /// The deny reason they disagree on, or `ok`.
     pub reason: &'static str,
 }
 
@@ -115,6 +133,10 @@ pub struct Metrics {
     /// Ingresses naming a policy this install does not serve (`controller::ingress_refs`).
     pub ingress_policy_missing: Family<IngressNamespaceLabels, Gauge>,
     pub decision_log_lines: Family<DecisionLogLabels, Counter>,
+    /// Policies in dry-run: evaluated, not enforcing.
+    pub dry_run_policies: Gauge,
+    pub dry_run_decisions: Family<DryRunLabels, Counter>,
+    pub candidate_decisions: Family<CandidateLabels, Counter>,
 }
 
 impl Metrics {
@@ -224,6 +246,24 @@ impl Metrics {
             "Decision log lines by result: written, or dropped (rate_limited, queue_full, sink_failed)",
             decision_log_lines.clone(),
         );
+        let dry_run_policies = Gauge::default();
+        registry.register(
+            "dry_run_policies",
+            "Policies in dry-run mode: evaluated on every request they select, never the answer",
+            dry_run_policies.clone(),
+        );
+        let dry_run_decisions = Family::<DryRunLabels, Counter>::default();
+        registry.register(
+            "dry_run_decisions",
+            "What dry-run policies would have answered, by policy, verdict and reason",
+            dry_run_decisions.clone(),
+        );
+        let candidate_decisions = Family::<CandidateLabels, Counter>::default();
+        registry.register(
+            "candidate_decisions",
+            "Candidate rules evaluated beside their live policy, by policy and result (agree or how they disagree)",
+            candidate_decisions.clone(),
+        );
         let status = StatusWriterMetrics {
             patches,
             patch_seconds,
@@ -246,14 +286,15 @@ impl Metrics {
             status,
             ingress_policy_missing,
             decision_log_lines,
+            dry_run_policies,
+            dry_run_decisions,
+            candidate_decisions,
         })
     }
 
-    pub fn count_decision(&self, policy: &Arc<str>, outcome: Result<(), Reason>) {
-        let (decision, reason) = match outcome {
-            Ok(()) => ("allow", "ok"),
-            Err(r) => ("deny", r.code()),
-        };
+    /// Counts one answer: `allow`/`ok`, `deny`/its reason, or `allow`/`dry_run` for a request
+    /// a dry-run policy let through although it would have denied it.
+    pub fn count_decision(&self, policy: &Arc<str>, decision: &'static str, reason: &'static str) {
         self.decisions
             .get_or_create(&DecisionLabels {
                 policy: policy.clone(),

@@ -1,7 +1,7 @@
 //! The chart's documentation stays true: the values table in charts/accessgate/README.md is
 //! generated from the `# --` comments in values.yaml (types from values.schema.json, defaults
 //! from the values themselves), every value is documented, and Chart.yaml's metadata matches
-//! the chart.
+//! the chart. Also what `decisionLog` renders (helm template, as the other chart tests).
 //!
 //! Regenerate the table: `ACCESSGATE_BLESS=1 cargo test --test chart_docs` writes it and
 //! fails ("blessed, re-run"); the re-run passes.
@@ -243,6 +243,214 @@ fn chart_metadata_is_complete_and_consistent() {
             crds.contains(&format!("version: {}", v["name"].as_str().unwrap())),
             "artifacthub.io/crds does not list {}",
             v["name"]
+        );
+    }
+}
+
+// The decision log in the chart (`decisionLog`): rendered with `helm template` (helm from
+// tests/controlplane/build-helm.sh, as the other chart tests).
+
+const KEY_DIR: &str = "/var/run/accessgate/decision-log";
+
+fn deployment(objs: &[Value]) -> &Value {
+    named(objs, "Deployment", "accessgate")
+}
+
+fn args(objs: &[Value]) -> Vec<String> {
+    deployment(objs)["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn decision_log_args(objs: &[Value]) -> Vec<String> {
+    args(objs)
+        .into_iter()
+        .filter(|a| a.starts_with("--decision-log"))
+        .collect()
+}
+
+/// The key volume's Secret name, and that the container mounts it read-only at KEY_DIR.
+fn mounted_key_secret(objs: &[Value]) -> Option<(String, String)> {
+    let pod = &deployment(objs)["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == "decision-log-key")?;
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "decision-log-key")
+        .expect("the key volume is mounted");
+    assert_eq!(mount["mountPath"], KEY_DIR);
+    assert_eq!(mount["readOnly"], true);
+    let items = volume["secret"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        items[0]["path"], "key",
+        "the file --decision-log-key-file names"
+    );
+    Some((
+        volume["secret"]["secretName"].as_str().unwrap().to_owned(),
+        items[0]["key"].as_str().unwrap().to_owned(),
+    ))
+}
+
+fn secrets(objs: &[Value]) -> Vec<&Value> {
+    find(objs, "Secret")
+}
+
+/// No Role or ClusterRole the chart renders grants anything on Secrets: the key is mounted.
+fn assert_no_secret_rbac(objs: &[Value]) {
+    for kind in ["Role", "ClusterRole"] {
+        for role in find(objs, kind) {
+            for rule in role["rules"].as_array().into_iter().flatten() {
+                let resources = rule["resources"].as_array().unwrap();
+                assert!(
+                    !resources.iter().any(|r| r == "secrets" || r == "*"),
+                    "{kind} {} grants {rule}",
+                    role["metadata"]["name"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn decision_log_renders_its_flags_and_mounts_the_chart_secret() {
+    let objs = render(&[
+        "--set",
+        "decisionLog.enabled=true,decisionLog.sink=stderr,decisionLog.deniesPerSecond=7",
+        "--set",
+        "decisionLog.allowsPerSecond=0,decisionLog.email=true,decisionLog.queueLines=1000000",
+    ]);
+    assert_eq!(
+        decision_log_args(&objs),
+        [
+            "--decision-log=stderr",
+            "--decision-log-denies-per-second=7",
+            "--decision-log-allows-per-second=0",
+            "--decision-log-queue-lines=1000000",
+            &format!("--decision-log-key-file={KEY_DIR}/key"),
+            "--decision-log-email",
+        ]
+    );
+    // The chart's Secret: one, with at least 32 random bytes under `key`, and it is what
+    // every replica (the one pod template) mounts.
+    let secrets = secrets(&objs);
+    assert_eq!(secrets.len(), 1, "{:?}", kinds(&objs));
+    let secret = secrets[0];
+    assert_eq!(secret["metadata"]["name"], "accessgate-decision-log-key");
+    assert_eq!(secret["metadata"]["namespace"], NS);
+    let data = secret["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["key"]);
+    let b64 = data["key"].as_str().unwrap();
+    // 48 characters, base64-encoded: 64 characters, no padding.
+    assert_eq!(b64.len(), 64, "{b64}");
+    assert!(
+        b64.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    );
+    assert_eq!(
+        mounted_key_secret(&objs),
+        Some(("accessgate-decision-log-key".to_owned(), "key".to_owned()))
+    );
+    assert_no_secret_rbac(&objs);
+    // Each render draws its own key (`helm template` has no cluster to look the old one up in).
+    let again = render(&["--set", "decisionLog.enabled=true"]);
+    assert_ne!(find(&again, "Secret")[0]["data"]["key"], data["key"]);
+    // Defaults: stdout, 100 denies, 10 allows, 4096 lines, no e-mail.
+    assert_eq!(
+        decision_log_args(&again),
+        [
+            "--decision-log=stdout",
+            "--decision-log-denies-per-second=100",
+            "--decision-log-allows-per-second=10",
+            "--decision-log-queue-lines=4096",
+            &format!("--decision-log-key-file={KEY_DIR}/key"),
+        ]
+    );
+}
+
+#[test]
+fn decision_log_with_an_existing_secret_mounts_it_and_creates_none() {
+    let objs = render(&[
+        "--set",
+        "decisionLog.enabled=true,decisionLog.key.existingSecret=audit-key,decisionLog.key.secretKey=hmac.key",
+        // The user's own volumes stay beside the key's.
+        "--set",
+        "extraVolumes[0].name=ca,extraVolumes[0].configMap.name=ca-bundle",
+        "--set",
+        "extraVolumeMounts[0].name=ca,extraVolumeMounts[0].mountPath=/etc/accessgate/ca",
+    ]);
+    assert!(secrets(&objs).is_empty(), "{:?}", kinds(&objs));
+    assert_eq!(
+        mounted_key_secret(&objs),
+        Some(("audit-key".to_owned(), "hmac.key".to_owned()))
+    );
+    assert!(
+        args(&objs).contains(&format!("--decision-log-key-file={KEY_DIR}/key")),
+        "{:?}",
+        args(&objs)
+    );
+    let pod = &deployment(&objs)["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"].as_array().unwrap().len(), 2);
+    assert_eq!(pod["volumes"][1]["name"], "ca");
+    assert_eq!(pod["containers"][0]["volumeMounts"][1]["name"], "ca");
+    assert_no_secret_rbac(&objs);
+}
+
+#[test]
+fn decision_log_off_renders_no_secret_flags_or_volume() {
+    for extra in [
+        &[][..],
+        &["--set", "decisionLog.enabled=false,decisionLog.email=true"][..],
+    ] {
+        let objs = render(extra);
+        assert!(secrets(&objs).is_empty(), "{:?}", kinds(&objs));
+        assert!(decision_log_args(&objs).is_empty());
+        let pod = &deployment(&objs)["spec"]["template"]["spec"];
+        assert!(pod["volumes"].is_null(), "{}", pod["volumes"]);
+        assert!(pod["containers"][0]["volumeMounts"].is_null());
+    }
+}
+
+#[test]
+fn decision_log_values_the_binary_would_refuse_are_refused() {
+    for set in [
+        "decisionLog.sink=/var/log/decisions.log",
+        "decisionLog.sink=off",
+        "decisionLog.queueLines=0",
+        "decisionLog.queueLines=1000001",
+        "decisionLog.deniesPerSecond=-1",
+        "decisionLog.allowsPerSecond=4294967296",
+        "decisionLog.key.secretKey=a/b",
+        "decisionLog.key.existingSecret=Not_A_Name",
+        "decisionLog.unknown=1",
+        // The chart sets these itself: accessgate refuses a flag given twice.
+        "extraArgs={--decision-log=stdout}",
+        "extraArgs={--decision-log-email}",
+    ] {
+        let (ok, _, err) = helm(&[
+            "template",
+            "accessgate",
+            CHART,
+            "--namespace",
+            NS,
+            "--kube-version",
+            "1.33.0",
+            "--set",
+            "decisionLog.enabled=true",
+            "--set",
+            set,
+        ]);
+        assert!(!ok, "{set} was accepted");
+        assert!(
+            err.contains("values don't meet the specifications"),
+            "{set}: {err}"
         );
     }
 }

@@ -51,6 +51,7 @@ fn crd_has_short_name_columns_status_and_cel() {
             "Headers-Protected",
             "Issuer",
             "Audiences",
+            "Mode",
             "Age"
         ]
     );

@@ -13,11 +13,11 @@ pub mod status;
 
 pub use crd::{crd, crd_yaml};
 pub use policy::{
-    AccessPolicy, AccessPolicySpec, ClaimFormat, ClaimHeader, IdentityOnError, IdentitySpec,
-    IssuerSpec, Matcher, RESERVED_HEADER_PREFIXES, RESERVED_HEADERS, RulesSpec, SigningAlgorithm,
-    TokenSource, TokenType, is_reserved_header,
+    AccessPolicy, AccessPolicySpec, CandidateSpec, ClaimFormat, ClaimHeader, IdentityOnError,
+    IdentitySpec, IssuerSpec, Matcher, PolicyMode, RESERVED_HEADER_PREFIXES, RESERVED_HEADERS,
+    RulesSpec, SigningAlgorithm, TokenSource, TokenType, is_reserved_header,
 };
 pub use status::{
-    AccessPolicyStatus, ConditionStatus, ConditionType, HeadersReason, KeysReason, KeysStatus,
-    ReadyReason, UsedByStatus,
+    AccessPolicyStatus, CandidateReason, ConditionStatus, ConditionType, HeadersReason, KeysReason,
+    KeysStatus, ReadyReason, UsedByStatus,
 };

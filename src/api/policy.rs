@@ -57,6 +57,12 @@ use super::status::AccessPolicyStatus;
         priority = 1
     ),
     printcolumn(
+        name = "Mode",
+        type_ = "string",
+        json_path = ".spec.mode",
+        priority = 1
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -65,6 +71,9 @@ use super::status::AccessPolicyStatus;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.issuer.teamDomain) || self.audiences.all(a, a.matches('^[0-9a-f]{64}$'))"
 ).message("with issuer.teamDomain, every audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)").reason(kube::core::Reason::FieldValueInvalid).field_path(".audiences"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.issuer.teamDomain) || !has(self.candidate) || !has(self.candidate.audiences) || self.candidate.audiences.all(a, a.matches('^[0-9a-f]{64}$'))"
+).message("with issuer.teamDomain, every candidate audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)").reason(kube::core::Reason::FieldValueInvalid).field_path(".candidate.audiences"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.paths) || size(self.paths) == 0 || (has(self.hosts) && size(self.hosts) > 0)")
     .message("paths route the bare /auth endpoint and need hosts").reason(kube::core::Reason::FieldValueRequired).field_path(".hosts"))]
 #[serde(rename_all = "camelCase")]
@@ -158,6 +167,56 @@ pub struct AccessPolicySpec {
     /// `identity.devicePosture.<rule name>` (true/false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentitySpec>,
+
+    /// `enforce` (default): the policy's verdict is the answer. `dryRun`: the policy is
+    /// evaluated on every request it is selected for and its would-be verdict is counted
+    /// (`accessgate_dry_run_decisions_total`) and logged, but it answers nothing: the request
+    /// is answered as if the policy did not exist (another enforcing policy on the route
+    /// decides; with none, it is allowed, with identity headers only when this policy would
+    /// have allowed). For putting an app that has no auth today behind accessgate. Shown as
+    /// `Ready` reason `DryRun`, with a Warning Event when turned on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PolicyMode>,
+
+    /// A candidate version of the authorization, evaluated on the same requests beside the
+    /// live one and never affecting the answer: disagreements are counted
+    /// (`accessgate_candidate_decisions_total`), logged at a bounded rate and summarised in the
+    /// `CandidateAgrees` condition. Each field omitted is the live one. Promote it by moving
+    /// its fields into the spec and removing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateSpec>,
+}
+
+/// Whether a policy enforces its verdict.
+#[derive(JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyMode {
+    /// The verdict is the answer.
+    #[default]
+    Enforce,
+    /// The verdict is counted and logged, never the answer.
+    DryRun,
+}
+
+/// The parts of a policy a candidate may change: who is let in and what the app is told.
+/// Issuer, keys, token sources and routes are shared with the live policy (a candidate is
+/// evaluated on the requests the live policy selects).
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateSpec {
+    /// Replaces `audiences` (same limits; with `issuer.teamDomain`, AUD tags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 256)))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(a, size(a) > 0 && size(a) <= 256)").message("audiences must be 1 to 256 characters").reason(kube::core::Reason::FieldValueInvalid))]
+    pub audiences: Option<Vec<String>>,
+    /// Replaces `rules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<RulesSpec>,
+    /// Replaces `claimHeaders`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.all(x, self.exists_one(y, x.header.lowerAscii() == y.header.lowerAscii()))").message("claimHeaders must not name a header twice").reason(kube::core::Reason::FieldValueDuplicate))]
+    pub claim_headers: Option<Vec<ClaimHeader>>,
 }
 
 /// Where and how to fetch the identity.

@@ -69,6 +69,8 @@ pub enum ConditionType {
     KeysAvailable,
     /// Every Ingress that reaches it lists its identity headers in `auth-response-headers`.
     HeadersProtected,
+    /// Its `spec.candidate` compiled and has not disagreed with the live policy.
+    CandidateAgrees,
 }
 
 /// `metav1.Condition` status.
@@ -83,6 +85,8 @@ pub enum ConditionStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
 pub enum ReadyReason {
     Enforced,
+    /// `spec.mode: dryRun`: evaluated, not enforced.
+    DryRun,
     Invalid,
     NotLoaded,
     HostOwnedElsewhere,
@@ -108,6 +112,14 @@ pub enum HeadersReason {
     AllListed,
     ResponseHeadersNotListed,
     NoIngress,
+}
+
+/// Reasons of the `CandidateAgrees` condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+pub enum CandidateReason {
+    NoDisagreementSeen,
+    DisagreementsSeen,
+    CandidateInvalid,
 }
 
 /// `metav1.Condition` as the API conventions describe it, kept as a map keyed by `type` so
@@ -176,7 +188,8 @@ mod tests {
             .iter()
             .map(|r| <&str>::from(*r))
             .chain(KeysReason::VARIANTS.iter().map(|r| <&str>::from(*r)))
-            .chain(HeadersReason::VARIANTS.iter().map(|r| <&str>::from(*r)));
+            .chain(HeadersReason::VARIANTS.iter().map(|r| <&str>::from(*r)))
+            .chain(CandidateReason::VARIANTS.iter().map(|r| <&str>::from(*r)));
         for reason in reasons {
             assert!(
                 table.contains(&format!("`{reason}`")),

@@ -12,11 +12,12 @@ use std::time::Instant;
 use axum::http::{HeaderMap, HeaderValue};
 
 use crate::api::{AccessPolicy, TokenSource};
+use crate::core::candidate::Comparison;
 use crate::core::decision::Forgetful;
 use crate::core::dialect::{self, OriginalRequest, Routing};
-use crate::core::explain::Explainer;
+use crate::core::explain::{Explainer, Step};
 use crate::core::index::{PolicyEntry, PolicyIndex};
-use crate::core::policy::{CompiledPolicy, PolicyKey, compile};
+use crate::core::policy::{Candidate, CompiledPolicy, PolicyKey, compile};
 use crate::core::verify::{ASSERTION_HEADER, AUTH_COOKIE};
 use crate::identity::{IdentityClient, IdentityConfig};
 use crate::keys::{FixedKeys, KeyConfig, fetch_once};
@@ -182,6 +183,7 @@ pub async fn run(
         identity: identity.as_ref(),
         metrics: None,
         log: None,
+        shadows: None,
     };
     let headers = request_with(&policy, token);
     let request = AuthRequest {
@@ -193,8 +195,42 @@ pub async fn run(
         original: Ok(original(url)),
     };
     let mut explainer = Explainer::new();
-    let verdict = service.authorize(request, &mut explainer).await;
-    for s in &explainer.finish(verdict.outcome.map(|_| ())) {
+    let mut candidate_explainer = Explainer::new();
+    let (verdict, shadows) = service
+        .authorize_traced(request, &mut explainer, &mut candidate_explainer)
+        .await;
+    // A dry-run policy's own verdict is what the check is about; the server lets the request
+    // through whatever it is.
+    let outcome = match &shadows.dry_run {
+        Some((_, decision)) => decision.outcome(),
+        None => verdict.outcome.map(|_| ()),
+    };
+    print_steps(&explainer.finish(outcome));
+    if shadows.dry_run.is_some() {
+        println!(
+            "mode     dry-run: the server does not enforce this verdict (it answers as if the policy did not exist)"
+        );
+    }
+    match (&policy.candidate, shadows.candidates.first()) {
+        (Some(Candidate::Invalid(e)), _) => {
+            println!("candidate INVALID {e} (the live policy is enforced as it is)")
+        }
+        (Some(Candidate::Ready(_)), Some(seen)) => {
+            println!("candidate spec.candidate, on the same request:");
+            print_steps(&candidate_explainer.finish(seen.decision.outcome()));
+            let differs = match seen.comparison {
+                Comparison::Agree => "no: same verdict and identity headers".to_owned(),
+                c => format!("YES: {} ({})", c.result(), c.reason()),
+            };
+            println!("differs  {differs}");
+        }
+        _ => {}
+    }
+    Ok(outcome.is_ok())
+}
+
+fn print_steps(steps: &[Step]) {
+    for s in steps {
         println!(
             "{} {:<10} {}",
             if s.ok { "ok  " } else { "FAIL" },
@@ -202,5 +238,4 @@ pub async fn run(
             s.detail
         );
     }
-    Ok(verdict.is_allow())
 }

@@ -6,11 +6,13 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::audit::Audit;
 use crate::api::{
-    AccessPolicyStatus, ConditionStatus, ConditionType, HeadersReason, KeysReason, KeysStatus,
-    ReadyReason, UsedByStatus,
+    AccessPolicyStatus, CandidateReason, ConditionStatus, ConditionType, HeadersReason, KeysReason,
+    KeysStatus, ReadyReason, UsedByStatus,
 };
 use crate::core::index::{HostRefusal, PolicyEntry, RouteConflict};
+use crate::core::policy::Candidate;
 use crate::keys::KeyStatus;
+use crate::serve::shadow::{FirstSeen, Seen};
 
 /// Everything the status of one policy is computed from.
 pub struct Inputs<'a> {
@@ -25,6 +27,10 @@ pub struct Inputs<'a> {
     /// The Ingresses that reach this policy (none when `None`).
     pub audit: Option<&'a Audit>,
     pub auth_url: String,
+    /// A dry-run policy's first would-be denial at this generation (this replica's).
+    pub would_deny: Option<FirstSeen>,
+    /// The candidate's first disagreement at this generation (this replica's).
+    pub disagreed: Option<FirstSeen>,
     pub now: Timestamp,
 }
 
@@ -99,11 +105,12 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             ReadyReason::KeysUnavailable,
             "no signing keys loaded: every request is denied with keys_unavailable (see KeysAvailable)".to_owned(),
         ),
+        (_, Some(p)) if p.dry_run => (ConditionStatus::True, ReadyReason::DryRun, dry_run_message(i)),
         (_, Some(_)) => (ConditionStatus::True, ReadyReason::Enforced, format!("enforced at {}", i.auth_url)),
         _ => unreachable!("entry Ready implies policy"),
     };
 
-    let conditions = vec![
+    let mut conditions = vec![
         condition(i, ConditionType::Ready, ready_condition),
         condition(i, ConditionType::KeysAvailable, keys_condition),
         condition(
@@ -112,6 +119,13 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             headers_condition(i.audit),
         ),
     ];
+    if let Some(c) = policy.and_then(|p| p.candidate.as_ref()) {
+        conditions.push(condition(
+            i,
+            ConditionType::CandidateAgrees,
+            candidate_condition(c, i.disagreed.as_ref()),
+        ));
+    }
     AccessPolicyStatus {
         observed_generation: i.generation,
         conditions,
@@ -126,6 +140,64 @@ pub fn desired(i: &Inputs) -> AccessPolicyStatus {
             other_namespaces: a.elsewhere,
         }),
     }
+}
+
+/// A dry-run policy's `Ready` message: what it means, and whether it would have denied.
+/// Changes once per generation (the first would-be denial), never with traffic.
+fn dry_run_message(i: &Inputs) -> String {
+    let seen = match &i.would_deny {
+        Some(f) => match f.what {
+            Seen::WouldDeny(reason) => format!(
+                "would-be denials seen since {} (first: {})",
+                rfc3339(f.at),
+                reason.code()
+            ),
+            Seen::Disagreed(_) => String::new(),
+        },
+        None => "no would-be denial seen yet".to_owned(),
+    };
+    format!(
+        "DRY-RUN at {}: evaluated on every request, NOT enforced (requests are answered as if this policy did not exist); {seen}; counts in accessgate_dry_run_decisions_total. Remove spec.mode to enforce",
+        i.auth_url
+    )
+}
+
+/// `CandidateAgrees`: whether the candidate compiled and whether it has disagreed with the
+/// live policy at this generation.
+fn candidate_condition(
+    candidate: &Candidate,
+    disagreed: Option<&FirstSeen>,
+) -> (ConditionStatus, CandidateReason, String) {
+    match (candidate, disagreed) {
+        (Candidate::Invalid(e), _) => (
+            ConditionStatus::Unknown,
+            CandidateReason::CandidateInvalid,
+            format!("{e}; the candidate is not evaluated, the live policy is enforced as it is"),
+        ),
+        (Candidate::Ready(_), None) => (
+            ConditionStatus::True,
+            CandidateReason::NoDisagreementSeen,
+            "no disagreement with the live policy seen at this generation (this replica's requests; accessgate_candidate_decisions_total counts every replica's)".to_owned(),
+        ),
+        (Candidate::Ready(_), Some(f)) => {
+            let first = match f.what {
+                Seen::Disagreed(c) => format!("{} ({})", c.result(), c.reason()),
+                Seen::WouldDeny(r) => r.code().to_owned(),
+            };
+            (
+                ConditionStatus::False,
+                CandidateReason::DisagreementsSeen,
+                format!(
+                    "disagreements with the live policy seen since {} (first: {first}); counts in accessgate_candidate_decisions_total",
+                    rfc3339(f.at)
+                ),
+            )
+        }
+    }
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// Whether the Ingresses reaching the policy let accessgate's identity headers through and
@@ -275,7 +347,20 @@ pub fn events(old: Option<&AccessPolicyStatus>, new: &AccessPolicyStatus) -> Vec
             // The event follows the condition: Normal only when enforced as written, Warning
             // for every reason a user must act on. Missing keys are told by KeyFetchFailing
             // (a first fetch still under way is no news).
-            if is(ReadyReason::Enforced) {
+            if is(ReadyReason::DryRun) {
+                // Turned on, or edited while on: impossible to miss. The first would-be
+                // denial changes only the message, and is no Event.
+                if generation_moved || old_ready.map(|c| &c.reason) != Some(&nr.reason) {
+                    out.push(EventSpec {
+                        warning: true,
+                        reason: ReadyReason::DryRun.into(),
+                        note: format!(
+                            "generation {} is in dry-run: evaluated, NOT enforced",
+                            new.observed_generation.unwrap_or_default()
+                        ),
+                    });
+                }
+            } else if is(ReadyReason::Enforced) {
                 out.push(EventSpec {
                     warning: false,
                     reason: "PolicyAccepted",
@@ -384,8 +469,137 @@ mod tests {
             keys,
             audit: None,
             auth_url: "http://accessgate.sys.svc.cluster.local/auth/ns/p".into(),
+            would_deny: None,
+            disagreed: None,
             now: Timestamp::from_second(1_800_000_000).unwrap(),
         }
+    }
+
+    fn condition_of(s: &AccessPolicyStatus, t: ConditionType) -> Option<&Condition> {
+        s.conditions.iter().find(|c| c.type_ == <&str>::from(t))
+    }
+
+    #[test]
+    fn a_dry_run_policy_says_so_once_and_its_first_would_be_denial_once() {
+        let mut policy = cloudflare_policy(PolicyKey::new("ns", "p"), Some(2));
+        policy.dry_run = true;
+        let entry = PolicyEntry::Ready(Arc::new(policy));
+        let first = desired(&inputs(Some(&entry), Some(loaded()), None));
+        let ready = condition_of(&first, ConditionType::Ready).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "DryRun")
+        );
+        assert!(ready.message.contains("NOT enforced"), "{}", ready.message);
+        assert!(ready.message.contains("no would-be denial seen yet"));
+        let turned_on = events(None, &first);
+        assert!(
+            turned_on.iter().any(|e| e.warning && e.reason == "DryRun"),
+            "{turned_on:?}"
+        );
+
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let denied = desired(&Inputs {
+            would_deny: Some(FirstSeen {
+                generation: Some(2),
+                at,
+                what: Seen::WouldDeny(crate::core::reason::Reason::TokenMissing),
+            }),
+            ..inputs(Some(&entry), Some(loaded()), Some(&first))
+        });
+        let ready = condition_of(&denied, ConditionType::Ready).unwrap();
+        assert!(
+            ready.message.contains(
+                "would-be denials seen since 2027-01-15T08:00:00Z (first: token_missing)"
+            ),
+            "{}",
+            ready.message
+        );
+        // One write for the first would-be denial, no new Event; later requests change nothing.
+        assert!(needs_write(Some(&first), &denied));
+        assert_eq!(events(Some(&first), &denied), []);
+        assert_eq!(
+            ready.last_transition_time,
+            condition_of(&first, ConditionType::Ready)
+                .unwrap()
+                .last_transition_time
+        );
+    }
+
+    #[test]
+    fn a_candidate_has_its_own_condition_and_never_touches_ready() {
+        use crate::api::{AccessPolicySpec, CandidateSpec, IssuerSpec, RulesSpec};
+        use crate::core::candidate::Comparison;
+        use crate::core::reason::Reason;
+        let spec = |rules: RulesSpec| AccessPolicySpec {
+            issuer: IssuerSpec {
+                team_domain: Some("team.cloudflareaccess.com".into()),
+                ..Default::default()
+            },
+            audiences: vec!["a".repeat(64)],
+            candidate: Some(CandidateSpec {
+                rules: Some(rules),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let compiled = |rules| {
+            PolicyEntry::Ready(Arc::new(
+                crate::core::policy::compile(PolicyKey::new("ns", "p"), Some(2), &spec(rules))
+                    .unwrap(),
+            ))
+        };
+        let broken = compiled(RulesSpec {
+            groups_claim: Some("a..b".into()),
+            ..Default::default()
+        });
+        let s = desired(&inputs(Some(&broken), Some(loaded()), None));
+        let ready = condition_of(&s, ConditionType::Ready).unwrap();
+        assert_eq!(
+            ready.reason, "Enforced",
+            "a broken candidate leaves the live policy enforced"
+        );
+        let c = condition_of(&s, ConditionType::CandidateAgrees).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("Unknown", "CandidateInvalid")
+        );
+        assert!(
+            c.message.starts_with("spec.candidate.rules.groupsClaim"),
+            "{}",
+            c.message
+        );
+
+        let good = compiled(RulesSpec::default());
+        let quiet = desired(&inputs(Some(&good), Some(loaded()), None));
+        let c = condition_of(&quiet, ConditionType::CandidateAgrees).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "NoDisagreementSeen")
+        );
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let seen = desired(&Inputs {
+            disagreed: Some(FirstSeen {
+                generation: Some(2),
+                at,
+                what: Seen::Disagreed(Comparison::CandidateDenies(Reason::RuleDenied)),
+            }),
+            ..inputs(Some(&good), Some(loaded()), Some(&quiet))
+        });
+        let c = condition_of(&seen, ConditionType::CandidateAgrees).unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "DisagreementsSeen")
+        );
+        assert!(
+            c.message
+                .contains("since 2027-01-15T08:00:00Z (first: candidate_denies (rule_denied))"),
+            "{}",
+            c.message
+        );
+        // Without a candidate there is no such condition.
+        let plain = desired(&inputs(Some(&entry()), Some(loaded()), None));
+        assert!(condition_of(&plain, ConditionType::CandidateAgrees).is_none());
     }
 
     fn loaded() -> KeyStatus {

@@ -156,8 +156,11 @@ impl StatusWriter {
                 self.in_flight = JoinSet::new();
                 self.writing.clear();
             }
+            // Taken on every replica, so a follower's list does not grow.
+            let shadowed = self.state.shadows.take_changed();
             if is_leader {
                 self.ledger.settle().await;
+                self.queue.extend(shadowed);
                 self.notice_changes();
                 self.write_queued();
             }
@@ -422,6 +425,8 @@ impl StatusWriter {
             keys: jwks.and_then(|u| self.state.keys.status(u)),
             audit: self.seen.audits.get(key),
             auth_url: format!("{}/auth/{}/{}", self.auth_base_url, key.namespace, key.name),
+            would_deny: self.state.shadows.would_deny(key, generation),
+            disagreed: self.state.shadows.disagreed(key, generation),
             now,
         })
     }

@@ -12,8 +12,8 @@ use jsonwebtoken::Algorithm;
 use url::Url;
 
 use crate::api::{
-    AccessPolicySpec, ClaimFormat, IdentityOnError, Matcher, SigningAlgorithm, TokenSource,
-    TokenType, is_reserved_header,
+    AccessPolicySpec, ClaimFormat, IdentityOnError, Matcher, PolicyMode, SigningAlgorithm,
+    TokenSource, TokenType, is_reserved_header,
 };
 
 /// `namespace/name` of a policy.
@@ -97,6 +97,29 @@ pub struct CompiledPolicy {
     pub claim_headers: Vec<CompiledClaimHeader>,
     pub rules: CompiledRules,
     pub identity: Option<CompiledIdentity>,
+    /// `spec.mode: dryRun`: evaluated and counted, never the answer (docs/routing.md, "Dry-run
+    /// policies").
+    pub dry_run: bool,
+    /// `spec.candidate`: evaluated beside this policy, never the answer.
+    pub candidate: Option<Candidate>,
+}
+
+/// A policy's candidate authorization, or why it does not compile. A candidate that fails
+/// is the candidate's own problem: the live policy is enforced as it is.
+#[derive(Clone, Debug)]
+pub enum Candidate {
+    /// The live policy with the candidate's audiences, rules and claim headers.
+    Ready(Arc<CompiledPolicy>),
+    Invalid(CompileError),
+}
+
+impl Candidate {
+    pub fn ready(&self) -> Option<&Arc<CompiledPolicy>> {
+        match self {
+            Candidate::Ready(p) => Some(p),
+            Candidate::Invalid(_) => None,
+        }
+    }
 }
 
 /// `spec.identity`, compiled.
@@ -183,7 +206,48 @@ pub fn compile(
         claim_headers: compile_claim_headers(spec)?,
         rules: compile_rules(spec, issuer_kind)?,
         identity,
+        dry_run: spec.mode == Some(PolicyMode::DryRun),
+        candidate: None,
     })
+    .map(|live| with_candidate(live, spec))
+}
+
+/// `live` with its candidate compiled beside it: the live spec with the candidate's fields in
+/// place of its own, through the same checks, its errors named under `spec.candidate`.
+fn with_candidate(mut live: CompiledPolicy, spec: &AccessPolicySpec) -> CompiledPolicy {
+    let Some(c) = &spec.candidate else {
+        return live;
+    };
+    let merged = AccessPolicySpec {
+        audiences: c
+            .audiences
+            .clone()
+            .unwrap_or_else(|| spec.audiences.clone()),
+        rules: c.rules.clone().or_else(|| spec.rules.clone()),
+        claim_headers: c
+            .claim_headers
+            .clone()
+            .or_else(|| spec.claim_headers.clone()),
+        ..spec.clone()
+    };
+    let compiled = (|| {
+        Ok::<_, CompileError>(CompiledPolicy {
+            audiences: compile_audiences(&merged, live.issuer_kind)?,
+            claim_headers: compile_claim_headers(&merged)?,
+            rules: compile_rules(&merged, live.issuer_kind)?,
+            dry_run: false,
+            candidate: None,
+            ..live.clone()
+        })
+    })();
+    live.candidate = Some(match compiled {
+        Ok(p) => Candidate::Ready(Arc::new(p)),
+        Err(e) => Candidate::Invalid(CompileError {
+            field: e.field.replacen("spec.", "spec.candidate.", 1),
+            message: e.message,
+        }),
+    });
+    live
 }
 
 fn compile_issuer(spec: &AccessPolicySpec) -> Result<(String, IssuerKind, Url), CompileError> {

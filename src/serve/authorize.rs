@@ -15,11 +15,14 @@ use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
-use crate::core::decision::{self, Decision, Enrichment, Observer, SignatureMemo, VerifiedToken};
+use crate::core::candidate::{self, Comparison};
+use crate::core::decision::{
+    self, Decision, Enrichment, Observer, SignatureMemo, Unobserved, VerifiedToken,
+};
 use crate::core::dialect::{OriginalRequest, Routing};
-use crate::core::index::PolicyIndex;
+use crate::core::index::{PolicyIndex, Selected};
 use crate::core::jwks::KeyLookup;
-use crate::core::policy::CompiledPolicy;
+use crate::core::policy::{Candidate, CompiledPolicy};
 use crate::core::reason::Reason;
 use crate::identity::IdentityClient;
 use crate::keys::tokens::TokenCache;
@@ -27,6 +30,7 @@ use crate::keys::{FixedKeys, KeyStore};
 use crate::metrics::Metrics;
 use crate::serve::decision_log::DecisionLog;
 use crate::serve::record;
+use crate::serve::shadow::ShadowWatch;
 use crate::serve::state::AppState;
 use crate::serve::verdict::Verdict;
 
@@ -61,35 +65,22 @@ pub struct AuthRequest<'a> {
 
 /// Where policies are selected from.
 pub trait Policies {
-    fn select(
-        &self,
-        select: &Select<'_>,
-        original: &OriginalRequest,
-    ) -> Result<Arc<CompiledPolicy>, Reason>;
+    fn select(&self, select: &Select<'_>, original: &OriginalRequest) -> Selected;
 }
 
 impl Policies for PolicyIndex {
-    fn select(
-        &self,
-        select: &Select<'_>,
-        original: &OriginalRequest,
-    ) -> Result<Arc<CompiledPolicy>, Reason> {
+    fn select(&self, select: &Select<'_>, original: &OriginalRequest) -> Selected {
         match select {
-            Select::Name { namespace, name } => self.by_name(namespace, name),
-            Select::Route => self.by_route(&original.host, &original.path),
+            Select::Name { namespace, name } => self.select_name(namespace, name),
+            Select::Route => self.select_route(&original.host, &original.path),
         }
-        .cloned()
     }
 }
 
 impl Policies for AppState {
-    /// From the live index; the index is held only while selecting (the policy is kept, by
-    /// reference count, for the rest of the decision).
-    fn select(
-        &self,
-        select: &Select<'_>,
-        original: &OriginalRequest,
-    ) -> Result<Arc<CompiledPolicy>, Reason> {
+    /// From the live index; the index is held only while selecting (the policies are kept,
+    /// by reference count, for the rest of the decision).
+    fn select(&self, select: &Select<'_>, original: &OriginalRequest) -> Selected {
         self.index().select(select, original)
     }
 }
@@ -128,6 +119,8 @@ pub struct Authorizer<'a, P, K, M> {
     pub metrics: Option<&'a Metrics>,
     /// `None`: no decision log (off, or `check`).
     pub log: Option<&'a DecisionLog>,
+    /// `None`: first would-be denials and disagreements are not remembered (`check`).
+    pub shadows: Option<&'a ShadowWatch>,
 }
 
 /// The server's service: the live index, the key caches, the verified-token cache, the
@@ -140,7 +133,33 @@ pub fn of(state: &AppState) -> Authorizer<'_, AppState, KeyStore, TokenCache> {
         identity: Some(&state.identity),
         metrics: Some(&state.metrics),
         log: state.decision_log.as_deref(),
+        shadows: Some(&state.shadows),
     }
+}
+
+/// What one authorization decided besides its answer.
+#[derive(Debug, Default)]
+pub struct Shadows {
+    /// The dry-run policy the request selected, and what it would have answered.
+    pub dry_run: Option<(Arc<CompiledPolicy>, Decision)>,
+    /// The candidates evaluated (of the answering policy, of the dry-run one).
+    pub candidates: Vec<CandidateSeen>,
+}
+
+/// A candidate's decision beside its live policy's.
+#[derive(Debug)]
+pub struct CandidateSeen {
+    /// The live policy (the candidate is its `candidate`).
+    pub live: Arc<CompiledPolicy>,
+    pub decision: Decision,
+    pub comparison: Comparison,
+}
+
+/// One policy's decision on the request, with its candidate's.
+struct Evaluated<'h> {
+    decision: Decision,
+    token: Option<VerifiedToken<'h>>,
+    candidate: Option<CandidateSeen>,
 }
 
 impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
@@ -150,17 +169,36 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
         request: AuthRequest<'_>,
         observer: &mut impl Observer,
     ) -> Verdict {
+        self.authorize_traced(request, observer, &mut Unobserved)
+            .await
+            .0
+    }
+
+    /// [`Authorizer::authorize`], also returning what was decided besides the answer; the
+    /// candidates' steps are reported to `candidate_observer`.
+    pub async fn authorize_traced(
+        &self,
+        request: AuthRequest<'_>,
+        observer: &mut impl Observer,
+        candidate_observer: &mut impl Observer,
+    ) -> (Verdict, Shadows) {
         let started = Instant::now();
-        let (policy, decision, token) = match &request.original {
-            Err(reason) => (None, Decision::Deny(*reason), None),
+        let mut shadows = Shadows::default();
+        let (label, verdict, token) = match &request.original {
+            Err(reason) => (None, Verdict::deny(*reason), None),
             Ok(original) => {
-                let now = unix_now();
-                self.decide(&request.select, request.headers, original, now, observer)
-                    .await
+                self.decide(
+                    &request.select,
+                    request.headers,
+                    original,
+                    &mut shadows,
+                    observer,
+                    candidate_observer,
+                )
+                .await
             }
         };
-        let verdict = Verdict::from(decision);
-        let label = policy.unwrap_or_else(|| match (request.select, verdict.reason()) {
+        let label = label.unwrap_or_else(|| match (request.select, verdict.reason()) {
             // An invalid policy was named: count its denials under its name.
             (Select::Name { namespace, name }, Some(Reason::PolicyInvalid)) => {
                 Arc::from(format!("{namespace}/{name}"))
@@ -171,53 +209,150 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
             record::Sinks {
                 metrics: self.metrics,
                 log: self.log,
+                shadows: self.shadows,
             },
             &label,
             request.original.as_ref().ok(),
             &verdict,
             token.as_ref(),
+            &shadows,
             started,
         );
-        verdict
+        (verdict, shadows)
     }
 
-    /// The decision, the label of the policy it was made under (`None`: none selected), and
-    /// the token when it verified.
+    /// The verdict, the label of the policy it was made under (`None`: none selected), and
+    /// the token when it verified. The dry-run policy and candidates go to `shadows`.
     async fn decide<'h>(
         &self,
         select: &Select<'_>,
         headers: &'h HeaderMap,
         original: &OriginalRequest,
+        shadows: &mut Shadows,
+        observer: &mut impl Observer,
+        candidate_observer: &mut impl Observer,
+    ) -> (Option<Arc<str>>, Verdict, Option<VerifiedToken<'h>>) {
+        let now = unix_now();
+        let selected = self.policies.select(select, original);
+        let live = match selected.enforcing {
+            Ok(p) => {
+                let evaluated = self
+                    .evaluate(&p, headers, now, observer, candidate_observer)
+                    .await;
+                Ok((p, evaluated))
+            }
+            Err(reason) => Err(reason),
+        };
+        // The dry-run policy's steps are the trace only when nothing else answers.
+        let dry_run = match &selected.dry_run {
+            Some(p) if live.is_err() => Some(
+                self.evaluate(p, headers, now, observer, candidate_observer)
+                    .await,
+            ),
+            Some(p) => Some(
+                self.evaluate(p, headers, now, &mut Unobserved, &mut Unobserved)
+                    .await,
+            ),
+            None => None,
+        };
+        let mut answer = match live {
+            Ok((p, live)) => {
+                shadows.candidates.extend(live.candidate);
+                (
+                    Some(p.label.clone()),
+                    Verdict::from(live.decision),
+                    live.token,
+                )
+            }
+            Err(reason) => (None, Verdict::deny(reason), None),
+        };
+        if let (Some(p), Some(d)) = (selected.dry_run, dry_run) {
+            shadows.candidates.extend(d.candidate);
+            // Only a dry-run policy covers the request: it passes.
+            if answer.1.reason() == Some(Reason::PolicyUnknown) && answer.0.is_none() {
+                answer = (
+                    Some(p.label.clone()),
+                    Verdict::pass(&p, d.decision.clone()),
+                    d.token,
+                );
+            }
+            shadows.dry_run = Some((p, d.decision));
+        }
+        answer
+    }
+
+    /// `policy`'s decision: verify, refetch once, verify again, enrich, conclude; then its
+    /// candidate's on the same request.
+    async fn evaluate<'h>(
+        &self,
+        policy: &Arc<CompiledPolicy>,
+        headers: &'h HeaderMap,
         now: u64,
         observer: &mut impl Observer,
-    ) -> (Option<Arc<str>>, Decision, Option<VerifiedToken<'h>>) {
-        let policy = match self.policies.select(select, original) {
-            Ok(p) => p,
-            Err(reason) => return (None, Decision::Deny(reason), None),
+        candidate_observer: &mut impl Observer,
+    ) -> Evaluated<'h> {
+        let verify = |policy: &CompiledPolicy, observer: &mut _| {
+            decision::verify_request(policy, headers, self.keys, self.memo, now, observer)
         };
-        let label = Some(policy.label.clone());
-        let verify = |observer: &mut _| {
-            decision::verify_request(&policy, headers, self.keys, self.memo, now, observer)
-        };
-        let mut verified = verify(observer);
+        let mut verified = verify(policy, observer);
         // An unknown kid may mean the issuer rotated; no keys may mean the first fetch is
         // still running. One (coalesced, rate-limited) refetch, then verify again.
         if matches!(verified, Err(Reason::KeyUnknown | Reason::KeysUnavailable)) {
             let fetched = self.keys.refetch(&policy.jwks_uri).await;
             observer.refetched(&policy.jwks_uri, fetched);
             if fetched {
-                verified = verify(observer);
+                verified = verify(policy, observer);
             }
         }
-        let token = match verified {
-            Ok(v) => v,
-            Err(reason) => return (label, Decision::Deny(reason), None),
+        let (decision, token, identity) = match verified {
+            Ok(token) => {
+                let identity = self.identity_for(policy, &token, now).await;
+                let enrichment = identity.enrichment();
+                observer.enrichment(policy, &enrichment, identity.failure());
+                let decision = decision::conclude(policy, &token, enrichment, observer);
+                (decision, Some(token), Some(identity))
+            }
+            Err(reason) => (Decision::Deny(reason), None, None),
         };
-        let identity = self.identity_for(&policy, &token, now).await;
-        let enrichment = identity.enrichment();
-        observer.enrichment(&policy, &enrichment, identity.failure());
-        let decision = decision::conclude(&policy, &token, enrichment, observer);
-        (label, decision, Some(token))
+        let candidate = match policy.candidate.as_ref().and_then(Candidate::ready) {
+            None => None,
+            Some(c) => {
+                // Same issuer and keys: no refetch of its own. The live identity is reused;
+                // it is fetched only when the candidate alone admits the token.
+                let verified = decision::verify_request(
+                    c,
+                    headers,
+                    self.keys,
+                    self.memo,
+                    now,
+                    candidate_observer,
+                );
+                let theirs = match verified {
+                    Err(reason) => Decision::Deny(reason),
+                    Ok(v) => {
+                        let fetched;
+                        let identity = match &identity {
+                            Some(id) => id,
+                            None => {
+                                fetched = self.identity_for(c, &v, now).await;
+                                &fetched
+                            }
+                        };
+                        decision::conclude(c, &v, identity.enrichment(), candidate_observer)
+                    }
+                };
+                Some(CandidateSeen {
+                    live: policy.clone(),
+                    comparison: candidate::compare(&decision, &theirs),
+                    decision: theirs,
+                })
+            }
+        };
+        Evaluated {
+            decision,
+            token,
+            candidate,
+        }
     }
 
     /// The identity behind a verified token, if the policy asks for one and this service
@@ -284,7 +419,7 @@ pub(crate) fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::decision::{Forgetful, Unobserved};
+    use crate::core::decision::Forgetful;
     use crate::core::explain::Explainer;
     use crate::core::fixtures::{ISS, index, keys_of};
     use crate::core::jwks::{KeyAnswer, KeySet};
@@ -349,6 +484,7 @@ mod tests {
             identity: None,
             metrics: None,
             log: None,
+            shadows: None,
         };
         let headers = headers_with(token);
         let request = AuthRequest {
@@ -431,6 +567,7 @@ mod tests {
             identity: None,
             metrics: None,
             log: None,
+            shadows: None,
         };
         let request = AuthRequest {
             select: Select::Route,

@@ -118,6 +118,30 @@ pub struct DecisionRecord<'a> {
     /// `None` on allow.
     pub reason: Option<&'static str>,
     pub token: Option<TokenFacts<'a>>,
+    /// The dry-run policy the request selected and what it would have answered.
+    pub dry_run: Option<DryRunFacts<'a>>,
+    /// A candidate that disagreed with its live policy on this request.
+    pub candidate: Option<CandidateFacts<'a>>,
+}
+
+/// A dry-run policy's would-be verdict.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DryRunFacts<'a> {
+    pub policy: &'a str,
+    /// The would-be deny reason; `None`: it would have allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+/// How a candidate disagreed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CandidateFacts<'a> {
+    /// The live policy whose candidate this is.
+    pub policy: &'a str,
+    /// `candidate_denies`, `candidate_allows`, `reason_differs` or `headers_differ`.
+    pub result: &'static str,
+    /// The reason they disagree on, or `ok`.
+    pub reason: &'static str,
 }
 
 /// Counts of what the log wrote and what it dropped, by why.
@@ -173,11 +197,12 @@ impl DecisionLog {
 
     /// Queues the line for `record`, unless its rate is spent or the queue is full.
     pub fn record(&self, record: &DecisionRecord<'_>) {
-        let limit = if record.reason.is_none() {
-            &self.allows
-        } else {
-            &self.denies
-        };
+        // A would-be denial and a disagreement are what an auditor of a change looks for:
+        // at the deny rate.
+        let notable = record.reason.is_some()
+            || record.dry_run.is_some_and(|d| d.reason.is_some())
+            || record.candidate.is_some();
+        let limit = if notable { &self.denies } else { &self.allows };
         if !limit.admit(unix_now()) {
             self.counters.rate_limited.inc();
             return;
@@ -221,6 +246,8 @@ impl DecisionLog {
                 SubjectField::Hashed => None,
                 SubjectField::HashedAndEmail => token.and_then(|t| t.email),
             },
+            dry_run: record.dry_run,
+            candidate: record.candidate,
         };
         // Serialising borrowed strings and numbers cannot fail.
         serde_json::to_string(&line).unwrap_or_default()
@@ -262,6 +289,10 @@ struct Line<'a> {
     subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dry_run: Option<DryRunFacts<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    candidate: Option<CandidateFacts<'a>>,
 }
 
 fn open(sink: &Sink) -> std::io::Result<Box<dyn Write>> {
@@ -332,21 +363,21 @@ fn write_lines<W: Write>(
 }
 
 /// At most `per_second` admissions in each wall-clock second; lock-free (one CAS).
-struct RateLimit {
+pub(crate) struct RateLimit {
     per_second: u32,
     /// The current second (high 32 bits) and how many were admitted in it (low 32).
     window: AtomicU64,
 }
 
 impl RateLimit {
-    fn new(per_second: u32) -> Self {
+    pub(crate) const fn new(per_second: u32) -> Self {
         Self {
             per_second,
             window: AtomicU64::new(0),
         }
     }
 
-    fn admit(&self, now: u64) -> bool {
+    pub(crate) fn admit(&self, now: u64) -> bool {
         if self.per_second == 0 {
             return false;
         }
@@ -466,6 +497,8 @@ mod tests {
             status: 403,
             reason: Some("rule_denied"),
             token: Some(facts()),
+            dry_run: None,
+            candidate: None,
         };
         let got = lines(SubjectField::Hashed, &[deny]);
         let line = &got[0];
@@ -512,6 +545,8 @@ mod tests {
             status: 200,
             reason: None,
             token: Some(facts()),
+            dry_run: None,
+            candidate: None,
         };
         let line = &lines(SubjectField::HashedAndEmail, &[allow])[0];
         assert_eq!(line["email"], "alice@example.com");
@@ -531,6 +566,8 @@ mod tests {
             status: 401,
             reason: Some("signature_invalid"),
             token: None,
+            dry_run: None,
+            candidate: None,
         };
         let text = lines(SubjectField::HashedAndEmail, &[r])[0].to_string();
         for segment in TOKEN.split('.') {
@@ -550,6 +587,8 @@ mod tests {
             status: 403,
             reason: Some("rule_denied"),
             token: None,
+            dry_run: None,
+            candidate: None,
         };
         let got = lines(SubjectField::Hashed, &[r]);
         assert_eq!(got.len(), 1, "{got:?}");
@@ -568,6 +607,8 @@ mod tests {
             status: 403,
             reason: Some("rule_denied"),
             token: None,
+            dry_run: None,
+            candidate: None,
         };
         let line = &lines(SubjectField::Hashed, &[r])[0];
         let path = line["path"].as_str().unwrap();
@@ -603,6 +644,8 @@ mod tests {
             status: 403,
             reason: Some("rule_denied"),
             token: None,
+            dry_run: None,
+            candidate: None,
         };
         // The writer takes what its 8 KiB buffer holds and blocks in the write; 16 more
         // fill the queue; every line after that is dropped, and `record` returns each time.

@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod listener;
 pub mod record;
+pub mod shadow;
 pub mod state;
 pub mod verdict;
 

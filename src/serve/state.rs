@@ -14,6 +14,7 @@ use crate::keys::KeyStore;
 use crate::keys::tokens::TokenCache;
 use crate::metrics::{Metrics, PolicyStateLabels};
 use crate::serve::decision_log::DecisionLog;
+use crate::serve::shadow::ShadowWatch;
 use crate::source::PolicySink;
 
 pub struct AppState {
@@ -24,6 +25,8 @@ pub struct AppState {
     pub identity: IdentityClient,
     /// One line per decision for auditors; `None`: off.
     pub decision_log: Option<Arc<DecisionLog>>,
+    /// First would-be denials of dry-run policies and first candidate disagreements.
+    pub shadows: ShadowWatch,
     loaded: AtomicBool,
     /// Set on SIGTERM: `/readyz` answers 503 while the auth listener drains.
     draining: AtomicBool,
@@ -46,6 +49,7 @@ impl AppState {
             tokens,
             identity,
             decision_log,
+            shadows: ShadowWatch::default(),
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })
@@ -85,6 +89,8 @@ impl AppState {
             .policies
             .get_or_create(&PolicyStateLabels { state: "invalid" })
             .set(index.invalid() as i64);
+        self.metrics.dry_run_policies.set(index.dry_run() as i64);
+        self.shadows.retain(|k| index.entry(k).is_some());
         self.index.store(Arc::new(index));
         self.loaded.store(true, Ordering::Release);
     }

@@ -8,6 +8,7 @@ use axum::http::{HeaderName, HeaderValue};
 
 use crate::core::decision::Decision;
 use crate::core::headers::{DropReason, Rendered};
+use crate::core::policy::CompiledPolicy;
 use crate::core::reason::Reason;
 use crate::core::verify::TokenKind;
 
@@ -21,8 +22,9 @@ const BEARER_CHALLENGE: &str = "Bearer realm=\"accessgate\"";
 /// One authorization's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// The token's kind on allow, the reason on deny.
-    pub outcome: Result<TokenKind, Reason>,
+    /// The token's kind on allow (`None`: let through by a dry-run policy without a token
+    /// it would admit), the reason on deny.
+    pub outcome: Result<Option<TokenKind>, Reason>,
     /// 200 on allow, the reason's status on deny.
     pub status: u16,
     /// The auth response's `Cache-Control`.
@@ -54,13 +56,35 @@ impl Verdict {
 
     fn allow(kind: TokenKind, headers: Rendered) -> Self {
         Self {
-            outcome: Ok(kind),
+            outcome: Ok(Some(kind)),
             status: 200,
             cache_control: NO_STORE,
             www_authenticate: None,
             set: headers.set,
             remove: headers.absent,
             dropped: headers.dropped,
+        }
+    }
+
+    /// The answer of a route only a dry-run policy covers: allowed, with the identity headers
+    /// of its `would_be` decision when that is an allow; otherwise none, and every header the
+    /// policy maps removed, so a client's own copies never reach the app as identity.
+    pub fn pass(policy: &CompiledPolicy, would_be: Decision) -> Self {
+        match would_be {
+            allow @ Decision::Allow { .. } => Verdict::from(allow),
+            Decision::Deny(_) => Self {
+                outcome: Ok(None),
+                status: 200,
+                cache_control: NO_STORE,
+                www_authenticate: None,
+                set: Vec::new(),
+                remove: policy
+                    .claim_headers
+                    .iter()
+                    .map(|h| h.header.clone())
+                    .collect(),
+                dropped: Vec::new(),
+            },
         }
     }
 

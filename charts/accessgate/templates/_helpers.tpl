@@ -76,3 +76,13 @@ app.kubernetes.io/name: {{ .Chart.Name }}-test
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: helm-test
 {{- end -}}
+
+{{/* The decision log's key Secret: `decisionLog.key.existingSecret`, or the one the chart creates. */}}
+{{- define "accessgate.decisionLogKeySecret" -}}
+{{- .Values.decisionLog.key.existingSecret | default (printf "%s-decision-log-key" (include "accessgate.fullname" .)) -}}
+{{- end -}}
+
+{{/* Where the decision log's key Secret is mounted (read-only); the key is the file `key`. */}}
+{{- define "accessgate.decisionLogKeyDir" -}}
+/var/run/accessgate/decision-log
+{{- end -}}

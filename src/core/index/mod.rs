@@ -42,6 +42,35 @@ impl PolicyEntry {
     }
 }
 
+/// The policies one request is decided by.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// The policy whose verdict is the answer, or why there is none. With a dry-run policy
+    /// and no enforcing one (`Err(PolicyUnknown)`), the request is let through.
+    pub enforcing: Result<Arc<CompiledPolicy>, Reason>,
+    /// A dry-run policy the request selected: evaluated and counted, never the answer.
+    pub dry_run: Option<Arc<CompiledPolicy>>,
+}
+
+impl Selected {
+    /// `selected` as looked up; when it is a dry-run policy, `enforcing` gives the answer.
+    fn of<'a>(
+        selected: Result<&'a Arc<CompiledPolicy>, Reason>,
+        enforcing: impl FnOnce() -> Result<&'a Arc<CompiledPolicy>, Reason>,
+    ) -> Self {
+        match selected {
+            Ok(p) if p.dry_run => Selected {
+                enforcing: enforcing().cloned(),
+                dry_run: Some(p.clone()),
+            },
+            other => Selected {
+                enforcing: other.cloned(),
+                dry_run: None,
+            },
+        }
+    }
+}
+
 /// A policy's new entry, or `None` when it is gone.
 pub type Change = (PolicyKey, Option<PolicyEntry>);
 
@@ -110,6 +139,8 @@ pub struct PolicyIndex {
     ledger: Arc<Ledger>,
     ready: usize,
     invalid: usize,
+    /// Of the ready ones, those in dry-run.
+    dry_run: usize,
     /// JWKS URL → how many enforceable policies use it.
     jwks: PMap<Url, usize>,
     /// Which update built this index (the first is 1).
@@ -168,6 +199,11 @@ impl PolicyIndex {
         self.ready
     }
 
+    /// Enforceable policies in dry-run (evaluated, not enforcing).
+    pub fn dry_run(&self) -> usize {
+        self.dry_run
+    }
+
     /// Policies refused by validation.
     pub fn invalid(&self) -> usize {
         self.invalid
@@ -187,15 +223,48 @@ impl PolicyIndex {
     /// case ignored). A pattern that matches but routes no prefix is a miss, never a
     /// fall-through to a wider pattern another policy holds.
     pub fn by_route(&self, host: &str, path: &str) -> Result<&Arc<CompiledPolicy>, Reason> {
-        let routes = self.by_host.get(host).or_else(|| {
+        self.route(host, path, false)
+    }
+
+    /// [`PolicyIndex::by_name`] as a [`Selected`].
+    pub fn select_name(&self, namespace: &str, name: &str) -> Selected {
+        Selected::of(self.by_name(namespace, name), || Err(Reason::PolicyUnknown))
+    }
+
+    /// [`PolicyIndex::by_route`] as a [`Selected`]: when it routes to a dry-run policy, the
+    /// answer is the route as if that policy did not exist (its shorter prefixes; with no
+    /// enforcing route left on its pattern, the next wider pattern), so a dry-run policy
+    /// never hides another policy's denial.
+    pub fn select_route(&self, host: &str, path: &str) -> Selected {
+        Selected::of(self.by_route(host, path), || self.route(host, path, true))
+    }
+
+    /// With `enforcing_only`, dry-run policies' routes are passed over, and a pattern with
+    /// nothing else is treated as absent. An empty pattern (held, not claimed now) still ends
+    /// the search.
+    fn route(
+        &self,
+        host: &str,
+        path: &str,
+        enforcing_only: bool,
+    ) -> Result<&Arc<CompiledPolicy>, Reason> {
+        let present = |routes: &&Arc<Routes>| {
+            !enforcing_only
+                || routes.is_empty()
+                || routes
+                    .iter()
+                    .any(|(_, r)| !matches!(r, Route::Policy(p) if p.dry_run))
+        };
+        let routes = self.by_host.get(host).filter(present).or_else(|| {
             if self.by_suffix.is_empty() {
                 return None;
             }
-            wildcard_suffixes(host).find_map(|suffix| self.by_suffix.get(suffix))
+            wildcard_suffixes(host).find_map(|suffix| self.by_suffix.get(suffix).filter(present))
         });
         for (prefix, route) in routes.ok_or(Reason::PolicyUnknown)?.iter() {
             if segment_prefix(prefix, path) {
                 return match route {
+                    Route::Policy(p) if enforcing_only && p.dry_run => continue,
                     Route::Policy(p) => Ok(p),
                     Route::Conflict => Err(Reason::PolicyInvalid),
                 };

@@ -173,6 +173,13 @@ impl IndexUpdater {
                     if *users == 0 {
                         index.jwks.remove(&p.jwks_uri);
                     }
+                    if p.dry_run {
+                        index.dry_run = if up {
+                            index.dry_run + 1
+                        } else {
+                            index.dry_run - 1
+                        };
+                    }
                     &mut index.ready
                 }
                 PolicyEntry::Invalid { .. } => &mut index.invalid,
