@@ -6,7 +6,7 @@
 # measured in the same run; nothing fails on a missed target.
 #
 #   bench/run.sh                 every part (about 35 minutes)
-#   bench/run.sh e2e grpc        only these parts (e2e, grpc, peers, soak, verify, status), then the
+#   bench/run.sh e2e grpc        only these parts (e2e, changes, grpc, peers, soak, verify, status), then the
 #                                report is joined from whatever parts target/bench-report has
 #   bench/run.sh report          only join the parts measured before
 #
@@ -25,7 +25,7 @@ if ((${#need_apt[@]})); then
 fi
 
 parts=("$@")
-((${#parts[@]})) || parts=(e2e grpc peers soak verify status)
+((${#parts[@]})) || parts=(e2e changes grpc peers soak verify status)
 report=target/bench-report
 mkdir -p "$report"
 started=$(date +%s)
@@ -33,7 +33,7 @@ started=$(date +%s)
 bash bench/tools/vegeta.sh >/dev/null
 for part in "${parts[@]}"; do
   case "$part" in
-    e2e | soak) cargo bench --locked --bench "$part" ;;
+    e2e | soak | changes) cargo bench --locked --bench "$part" ;;
     peers)
       echo "peers: $(bash bench/peers/build.sh | tail -n1)" || echo "peers could not be built; the report says why"
       cargo bench --locked --bench peers ;;
@@ -41,7 +41,7 @@ for part in "${parts[@]}"; do
     verify) cargo bench --locked --bench verify ;;
     status) cargo bench --locked --bench status_scale ;;
     report) ;;
-    *) echo "bench/run.sh: unknown part $part (e2e, grpc, peers, soak, verify, status, report)" >&2; exit 2 ;;
+    *) echo "bench/run.sh: unknown part $part (e2e, changes, grpc, peers, soak, verify, status, report)" >&2; exit 2 ;;
   esac
 done
 

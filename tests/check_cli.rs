@@ -144,3 +144,54 @@ fn check_and_server_agree_on_a_policy_with_identity_enrichment() {
         "{out}"
     );
 }
+
+/// `check` evaluates the token against the live rules and the candidate and shows both; the
+/// exit code is the live verdict. On a dry-run policy it says the verdict is not enforced.
+#[test]
+fn check_shows_the_candidate_beside_the_live_verdict_and_says_dry_run() {
+    let issuer = Issuer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        policy_yaml(
+            "apps",
+            "web",
+            &issuer.url,
+            "  candidate:\n    rules:\n      allow:\n        - { group: admins }\n",
+        ),
+    )
+    .unwrap();
+    let eng = issuer.token(json!({"claims": {"custom": {"groups": ["eng"]}}}));
+    let (code, out) = check(&file, &eng, None);
+    assert_eq!(code, 0, "the live policy allows:\n{out}");
+    assert!(out.contains("ALLOW (200)"), "{out}");
+    assert!(out.contains("candidate spec.candidate"), "{out}");
+    assert!(out.contains("DENY (403 rule_denied)"), "{out}");
+    assert!(
+        out.contains("differs  YES: candidate_denies (rule_denied)"),
+        "{out}"
+    );
+    let admin = issuer.token(json!({"claims": {"custom": {"groups": ["admins"]}}}));
+    let (code, out) = check(&file, &admin, None);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("differs  no"), "{out}");
+
+    std::fs::write(
+        &file,
+        policy_yaml(
+            "apps",
+            "web",
+            &issuer.url,
+            "  mode: dryRun\n  rules:\n    allow:\n      - { group: admins }\n",
+        ),
+    )
+    .unwrap();
+    let (code, out) = check(&file, &eng, None);
+    assert_eq!(
+        code, 1,
+        "the policy's own verdict, though not enforced:\n{out}"
+    );
+    assert!(out.contains("DENY (403 rule_denied)"), "{out}");
+    assert!(out.contains("mode     dry-run"), "{out}");
+}

@@ -581,4 +581,138 @@ mod tests {
         );
         assert_eq!(keys.refetches.load(Ordering::Relaxed), 0);
     }
+
+    /// An index of `spec` compiled as `ns/p` on the fixture issuer (audience `aud-1`).
+    fn index_of(edit: impl FnOnce(&mut crate::api::AccessPolicySpec)) -> PolicyIndex {
+        use crate::api::{AccessPolicySpec, IssuerSpec};
+        use crate::core::index::PolicyEntry;
+        use crate::core::policy::{PolicyKey, compile};
+        let mut spec = AccessPolicySpec {
+            issuer: IssuerSpec {
+                team_domain: None,
+                url: Some(ISS.into()),
+                jwks_uri: Some(format!("{ISS}/certs")),
+            },
+            audiences: vec!["aud-1".into()],
+            ..Default::default()
+        };
+        edit(&mut spec);
+        let key = PolicyKey::new("ns", "p");
+        let policy = compile(key.clone(), Some(1), &spec).unwrap();
+        PolicyIndex::build([(key, PolicyEntry::Ready(Arc::new(policy)))])
+    }
+
+    /// The verdict and shadows of `headers` against `ns/p` of `index`, keys from `signer`.
+    async fn traced(
+        index: &PolicyIndex,
+        signer: &Signer,
+        headers: HeaderMap,
+    ) -> (Verdict, Shadows) {
+        let keys = crate::core::fixtures::FixedKeys(Some(keys_of(&signer.certs_document())));
+        let service = Authorizer {
+            policies: index,
+            keys: &keys,
+            memo: &Forgetful,
+            identity: None,
+            metrics: None,
+            log: None,
+            shadows: None,
+        };
+        let request = AuthRequest {
+            select: Select::Name {
+                namespace: "ns",
+                name: "p",
+            },
+            headers: &headers,
+            original: Ok(original()),
+        };
+        service
+            .authorize_traced(request, &mut Unobserved, &mut Unobserved)
+            .await
+    }
+
+    fn member_of(signer: &Signer, group: &str) -> String {
+        let mut claims = serde_json::Map::new();
+        claims.insert("custom".into(), serde_json::json!({ "groups": [group] }));
+        let req = MintRequest {
+            aud: vec!["aud-1".into()],
+            email: Some("ana@example.com".into()),
+            claims,
+            ..Default::default()
+        };
+        signer.mint(&req, unix_now() as i64).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_policy_alone_lets_requests_through_and_keeps_its_would_be_verdict() {
+        let signer = Signer::new(ISS).unwrap();
+        let index = index_of(|spec| spec.mode = Some(crate::api::PolicyMode::DryRun));
+
+        // No token: it would deny; the answer is a 200 that removes every mapped header.
+        let (verdict, shadows) = traced(&index, &signer, HeaderMap::new()).await;
+        assert_eq!((verdict.status, verdict.outcome), (200, Ok(None)));
+        assert!(verdict.set.is_empty());
+        let removed: Vec<&str> = verdict.remove.iter().map(|h| h.as_str()).collect();
+        assert_eq!(removed, ["x-auth-request-email", "x-auth-request-user"]);
+        let (policy, would_be) = shadows.dry_run.expect("the dry-run policy was evaluated");
+        assert_eq!(
+            (policy.key.to_string(), would_be.outcome()),
+            ("ns/p".into(), Err(Reason::TokenMissing))
+        );
+
+        // A valid token: it would allow, and its identity headers go upstream.
+        let (verdict, shadows) =
+            traced(&index, &signer, headers_with(&member_of(&signer, "eng"))).await;
+        assert_eq!(verdict.status, 200);
+        assert!(
+            verdict
+                .set
+                .iter()
+                .any(|(h, v)| h == "x-auth-request-email" && v == "ana@example.com")
+        );
+        assert_eq!(shadows.dry_run.map(|(_, d)| d.outcome()), Some(Ok(())));
+    }
+
+    #[tokio::test]
+    async fn a_candidate_is_compared_and_never_changes_the_answer() {
+        use crate::api::{CandidateSpec, Matcher, RulesSpec};
+        use crate::core::candidate::Comparison;
+        let signer = Signer::new(ISS).unwrap();
+        let admins_only = RulesSpec {
+            allow: vec![Matcher {
+                group: Some("admins".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let index = index_of(|spec| {
+            spec.candidate = Some(CandidateSpec {
+                rules: Some(admins_only),
+                ..Default::default()
+            })
+        });
+        let (verdict, shadows) =
+            traced(&index, &signer, headers_with(&member_of(&signer, "eng"))).await;
+        assert_eq!(
+            (verdict.status, verdict.reason()),
+            (200, None),
+            "live allows"
+        );
+        let seen = &shadows.candidates[0];
+        assert_eq!(
+            seen.comparison,
+            Comparison::CandidateDenies(Reason::RuleDenied)
+        );
+        assert_eq!(seen.live.key.to_string(), "ns/p");
+
+        let (verdict, shadows) =
+            traced(&index, &signer, headers_with(&member_of(&signer, "admins"))).await;
+        assert_eq!(verdict.status, 200);
+        assert_eq!(shadows.candidates[0].comparison, Comparison::Agree);
+
+        // Denied by both for the same reason: agreement.
+        let (verdict, shadows) = traced(&index, &signer, HeaderMap::new()).await;
+        assert_eq!(verdict.reason(), Some(Reason::TokenMissing));
+        assert_eq!(shadows.candidates[0].comparison, Comparison::Agree);
+    }
 }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::core::index::PolicyIndex;
-use crate::core::policy::PolicyKey;
+use crate::core::index::{PolicyEntry, PolicyIndex};
+use crate::core::policy::{Candidate, PolicyKey};
 use crate::identity::IdentityClient;
 use crate::keys::KeyStore;
 use crate::keys::tokens::TokenCache;
@@ -80,6 +80,16 @@ impl AppState {
         for (policy, hosts) in index.refusals().filter(|(k, _)| concerns(k)) {
             tracing::warn!(policy = %policy, hosts = ?hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
                 "host claims not routed: another namespace holds the hosts, or this namespace neither serves them nor is granted them");
+        }
+        for (key, entry) in index.entries().filter(|(k, _)| concerns(k)) {
+            if let PolicyEntry::Ready(p) = entry {
+                if let Some(Candidate::Invalid(e)) = &p.candidate {
+                    tracing::warn!(policy = %key, error = %e, "candidate rules do not compile: not evaluated; the live policy is enforced as it is");
+                }
+                if p.dry_run {
+                    tracing::warn!(policy = %key, "policy in dry-run: evaluated, NOT enforced");
+                }
+            }
         }
         self.metrics
             .policies

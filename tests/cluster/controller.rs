@@ -106,6 +106,9 @@ fn policies_get_status_events_and_changes_are_enforced() {
     unfetchable_keys_are_ready_false_with_a_category(&apps);
     fetches_aimed_inside_the_cluster_are_refused(&apps);
     traffic_writes_nothing_to_status(&apps);
+    // Before the key rotation below: a key set that moves is a status write of its own.
+    a_dry_run_policy_is_impossible_to_miss(&apps);
+    candidate_disagreements_are_state_not_traffic(&apps);
     keys_loaded_the_first_time_are_no_news(&apps);
     rotation_and_a_failing_key_endpoint_are_reported(&apps);
     edits_are_enforced_without_restart_and_observed(&apps);
@@ -295,6 +298,155 @@ fn traffic_writes_nothing_to_status(apps: &Apps) {
         "requests changed the stored policy"
     );
     assert!(after["status"].get("decisions").is_none());
+}
+
+/// A dry-run policy on an app with no auth: requests pass; `kubectl get` shows `DryRun`, a
+/// Warning Event says so, metrics count the would-be denials, and the status changes once
+/// at the first one, not with traffic.
+fn a_dry_run_policy_is_impossible_to_miss(apps: &Apps) {
+    apps.cp
+        .apply(&policy_in(
+            "apps",
+            "legacy",
+            &apps.issuer.url,
+            r#","mode":"dryRun""#,
+        ))
+        .unwrap();
+    let quiet = apps
+        .cp
+        .wait_policy("apps", "legacy", Duration::from_secs(30), |o| {
+            ready_condition(o) == Some(("True".into(), "DryRun".into()))
+        });
+    assert!(
+        condition(&quiet, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no would-be denial seen yet"),
+        "{:#}",
+        quiet["status"]
+    );
+    let table = apps
+        .cp
+        .kubectl_ok(&["get", "acp", "legacy", "-n", "apps", "-o", "wide"]);
+    assert!(
+        table.contains("DryRun") && table.contains("MODE") && table.contains("dryRun"),
+        "{table}"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || apps.cp.get_json(&[
+            "events.events.k8s.io",
+            "-n",
+            "apps"
+        ])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["reason"] == "DryRun"
+                && e["type"] == "Warning"
+                && e["regarding"]["name"] == "legacy")),
+        "no Warning Event DryRun"
+    );
+
+    // No token at all: the app has no auth today, and keeps working.
+    assert_eq!(
+        apps.replica.answer("/auth/apps/legacy", ""),
+        (200, String::new())
+    );
+    let seen = apps
+        .cp
+        .wait_policy("apps", "legacy", Duration::from_secs(30), |o| {
+            condition(o, "Ready")["message"].as_str().is_some_and(|m| {
+                m.contains("would-be denials seen since") && m.contains("(first: token_")
+            })
+        });
+    assert!(
+        apps.replica
+            .metrics()
+            .contains(r#"accessgate_dry_run_decisions_total{policy="apps/legacy",verdict="deny",reason="token_"#),
+        "{}",
+        apps.replica.metrics()
+    );
+    assert!(
+        apps.replica
+            .metrics()
+            .contains("accessgate_dry_run_policies 1")
+    );
+    for _ in 0..20 {
+        assert_eq!(apps.replica.status("/auth/apps/legacy", "garbage"), 200);
+    }
+    std::thread::sleep(Duration::from_secs(3)); // longer than --status-interval
+    let after = apps.get("legacy");
+    assert_eq!(
+        seen["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"],
+        "traffic after the first would-be denial wrote status: {:#} then {:#}",
+        seen["status"], after["status"]
+    );
+    apps.cp
+        .kubectl_ok(&["delete", "accesspolicy", "legacy", "-n", "apps"]);
+}
+
+/// A candidate that admits fewer people: the live answer is unchanged, `CandidateAgrees`
+/// turns False once with the first difference, `Ready` stays `Enforced`.
+fn candidate_disagreements_are_state_not_traffic(apps: &Apps) {
+    apps.cp
+        .apply(&policy_in(
+            "apps",
+            "trial",
+            &apps.issuer.url,
+            r#","candidate":{"rules":{"allow":[{"group":"admins"}]}}"#,
+        ))
+        .unwrap();
+    let candidate = |o: &Value| {
+        let c = condition(o, "CandidateAgrees");
+        (
+            c["status"].as_str().unwrap_or("").to_owned(),
+            c["reason"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    apps.cp
+        .wait_policy("apps", "trial", Duration::from_secs(30), |o| {
+            ready_condition(o) == Some(("True".into(), "Enforced".into()))
+                && o["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "CandidateAgrees"))
+                && candidate(o) == ("True".into(), "NoDisagreementSeen".into())
+        });
+    assert_eq!(
+        apps.replica.status("/auth/apps/trial", &apps.token),
+        200,
+        "the live answer"
+    );
+    let obj = apps
+        .cp
+        .wait_policy("apps", "trial", Duration::from_secs(30), |o| {
+            candidate(o) == ("False".into(), "DisagreementsSeen".into())
+        });
+    let message = condition(&obj, "CandidateAgrees")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("first: candidate_denies (rule_denied)"),
+        "{message}"
+    );
+    assert_eq!(
+        ready_condition(&obj),
+        Some(("True".into(), "Enforced".into()))
+    );
+    for _ in 0..10 {
+        assert_eq!(apps.replica.status("/auth/apps/trial", &apps.token), 200);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        obj["metadata"]["resourceVersion"],
+        apps.get("trial")["metadata"]["resourceVersion"],
+        "more disagreements wrote status"
+    );
+    assert!(apps.replica.metrics().contains(
+        r#"accessgate_candidate_decisions_total{policy="apps/trial",result="candidate_denies",reason="rule_denied"} 11"#
+    ), "{}", apps.replica.metrics());
+    apps.cp
+        .kubectl_ok(&["delete", "accesspolicy", "trial", "-n", "apps"]);
 }
 
 /// Accepted policies get an Event; keys loaded the first time are no news.
@@ -808,6 +960,46 @@ fn cel_cases() -> Vec<(&'static str, Value, Expect)> {
             ]),
         ),
         (
+            "dry-run with a candidate",
+            spec_with(
+                json!({"mode": "dryRun", "candidate": {"audiences": [AUD], "rules": {"allow": [{"group": "admins"}]}, "claimHeaders": [{"header": "X-Groups", "claim": "custom.groups"}]}}),
+            ),
+            OK,
+        ),
+        (
+            "an unknown mode",
+            spec_with(json!({"mode": "audit"})),
+            Err(&["audit", "enforce"]),
+        ),
+        (
+            "a candidate audience that is not an AUD tag",
+            spec_with(json!({"candidate": {"audiences": ["app"]}})),
+            Err(&[
+                "spec.candidate.audiences",
+                "must be a Cloudflare Access AUD tag",
+            ]),
+        ),
+        (
+            "a candidate matcher with two fields",
+            spec_with(
+                json!({"candidate": {"rules": {"allow": [{"group": "a", "email": "a@example.com"}]}}}),
+            ),
+            Err(&[
+                "spec.candidate.rules.allow[0]",
+                "a matcher sets exactly one of",
+            ]),
+        ),
+        (
+            "a candidate naming a header twice",
+            spec_with(
+                json!({"candidate": {"claimHeaders": [{"header": "X-A", "claim": "a"}, {"header": "x-a", "claim": "b"}]}}),
+            ),
+            Err(&[
+                "spec.candidate.claimHeaders",
+                "Duplicate value|a header twice",
+            ]),
+        ),
+        (
             "join with json",
             spec_with(
                 json!({"claimHeaders": [{"header": "X-A", "claim": "g", "join": ",", "format": "json"}]}),
@@ -820,18 +1012,17 @@ fn cel_cases() -> Vec<(&'static str, Value, Expect)> {
     ]
 }
 
-/// What the code says of `spec`: deserialised as the CRD type, then compiled.
+/// What the code says of `spec`: deserialised as the CRD type, then compiled. A candidate
+/// that does not compile leaves the live policy enforced in the code (the file source has no
+/// apply-time check); here it counts as the refusal the API server gives at apply.
 fn code_verdict(spec: &Value) -> Result<(), String> {
+    use accessgate::core::policy::{Candidate, PolicyKey, compile};
     serde_json::from_value::<accessgate::api::AccessPolicySpec>(spec.clone())
         .map_err(|e| e.to_string())
-        .and_then(|s| {
-            accessgate::core::policy::compile(
-                accessgate::core::policy::PolicyKey::new("apps", "x"),
-                None,
-                &s,
-            )
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        .and_then(|s| compile(PolicyKey::new("apps", "x"), None, &s).map_err(|e| e.to_string()))
+        .and_then(|p| match p.candidate {
+            Some(Candidate::Invalid(e)) => Err(e.to_string()),
+            _ => Ok(()),
         })
 }
 

@@ -364,6 +364,85 @@ mod tests {
         )
     }
 
+    /// `policy` in dry-run.
+    fn dry(ns: &str, name: &str, hosts: &[&str], paths: &[&str]) -> (PolicyKey, PolicyEntry) {
+        let (key, entry) = in_ns(ns, name, hosts, paths);
+        let PolicyEntry::Ready(p) = entry else {
+            unreachable!()
+        };
+        let mut p = (*p).clone();
+        p.dry_run = true;
+        (key, PolicyEntry::Ready(Arc::new(p)))
+    }
+
+    /// (the answering policy or its reason, the dry-run policy).
+    fn selected(s: Selected) -> (Result<String, Reason>, Option<String>) {
+        (
+            s.enforcing.map(|p| p.key.to_string()),
+            s.dry_run.map(|p| p.key.to_string()),
+        )
+    }
+
+    #[test]
+    fn a_dry_run_policy_is_selected_beside_the_route_as_if_it_did_not_exist() {
+        let idx = PolicyIndex::build([
+            policy("root", &["app.example.com"], &[]),
+            dry("ns", "admin", &["app.example.com"], &["/admin"]),
+            dry("ns", "alone", &["new.example.com"], &[]),
+            in_ns("platform", "wild", &["*.apps.example.com"], &[]),
+            dry("platform", "one", &["one.apps.example.com"], &[]),
+            dry("ns", "both", &["both.example.com"], &[]),
+            policy("enforced", &["both.example.com"], &["/api"]),
+        ]);
+        assert_eq!(idx.dry_run(), 4);
+        let route = |host: &str, path: &str| selected(idx.select_route(host, path));
+        // Under an enforcing prefix: that policy answers, the dry-run one rides along.
+        assert_eq!(
+            route("app.example.com", "/admin/x"),
+            (Ok("ns/root".into()), Some("ns/admin".into()))
+        );
+        assert_eq!(route("app.example.com", "/"), (Ok("ns/root".into()), None));
+        // Alone on its host: nothing enforces, the request passes.
+        assert_eq!(
+            route("new.example.com", "/"),
+            (Err(Reason::PolicyUnknown), Some("ns/alone".into()))
+        );
+        // Its exact host under a wildcard: the wildcard still answers.
+        assert_eq!(
+            route("one.apps.example.com", "/"),
+            (Ok("platform/wild".into()), Some("platform/one".into()))
+        );
+        // Enforcing routes left on the host but none for the path: a miss, as without it.
+        assert_eq!(
+            route("both.example.com", "/other"),
+            (Err(Reason::PolicyUnknown), Some("ns/both".into()))
+        );
+        assert_eq!(
+            route("both.example.com", "/api/x"),
+            (Ok("ns/enforced".into()), None)
+        );
+        assert_eq!(
+            selected(idx.select_name("ns", "alone")),
+            (Err(Reason::PolicyUnknown), Some("ns/alone".into()))
+        );
+        assert_eq!(
+            selected(idx.select_name("ns", "root")),
+            (Ok("ns/root".into()), None)
+        );
+    }
+
+    #[test]
+    fn a_dry_run_policy_on_an_enforcing_route_is_still_a_conflict() {
+        let idx = PolicyIndex::build([
+            policy("live", &["app.example.com"], &["/x"]),
+            dry("ns", "trial", &["app.example.com"], &["/x"]),
+        ]);
+        assert_eq!(
+            selected(idx.select_route("app.example.com", "/x")),
+            (Err(Reason::PolicyInvalid), None)
+        );
+    }
+
     #[test]
     fn lookup_by_name() {
         let idx = PolicyIndex::build([
