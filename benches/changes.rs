@@ -91,11 +91,18 @@ fn main() {
     }
     let means: Vec<Load> = loads.iter().map(|l| mean(l)).collect();
     let base = &means[0];
-    for ((name, server), m) in subjects.iter().zip(&means).skip(1) {
+    for (i, ((name, server), m)) in subjects.iter().zip(&means).enumerate().skip(1) {
+        // The last subject writes every allow, far past the default rates: context for
+        // whoever raises them, not a target.
+        let target = if i == subjects.len() - 1 {
+            "(context)"
+        } else {
+            "≥ 0.9"
+        };
         r.verdict(
             &format!("cached path {name}: throughput vs plain policy"),
             m.rps / base.rps,
-            "≥ 0.9",
+            target,
             m.rps >= 0.9 * base.rps,
         );
         let written = server.metric_sum(
@@ -107,18 +114,26 @@ fn main() {
             r.note(
                 "cached path",
                 name,
-                format!("decision log: {written} lines written, {dropped} dropped (rate limit or full queue)"),
+                format!("decision log: {written:.0} lines written, {dropped:.0} dropped (rate limit or full queue)"),
             );
         }
     }
-    let compared = subjects[1].1.metric_sum(
-        "accessgate_candidate_decisions_total",
-        &[("result", "agree")],
-    );
+    let candidate = &subjects[1].1;
+    let by = |result: &str| {
+        candidate.metric_sum(
+            "accessgate_candidate_decisions_total",
+            &[("result", result)],
+        )
+    };
     r.note(
         "cached path",
         subjects[1].0,
-        format!("{compared} requests compared with the candidate, all agreeing"),
+        format!(
+            "{:.0} requests compared with the candidate: {:.0} headers_differ (it maps one more header), {:.0} agree",
+            candidate.metric_sum("accessgate_candidate_decisions_total", &[]),
+            by("headers_differ"),
+            by("agree")
+        ),
     );
     r.write("15-changes", started.elapsed());
 }

@@ -108,15 +108,24 @@ pub struct CompiledPolicy {
 /// is the candidate's own problem: the live policy is enforced as it is.
 #[derive(Clone, Debug)]
 pub enum Candidate {
-    /// The live policy with the candidate's audiences, rules and claim headers.
-    Ready(Arc<CompiledPolicy>),
+    Ready(ReadyCandidate),
     Invalid(CompileError),
 }
 
+/// A compiled candidate.
+#[derive(Clone, Debug)]
+pub struct ReadyCandidate {
+    /// The live policy with the candidate's audiences, rules and claim headers.
+    pub policy: Arc<CompiledPolicy>,
+    /// Its audiences differ from the live policy's, so the token's claim checks must run
+    /// again for it; otherwise the live verification is its own.
+    pub own_audiences: bool,
+}
+
 impl Candidate {
-    pub fn ready(&self) -> Option<&Arc<CompiledPolicy>> {
+    pub fn ready(&self) -> Option<&ReadyCandidate> {
         match self {
-            Candidate::Ready(p) => Some(p),
+            Candidate::Ready(c) => Some(c),
             Candidate::Invalid(_) => None,
         }
     }
@@ -241,7 +250,10 @@ fn with_candidate(mut live: CompiledPolicy, spec: &AccessPolicySpec) -> Compiled
         })
     })();
     live.candidate = Some(match compiled {
-        Ok(p) => Candidate::Ready(Arc::new(p)),
+        Ok(p) => Candidate::Ready(ReadyCandidate {
+            own_audiences: p.audiences != live.audiences,
+            policy: Arc::new(p),
+        }),
         Err(e) => Candidate::Invalid(CompileError {
             field: e.field.replacen("spec.", "spec.candidate.", 1),
             message: e.message,

@@ -22,7 +22,7 @@ use crate::core::decision::{
 use crate::core::dialect::{OriginalRequest, Routing};
 use crate::core::index::{PolicyIndex, Selected};
 use crate::core::jwks::KeyLookup;
-use crate::core::policy::{Candidate, CompiledPolicy};
+use crate::core::policy::{Candidate, CompiledPolicy, ReadyCandidate};
 use crate::core::reason::Reason;
 use crate::identity::IdentityClient;
 use crate::keys::tokens::TokenCache;
@@ -304,43 +304,29 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
                 verified = verify(policy, observer);
             }
         }
-        let (decision, token, identity) = match verified {
+        let (decision, identity) = match &verified {
             Ok(token) => {
-                let identity = self.identity_for(policy, &token, now).await;
+                let identity = self.identity_for(policy, token, now).await;
                 let enrichment = identity.enrichment();
                 observer.enrichment(policy, &enrichment, identity.failure());
-                let decision = decision::conclude(policy, &token, enrichment, observer);
-                (decision, Some(token), Some(identity))
+                let decision = decision::conclude(policy, token, enrichment, observer);
+                (decision, Some(identity))
             }
-            Err(reason) => (Decision::Deny(reason), None, None),
+            Err(reason) => (Decision::Deny(*reason), None),
         };
         let candidate = match policy.candidate.as_ref().and_then(Candidate::ready) {
             None => None,
             Some(c) => {
-                // Same issuer and keys: no refetch of its own. The live identity is reused;
-                // it is fetched only when the candidate alone admits the token.
-                let verified = decision::verify_request(
-                    c,
-                    headers,
-                    self.keys,
-                    self.memo,
-                    now,
-                    candidate_observer,
-                );
-                let theirs = match verified {
-                    Err(reason) => Decision::Deny(reason),
-                    Ok(v) => {
-                        let fetched;
-                        let identity = match &identity {
-                            Some(id) => id,
-                            None => {
-                                fetched = self.identity_for(c, &v, now).await;
-                                &fetched
-                            }
-                        };
-                        decision::conclude(c, &v, identity.enrichment(), candidate_observer)
-                    }
-                };
+                let theirs = self
+                    .evaluate_candidate(
+                        c,
+                        headers,
+                        now,
+                        verified.as_ref().map_err(|r| *r),
+                        identity.as_ref(),
+                        candidate_observer,
+                    )
+                    .await;
                 Some(CandidateSeen {
                     live: policy.clone(),
                     comparison: candidate::compare(&decision, &theirs),
@@ -350,9 +336,49 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
         };
         Evaluated {
             decision,
-            token,
+            token: verified.ok(),
             candidate,
         }
+    }
+
+    /// A candidate's decision on the request the live policy has just decided: the live
+    /// verification and identity are its own unless its audiences differ (same issuer and
+    /// keys either way: no refetch of its own); an identity is fetched for it only when it
+    /// alone admits the token.
+    async fn evaluate_candidate(
+        &self,
+        candidate: &ReadyCandidate,
+        headers: &HeaderMap,
+        now: u64,
+        live: Result<&VerifiedToken<'_>, Reason>,
+        live_identity: Option<&Identity>,
+        observer: &mut impl Observer,
+    ) -> Decision {
+        let c = &candidate.policy;
+        let own;
+        let token = match (candidate.own_audiences, live) {
+            (false, Ok(t)) => t,
+            // The live verification failed, for a reason the candidate shares.
+            (false, Err(reason)) => return Decision::Deny(reason),
+            (true, _) => {
+                match decision::verify_request(c, headers, self.keys, self.memo, now, observer) {
+                    Ok(t) => {
+                        own = t;
+                        &own
+                    }
+                    Err(reason) => return Decision::Deny(reason),
+                }
+            }
+        };
+        let fetched;
+        let identity = match live_identity {
+            Some(id) => id,
+            None => {
+                fetched = self.identity_for(c, token, now).await;
+                &fetched
+            }
+        };
+        decision::conclude(c, token, identity.enrichment(), observer)
     }
 
     /// The identity behind a verified token, if the policy asks for one and this service

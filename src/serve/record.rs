@@ -31,9 +31,11 @@ pub struct Sinks<'a> {
     pub shadows: Option<&'a ShadowWatch>,
 }
 
-/// Candidate disagreements written to the operational log, per second and process: the
-/// counts are in `/metrics`, the log only says that it happens and on which request.
+/// Candidate disagreements and dry-run would-be denials written to the operational log, per
+/// second and process, each: the counts are in `/metrics`, the log only says that it happens
+/// and on which request (an app with no auth yet would otherwise log every request).
 static DISAGREEMENT_LOG: RateLimit = RateLimit::new(5);
+static WOULD_DENY_LOG: RateLimit = RateLimit::new(5);
 
 /// Counts, logs and (when on) writes to the decision log one verdict reached under `policy`,
 /// with the token it verified, if any.
@@ -135,7 +137,9 @@ pub fn verdict(
         }
     }
     log(policy, original, verdict);
-    if let Some((p, Some(reason))) = would_be {
+    if let Some((p, Some(reason))) = would_be
+        && WOULD_DENY_LOG.admit(unix_now())
+    {
         tracing::info!(policy = %p, reason = reason.code(), "dry-run policy would deny");
     }
     if let Some(c) = disagreement

@@ -572,6 +572,16 @@ mod tests {
             idx.refused_hosts(&PolicyKey::new("victim", "admin"))
                 .is_empty()
         );
+        // Every refusal, for the warnings a new index logs.
+        let mut refusals: Vec<(String, usize)> = idx
+            .refusals()
+            .map(|(k, hosts)| (k.to_string(), hosts.len()))
+            .collect();
+        refusals.sort();
+        assert_eq!(
+            refusals,
+            [("tenant/grab".to_owned(), 1), ("tenant/same".to_owned(), 1)]
+        );
         // The tenant's policies are still usable by name: only host routing is refused.
         assert!(idx.by_name("tenant", "grab").is_ok());
 
