@@ -211,7 +211,7 @@ pub async fn run(
             "mode     dry-run: the server does not enforce this verdict (it answers as if the policy did not exist)"
         );
     }
-    match (&policy.candidate, shadows.candidates.first()) {
+    match (&policy.candidate, shadows.candidates().next()) {
         (Some(Candidate::Invalid(e)), _) => {
             println!("candidate INVALID {e} (the live policy is enforced as it is)")
         }

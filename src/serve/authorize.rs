@@ -142,8 +142,17 @@ pub fn of(state: &AppState) -> Authorizer<'_, AppState, KeyStore, TokenCache> {
 pub struct Shadows {
     /// The dry-run policy the request selected, and what it would have answered.
     pub dry_run: Option<(Arc<CompiledPolicy>, Decision)>,
-    /// The candidates evaluated (of the answering policy, of the dry-run one).
-    pub candidates: Vec<CandidateSeen>,
+    /// The candidate of the answering policy, if it has one.
+    pub candidate: Option<CandidateSeen>,
+    /// The candidate of the dry-run policy, if it has one.
+    pub dry_run_candidate: Option<CandidateSeen>,
+}
+
+impl Shadows {
+    /// Every candidate evaluated (no allocation on the hot path).
+    pub fn candidates(&self) -> impl Iterator<Item = &CandidateSeen> {
+        self.candidate.iter().chain(&self.dry_run_candidate)
+    }
 }
 
 /// A candidate's decision beside its live policy's.
@@ -257,7 +266,7 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
         };
         let mut answer = match live {
             Ok((p, live)) => {
-                shadows.candidates.extend(live.candidate);
+                shadows.candidate = live.candidate;
                 (
                     Some(p.label.clone()),
                     Verdict::from(live.decision),
@@ -267,7 +276,7 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
             Err(reason) => (None, Verdict::deny(reason), None),
         };
         if let (Some(p), Some(d)) = (selected.dry_run, dry_run) {
-            shadows.candidates.extend(d.candidate);
+            shadows.dry_run_candidate = d.candidate;
             // Only a dry-run policy covers the request: it passes.
             if answer.1.reason() == Some(Reason::PolicyUnknown) && answer.0.is_none() {
                 answer = (
@@ -724,7 +733,7 @@ mod tests {
             (200, None),
             "live allows"
         );
-        let seen = &shadows.candidates[0];
+        let seen = shadows.candidates().next().unwrap();
         assert_eq!(
             seen.comparison,
             Comparison::CandidateDenies(Reason::RuleDenied)
@@ -734,11 +743,17 @@ mod tests {
         let (verdict, shadows) =
             traced(&index, &signer, headers_with(&member_of(&signer, "admins"))).await;
         assert_eq!(verdict.status, 200);
-        assert_eq!(shadows.candidates[0].comparison, Comparison::Agree);
+        assert_eq!(
+            shadows.candidates().next().unwrap().comparison,
+            Comparison::Agree
+        );
 
         // Denied by both for the same reason: agreement.
         let (verdict, shadows) = traced(&index, &signer, HeaderMap::new()).await;
         assert_eq!(verdict.reason(), Some(Reason::TokenMissing));
-        assert_eq!(shadows.candidates[0].comparison, Comparison::Agree);
+        assert_eq!(
+            shadows.candidates().next().unwrap().comparison,
+            Comparison::Agree
+        );
     }
 }

@@ -52,10 +52,7 @@ pub fn verdict(
         .dry_run
         .as_ref()
         .map(|(p, d)| (&p.label, d.outcome().err()));
-    let disagreement = shadows
-        .candidates
-        .iter()
-        .find(|c| !c.comparison.is_agreement());
+    let disagreement = shadows.candidates().find(|c| !c.comparison.is_agreement());
     if let Some(decisions) = sinks.log {
         decisions.record(&DecisionRecord {
             policy,
@@ -105,7 +102,7 @@ pub fn verdict(
                 })
                 .inc();
         }
-        for c in &shadows.candidates {
+        for c in shadows.candidates() {
             metrics
                 .candidate_decisions
                 .get_or_create(&CandidateLabels {
@@ -125,8 +122,7 @@ pub fn verdict(
             watch.saw(&p.key, p.generation, Seen::WouldDeny(*reason));
         }
         for c in shadows
-            .candidates
-            .iter()
+            .candidates()
             .filter(|c| !c.comparison.is_agreement())
         {
             watch.saw(
