@@ -62,7 +62,8 @@ out=docs/benchmarks.md
 `bench/run.sh` measures everything against baselines from the same run on the same machine:
 through nginx against nginx with a static auth location, the direct cached path against a
 zero-work server on accessgate's own stack (axum + tokio) and nginx `return 200`, cold
-verification against `openssl speed`, gRPC against HTTP, 10,000 policies, a 10-minute soak
+verification against `openssl speed`, candidate rules, dry-run and the decision log against
+the plain policy, gRPC against HTTP, 10,000 policies, a 10-minute soak
 with key rotation and policy edits, policy churn, and oauth2-proxy and Ory Oathkeeper like for
 like. Flame graphs of the cached path are in [profiles/](profiles/README.md)
 (`bench/profile.sh`). Benchmarks report; no test asserts a duration.

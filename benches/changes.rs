@@ -131,8 +131,8 @@ fn main() {
         format!(
             "{:.0} requests compared with the candidate: {:.0} headers_differ (it maps one more header), {:.0} agree",
             candidate.metric_sum("accessgate_candidate_decisions_total", &[]),
-            by("headers_differ"),
-            by("agree")
+            by("headers_differ") + 0.0,
+            by("agree") + 0.0
         ),
     );
     r.write("15-changes", started.elapsed());

@@ -31,6 +31,7 @@ echo "traefik: $(bash tests/traefik/build.sh | tail -n1)"
 echo "grpc-client: $(bash tests/grpc-client/build.sh | tail -n1)"
 echo "gateway CRDs: $(bash tests/gateway-crds/fetch.sh | tail -n1)"
 echo "promtool: $(bash tests/promtool/build.sh | tail -n1)"
+echo "assertion verifiers: $(bash tests/verifiers/build.sh | tail -n2 | tr '\n' ' ')"
 # The one-node cluster (kubelet, controller-manager, scheduler, kube-proxy from the same Go
 # module; Debian's containerd, runc, CNI plugins, buildah, dnsmasq installed if missing).
 echo "node binaries: $(bash tests/node/build.sh | tail -n1)"

@@ -15,7 +15,8 @@ pub use crd::{crd, crd_yaml};
 pub use policy::{
     AccessPolicy, AccessPolicySpec, CandidateSpec, ClaimFormat, ClaimHeader, IdentityOnError,
     IdentitySpec, IssuerSpec, Matcher, PolicyMode, RESERVED_HEADER_PREFIXES, RESERVED_HEADERS,
-    RulesSpec, SigningAlgorithm, TokenSource, TokenType, is_reserved_header,
+    RulesSpec, SigningAlgorithm, TokenSource, TokenType, UpstreamAssertionSpec,
+    is_reserved_assertion_header, is_reserved_header,
 };
 pub use status::{
     AccessPolicyStatus, CandidateReason, ConditionStatus, ConditionType, HeadersReason, KeysReason,

@@ -74,6 +74,9 @@ use super::status::AccessPolicyStatus;
 #[x_kube(validation = kube::core::Rule::new(
     "!has(self.issuer.teamDomain) || !has(self.candidate) || !has(self.candidate.audiences) || self.candidate.audiences.all(a, a.matches('^[0-9a-f]{64}$'))"
 ).message("with issuer.teamDomain, every candidate audience must be a Cloudflare Access AUD tag (64 lowercase hex characters)").reason(kube::core::Reason::FieldValueInvalid).field_path(".candidate.audiences"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "!has(self.upstreamAssertion) || !has(self.upstreamAssertion.header) || !has(self.claimHeaders) || !self.claimHeaders.exists(h, h.header.lowerAscii() == self.upstreamAssertion.header.lowerAscii())"
+).message("upstreamAssertion.header must not be a claimHeaders header").reason(kube::core::Reason::FieldValueDuplicate).field_path(".upstreamAssertion.header"))]
 #[x_kube(validation = kube::core::Rule::new("!has(self.paths) || size(self.paths) == 0 || (has(self.hosts) && size(self.hosts) > 0)")
     .message("paths route the bare /auth endpoint and need hosts").reason(kube::core::Reason::FieldValueRequired).field_path(".hosts"))]
 #[serde(rename_all = "camelCase")]
@@ -185,6 +188,39 @@ pub struct AccessPolicySpec {
     /// its fields into the spec and removing it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<CandidateSpec>,
+
+    /// Add a short-lived JWT signed by accessgate to every allowed request, so the app can
+    /// verify who was let in and by which policy however the request reached it: ES256,
+    /// issuer = this install, audience = `audience`, with `sub`, `email`, `groups` (enriched
+    /// ones included), the claims `claimHeaders` map, `policy`, `iat` and `exp`. Apps verify
+    /// it against the JWKS accessgate serves at `/.well-known/jwks.json` on its auth port.
+    /// No signing key: every request is denied (`503 assertion_unavailable`), never sent on
+    /// without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_assertion: Option<UpstreamAssertionSpec>,
+}
+
+/// The signed identity handed to the app.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamAssertionSpec {
+    /// The token's `aud`: the app it is for (a token for one app is refused by another). A
+    /// name such as `grafana` or a URL, 1 to 256 characters.
+    #[schemars(length(min = 1, max = 256))]
+    pub audience: String,
+    /// The request header that carries it. Default `X-Accessgate-Assertion`. Letters, digits
+    /// and dashes; not a reserved name, not a `claimHeaders` header. List it in the Ingress
+    /// `auth-response-headers` like the identity headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9-]*$')").message("header must contain only letters, digits and dashes").reason(kube::core::Reason::FieldValueInvalid))]
+    #[x_kube(validation = assertion_header_rule())]
+    pub header: Option<String>,
+    /// Lifetime, as `<n>s` or `<n>m`: default `60s`, from `10s` to `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,4}(s|m)$"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('10s') && duration(self) <= duration('5m')").message("ttl must be from 10s to 5m").reason(kube::core::Reason::FieldValueInvalid))]
+    pub ttl: Option<String>,
 }
 
 /// Whether a policy enforces its verdict.
@@ -454,6 +490,35 @@ pub fn is_reserved_header(name: &str) -> bool {
         || RESERVED_HEADER_PREFIXES
             .iter()
             .any(|p| lower.starts_with(p))
+}
+
+/// Whether the assertion may not be carried in this header: the reserved names, except
+/// accessgate's own `X-Accessgate-*` (the default is `X-Accessgate-Assertion`).
+pub fn is_reserved_assertion_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !lower.starts_with("x-accessgate-") && is_reserved_header(&lower)
+}
+
+/// The CEL twin of [`is_reserved_assertion_header`].
+fn assertion_header_rule() -> kube::core::Rule {
+    let quoted = |list: &[&str]| {
+        list.iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let prefixes: Vec<&str> = RESERVED_HEADER_PREFIXES
+        .iter()
+        .copied()
+        .filter(|p| *p != "x-accessgate-")
+        .collect();
+    kube::core::Rule::new(format!(
+        "!(self.lowerAscii() in [{}]) && ![{}].exists(p, self.lowerAscii().startsWith(p))",
+        quoted(RESERVED_HEADERS),
+        quoted(&prefixes)
+    ))
+    .message("this header name is reserved")
+    .reason(kube::core::Reason::FieldValueForbidden)
 }
 
 /// The CEL twin of [`is_reserved_header`], built from the same lists.

@@ -183,6 +183,7 @@ pub async fn run(
         identity: identity.as_ref(),
         metrics: None,
         log: None,
+        signer: None,
         shadows: None,
     };
     let headers = request_with(&policy, token);

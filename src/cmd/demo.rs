@@ -9,6 +9,7 @@ use serde_json::json;
 use super::serve::{self, ServeConfig};
 use crate::devissuer::{self, IssuerState, MintRequest};
 use crate::keys::KeyConfig;
+use crate::keys::signing::{AssertionConfig, AssertionKeys};
 use crate::serve::{ListenerLimits, ServiceConfig, Services};
 
 const POLICY_TEMPLATE: &str = include_str!("../../examples/demo-policy.yaml");
@@ -55,6 +56,10 @@ pub async fn start(config: DemoConfig) -> anyhow::Result<Demo> {
                 token_cache_bytes: 32 << 20,
                 enrichment: Default::default(),
                 decision_log: None,
+                assertion: AssertionConfig {
+                    issuer: format!("http://{}", config.listen),
+                    keys: AssertionKeys::Drawn,
+                },
             },
             host_claims: None,
             host_release_after: std::time::Duration::from_secs(3600),

@@ -15,6 +15,7 @@ use crate::devissuer::{self, IssuerState};
 use crate::fetch::{AddressPolicy, AllowList};
 use crate::identity::IdentityConfig;
 use crate::keys::KeyConfig;
+use crate::keys::signing::{AssertionConfig, AssertionKeys};
 use crate::serve::decision_log::{DecisionLogConfig, Sink, SubjectField, SubjectKey};
 use crate::serve::listener::{self, ConnectionLimits, ListenerLimits};
 use crate::serve::{ServiceConfig, Services};
@@ -175,12 +176,35 @@ struct ServiceFlags {
     class: ClassFlags,
     #[command(flatten)]
     decision_log: DecisionLogFlags,
+    #[command(flatten)]
+    assertion: AssertionFlags,
+}
+
+/// The upstream assertion's signing keys (`keys::signing`; docs/security.md, "The upstream
+/// assertion").
+#[derive(clap::Args, Debug, Clone)]
+struct AssertionFlags {
+    /// Directory with the signing keys: `current.pem` signs, `next.pem` and `previous.pem`
+    /// (optional) are published too; P-256, SEC1 or PKCS#8 PEM. Reloaded when they change.
+    /// Without it `serve` draws a key at start (apps must refetch the JWKS after a restart)
+    /// and `run` signs nothing: replicas must share one key, so policies asking for an
+    /// assertion are refused (`assertion_unavailable`).
+    #[arg(long, env = "ACCESSGATE_ASSERTION_KEYS", value_name = "DIR")]
+    assertion_keys: Option<PathBuf>,
+    /// The assertions' `iss`. Default `http://<--listen>`.
+    #[arg(long, value_name = "URL")]
+    assertion_issuer: Option<String>,
 }
 
 impl ServiceFlags {
     /// What the flags start, with fetches guarded when `guard` (or any CIDR is allowed), and
-    /// the shutdown timing.
-    fn config(self, guard: bool) -> anyhow::Result<(ServiceConfig, LifecycleFlags)> {
+    /// the shutdown timing. `draw_key`: without a key directory, draw a signing key (one
+    /// process: `serve`).
+    fn config(
+        self,
+        guard: bool,
+        draw_key: bool,
+    ) -> anyhow::Result<(ServiceConfig, LifecycleFlags)> {
         let addresses = self.fetch.policy(guard);
         log_address_policy(&addresses);
         let config = ServiceConfig {
@@ -189,6 +213,17 @@ impl ServiceFlags {
             listeners: self.listener.limits(),
             services: Services {
                 decision_log: self.decision_log.config()?,
+                assertion: AssertionConfig {
+                    issuer: self
+                        .assertion
+                        .assertion_issuer
+                        .unwrap_or_else(|| format!("http://{}", self.listen)),
+                    keys: match (self.assertion.assertion_keys, draw_key) {
+                        (Some(dir), _) => AssertionKeys::Dir(dir),
+                        (None, true) => AssertionKeys::Drawn,
+                        (None, false) => AssertionKeys::None,
+                    },
+                },
                 ..self.keys.services(&addresses)
             },
             host_claims: self.routing.rules()?,
@@ -437,6 +472,7 @@ impl VerifyFlags {
             token_cache_bytes: self.token_cache_mib * 1024 * 1024,
             enrichment: self.identity_config(addresses),
             decision_log: None,
+            assertion: AssertionConfig::default(),
         }
     }
 
@@ -490,7 +526,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         } => {
             // File mode: the operator writes the policies, so fetches may go anywhere unless
             // the guard is asked for.
-            let (service, lifecycle) = service.config(fetch_guard)?;
+            let (service, lifecycle) = service.config(fetch_guard, true)?;
             // From before the listeners accept: a Ctrl-C must never meet the default action.
             let mut signals = Signals::install()?;
             let running = serve::start(ServeConfig { policies, service }).await?;
@@ -523,7 +559,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             service,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
-            let (service, lifecycle) = service.config(true)?;
+            let (service, lifecycle) = service.config(true, false)?;
             let install = InstallService {
                 name: service_name,
                 namespace: pod_namespace.clone(),

@@ -84,10 +84,13 @@ pub fn audit<'a>(
             } else {
                 entry.elsewhere += 1;
             }
+            // The assertion header too: unlisted, a client's own copy reaches the app.
             let missing: Vec<String> = policy
                 .claim_headers
                 .iter()
-                .map(|h| h.header.as_str().to_owned())
+                .map(|h| &h.header)
+                .chain(policy.assertion.as_ref().map(|a| &a.header))
+                .map(|h| h.as_str().to_owned())
                 .filter(|h| !listed.contains(h))
                 .collect();
             if !missing.is_empty() {

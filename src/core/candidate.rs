@@ -89,6 +89,7 @@ mod tests {
                 dropped: Vec::new(),
                 absent: absent.iter().map(|n| HeaderName::from_static(n)).collect(),
             },
+            assertion: None,
         }
     }
 

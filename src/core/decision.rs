@@ -11,11 +11,12 @@
 
 use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use url::Url;
 
 use std::sync::Arc;
 
+use crate::core::assertion;
 use crate::core::headers::{self, Rendered};
 use crate::core::jwks::{KeyAnswer, KeyLookup, VerifyingKey};
 use crate::core::policy::CompiledPolicy;
@@ -73,7 +74,13 @@ pub enum Enrichment<'a> {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
-    Allow { kind: TokenKind, headers: Rendered },
+    Allow {
+        kind: TokenKind,
+        headers: Rendered,
+        /// The upstream assertion's claims, when the policy asks for one (signed by the
+        /// service: [`crate::core::assertion`]).
+        assertion: Option<Map<String, Value>>,
+    },
     Deny(Reason),
 }
 
@@ -293,6 +300,10 @@ pub fn conclude(
             Decision::Allow {
                 kind: verified.kind,
                 headers: rendered,
+                assertion: policy
+                    .assertion
+                    .as_ref()
+                    .map(|_| assertion::payload(policy, claims)),
             }
         }
         Err(reason) => Decision::Deny(reason),
@@ -347,7 +358,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let Decision::Allow { kind, headers } =
+        let Decision::Allow { kind, headers, .. } =
             decide(&policy(), &with_token(&t), &keys, &Forgetful, NOW)
         else {
             panic!()

@@ -3,6 +3,7 @@
 //! client, no Kubernetes crate: policies are compiled from [`crate::api`]'s types
 //! ([`policy`]). A test in `tests/layers.rs` keeps it so.
 
+pub mod assertion;
 pub mod candidate;
 pub mod decision;
 pub mod dialect;

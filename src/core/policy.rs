@@ -13,7 +13,7 @@ use url::Url;
 
 use crate::api::{
     AccessPolicySpec, ClaimFormat, IdentityOnError, Matcher, PolicyMode, SigningAlgorithm,
-    TokenSource, TokenType, is_reserved_header,
+    TokenSource, TokenType, is_reserved_assertion_header, is_reserved_header,
 };
 
 /// `namespace/name` of a policy.
@@ -102,7 +102,20 @@ pub struct CompiledPolicy {
     pub dry_run: bool,
     /// `spec.candidate`: evaluated beside this policy, never the answer.
     pub candidate: Option<Candidate>,
+    /// `spec.upstreamAssertion`: a signed JWT for the app on every allow.
+    pub assertion: Option<CompiledAssertion>,
 }
+
+/// `spec.upstreamAssertion`, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledAssertion {
+    pub audience: String,
+    pub header: HeaderName,
+    pub ttl: Duration,
+}
+
+/// The assertion header when a policy names none.
+pub const DEFAULT_ASSERTION_HEADER: &str = "x-accessgate-assertion";
 
 /// A policy's candidate authorization, or why it does not compile. A candidate that fails
 /// is the candidate's own problem: the live policy is enforced as it is.
@@ -217,6 +230,7 @@ pub fn compile(
         identity,
         dry_run: spec.mode == Some(PolicyMode::DryRun),
         candidate: None,
+        assertion: compile_assertion(spec)?,
     })
     .map(|live| with_candidate(live, spec))
 }
@@ -573,6 +587,70 @@ fn compile_claim_headers(
         });
     }
     Ok(out)
+}
+
+fn compile_assertion(spec: &AccessPolicySpec) -> Result<Option<CompiledAssertion>, CompileError> {
+    let Some(a) = &spec.upstream_assertion else {
+        return Ok(None);
+    };
+    if a.audience.is_empty() || a.audience.len() > 256 || a.audience.chars().any(char::is_control) {
+        return Err(err(
+            "spec.upstreamAssertion.audience",
+            "audience must be 1 to 256 printable characters",
+        ));
+    }
+    let field = "spec.upstreamAssertion.header";
+    let name = a.header.as_deref().unwrap_or(DEFAULT_ASSERTION_HEADER);
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid {
+        return Err(err(
+            field,
+            "header must contain only letters, digits and dashes",
+        ));
+    }
+    if is_reserved_assertion_header(name) {
+        return Err(err(field, "this header name is reserved"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if spec
+        .claim_headers
+        .iter()
+        .flatten()
+        .any(|h| h.header.eq_ignore_ascii_case(&lower))
+    {
+        return Err(err(
+            field,
+            "upstreamAssertion.header must not be a claimHeaders header",
+        ));
+    }
+    let header = HeaderName::from_bytes(lower.as_bytes())
+        .map_err(|_| err(field, "header must contain only letters, digits and dashes"))?;
+    let ttl = match a.ttl.as_deref() {
+        None => Duration::from_secs(60),
+        Some(raw) => {
+            const SHAPE: &str = "ttl must be from 10s to 5m";
+            let d = schema_duration(
+                raw,
+                "spec.upstreamAssertion.ttl",
+                &["s", "m"],
+                Duration::from_secs(300),
+                SHAPE,
+                SHAPE,
+            )?;
+            if d < Duration::from_secs(10) {
+                return Err(err("spec.upstreamAssertion.ttl", SHAPE));
+            }
+            d
+        }
+    };
+    Ok(Some(CompiledAssertion {
+        audience: a.audience.clone(),
+        header,
+        ttl,
+    }))
 }
 
 fn compile_identity(

@@ -38,6 +38,8 @@ pub enum Reason {
     KeysUnavailable,
     /// Cloudflare identity enrichment was required and could not be had.
     IdentityUnavailable,
+    /// The policy asks for a signed upstream assertion and no signing key is loaded.
+    AssertionUnavailable,
     // 400: the proxy's subrequest itself is unusable.
     RequestMalformed,
     DialectMismatch,
@@ -69,7 +71,8 @@ impl Reason {
             Reason::PolicyUnknown
             | Reason::PolicyInvalid
             | Reason::KeysUnavailable
-            | Reason::IdentityUnavailable => 503,
+            | Reason::IdentityUnavailable
+            | Reason::AssertionUnavailable => 503,
             Reason::RequestMalformed | Reason::DialectMismatch => 400,
         }
     }
@@ -121,6 +124,7 @@ mod tests {
                 "policy_invalid",
                 "keys_unavailable",
                 "identity_unavailable",
+                "assertion_unavailable",
                 "request_malformed",
                 "dialect_mismatch",
             ]

@@ -8,6 +8,7 @@
 //! bounded time, then dropped: stale keys never live forever. Fetches go through
 //! [`crate::fetch`]. Defaults and flags: docs/reference.md, "The auth contract".
 
+pub mod signing;
 pub mod tokens;
 
 pub use crate::core::jwks::{

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use url::Url;
 
@@ -25,6 +25,7 @@ use crate::core::jwks::KeyLookup;
 use crate::core::policy::{Candidate, CompiledPolicy, ReadyCandidate};
 use crate::core::reason::Reason;
 use crate::identity::IdentityClient;
+use crate::keys::signing::AssertionSigner;
 use crate::keys::tokens::TokenCache;
 use crate::keys::{FixedKeys, KeyStore};
 use crate::metrics::Metrics;
@@ -119,6 +120,9 @@ pub struct Authorizer<'a, P, K, M> {
     pub metrics: Option<&'a Metrics>,
     /// `None`: no decision log (off, or `check`).
     pub log: Option<&'a DecisionLog>,
+    /// Signs upstream assertions; `None`: a policy that asks for one is refused
+    /// (`assertion_unavailable`).
+    pub signer: Option<&'a AssertionSigner>,
     /// `None`: first would-be denials and disagreements are not remembered (`check`).
     pub shadows: Option<&'a ShadowWatch>,
 }
@@ -133,6 +137,7 @@ pub fn of(state: &AppState) -> Authorizer<'_, AppState, KeyStore, TokenCache> {
         identity: Some(&state.identity),
         metrics: Some(&state.metrics),
         log: state.decision_log.as_deref(),
+        signer: state.signer.as_deref(),
         shadows: Some(&state.shadows),
     }
 }
@@ -269,7 +274,7 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
                 shadows.candidate = live.candidate;
                 (
                     Some(p.label.clone()),
-                    Verdict::from(live.decision),
+                    self.verdict_of(&p, live.decision, now),
                     live.token,
                 )
             }
@@ -281,13 +286,43 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
             if answer.1.reason() == Some(Reason::PolicyUnknown) && answer.0.is_none() {
                 answer = (
                     Some(p.label.clone()),
-                    Verdict::pass(&p, d.decision.clone()),
+                    Verdict::pass(&p, self.verdict_of(&p, d.decision.clone(), now)),
                     d.token,
                 );
             }
             shadows.dry_run = Some((p, d.decision));
         }
         answer
+    }
+
+    /// The answer to `decision`: an allow with an assertion is signed here, and refused
+    /// (`assertion_unavailable`) when it cannot be, never sent on without it.
+    fn verdict_of(&self, policy: &CompiledPolicy, decision: Decision, now: u64) -> Verdict {
+        let (kind, headers, claims, cfg) = match (decision, &policy.assertion) {
+            (
+                Decision::Allow {
+                    kind,
+                    headers,
+                    assertion: Some(claims),
+                },
+                Some(cfg),
+            ) => (kind, headers, claims, cfg),
+            (other, _) => return Verdict::from(other),
+        };
+        let Some(signer) = self.signer else {
+            return Verdict::deny(Reason::AssertionUnavailable);
+        };
+        let signed = signer
+            .sign(&claims, &cfg.audience, cfg.ttl, now)
+            .map_err(|e| e.to_string())
+            .and_then(|token| HeaderValue::from_str(&token).map_err(|e| e.to_string()));
+        match signed {
+            Ok(token) => Verdict::allow_asserted(kind, headers, (cfg.header.clone(), token)),
+            Err(e) => {
+                tracing::error!(policy = %policy.label, error = %e, "cannot sign the upstream assertion; denied");
+                Verdict::deny(Reason::AssertionUnavailable)
+            }
+        }
     }
 
     /// `policy`'s decision: verify, refetch once, verify again, enrich, conclude; then its
@@ -519,6 +554,7 @@ mod tests {
             identity: None,
             metrics: None,
             log: None,
+            signer: None,
             shadows: None,
         };
         let headers = headers_with(token);
@@ -602,6 +638,7 @@ mod tests {
             identity: None,
             metrics: None,
             log: None,
+            signer: None,
             shadows: None,
         };
         let request = AuthRequest {
@@ -651,6 +688,7 @@ mod tests {
             identity: None,
             metrics: None,
             log: None,
+            signer: None,
             shadows: None,
         };
         let request = AuthRequest {
@@ -754,6 +792,72 @@ mod tests {
         assert_eq!(
             shadows.candidates().next().unwrap().comparison,
             Comparison::Agree
+        );
+    }
+
+    #[tokio::test]
+    async fn an_allow_that_asks_for_an_assertion_is_signed_or_refused_never_sent_without() {
+        use crate::api::UpstreamAssertionSpec;
+        let issuer = Signer::new(ISS).unwrap();
+        let index = index_of(|spec| {
+            spec.upstream_assertion = Some(UpstreamAssertionSpec {
+                audience: "grafana".into(),
+                ..Default::default()
+            })
+        });
+        let token = member_of(&issuer, "eng");
+        // No signer: refused.
+        let (verdict, _) = traced(&index, &issuer, headers_with(&token)).await;
+        assert_eq!(
+            (verdict.status, verdict.reason()),
+            (503, Some(Reason::AssertionUnavailable))
+        );
+
+        let signer = AssertionSigner::new("https://ag.test".into(), None).unwrap();
+        let keys = crate::core::fixtures::FixedKeys(Some(keys_of(&issuer.certs_document())));
+        let service = Authorizer {
+            policies: &index,
+            keys: &keys,
+            memo: &Forgetful,
+            identity: None,
+            metrics: None,
+            log: None,
+            signer: Some(&signer),
+            shadows: None,
+        };
+        let headers = headers_with(&token);
+        let request = AuthRequest {
+            select: Select::Name {
+                namespace: "ns",
+                name: "p",
+            },
+            headers: &headers,
+            original: Ok(original()),
+        };
+        let verdict = service.authorize(request, &mut Unobserved).await;
+        assert_eq!(verdict.status, 200);
+        let (_, value) = verdict
+            .set
+            .iter()
+            .find(|(h, _)| h == "x-accessgate-assertion")
+            .expect("the assertion header");
+        let claims =
+            jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(value.as_bytes())
+                .unwrap()
+                .claims;
+        assert_eq!(
+            (
+                &claims["aud"],
+                &claims["email"],
+                &claims["policy"],
+                &claims["groups"]
+            ),
+            (
+                &serde_json::json!("grafana"),
+                &serde_json::json!("ana@example.com"),
+                &serde_json::json!("ns/p"),
+                &serde_json::json!(["eng"])
+            )
         );
     }
 }

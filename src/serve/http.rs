@@ -31,8 +31,32 @@ pub fn auth_router(state: Arc<AppState>) -> Router {
         .route("/forward/{namespace}/{name}", any(forward_by_name))
         .route("/envoy/{namespace}/{name}", any(envoy_by_name))
         .route("/envoy/{namespace}/{name}/{*path}", any(envoy_by_name))
+        .route(JWKS_PATH, get(assertion_keys))
         .fallback(|| async { render(Verdict::deny(Reason::PolicyUnknown), false) })
         .with_state(state)
+}
+
+/// Where apps fetch the upstream assertion's keys, through the same Service as the proxy.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The upstream assertion's JWKS; 404 when this process signs nothing. Cacheable briefly:
+/// a key is published a rotation step before it signs (docs/security.md).
+async fn assertion_keys(State(state): State<Arc<AppState>>) -> Response {
+    match &state.signer {
+        Some(signer) => (
+            [
+                (axum::http::header::CONTENT_TYPE, "application/json"),
+                (axum::http::header::CACHE_CONTROL, "max-age=60"),
+            ],
+            signer.jwks().to_string(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no upstream assertion keys (--assertion-keys)\n",
+        )
+            .into_response(),
+    }
 }
 
 pub fn admin_router(state: Arc<AppState>) -> Router {

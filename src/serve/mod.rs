@@ -15,6 +15,7 @@ pub mod shadow;
 pub mod state;
 pub mod verdict;
 
+use crate::keys::signing::{AssertionConfig, AssertionSigner, SigningError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     DecisionLog(#[from] DecisionLogError),
+    #[error("upstream assertion keys: {0}")]
+    Signing(#[from] SigningError),
 }
 
 /// What `serve` and `run` start the same way: both listeners and their limits, the state
@@ -73,6 +76,8 @@ pub struct Services {
     pub enrichment: IdentityConfig,
     /// The decision log; `None`: off.
     pub decision_log: Option<DecisionLogConfig>,
+    /// The upstream assertion's keys and issuer.
+    pub assertion: AssertionConfig,
 }
 
 /// The state every handler shares: metrics, key caches, the verified-token cache and the
@@ -99,12 +104,14 @@ pub fn bootstrap(services: &Services) -> Result<Arc<AppState>, ServeError> {
             Some(DecisionLog::start(config.clone(), counters)?)
         }
     };
+    let signer = AssertionSigner::start(&services.assertion)?.map(Arc::new);
     Ok(AppState::new(
         keys,
         metrics,
         TokenCache::new(services.token_cache_bytes),
         identity,
         decision_log,
+        signer,
     ))
 }
 
@@ -113,6 +120,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .await
         .map_err(|source| ServeError::Listen { addr, source })
 }
+
+/// How often the assertion key directory is looked at.
+const KEY_RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds the auth and admin listeners and serves them in the background until
 /// [`Listening::shutdown`]. The auth listener speaks HTTP/1.1 and HTTP/2 cleartext: the HTTP
@@ -127,6 +137,16 @@ pub async fn listen(
     let (auth_addr, admin_addr) = (auth.local_addr()?, admin.local_addr()?);
     tracing::info!(auth = %auth_addr, admin = %admin_addr, "listening");
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some(signer) = state.signer.clone() {
+        // A mounted Secret changes in place (kubelet's sync, within about a minute).
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+            loop {
+                tick.tick().await;
+                signer.reload_if_changed();
+            }
+        });
+    }
     let tasks = vec![
         tokio::spawn(listener::serve(
             auth,

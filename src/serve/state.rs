@@ -11,6 +11,7 @@ use crate::core::index::{PolicyEntry, PolicyIndex};
 use crate::core::policy::{Candidate, PolicyKey};
 use crate::identity::IdentityClient;
 use crate::keys::KeyStore;
+use crate::keys::signing::AssertionSigner;
 use crate::keys::tokens::TokenCache;
 use crate::metrics::{Metrics, PolicyStateLabels};
 use crate::serve::decision_log::DecisionLog;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub decision_log: Option<Arc<DecisionLog>>,
     /// First would-be denials of dry-run policies and first candidate disagreements.
     pub shadows: ShadowWatch,
+    /// Signs upstream assertions; `None`: no keys (policies asking for one are refused).
+    pub signer: Option<Arc<AssertionSigner>>,
     loaded: AtomicBool,
     /// Set on SIGTERM: `/readyz` answers 503 while the auth listener drains.
     draining: AtomicBool,
@@ -39,6 +42,7 @@ impl AppState {
         tokens: TokenCache,
         identity: IdentityClient,
         decision_log: Option<Arc<DecisionLog>>,
+        signer: Option<Arc<AssertionSigner>>,
     ) -> Arc<Self> {
         let retained = tokens.clone();
         keys.on_key_set_change(Arc::new(move |url, kids| retained.retain_kids(url, kids)));
@@ -50,6 +54,7 @@ impl AppState {
             identity,
             decision_log,
             shadows: ShadowWatch::default(),
+            signer,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })

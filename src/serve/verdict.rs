@@ -66,25 +66,39 @@ impl Verdict {
         }
     }
 
-    /// The answer of a route only a dry-run policy covers: allowed, with the identity headers
-    /// of its `would_be` decision when that is an allow; otherwise none, and every header the
-    /// policy maps removed, so a client's own copies never reach the app as identity.
-    pub fn pass(policy: &CompiledPolicy, would_be: Decision) -> Self {
-        match would_be {
-            allow @ Decision::Allow { .. } => Verdict::from(allow),
-            Decision::Deny(_) => Self {
-                outcome: Ok(None),
-                status: 200,
-                cache_control: NO_STORE,
-                www_authenticate: None,
-                set: Vec::new(),
-                remove: policy
-                    .claim_headers
-                    .iter()
-                    .map(|h| h.header.clone())
-                    .collect(),
-                dropped: Vec::new(),
-            },
+    /// An allow carrying the signed upstream assertion in `header` (set like an identity
+    /// header, overwriting a client's copy).
+    pub fn allow_asserted(
+        kind: TokenKind,
+        headers: Rendered,
+        (header, token): (HeaderName, HeaderValue),
+    ) -> Self {
+        let mut v = Verdict::allow(kind, headers);
+        v.set.push((header, token));
+        v
+    }
+
+    /// The answer of a route only a dry-run policy covers: its `would_be` verdict when that
+    /// is an allow (identity headers and assertion included); otherwise allowed with none of
+    /// them, and every header the policy maps (and its assertion header) removed, so a
+    /// client's own copies never reach the app as identity.
+    pub fn pass(policy: &CompiledPolicy, would_be: Verdict) -> Self {
+        if would_be.is_allow() {
+            return would_be;
+        }
+        Self {
+            outcome: Ok(None),
+            status: 200,
+            cache_control: NO_STORE,
+            www_authenticate: None,
+            set: Vec::new(),
+            remove: policy
+                .claim_headers
+                .iter()
+                .map(|h| h.header.clone())
+                .chain(policy.assertion.as_ref().map(|a| a.header.clone()))
+                .collect(),
+            dropped: Vec::new(),
         }
     }
 
@@ -120,7 +134,16 @@ impl Verdict {
 impl From<Decision> for Verdict {
     fn from(decision: Decision) -> Self {
         match decision {
-            Decision::Allow { kind, headers } => Verdict::allow(kind, headers),
+            Decision::Allow {
+                kind,
+                headers,
+                assertion: None,
+            } => Verdict::allow(kind, headers),
+            // An assertion is signed by the service (`serve::authorize`); an allow that reaches
+            // here with one unsigned is refused, never sent on without it.
+            Decision::Allow {
+                assertion: Some(_), ..
+            } => Verdict::deny(Reason::AssertionUnavailable),
             Decision::Deny(reason) => Verdict::deny(reason),
         }
     }
@@ -153,6 +176,7 @@ mod tests {
         let allow = Verdict::from(Decision::Allow {
             kind: TokenKind::App,
             headers: Rendered::default(),
+            assertion: None,
         });
         assert_eq!((allow.status, allow.reason()), (200, None));
         assert_eq!(

@@ -1000,6 +1000,35 @@ fn cel_cases() -> Vec<(&'static str, Value, Expect)> {
             ]),
         ),
         (
+            "an upstream assertion",
+            spec_with(
+                json!({"upstreamAssertion": {"audience": "grafana", "header": "X-App-Assertion", "ttl": "2m"}}),
+            ),
+            OK,
+        ),
+        (
+            "an assertion ttl under 10s",
+            spec_with(json!({"upstreamAssertion": {"audience": "grafana", "ttl": "5s"}})),
+            Err(&["spec.upstreamAssertion.ttl", "ttl must be from 10s to 5m"]),
+        ),
+        (
+            "an assertion in a reserved header",
+            spec_with(
+                json!({"upstreamAssertion": {"audience": "grafana", "header": "Authorization"}}),
+            ),
+            Err(&["spec.upstreamAssertion.header", "reserved"]),
+        ),
+        (
+            "an assertion in a claim header",
+            spec_with(
+                json!({"upstreamAssertion": {"audience": "grafana", "header": "X-User"}, "claimHeaders": [{"header": "x-user", "claim": "sub"}]}),
+            ),
+            Err(&[
+                "spec.upstreamAssertion.header",
+                "must not be a claimHeaders header",
+            ]),
+        ),
+        (
             "join with json",
             spec_with(
                 json!({"claimHeaders": [{"header": "X-A", "claim": "g", "join": ",", "format": "json"}]}),
