@@ -1,6 +1,7 @@
 //! What changing a policy safely costs on the cached path (not a test): the same cached token
-//! against the same policy, plain, with candidate rules beside it, in dry-run, and with the
-//! decision log on (at its default rates, and writing every line). Each subject is its own
+//! against the same policy, plain, with candidate rules beside it, in dry-run, with a signed
+//! upstream assertion, and with the decision log on (at its default rates, and writing every
+//! line). Each subject is its own
 //! `accessgate serve` (one core's worth of workers); subjects are measured in turn, repeated,
 //! and each ratio is against the plain policy measured in the same run. Writes
 //! `target/bench-report/15-changes.md` (joined into docs/benchmarks.md by `bench/run.sh`).
@@ -40,8 +41,8 @@ fn main() {
     }
     let started = Instant::now();
     let mut r = Report::new(
-        "Changing a policy safely: candidate rules, dry-run, decision log",
-        "The direct cached path (`/auth/{ns}/{name}`, one token, wrk `-t1 -c32`) of one policy, in five forms, each its own server measured in turn; means over 3 interleaved repeats.",
+        "Changing a policy safely: candidate rules, dry-run, decision log; the upstream assertion",
+        "The direct cached path (`/auth/{ns}/{name}`, one token, wrk `-t1 -c32`) of one policy, in six forms, each its own server measured in turn; means over 3 interleaved repeats. The assertion is signed once per half its lifetime (30 s) per identity, as in production.",
     );
     let issuer = Issuer::start();
     let token = issuer.token(json!({"ttl": 7200}));
@@ -56,6 +57,10 @@ fn main() {
         ("plain policy (baseline)", serve(&issuer, "", &[])),
         ("with candidate rules", serve(&issuer, CANDIDATE, &[])),
         ("in dry-run", serve(&issuer, "  mode: dryRun\n", &[])),
+        (
+            "with a signed upstream assertion (issue 23)",
+            serve(&issuer, "  upstreamAssertion:\n    audience: bench\n", &[]),
+        ),
         (
             "decision log on, default rates (10 allows/s)",
             serve(&issuer, "", &["--decision-log", &default_log]),

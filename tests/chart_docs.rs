@@ -454,3 +454,76 @@ fn decision_log_values_the_binary_would_refuse_are_refused() {
         );
     }
 }
+
+const ASSERTION_DIR: &str = "/var/run/accessgate/assertion-keys";
+
+fn assertion_args(objs: &[Value]) -> Vec<String> {
+    args(objs)
+        .into_iter()
+        .filter(|a| a.starts_with("--assertion"))
+        .collect()
+}
+
+/// The assertion key volume's Secret, mounted read-only as the key directory.
+fn mounted_assertion_secret(objs: &[Value]) -> Option<String> {
+    let pod = &deployment(objs)["spec"]["template"]["spec"];
+    let volume = pod["volumes"]
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == "assertion-keys")?;
+    let mount = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "assertion-keys")
+        .expect("the key volume is mounted");
+    assert_eq!(mount["mountPath"], ASSERTION_DIR);
+    assert_eq!(mount["readOnly"], true);
+    assert!(volume["secret"]["items"].is_null(), "every key is a file");
+    Some(volume["secret"]["secretName"].as_str().unwrap().to_owned())
+}
+
+#[test]
+fn upstream_assertion_mounts_two_p256_keys_the_chart_draws_and_names_the_service_as_issuer() {
+    let objs = render(&["--set", "upstreamAssertion.enabled=true"]);
+    assert_eq!(
+        assertion_args(&objs),
+        [
+            format!("--assertion-keys={ASSERTION_DIR}"),
+            format!("--assertion-issuer=http://accessgate.{NS}.svc.cluster.local"),
+        ]
+    );
+    let drawn = secrets(&objs);
+    assert_eq!(drawn.len(), 1, "{:?}", kinds(&objs));
+    assert_eq!(drawn[0]["metadata"]["name"], "accessgate-assertion-keys");
+    let data = drawn[0]["data"].as_object().unwrap();
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["current.pem", "next.pem"]);
+    let pem = |k: &str| {
+        let b = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            data[k].as_str().unwrap(),
+        )
+        .unwrap();
+        String::from_utf8(b).unwrap()
+    };
+    // SEC1 P-256 keys, two different ones: what `--assertion-keys` reads.
+    assert!(pem("current.pem").starts_with("-----BEGIN EC PRIVATE KEY-----"));
+    assert_ne!(pem("current.pem"), pem("next.pem"));
+    assert_eq!(
+        mounted_assertion_secret(&objs).as_deref(),
+        Some("accessgate-assertion-keys")
+    );
+    assert_no_secret_rbac(&objs);
+
+    let own = render(&[
+        "--set",
+        "upstreamAssertion.enabled=true,upstreamAssertion.keys.existingSecret=app-keys,upstreamAssertion.issuer=https://ag.example.com",
+    ]);
+    assert!(secrets(&own).is_empty(), "{:?}", kinds(&own));
+    assert_eq!(mounted_assertion_secret(&own).as_deref(), Some("app-keys"));
+    assert!(assertion_args(&own).contains(&"--assertion-issuer=https://ag.example.com".to_owned()));
+
+    let off = render(&[]);
+    assert!(assertion_args(&off).is_empty());
+    assert_eq!(mounted_assertion_secret(&off), None);
+}

@@ -1025,7 +1025,7 @@ fn cel_cases() -> Vec<(&'static str, Value, Expect)> {
             ),
             Err(&[
                 "spec.upstreamAssertion.header",
-                "must not be a claimHeaders header",
+                "Duplicate value|must not be a claimHeaders header",
             ]),
         ),
         (

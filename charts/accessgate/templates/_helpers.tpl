@@ -86,3 +86,23 @@ app.kubernetes.io/component: helm-test
 {{- define "accessgate.decisionLogKeyDir" -}}
 /var/run/accessgate/decision-log
 {{- end -}}
+
+{{/* The upstream assertion's key Secret: the user's, or the one the chart creates. */}}
+{{- define "accessgate.assertionKeysSecret" -}}
+{{- .Values.upstreamAssertion.keys.existingSecret | default (printf "%s-assertion-keys" (include "accessgate.fullname" .)) -}}
+{{- end -}}
+
+{{/* Where the assertion key Secret is mounted (read-only), as the key directory. */}}
+{{- define "accessgate.assertionKeysDir" -}}
+/var/run/accessgate/assertion-keys
+{{- end -}}
+
+{{/* The assertions' issuer: the value, or the auth Service's URL. */}}
+{{- define "accessgate.assertionIssuer" -}}
+{{- if .Values.upstreamAssertion.issuer -}}
+{{- .Values.upstreamAssertion.issuer -}}
+{{- else -}}
+{{- printf "http://%s.%s.svc.%s" (include "accessgate.fullname" .) .Release.Namespace .Values.clusterDomain -}}
+{{- if ne (int .Values.service.port) 80 }}:{{ .Values.service.port }}{{ end -}}
+{{- end -}}
+{{- end -}}
