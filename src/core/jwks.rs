@@ -375,6 +375,30 @@ mod tests {
     }
 
     #[test]
+    fn certificates_alone_are_keys_when_their_kid_is_usable() {
+        let signer = crate::devissuer::Signer::new("http://127.0.0.1:9").unwrap();
+        let mut doc = signer.certs_document();
+        doc.as_object_mut().unwrap().remove("keys");
+        let set = parse_key_set(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(set.ids(), vec![signer.current_kid().to_owned()]);
+        // The same certificates under kids nobody could send.
+        for bad in [String::new(), "k".repeat(MAX_KID_LEN + 1)] {
+            let mut doc = doc.clone();
+            doc["public_cert"]["kid"] = bad.clone().into();
+            for c in doc["public_certs"].as_array_mut().unwrap() {
+                c["kid"] = bad.clone().into();
+            }
+            assert!(
+                matches!(
+                    parse_key_set(doc.to_string().as_bytes()),
+                    Err(KeyParseError::NoUsableKeys)
+                ),
+                "kid {bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(matches!(
             parse_key_set(b"<html>"),

@@ -839,7 +839,32 @@ mod tests {
             join: None,
             format: None,
         };
-        let edges: [(&str, usize, Edit); 9] = [
+        let edges: [(&str, usize, Edit); 12] = [
+            (
+                "audiences",
+                32,
+                Box::new(|s, n| s.audiences = (0..n).map(|i| format!("aud-{i}")).collect()),
+            ),
+            (
+                "join length",
+                8,
+                Box::new(move |s, n| {
+                    s.claim_headers = Some(vec![ClaimHeader {
+                        join: Some(";".repeat(n)),
+                        ..header(0, "groups".into())
+                    }])
+                }),
+            ),
+            (
+                "groupsClaim length",
+                256,
+                Box::new(|s, n| {
+                    s.rules = Some(RulesSpec {
+                        groups_claim: Some("g".repeat(n)),
+                        ..Default::default()
+                    })
+                }),
+            ),
             (
                 "audience length",
                 256,
@@ -923,6 +948,34 @@ mod tests {
             let mut s = generic();
             edit(&mut s, most + 1);
             assert!(compile_spec(&s).is_err(), "{what}: {}", most + 1);
+        }
+    }
+
+    #[test]
+    fn a_country_matcher_is_two_letters_uppercased() {
+        let spec = |country: &str| AccessPolicySpec {
+            issuer: IssuerSpec {
+                url: Some("https://issuer.example".into()),
+                jwks_uri: Some("https://issuer.example/certs".into()),
+                ..Default::default()
+            },
+            audiences: vec!["aud".into()],
+            rules: Some(RulesSpec {
+                deny: vec![Matcher {
+                    country: Some(country.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = compile_spec(&spec("US")).unwrap();
+        let p2 = compile_spec(&spec("us")).unwrap();
+        assert_eq!(p.rules.deny, [CompiledMatcher::Country("US".into())]);
+        assert_eq!(p2.rules.deny, p.rules.deny);
+        for bad in ["U", "USA", "U1"] {
+            let e = compile_spec(&spec(bad)).unwrap_err();
+            assert_eq!(e.field, "spec.rules.deny[0].country", "{bad}");
         }
     }
 

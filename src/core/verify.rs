@@ -517,6 +517,19 @@ mod tests {
     const DEFAULT: [TokenSource; 2] = [TokenSource::Header, TokenSource::Cookie];
 
     #[test]
+    fn only_a_generic_issuer_may_leave_the_token_type_out() {
+        let untyped: Claims = serde_json::from_value(serde_json::json!({"sub": "u"})).unwrap();
+        assert_eq!(
+            token_kind(&untyped, IssuerKind::CloudflareAccess),
+            Err(Reason::TokenTypeNotAllowed)
+        );
+        assert_eq!(
+            token_kind(&untyped, IssuerKind::Generic),
+            Ok(TokenKind::App)
+        );
+    }
+
+    #[test]
     fn header_wins_over_cookie() {
         let h = headers(&[
             ("cf-access-jwt-assertion", "a.b.c"),

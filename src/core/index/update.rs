@@ -658,6 +658,27 @@ mod tests {
         );
         // The earlier index is untouched by later updates.
         assert_eq!(first.by_route("h.example.com", "/").unwrap().key, key("p"));
+
+        // The history keeps the last HISTORY revisions: a reader that far behind still gets
+        // the list, one further behind must look at every policy.
+        let mut last = moved;
+        for i in 0..HISTORY {
+            last = updater.apply(
+                [(key("p"), Some(ready("p", vec![2], (i % 2) as u8)))],
+                |_| 0,
+                routing,
+                false,
+            );
+        }
+        assert_eq!(last.history.len(), HISTORY);
+        assert_eq!(
+            last.changed_since(last.revision() - HISTORY as u64),
+            Some(vec![key("p")])
+        );
+        assert_eq!(
+            last.changed_since(last.revision() - HISTORY as u64 - 1),
+            None
+        );
     }
 
     /// Two policies meeting on one route are both touched, and both again when it clears.
