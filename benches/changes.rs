@@ -14,6 +14,7 @@ mod common;
 
 use std::time::Instant;
 
+use common::nginx::{Nginx, Site};
 use common::*;
 use serde_json::json;
 use support::*;
@@ -94,6 +95,57 @@ fn main() {
             ));
         }
     }
+    // Through nginx as ingress-nginx renders auth-url (a subrequest on a new connection
+    // each), the plain policy and the one with an assertion, each header listed in
+    // auth-response-headers.
+    let echo = common::echo::Echo::start();
+    let through = |server: &Server, assertion: bool| {
+        let mut headers = vec![
+            "X-Auth-Request-Email".to_string(),
+            "X-Auth-Request-User".to_string(),
+        ];
+        if assertion {
+            headers.push("X-Accessgate-Assertion".into());
+        }
+        Nginx::start(
+            &[Site {
+                host: "app.example.test".into(),
+                auth_url: format!("{}/auth/bench/web", server.auth),
+                response_headers: headers,
+            }],
+            echo.port(),
+        )
+    };
+    let plain_nginx = through(&subjects[0].1, false);
+    let asserted_nginx = through(&subjects[3].1, true);
+    let host = [
+        ("Host", "app.example.test"),
+        ("Cf-Access-Jwt-Assertion", token.as_str()),
+    ];
+    let (mut plain, mut asserted) = (Vec::new(), Vec::new());
+    for rep in 1..=REPEATS {
+        let n = format!("repeat {rep} of {REPEATS}");
+        plain.push(r.row(
+            "through nginx",
+            "nginx + accessgate, plain policy",
+            wrk(&plain_nginx.url("/"), &host),
+            &n,
+        ));
+        asserted.push(r.row(
+            "through nginx",
+            "nginx + accessgate, with a signed upstream assertion",
+            wrk(&asserted_nginx.url("/"), &host),
+            &n,
+        ));
+    }
+    let (plain, asserted) = (mean(&plain), mean(&asserted));
+    r.verdict(
+        "through nginx with a signed upstream assertion: throughput vs plain policy",
+        asserted.rps / plain.rps,
+        "≥ 0.9",
+        asserted.rps >= 0.9 * plain.rps,
+    );
+
     let means: Vec<Load> = loads.iter().map(|l| mean(l)).collect();
     let base = &means[0];
     for (i, ((name, server), m)) in subjects.iter().zip(&means).enumerate().skip(1) {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+use axum::http::HeaderValue;
 use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
@@ -75,7 +76,7 @@ pub struct AssertionSigner {
     /// (payload, audience, ttl, kid), exactly (no hash stands for an identity) → (token,
     /// issued at): a token is reused for half its lifetime, so a hot identity costs one
     /// signature per half-TTL. Bounded by bytes.
-    cache: moka::sync::Cache<String, (Arc<str>, u64)>,
+    cache: moka::sync::Cache<String, (HeaderValue, u64)>,
 }
 
 impl AssertionSigner {
@@ -90,7 +91,7 @@ impl AssertionSigner {
             dir,
             ring: ArcSwap::from_pointee(ring),
             cache: moka::sync::Cache::builder()
-                .weigher(|k: &String, (t, _): &(Arc<str>, u64)| {
+                .weigher(|k: &String, (t, _): &(HeaderValue, u64)| {
                     u32::try_from(k.len() + t.len() + 64).unwrap_or(u32::MAX)
                 })
                 .max_capacity(CACHE_BYTES)
@@ -159,7 +160,7 @@ impl AssertionSigner {
         audience: &str,
         ttl: Duration,
         now: u64,
-    ) -> Result<Arc<str>, SigningError> {
+    ) -> Result<HeaderValue, SigningError> {
         let ring = self.ring.load();
         let key = ring.current.as_ref().ok_or(SigningError::NoCurrentKey)?;
         let mut cache_key =
@@ -181,9 +182,10 @@ impl AssertionSigner {
         claims.insert("exp".into(), (now + ttl.as_secs()).into());
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
-        let token: Arc<str> = jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .map_err(|e| SigningError::Sign(e.to_string()))?
-            .into();
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| SigningError::Sign(e.to_string()))?;
+        // A header value once, shared by every request that reuses it (no per-request check).
+        let token = HeaderValue::try_from(token).map_err(|e| SigningError::Sign(e.to_string()))?;
         self.cache.insert(cache_key, (token.clone(), now));
         Ok(token)
     }
@@ -331,8 +333,11 @@ mod tests {
             .collect()
     }
 
-    fn header_kid(token: &str) -> String {
-        jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+    fn header_kid(token: &HeaderValue) -> String {
+        jsonwebtoken::decode_header(token.as_bytes())
+            .unwrap()
+            .kid
+            .unwrap()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
@@ -312,11 +312,7 @@ impl<P: Policies, K: Keys, M: SignatureMemo> Authorizer<'_, P, K, M> {
         let Some(signer) = self.signer else {
             return Verdict::deny(Reason::AssertionUnavailable);
         };
-        let signed = signer
-            .sign(&claims, &cfg.audience, cfg.ttl, now)
-            .map_err(|e| e.to_string())
-            .and_then(|token| HeaderValue::from_str(&token).map_err(|e| e.to_string()));
-        match signed {
+        match signer.sign(&claims, &cfg.audience, cfg.ttl, now) {
             Ok(token) => Verdict::allow_asserted(kind, headers, (cfg.header.clone(), token)),
             Err(e) => {
                 tracing::error!(policy = %policy.label, error = %e, "cannot sign the upstream assertion; denied");
