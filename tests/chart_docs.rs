@@ -491,6 +491,8 @@ fn upstream_assertion_mounts_two_p256_keys_the_chart_draws_and_names_the_service
         [
             format!("--assertion-keys={ASSERTION_DIR}"),
             format!("--assertion-issuer=http://accessgate.{NS}.svc.cluster.local"),
+            "--assertion-keys-secret=accessgate-assertion-keys".to_owned(),
+            "--assertion-key-rotation=24h".to_owned(),
         ]
     );
     let drawn = secrets(&objs);
@@ -513,11 +515,39 @@ fn upstream_assertion_mounts_two_p256_keys_the_chart_draws_and_names_the_service
         mounted_assertion_secret(&objs).as_deref(),
         Some("accessgate-assertion-keys")
     );
-    assert_no_secret_rbac(&objs);
+    // The rotation (on by default): the flags, and get/update on that one Secret, nothing else.
+    let secret_rules: Vec<&Value> = ["Role", "ClusterRole"]
+        .iter()
+        .flat_map(|k| find(&objs, k))
+        .flat_map(|r| r["rules"].as_array().into_iter().flatten())
+        .filter(|rule| {
+            rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "secrets" || r == "*")
+        })
+        .collect();
+    assert_eq!(
+        secret_rules,
+        [
+            &serde_json::json!({"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["accessgate-assertion-keys"], "verbs": ["get", "update"]})
+        ]
+    );
+    let manual = render(&[
+        "--set",
+        "upstreamAssertion.enabled=true,upstreamAssertion.keys.rotateEvery=",
+    ]);
+    assert_no_secret_rbac(&manual);
+    assert!(
+        !args(&manual)
+            .iter()
+            .any(|a| a.starts_with("--assertion-key-rotation"))
+    );
 
     let own = render(&[
         "--set",
-        "upstreamAssertion.enabled=true,upstreamAssertion.keys.existingSecret=app-keys,upstreamAssertion.issuer=https://ag.example.com",
+        "upstreamAssertion.enabled=true,upstreamAssertion.keys.existingSecret=app-keys,upstreamAssertion.issuer=https://ag.example.com,upstreamAssertion.keys.rotateEvery=",
     ]);
     assert!(secrets(&own).is_empty(), "{:?}", kinds(&own));
     assert_eq!(mounted_assertion_secret(&own).as_deref(), Some("app-keys"));

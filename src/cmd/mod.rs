@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::controller::install::InstallService;
+use crate::controller::key_rotation::KeyRotationConfig;
 use crate::controller::{self, RunConfig};
 use crate::core::index::NamespaceHosts;
 use crate::devissuer::{self, IssuerState};
@@ -104,6 +105,15 @@ enum Command {
         /// when it changes; this bounds a policy flapping between two specs).
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         status_interval: Duration,
+        /// The Secret (in this namespace) behind `--assertion-keys`, which the elected replica
+        /// rotates every `--assertion-key-rotation`: next → current → previous, a new next
+        /// drawn. Needs get and update on that Secret (the chart grants exactly that).
+        #[arg(long, value_name = "NAME", requires = "assertion_key_rotation")]
+        assertion_keys_secret: Option<String>,
+        /// How long each key stays in each slot (at least 10m: the kubelet's Secret sync plus
+        /// the longest assertion lifetime, with room).
+        #[arg(long, value_parser = flag_values::key_rotation_step, requires = "assertion_keys_secret")]
+        assertion_key_rotation: Option<Duration>,
         #[command(flatten)]
         service: ServiceFlags,
     },
@@ -556,6 +566,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             host_ledger,
             lease_duration,
             status_interval,
+            assertion_keys_secret,
+            assertion_key_rotation,
             service,
         } => {
             // Cluster mode: tenants write the policies, so the guard is always on.
@@ -568,6 +580,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             };
             let identity = identity.unwrap_or_else(default_identity);
             let mut signals = Signals::install()?;
+            let key_rotation =
+                assertion_keys_secret
+                    .zip(assertion_key_rotation)
+                    .map(|(secret, every)| KeyRotationConfig {
+                        namespace: pod_namespace.clone(),
+                        secret,
+                        every,
+                    });
             let starting = controller::start(RunConfig {
                 service,
                 namespaces: namespaces.into_iter().filter(|n| !n.is_empty()).collect(),
@@ -579,6 +599,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 lease_duration,
                 identity,
                 status_interval,
+                key_rotation,
             });
             // Start-up waits for the API server; a stop signal meanwhile ends it (nothing
             // was served, nothing to drain).

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod ingress_refs;
 pub mod install;
+pub mod key_rotation;
 pub mod ledger;
 pub mod run;
 pub mod status;

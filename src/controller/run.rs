@@ -11,6 +11,7 @@ use kube_lease_manager::{LeaseManagerBuilder, LeaseParams};
 
 use super::ingress_refs::IngressRefs;
 use super::install::InstallService;
+use super::key_rotation::{KeyRotation, KeyRotationConfig};
 use super::ledger::LedgerWriter;
 use super::status_writer::{Seen, StatusWriter};
 use crate::serve::state::AppState;
@@ -36,6 +37,8 @@ pub struct RunConfig {
     pub identity: String,
     /// The shortest time between two status writes of one policy.
     pub status_interval: Duration,
+    /// The assertion key Secret the elected replica rotates; `None`: no rotation.
+    pub key_rotation: Option<KeyRotationConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +107,8 @@ async fn release_lease(
 ) {
     let _ = stop_writer.send(true);
     let _ = writer.await;
-    // The writer and the Ingress reference check (which ends on the same signal) held the
-    // leadership receivers: the lease task releases and ends.
+    // The writer, the Ingress reference check and the key rotation (which end on the same
+    // signal) held the leadership receivers: the lease task releases and ends.
     match tokio::time::timeout(within, lease).await {
         Ok(Ok(Ok(_))) => tracing::info!("lease released"),
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "lease not released; it will expire"),
@@ -196,6 +199,15 @@ pub async fn start(config: RunConfig) -> Result<ControllerHandle, RunError> {
         )
         .run(leader.clone(), stop.clone()),
     );
+    if let Some(config) = config.key_rotation.clone() {
+        tokio::spawn(
+            KeyRotation {
+                client: writer.client.clone(),
+                config,
+            }
+            .run(leader.clone(), stop.clone()),
+        );
+    }
     let writer = tokio::spawn(writer.run(leader, stop));
     Ok(ControllerHandle {
         state,

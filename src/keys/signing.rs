@@ -191,6 +191,19 @@ impl AssertionSigner {
     }
 }
 
+/// A new P-256 key as SEC1 PEM (`EC PRIVATE KEY`, what Helm's `genPrivateKey "ecdsa"`
+/// writes): the key rotation's new `next.pem`.
+pub fn new_key_pem() -> Result<String, SigningError> {
+    use aws_lc_rs::encoding::{AsDer, EcPrivateKeyRfc5915Der};
+    let failed = || SigningError::Sign("cannot generate a P-256 key".into());
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| failed())?;
+    let der: EcPrivateKeyRfc5915Der = pair.private_key().as_der().map_err(|_| failed())?;
+    Ok(pem::encode(&pem::Pem::new(
+        "EC PRIVATE KEY",
+        der.as_ref().to_vec(),
+    )))
+}
+
 /// Bytes of signed tokens kept for reuse.
 const CACHE_BYTES: u64 = 16 << 20;
 

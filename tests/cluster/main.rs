@@ -10,6 +10,7 @@ mod chart_support;
 #[path = "../common/mod.rs"]
 mod common;
 
+mod assertion_keys;
 mod chart_observability;
 mod chart_pod;
 mod controller;
