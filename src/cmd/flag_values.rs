@@ -84,6 +84,20 @@ fn is_module_path(path: &str) -> bool {
     })
 }
 
+/// `--assertion-key-rotation`: a duration of at least
+/// [`MIN_STEP`](crate::controller::key_rotation::MIN_STEP).
+pub fn key_rotation_step(raw: &str) -> Result<std::time::Duration, String> {
+    use crate::controller::key_rotation::MIN_STEP;
+    let d = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if d < MIN_STEP {
+        return Err(format!(
+            "at least {} (the kubelet's Secret sync plus the longest assertion lifetime)",
+            humantime::format_duration(MIN_STEP)
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,17 +176,4 @@ mod tests {
             tracing_subscriber::EnvFilter::try_new(log_filter(good).unwrap()).unwrap();
         }
     }
-}
-
-/// `--assertion-key-rotation`: a duration of at least [`MIN_STEP`].
-pub fn key_rotation_step(raw: &str) -> Result<std::time::Duration, String> {
-    use crate::controller::key_rotation::MIN_STEP;
-    let d = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
-    if d < MIN_STEP {
-        return Err(format!(
-            "at least {} (the kubelet's Secret sync plus the longest assertion lifetime)",
-            humantime::format_duration(MIN_STEP)
-        ));
-    }
-    Ok(d)
 }

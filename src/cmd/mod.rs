@@ -54,6 +54,8 @@ enum LogFormat {
     Text,
 }
 
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the auth endpoint from a directory of AccessPolicy manifests (no cluster).
