@@ -98,6 +98,23 @@ pub fn key_rotation_step(raw: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `NAMESPACE/NAME`, both DNS labels.
+pub fn namespaced_name(raw: &str) -> Result<(String, String), String> {
+    let (ns, name) = raw
+        .split_once('/')
+        .ok_or("NAMESPACE/NAME, such as gateway-system/public")?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !label(ns) || !label(name) {
+        return Err("NAMESPACE/NAME, both lowercase DNS labels".into());
+    }
+    Ok((ns.to_owned(), name.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use signals::{Signal, Signals};
 pub mod check;
 pub mod demo;
 pub mod flag_values;
+pub mod migrate;
 pub mod serve;
 pub mod signals;
 
@@ -135,6 +136,38 @@ enum Command {
     },
     /// Print the AccessPolicy CustomResourceDefinition.
     Crd,
+    /// Check that ingress-nginx auth survives a move to Traefik, Gateway API or Envoy Gateway,
+    /// and write the manifests that keep it. Exit 0: nothing lost; 3: auth would be lost.
+    Migrate {
+        /// Ingress YAML files or directories; none: the cluster's Ingresses (read-only).
+        #[arg(long)]
+        from: Vec<PathBuf>,
+        /// The controller ConfigMap's global-auth-url (no Ingress shows it).
+        #[arg(long, value_name = "URL")]
+        global_auth_url: Option<String>,
+        /// The Gateway the written HTTPRoutes attach to.
+        #[arg(long, value_name = "NAMESPACE/NAME", default_value = "gateway-system/public", value_parser = flag_values::namespaced_name)]
+        gateway: (String, String),
+        /// Write the Gateway API and Envoy Gateway manifests under this directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// A JSON report on stdout (for a pipeline) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// A target whose lost auth fails the run (repeatable); default: the three real ones.
+        #[arg(long = "target", value_enum)]
+        targets: Vec<migrate::analyze::Target>,
+        /// This install's Service, namespace, port and cluster domain: which auth-urls are
+        /// accessgate's.
+        #[arg(long, default_value = "accessgate")]
+        service_name: String,
+        #[arg(long, default_value = "accessgate-system")]
+        service_namespace: String,
+        #[arg(long, default_value_t = 80)]
+        service_port: u16,
+        #[arg(long, default_value = "cluster.local", value_parser = flag_values::cluster_domain)]
+        cluster_domain: String,
+    },
     /// Explain the decision for one token, step by step; exits 0 on allow, 1 on deny.
     Check {
         /// Policy file (AccessPolicy YAML); with --name, picks that policy from it.
@@ -661,6 +694,42 @@ async fn run(command: Command) -> anyhow::Result<()> {
             // Dropping the demo removes its policy directory, before any exit.
             let code = signals.stop_with(|_| async move { drop(demo) }).await;
             exit_unless_zero(code);
+        }
+        Command::Migrate {
+            from,
+            global_auth_url,
+            gateway,
+            out,
+            json,
+            targets,
+            service_name,
+            service_namespace,
+            service_port,
+            cluster_domain,
+        } => {
+            let args = migrate::MigrateArgs {
+                from,
+                global_auth_url,
+                install: InstallService {
+                    name: service_name,
+                    namespace: service_namespace,
+                    port: service_port,
+                    cluster_domain,
+                },
+                gateway,
+                out,
+                json,
+                targets: if targets.is_empty() {
+                    vec![
+                        migrate::analyze::Target::TraefikProvider,
+                        migrate::analyze::Target::GatewayApi,
+                        migrate::analyze::Target::EnvoyGateway,
+                    ]
+                } else {
+                    targets
+                },
+            };
+            exit_unless_zero(migrate::run(&args).await?);
         }
         Command::Check {
             policy,

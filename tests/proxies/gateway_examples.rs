@@ -339,6 +339,61 @@ fn examples_are_accepted_by_the_upstream_crds_and_broken_copies_are_refused() {
             );
         }
     }
+
+    // What `accessgate migrate` writes for the ingress-nginx example is accepted the same way:
+    // strict server-side apply against the same upstream CRDs, stored as written.
+    let out = tempfile::tempdir().unwrap();
+    let migrated = Command::new(env!("CARGO_BIN_EXE_accessgate"))
+        .args([
+            "migrate",
+            "--from",
+            &format!("{ROOT}/examples/ingress-nginx.yaml"),
+        ])
+        .args([
+            "--gateway",
+            "gateway-system/public",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stdout)
+    );
+    let written = yaml_files(out.path());
+    assert_eq!(written.len(), 2, "{written:?}");
+    for file in written {
+        let file = file.to_str().unwrap();
+        let (ok, out, err) = cp.kubectl(
+            &["apply", "--server-side", "--validate=strict", "-f", file],
+            None,
+        );
+        assert!(ok, "migrate's {file} was refused by the API server:\n{err}");
+        assert!(
+            !err.to_ascii_lowercase().contains("warning"),
+            "{file}: {err}"
+        );
+        let text = std::fs::read_to_string(file).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        for doc in docs {
+            let kind = doc["kind"].as_str().unwrap();
+            let resource = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((group, version)) => format!("{kind}.{version}.{group}"),
+                None => kind.to_owned(),
+            };
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            let ns = doc["metadata"]["namespace"].as_str().unwrap();
+            let stored = cp.get_json(&[&resource, name, "-n", ns]);
+            let mut diffs = Vec::new();
+            missing(&doc, &stored, "", &mut diffs);
+            assert!(
+                diffs.is_empty(),
+                "{file}: {resource} {ns}/{name}: {diffs:?}\n{out}"
+            );
+        }
+    }
 }
 
 /// The `name = N;` fields of `message NAME { ... }` in a .proto file (its own fields, those

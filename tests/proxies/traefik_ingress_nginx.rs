@@ -400,3 +400,113 @@ fn traefik_calls_auth_forward_style_routes_bare_auth_and_redirects_to_signin() {
         "dialect_mismatch",
     );
 }
+
+/// The move checked end to end: `accessgate migrate` says the Ingress works unchanged on
+/// Traefik's provider, and the same requests through real nginx (as ingress-nginx renders
+/// that Ingress) and through real Traefik (its provider reading it from the API server) get
+/// the same verdicts and the same identity headers upstream.
+#[test]
+fn migrate_says_unchanged_and_nginx_and_traefik_agree_on_every_request() {
+    use crate::common::nginx::Nginx;
+    use crate::common::stack::{HEADERS, HOST};
+    let _serial = serial();
+    let after = ProviderStack::start();
+    // Before: nginx in front of the same accessgate and the same upstream.
+    let before = <Nginx as Proxy>::start(
+        HOST,
+        &after.server.auth,
+        "apps/web",
+        &HEADERS,
+        after.echo.port(),
+    );
+
+    // The Ingress as stored, through the migration check; its auth-url names the harness's
+    // loopback listener where a cluster's would name the Service, so the check reads it with
+    // the Service's name in its place (the path and every annotation as stored).
+    let ingress = after.proxy.cp.get_json(&["ingress", "web", "-n", "apps"]);
+    let as_in_a_cluster = ingress.to_string().replace(
+        &after.server.auth,
+        "http://accessgate.accessgate-system.svc.cluster.local",
+    );
+    assert_ne!(as_in_a_cluster, ingress.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("web.yaml");
+    std::fs::write(&file, as_in_a_cluster).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_accessgate"))
+        .args(["migrate", "--json", "--from", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(
+        report["ingresses"][0]["outcomes"]["traefik-provider"], "unchanged",
+        "{report:#}"
+    );
+
+    let issuer = &after.issuer;
+    let alice = issuer.token(
+        json!({"email": "alice@example.com", "claims": {"custom": {"groups": ["eng", "sre"]}}}),
+    );
+    let expired = issuer.token(json!({"ttl": -7200}));
+    let other_app = issuer.mint(json!({"aud": ["another-app"]}));
+    let service =
+        issuer.mint(json!({"aud": [AUD], "type": "app", "sub": "", "common_name": "ci.access"}));
+    let cookie = format!("CF_Authorization={alice}");
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        (
+            "a valid token",
+            vec![("cf-access-jwt-assertion", alice.as_str())],
+        ),
+        ("the same in the cookie", vec![("cookie", cookie.as_str())]),
+        ("no token", vec![]),
+        (
+            "an expired token",
+            vec![("cf-access-jwt-assertion", expired.as_str())],
+        ),
+        (
+            "a token for another app",
+            vec![("cf-access-jwt-assertion", other_app.as_str())],
+        ),
+        (
+            "a service token on a people-only policy",
+            vec![("cf-access-jwt-assertion", service.as_str())],
+        ),
+        (
+            "a forged identity beside a valid token",
+            vec![
+                ("cf-access-jwt-assertion", alice.as_str()),
+                ("x-auth-request-email", "ceo@example.com"),
+                ("x-auth-request-groups", "admins"),
+            ],
+        ),
+        (
+            "a forged identity alone",
+            vec![("x-auth-request-email", "ceo@example.com")],
+        ),
+    ];
+    for (what, headers) in &cases {
+        let a = before.get(HOST, PATH, headers);
+        let b = after.proxy.get(HOST, PATH, headers);
+        let (sa, sb) = (a.status().as_u16(), b.status().as_u16());
+        assert_eq!(sa, sb, "{what}: nginx answered {sa}, Traefik {sb}");
+        if sa == 200 {
+            let (ja, jb): (Value, Value) = (a.json().unwrap(), b.json().unwrap());
+            for h in [
+                "x-auth-request-email",
+                "x-auth-request-user",
+                "x-auth-request-groups",
+            ] {
+                assert_eq!(
+                    received(&ja, h),
+                    received(&jb, h),
+                    "{what}: {h} upstream differs between nginx and Traefik"
+                );
+            }
+            assert_eq!(
+                received(&ja, "x-auth-request-email"),
+                ["alice@example.com"],
+                "{what}"
+            );
+        }
+    }
+}
