@@ -676,6 +676,16 @@ mod tests {
         signer: &Signer,
         headers: HeaderMap,
     ) -> (Verdict, Shadows) {
+        traced_signed(index, signer, headers, None).await
+    }
+
+    /// [`traced`], with assertions signed by `assertions`.
+    async fn traced_signed(
+        index: &PolicyIndex,
+        signer: &Signer,
+        headers: HeaderMap,
+        assertions: Option<&AssertionSigner>,
+    ) -> (Verdict, Shadows) {
         let keys = crate::core::fixtures::FixedKeys(Some(keys_of(&signer.certs_document())));
         let service = Authorizer {
             policies: index,
@@ -684,7 +694,7 @@ mod tests {
             identity: None,
             metrics: None,
             log: None,
-            signer: None,
+            signer: assertions,
             shadows: None,
         };
         let request = AuthRequest {
@@ -810,27 +820,8 @@ mod tests {
         );
 
         let signer = AssertionSigner::new("https://ag.test".into(), None).unwrap();
-        let keys = crate::core::fixtures::FixedKeys(Some(keys_of(&issuer.certs_document())));
-        let service = Authorizer {
-            policies: &index,
-            keys: &keys,
-            memo: &Forgetful,
-            identity: None,
-            metrics: None,
-            log: None,
-            signer: Some(&signer),
-            shadows: None,
-        };
-        let headers = headers_with(&token);
-        let request = AuthRequest {
-            select: Select::Name {
-                namespace: "ns",
-                name: "p",
-            },
-            headers: &headers,
-            original: Ok(original()),
-        };
-        let verdict = service.authorize(request, &mut Unobserved).await;
+        let (verdict, _) =
+            traced_signed(&index, &issuer, headers_with(&token), Some(&signer)).await;
         assert_eq!(verdict.status, 200);
         let (_, value) = verdict
             .set

@@ -231,6 +231,28 @@ fn missing(want: &Value, stored: &Value, at: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Every document of `docs` (applied from `file`) reads back as written: read in the version
+/// written (`kind.version.group`), not the preferred one; the server may add defaults.
+#[track_caller]
+fn assert_stored_as_written(cp: &ControlPlane, docs: &[Value], file: &str, out: &str) {
+    for doc in docs {
+        let kind = doc["kind"].as_str().unwrap();
+        let resource = match doc["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((group, version)) => format!("{kind}.{version}.{group}"),
+            None => kind.to_owned(),
+        };
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        let ns = doc["metadata"]["namespace"].as_str().unwrap();
+        let stored = cp.get_json(&[&resource, name, "-n", ns]);
+        let mut diffs = Vec::new();
+        missing(doc, &stored, "", &mut diffs);
+        assert!(
+            diffs.is_empty(),
+            "{file}: {resource} {ns}/{name} was not stored as written: {diffs:?}\n{out}"
+        );
+    }
+}
+
 #[test]
 fn examples_are_accepted_by_the_upstream_crds_and_broken_copies_are_refused() {
     let sets = crd_sets();
@@ -321,23 +343,7 @@ fn examples_are_accepted_by_the_upstream_crds_and_broken_copies_are_refused() {
             !err.to_ascii_lowercase().contains("warning"),
             "{file} applied with warnings:\n{err}"
         );
-        for doc in docs(file) {
-            let kind = doc["kind"].as_str().unwrap();
-            // Read back in the version written (`kind.version.group`), not the preferred one.
-            let resource = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-                Some((group, version)) => format!("{kind}.{version}.{group}"),
-                None => kind.to_owned(),
-            };
-            let name = doc["metadata"]["name"].as_str().unwrap();
-            let ns = doc["metadata"]["namespace"].as_str().unwrap();
-            let stored = cp.get_json(&[&resource, name, "-n", ns]);
-            let mut diffs = Vec::new();
-            missing(&doc, &stored, "", &mut diffs);
-            assert!(
-                diffs.is_empty(),
-                "{file}: {resource} {ns}/{name} was not stored as written: {diffs:?}\n{out}"
-            );
-        }
+        assert_stored_as_written(&cp, &docs(file), file, &out);
     }
 
     // What `accessgate migrate` writes for the ingress-nginx example is accepted the same way:
@@ -376,23 +382,8 @@ fn examples_are_accepted_by_the_upstream_crds_and_broken_copies_are_refused() {
             "{file}: {err}"
         );
         let text = std::fs::read_to_string(file).unwrap();
-        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-        for doc in docs {
-            let kind = doc["kind"].as_str().unwrap();
-            let resource = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-                Some((group, version)) => format!("{kind}.{version}.{group}"),
-                None => kind.to_owned(),
-            };
-            let name = doc["metadata"]["name"].as_str().unwrap();
-            let ns = doc["metadata"]["namespace"].as_str().unwrap();
-            let stored = cp.get_json(&[&resource, name, "-n", ns]);
-            let mut diffs = Vec::new();
-            missing(&doc, &stored, "", &mut diffs);
-            assert!(
-                diffs.is_empty(),
-                "{file}: {resource} {ns}/{name}: {diffs:?}\n{out}"
-            );
-        }
+        let written: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+        assert_stored_as_written(&cp, &written, file, &out);
     }
 }
 
