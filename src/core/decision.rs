@@ -613,6 +613,63 @@ mod tests {
         );
     }
 
+    /// Whether a decision took the remembered path.
+    struct Remembers(bool);
+
+    impl Observer for Remembers {
+        fn remembered(&mut self, _: &CompiledPolicy, _: &Remembered) {
+            self.0 = true;
+        }
+    }
+
+    #[test]
+    fn a_remembered_verification_is_used_while_the_key_declares_the_same_algorithm() {
+        let (signer, keys) = setup();
+        assert!(
+            keys.0
+                .as_ref()
+                .unwrap()
+                .get(signer.current_kid())
+                .unwrap()
+                .alg
+                .is_some(),
+            "the dev issuer's keys declare their algorithm"
+        );
+        let cache = TokenCache::new(1 << 20);
+        let (p, t) = (policy(), mint(&signer, MintRequest::default()));
+        for expected in [false, true] {
+            let mut seen = Remembers(false);
+            let d = decide_observed(&p, &with_token(&t), &keys, &cache, NOW, &mut seen);
+            assert!(matches!(d, Decision::Allow { .. }));
+            assert_eq!(seen.0, expected, "remembered on the second decision only");
+        }
+    }
+
+    #[test]
+    fn a_key_republished_for_another_algorithm_ends_the_cached_verification() {
+        let (signer, keys) = setup();
+        let cache = TokenCache::new(1 << 20);
+        let p = policy();
+        let t = mint(&signer, MintRequest::default());
+        assert!(matches!(
+            decide(&p, &with_token(&t), &keys, &cache, NOW),
+            Decision::Allow { .. }
+        ));
+        // The same key material, now declared for RS384 only: an RS256 token is refused, the
+        // remembered RS256 verification notwithstanding.
+        let mut doc = signer.certs_document();
+        for k in doc["keys"].as_array_mut().unwrap() {
+            k["alg"] = "RS384".into();
+        }
+        doc.as_object_mut().unwrap().remove("public_cert");
+        doc.as_object_mut().unwrap().remove("public_certs");
+        let redeclared = FixedKeys(Some(parse_key_set(doc.to_string().as_bytes()).unwrap()));
+        assert!(matches!(
+            decide(&p, &with_token(&t), &redeclared, &cache, NOW),
+            Decision::Deny(_)
+        ));
+    }
+
     #[test]
     fn new_key_material_under_a_cached_kid_ends_the_cached_verification() {
         let (signer, keys) = setup();
