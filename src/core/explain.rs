@@ -339,6 +339,84 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000;
 
+    #[test]
+    fn a_remembered_verification_and_each_enrichment_are_a_line_of_their_own() {
+        use crate::api::{AccessPolicySpec, IdentityOnError, IdentitySpec, IssuerSpec};
+        use crate::core::policy::{PolicyKey, compile};
+        let mut e = Explainer::new();
+        e.remembered(
+            &policy(),
+            &Remembered {
+                kid: "k1".into(),
+                alg: jsonwebtoken::Algorithm::RS256,
+                key_fingerprint: [0; 32],
+                claims: std::sync::Arc::new(serde_json::from_str("{}").unwrap()),
+            },
+        );
+        let steps = e.finish(Ok(()));
+        assert_eq!((steps[0].ok, steps[0].what.as_str()), (true, "signature"));
+        assert!(
+            steps[0].detail.contains("verified before with kid k1"),
+            "{}",
+            steps[0].detail
+        );
+
+        let with_identity = |on_error| {
+            compile(
+                PolicyKey::new("ns", "p"),
+                None,
+                &AccessPolicySpec {
+                    issuer: IssuerSpec {
+                        url: Some(ISS.into()),
+                        jwks_uri: Some(format!("{ISS}/certs")),
+                        ..Default::default()
+                    },
+                    audiences: vec!["aud-1".into()],
+                    identity: Some(IdentitySpec {
+                        on_error,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        };
+        let deny = with_identity(None);
+        let lenient = with_identity(Some(IdentityOnError::ContinueWithoutIdentity));
+        let id = serde_json::json!({"groups": ["sre"], "email": "a@b.c"});
+        let line = |p: &CompiledPolicy, en: Enrichment| {
+            let mut e = Explainer::new();
+            e.enrichment(p, &en, Some("timeout"));
+            let steps = e.finish(Ok(()));
+            steps
+                .into_iter()
+                .find(|s| s.what == "identity")
+                .map(|s| (s.ok, s.detail))
+        };
+        let (ok, detail) = line(&deny, Enrichment::Fetched(&id)).unwrap();
+        assert!(
+            ok && detail.contains("groups") && detail.contains("sre"),
+            "{detail}"
+        );
+        let (ok, detail) = line(&deny, Enrichment::Failed).unwrap();
+        assert!(
+            !ok && detail.contains("timeout") && detail.contains("onError: deny"),
+            "{detail}"
+        );
+        let (ok, detail) = line(&lenient, Enrichment::Failed).unwrap();
+        assert!(
+            !ok && detail.contains("continueWithoutIdentity"),
+            "{detail}"
+        );
+        let (ok, detail) = line(&deny, Enrichment::Skipped).unwrap();
+        assert!(ok && detail.contains("--no-identity"), "{detail}");
+        assert_eq!(
+            line(&policy(), Enrichment::Fetched(&id)),
+            None,
+            "no identity section"
+        );
+    }
+
     /// Traces `payload` (signed by a fresh issuer key) and returns the steps and verdict.
     fn traced(payload: serde_json::Value) -> (Vec<Step>, Decision) {
         traced_under(&policy(), payload)

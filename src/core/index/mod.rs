@@ -456,6 +456,9 @@ mod tests {
             ),
         ]);
         assert_eq!(idx.by_name("ns", "a").unwrap().key.name, "a");
+        let mut listed: Vec<String> = idx.entries().map(|(k, _)| k.to_string()).collect();
+        listed.sort();
+        assert_eq!(listed, ["ns/a", "ns/bad"]);
         assert_eq!(idx.by_name("ns", "bad").unwrap_err(), Reason::PolicyInvalid);
         assert_eq!(idx.by_name("ns", "zzz").unwrap_err(), Reason::PolicyUnknown);
         assert_eq!(
