@@ -952,6 +952,36 @@ mod tests {
     }
 
     #[test]
+    fn an_issuer_names_exactly_one_kind_and_says_which_is_missing() {
+        let with = |issuer: IssuerSpec| {
+            compile_spec(&AccessPolicySpec {
+                issuer,
+                audiences: vec!["aud".into()],
+                ..Default::default()
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        };
+        let one = "spec.issuer: set exactly one of issuer.teamDomain or issuer.url";
+        assert_eq!(with(IssuerSpec::default()), Err(one.to_owned()));
+        assert_eq!(
+            with(IssuerSpec {
+                team_domain: Some("t.cloudflareaccess.com".into()),
+                url: Some("https://i.example".into()),
+                jwks_uri: None,
+            }),
+            Err(one.to_owned())
+        );
+        assert_eq!(
+            with(IssuerSpec {
+                url: Some("https://i.example".into()),
+                ..Default::default()
+            }),
+            Err("spec.issuer: issuer.url and issuer.jwksUri go together".to_owned())
+        );
+    }
+
+    #[test]
     fn a_country_matcher_is_two_letters_uppercased() {
         let spec = |country: &str| AccessPolicySpec {
             issuer: IssuerSpec {

@@ -517,6 +517,14 @@ mod tests {
     const DEFAULT: [TokenSource; 2] = [TokenSource::Header, TokenSource::Cookie];
 
     #[test]
+    fn claims_that_are_not_an_object_say_what_was_expected() {
+        let e = serde_json::from_str::<Claims>("[1]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a JSON object of claims"), "{e}");
+    }
+
+    #[test]
     fn only_a_generic_issuer_may_leave_the_token_type_out() {
         let untyped: Claims = serde_json::from_value(serde_json::json!({"sub": "u"})).unwrap();
         assert_eq!(
