@@ -158,10 +158,6 @@ impl ServedHosts {
         })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_namespace.is_empty()
-    }
-
     /// Every (namespace, pattern) served; wildcards as `*.suffix`.
     pub fn patterns(&self) -> impl Iterator<Item = (&str, String)> {
         self.by_namespace.iter().flat_map(|(ns, served)| {

@@ -463,6 +463,12 @@ mod tests {
         let other_n = format!("{}A", &N[..N.len() - 1]);
         let b = parse_key_set(doc(&other_n).as_bytes()).unwrap();
         assert_eq!(a.fingerprints(), again.fingerprints());
+        assert_eq!(a.fingerprints().len(), 1, "one entry per key");
+        assert_ne!(
+            a.fingerprints(),
+            b.fingerprints(),
+            "same kid, other material"
+        );
         assert_eq!(a.ids(), b.ids());
         assert_ne!(
             a.get("k").unwrap().fingerprint(),

@@ -982,6 +982,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cloudflare_audience_is_64_lowercase_hex_characters() {
+        let aud = |a: String| {
+            compile_spec(&AccessPolicySpec {
+                issuer: IssuerSpec {
+                    team_domain: Some("t.cloudflareaccess.com".into()),
+                    ..Default::default()
+                },
+                audiences: vec![a],
+                ..Default::default()
+            })
+            .is_ok()
+        };
+        assert!(aud("a".repeat(64)));
+        assert!(!aud("abc".into()), "hex, but short");
+        assert!(!aud("g".repeat(64)), "64 characters, not hex");
+        assert!(!aud("A".repeat(64)), "upper case");
+    }
+
+    #[test]
     fn a_country_matcher_is_two_letters_uppercased() {
         let spec = |country: &str| AccessPolicySpec {
             issuer: IssuerSpec {
