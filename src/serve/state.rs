@@ -86,7 +86,15 @@ impl AppState {
             tracing::warn!(policy = %policy, hosts = ?hosts.iter().map(|(h, _)| h.as_str()).collect::<Vec<_>>(),
                 "host claims not routed: another namespace holds the hosts, or this namespace neither serves them nor is granted them");
         }
-        for (key, entry) in index.entries().filter(|(k, _)| concerns(k)) {
+        // Only the policies that moved (one edit among 10,000 looks at one), unless unknown.
+        let looked_at: Vec<(PolicyKey, &PolicyEntry)> = match &moved {
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), index.entry(k)?)))
+                .collect(),
+            None => index.entries().collect(),
+        };
+        for (key, entry) in looked_at {
             if let PolicyEntry::Ready(p) = entry {
                 if let Some(Candidate::Invalid(e)) = &p.candidate {
                     tracing::warn!(policy = %key, error = %e, "candidate rules do not compile: not evaluated; the live policy is enforced as it is");
