@@ -417,6 +417,40 @@ mod tests {
         );
     }
 
+    /// The headers line lists what is set and what is dropped and why, or says none.
+    #[test]
+    fn the_headers_line_names_each_header_set_or_dropped() {
+        use crate::core::headers::DropReason;
+        use axum::http::{HeaderName, HeaderValue};
+        let line = |rendered: &Rendered| {
+            let mut e = Explainer::new();
+            e.headers(rendered);
+            let steps = e.finish(Ok(()));
+            let step = steps.iter().find(|s| s.what == "headers").unwrap();
+            (step.ok, step.detail.clone())
+        };
+        let rendered = Rendered {
+            set: vec![(
+                HeaderName::from_static("x-auth-request-email"),
+                HeaderValue::from_static("a@b.c"),
+            )],
+            dropped: vec![(
+                HeaderName::from_static("x-auth-request-groups"),
+                DropReason::SeparatorInItem,
+            )],
+            absent: vec![],
+        };
+        assert_eq!(
+            line(&rendered),
+            (
+                true,
+                "x-auth-request-email: a@b.c; x-auth-request-groups dropped (separator_in_item)"
+                    .into()
+            )
+        );
+        assert_eq!(line(&Rendered::default()), (true, "none".into()));
+    }
+
     /// Traces `payload` (signed by a fresh issuer key) and returns the steps and verdict.
     fn traced(payload: serde_json::Value) -> (Vec<Step>, Decision) {
         traced_under(&policy(), payload)

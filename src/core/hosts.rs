@@ -453,6 +453,8 @@ mod tests {
         assert!(!covers("*.a.com", "a.com"));
         assert!(!covers("*.a.com", "xa.com"));
         assert!(!covers("x.a.com", "*.a.com"));
+        // An empty label is not a name under the suffix.
+        assert!(!covers("*.a.com", ".a.com"));
         assert_eq!(
             wildcard_suffixes("s.apps.example.com").collect::<Vec<_>>(),
             ["apps.example.com", "example.com"]

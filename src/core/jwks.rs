@@ -359,6 +359,18 @@ mod tests {
         );
     }
 
+    /// A key in a log line or a panic message says which key, never its material.
+    #[test]
+    fn a_key_debugs_as_its_kid_and_algorithm_only() {
+        let doc = serde_json::json!({"keys": [
+            {"kid": "k1", "kty": "RSA", "alg": "RS256", "use": "sig", "e": "AQAB", "n": N}
+        ]});
+        let set = parse_key_set(doc.to_string().as_bytes()).unwrap();
+        let shown = format!("{:?}", set.get("k1").unwrap());
+        assert_eq!(shown, r#"VerifyingKey { kid: "k1", alg: Some(RS256) }"#);
+        assert!(!shown.contains(&N[..16]));
+    }
+
     #[test]
     fn skips_unusable_keys_but_keeps_good_ones() {
         let doc = serde_json::json!({"keys": [

@@ -1368,4 +1368,23 @@ mod tests {
         s.audiences = vec!["app".into()];
         assert!(compile_spec(&s).unwrap().rules.check_email_verified);
     }
+
+    /// An identity fetch that fails denies unless the policy says to continue without it.
+    #[test]
+    fn identity_denies_on_error_unless_told_to_continue() {
+        use crate::api::{IdentityOnError, IdentitySpec};
+        let deny_on_error = |on_error| {
+            let mut s = spec();
+            s.identity = Some(IdentitySpec {
+                on_error,
+                ..Default::default()
+            });
+            compile_spec(&s).unwrap().identity.unwrap().deny_on_error
+        };
+        assert!(deny_on_error(None));
+        assert!(deny_on_error(Some(IdentityOnError::Deny)));
+        assert!(!deny_on_error(Some(
+            IdentityOnError::ContinueWithoutIdentity
+        )));
+    }
 }

@@ -521,6 +521,15 @@ mod tests {
     fn an_index_counts_its_policies() {
         let idx = PolicyIndex::build([policy("a", &[], &[]), policy("b", &[], &[])]);
         assert_eq!((idx.len(), idx.ready(), idx.is_empty()), (2, 2, false));
+        let refused = (
+            PolicyKey::new("ns", "bad"),
+            PolicyEntry::Invalid {
+                message: "bad".into(),
+                generation: Some(1),
+            },
+        );
+        let idx = PolicyIndex::build([policy("a", &[], &[]), refused]);
+        assert_eq!((idx.len(), idx.ready(), idx.invalid()), (2, 1, 1));
         assert!(PolicyIndex::build([]).is_empty());
     }
 
