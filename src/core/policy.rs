@@ -1387,4 +1387,127 @@ mod tests {
             IdentityOnError::ContinueWithoutIdentity
         )));
     }
+
+    /// A candidate is the live policy with its own audiences, rules and claim headers, each
+    /// defaulting to the live one; it is never in dry-run itself.
+    #[test]
+    fn a_candidate_replaces_only_the_fields_it_names() {
+        use crate::api::CandidateSpec;
+        let other = "a".repeat(64);
+        let header = |name: &str| ClaimHeader {
+            header: name.into(),
+            claim: "email".into(),
+            join: None,
+            format: None,
+        };
+        let ready = |s: &AccessPolicySpec| match compile_spec(s).unwrap().candidate {
+            Some(Candidate::Ready(c)) => c,
+            other => panic!("{other:?}"),
+        };
+        let mut s = spec();
+        s.mode = Some(PolicyMode::DryRun);
+        s.claim_headers = Some(vec![header("X-Live")]);
+        s.candidate = Some(CandidateSpec {
+            audiences: Some(vec![other.clone()]),
+            claim_headers: Some(vec![header("X-Candidate")]),
+            ..Default::default()
+        });
+        let c = ready(&s);
+        assert!(c.own_audiences);
+        assert_eq!(c.policy.audiences, HashSet::from([other]));
+        let names: Vec<&str> = c
+            .policy
+            .claim_headers
+            .iter()
+            .map(|h| h.header.as_str())
+            .collect();
+        assert_eq!(names, ["x-candidate"]);
+        assert!(!c.policy.dry_run, "a candidate is evaluated as enforcing");
+        assert!(c.policy.candidate.is_none());
+
+        s.candidate = Some(CandidateSpec {
+            rules: Some(RulesSpec::default()),
+            ..Default::default()
+        });
+        let c = ready(&s);
+        assert!(
+            !c.own_audiences,
+            "the live audiences: the live verification is its own"
+        );
+        assert_eq!(c.policy.audiences, HashSet::from([AUD.to_owned()]));
+        let names: Vec<&str> = c
+            .policy
+            .claim_headers
+            .iter()
+            .map(|h| h.header.as_str())
+            .collect();
+        assert_eq!(names, ["x-live"]);
+    }
+
+    /// The upstream assertion's audience, header and ttl at their edges (the CRD's schema and
+    /// CEL say the same; a file-mode policy meets only these).
+    #[test]
+    fn an_upstream_assertion_is_checked_at_its_edges() {
+        use crate::api::UpstreamAssertionSpec;
+        let with = |audience: &str, header: Option<String>, ttl: Option<&str>| {
+            let mut s = spec();
+            s.upstream_assertion = Some(UpstreamAssertionSpec {
+                audience: audience.into(),
+                header,
+                ttl: ttl.map(Into::into),
+            });
+            compile_spec(&s).map(|p| p.assertion.unwrap())
+        };
+        let field = |r: Result<CompiledAssertion, CompileError>| r.unwrap_err().field;
+        let a = with("grafana", None, None).unwrap();
+        assert_eq!(
+            (a.audience.as_str(), a.header.as_str(), a.ttl),
+            ("grafana", DEFAULT_ASSERTION_HEADER, Duration::from_secs(60))
+        );
+        assert!(with(&"a".repeat(256), None, None).is_ok());
+        for bad in ["", &"a".repeat(257), "graf\nana"] {
+            assert_eq!(
+                field(with(bad, None, None)),
+                "spec.upstreamAssertion.audience",
+                "{bad:?}"
+            );
+        }
+        let h = |name: &str| Some(name.to_owned());
+        assert_eq!(
+            with("g", h("X-App-Assertion"), None)
+                .unwrap()
+                .header
+                .as_str(),
+            "x-app-assertion"
+        );
+        assert!(with("g", Some("a".repeat(128)), None).is_ok());
+        for bad in [
+            String::new(),
+            "a".repeat(129),
+            "-x".into(),
+            "x_y".into(),
+            "x y".into(),
+        ] {
+            assert_eq!(
+                field(with("g", Some(bad.clone()), None)),
+                "spec.upstreamAssertion.header",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            with("g", None, Some("10s")).unwrap().ttl,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            with("g", None, Some("5m")).unwrap().ttl,
+            Duration::from_secs(300)
+        );
+        for bad in ["9s", "6m", "0s"] {
+            assert_eq!(
+                field(with("g", None, Some(bad))),
+                "spec.upstreamAssertion.ttl",
+                "{bad}"
+            );
+        }
+    }
 }

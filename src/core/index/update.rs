@@ -368,7 +368,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::api::{AccessPolicySpec, IssuerSpec};
+    use crate::api::{AccessPolicySpec, IssuerSpec, PolicyMode};
     use crate::core::hosts::{ServedHosts, Ties};
     use crate::core::policy::compile;
     use crate::core::reason::Reason;
@@ -400,6 +400,7 @@ mod tests {
             hosts: Vec<usize>,
             paths: Vec<usize>,
             audience: u8,
+            dry_run: bool,
         },
         Invalid,
     }
@@ -414,6 +415,7 @@ mod tests {
                 hosts,
                 paths,
                 audience,
+                dry_run,
             } => {
                 let spec = AccessPolicySpec {
                     issuer: IssuerSpec {
@@ -423,6 +425,7 @@ mod tests {
                     audiences: vec![format!("{audience:064}")],
                     hosts: hosts.iter().map(|h| PATTERNS[*h].to_owned()).collect(),
                     paths: paths.iter().map(|p| PATHS[*p].to_owned()).collect(),
+                    mode: dry_run.then_some(PolicyMode::DryRun),
                     ..Default::default()
                 };
                 match compile(key.clone(), Some(generation), &spec) {
@@ -444,8 +447,9 @@ mod tests {
                 prop::collection::vec(0..PATTERNS.len(), 0..3),
                 prop::collection::vec(0..PATHS.len(), 0..3),
                 0u8..3,
+                prop::bool::weighted(0.25),
             )
-                .prop_map(|(hosts, paths, audience)| Spec::Ready { hosts, paths, audience }),
+                .prop_map(|(hosts, paths, audience, dry_run)| Spec::Ready { hosts, paths, audience, dry_run }),
         ]
     }
 
@@ -469,7 +473,12 @@ mod tests {
         let mut routes = Vec::new();
         for host in PROBE_HOSTS {
             for path in PROBE_PATHS {
-                routes.push(idx.by_route(host, path).map(|p| p.key.to_string()));
+                let selected = idx.select_route(host, path);
+                routes.push((
+                    idx.by_route(host, path).map(|p| p.key.to_string()),
+                    selected.enforcing.map(|p| p.key.to_string()),
+                    selected.dry_run.map(|p| p.key.to_string()),
+                ));
             }
         }
         let mut names = Vec::new();
@@ -490,7 +499,7 @@ mod tests {
             refused,
             conflicts,
             idx.ledger().clone(),
-            (idx.len(), idx.ready(), idx.invalid()),
+            (idx.len(), idx.ready(), idx.invalid(), idx.dry_run()),
             jwks,
         )
     }
@@ -593,6 +602,26 @@ mod tests {
         }
     }
 
+    /// The dry-run count follows each policy in and out of dry-run, and out of the index.
+    #[test]
+    fn the_dry_run_count_follows_edits_and_deletions() {
+        let key = PolicyKey::new("a", "p");
+        let spec = |dry_run| Spec::Ready {
+            hosts: vec![0],
+            paths: vec![],
+            audience: 0,
+            dry_run,
+        };
+        let mut updater = IndexUpdater::default();
+        let mut counts = Vec::new();
+        for change in [Some(spec(true)), Some(spec(false)), Some(spec(true)), None] {
+            let entry = change.map(|s| entry(&key, &s, 1));
+            let idx = updater.apply([(key.clone(), entry)], |_| 0, HostRouting::open(), false);
+            counts.push((idx.ready(), idx.dry_run()));
+        }
+        assert_eq!(counts, [(1, 1), (1, 0), (1, 1), (0, 0)]);
+    }
+
     /// An edit reports only the policy it changed, whether it kept its hosts or moved one;
     /// earlier indexes are untouched.
     #[test]
@@ -605,6 +634,7 @@ mod tests {
                     hosts,
                     paths: vec![],
                     audience,
+                    dry_run: false,
                 },
                 1,
             )
@@ -692,6 +722,7 @@ mod tests {
                     hosts: vec![0],
                     paths: vec![path],
                     audience: 0,
+                    dry_run: false,
                 },
                 1,
             )
