@@ -1400,6 +1400,12 @@ mod tests {
             join: None,
             format: None,
         };
+        let header_names = |p: &CompiledPolicy| -> Vec<String> {
+            p.claim_headers
+                .iter()
+                .map(|h| h.header.to_string())
+                .collect()
+        };
         let ready = |s: &AccessPolicySpec| match compile_spec(s).unwrap().candidate {
             Some(Candidate::Ready(c)) => c,
             other => panic!("{other:?}"),
@@ -1415,13 +1421,7 @@ mod tests {
         let c = ready(&s);
         assert!(c.own_audiences);
         assert_eq!(c.policy.audiences, HashSet::from([other]));
-        let names: Vec<&str> = c
-            .policy
-            .claim_headers
-            .iter()
-            .map(|h| h.header.as_str())
-            .collect();
-        assert_eq!(names, ["x-candidate"]);
+        assert_eq!(header_names(&c.policy), ["x-candidate"]);
         assert!(!c.policy.dry_run, "a candidate is evaluated as enforcing");
         assert!(c.policy.candidate.is_none());
 
@@ -1435,13 +1435,7 @@ mod tests {
             "the live audiences: the live verification is its own"
         );
         assert_eq!(c.policy.audiences, HashSet::from([AUD.to_owned()]));
-        let names: Vec<&str> = c
-            .policy
-            .claim_headers
-            .iter()
-            .map(|h| h.header.as_str())
-            .collect();
-        assert_eq!(names, ["x-live"]);
+        assert_eq!(header_names(&c.policy), ["x-live"]);
     }
 
     /// The upstream assertion's audience, header and ttl at their edges (the CRD's schema and
