@@ -645,8 +645,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_key_republished_for_another_algorithm_ends_the_cached_verification() {
+    /// A token allowed once by [`policy`], its verification now in the returned cache.
+    fn allowed_and_remembered() -> (Signer, FixedKeys, TokenCache, CompiledPolicy, String) {
         let (signer, keys) = setup();
         let cache = TokenCache::new(1 << 20);
         let p = policy();
@@ -655,6 +655,12 @@ mod tests {
             decide(&p, &with_token(&t), &keys, &cache, NOW),
             Decision::Allow { .. }
         ));
+        (signer, keys, cache, p, t)
+    }
+
+    #[test]
+    fn a_key_republished_for_another_algorithm_ends_the_cached_verification() {
+        let (signer, _, cache, p, t) = allowed_and_remembered();
         // The same key material, now declared for RS384 only: an RS256 token is refused, the
         // remembered RS256 verification notwithstanding.
         let mut doc = signer.certs_document();
@@ -672,14 +678,7 @@ mod tests {
 
     #[test]
     fn new_key_material_under_a_cached_kid_ends_the_cached_verification() {
-        let (signer, keys) = setup();
-        let cache = TokenCache::new(1 << 20);
-        let p = policy();
-        let t = mint(&signer, MintRequest::default());
-        assert!(matches!(
-            decide(&p, &with_token(&t), &keys, &cache, NOW),
-            Decision::Allow { .. }
-        ));
+        let (_, keys, cache, p, t) = allowed_and_remembered();
         assert!(!cache.is_empty(), "the verification is cached");
         // A refetch finds other key material published under the same kid.
         let kid = keys.0.as_ref().unwrap().ids()[0].clone();

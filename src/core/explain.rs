@@ -341,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_remembered_verification_and_each_enrichment_are_a_line_of_their_own() {
-        use crate::api::{AccessPolicySpec, IdentityOnError, IdentitySpec, IssuerSpec};
+        use crate::api::{AccessPolicySpec, IdentityOnError, IdentitySpec};
         use crate::core::policy::{PolicyKey, compile};
         let mut e = Explainer::new();
         e.remembered(
@@ -366,17 +366,11 @@ mod tests {
                 PolicyKey::new("ns", "p"),
                 None,
                 &AccessPolicySpec {
-                    issuer: IssuerSpec {
-                        url: Some(ISS.into()),
-                        jwks_uri: Some(format!("{ISS}/certs")),
-                        ..Default::default()
-                    },
-                    audiences: vec!["aud-1".into()],
                     identity: Some(IdentitySpec {
                         on_error,
                         ..Default::default()
                     }),
-                    ..Default::default()
+                    ..crate::core::fixtures::spec()
                 },
             )
             .unwrap()

@@ -19,10 +19,9 @@ pub use crate::keys::tokens::TokenCache;
 /// The issuer every fixture policy trusts (nothing listens there: keys come from a lookup).
 pub const ISS: &str = "http://127.0.0.1:9";
 
-/// `ns/p`: issuer [`ISS`], audience `aud-1`, these rules.
-pub fn policy_with(rules: Option<RulesSpec>) -> CompiledPolicy {
-    let spec = AccessPolicySpec {
-        rules,
+/// A spec on issuer [`ISS`] with audience `aud-1`, and nothing else.
+pub fn spec() -> AccessPolicySpec {
+    AccessPolicySpec {
         issuer: IssuerSpec {
             team_domain: None,
             url: Some(ISS.into()),
@@ -30,7 +29,12 @@ pub fn policy_with(rules: Option<RulesSpec>) -> CompiledPolicy {
         },
         audiences: vec!["aud-1".into()],
         ..Default::default()
-    };
+    }
+}
+
+/// `ns/p`: [`spec`] with these rules.
+pub fn policy_with(rules: Option<RulesSpec>) -> CompiledPolicy {
+    let spec = AccessPolicySpec { rules, ..spec() };
     compile(PolicyKey::new("ns", "p"), None, &spec).unwrap()
 }
 

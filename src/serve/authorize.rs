@@ -541,10 +541,13 @@ mod tests {
         }
     }
 
-    async fn authorize(keys: &Rotating, token: &str, trace: &mut Explainer) -> Verdict {
-        let index = index();
-        let service = Authorizer {
-            policies: &index,
+    /// A service on `policies` and `keys` alone: no memo, identity, metrics, log, signer.
+    fn bare<'a, K>(
+        policies: &'a PolicyIndex,
+        keys: &'a K,
+    ) -> Authorizer<'a, PolicyIndex, K, Forgetful> {
+        Authorizer {
+            policies,
             keys,
             memo: &Forgetful,
             identity: None,
@@ -552,17 +555,27 @@ mod tests {
             log: None,
             signer: None,
             shadows: None,
-        };
-        let headers = headers_with(token);
-        let request = AuthRequest {
+        }
+    }
+
+    /// A request for `ns/p` by name, carrying `headers`.
+    fn for_ns_p(headers: &HeaderMap) -> AuthRequest<'_> {
+        AuthRequest {
             select: Select::Name {
                 namespace: "ns",
                 name: "p",
             },
-            headers: &headers,
+            headers,
             original: Ok(original()),
-        };
-        service.authorize(request, trace).await
+        }
+    }
+
+    async fn authorize(keys: &Rotating, token: &str, trace: &mut Explainer) -> Verdict {
+        let index = index();
+        let headers = headers_with(token);
+        bare(&index, keys)
+            .authorize(for_ns_p(&headers), trace)
+            .await
     }
 
     fn mint(signer: &Signer) -> String {
@@ -627,16 +640,7 @@ mod tests {
             sets: Mutex::new((KeySet::default(), None)),
             refetches: AtomicU32::new(0),
         };
-        let service = Authorizer {
-            policies: &index,
-            keys: &keys,
-            memo: &Forgetful,
-            identity: None,
-            metrics: None,
-            log: None,
-            signer: None,
-            shadows: None,
-        };
+        let service = bare(&index, &keys);
         let request = AuthRequest {
             select: Select::Route,
             headers: &HeaderMap::new(),
@@ -652,18 +656,9 @@ mod tests {
 
     /// An index of `spec` compiled as `ns/p` on the fixture issuer (audience `aud-1`).
     fn index_of(edit: impl FnOnce(&mut crate::api::AccessPolicySpec)) -> PolicyIndex {
-        use crate::api::{AccessPolicySpec, IssuerSpec};
         use crate::core::index::PolicyEntry;
         use crate::core::policy::{PolicyKey, compile};
-        let mut spec = AccessPolicySpec {
-            issuer: IssuerSpec {
-                team_domain: None,
-                url: Some(ISS.into()),
-                jwks_uri: Some(format!("{ISS}/certs")),
-            },
-            audiences: vec!["aud-1".into()],
-            ..Default::default()
-        };
+        let mut spec = crate::core::fixtures::spec();
         edit(&mut spec);
         let key = PolicyKey::new("ns", "p");
         let policy = compile(key.clone(), Some(1), &spec).unwrap();
@@ -688,25 +683,11 @@ mod tests {
     ) -> (Verdict, Shadows) {
         let keys = crate::core::fixtures::FixedKeys(Some(keys_of(&signer.certs_document())));
         let service = Authorizer {
-            policies: index,
-            keys: &keys,
-            memo: &Forgetful,
-            identity: None,
-            metrics: None,
-            log: None,
             signer: assertions,
-            shadows: None,
-        };
-        let request = AuthRequest {
-            select: Select::Name {
-                namespace: "ns",
-                name: "p",
-            },
-            headers: &headers,
-            original: Ok(original()),
+            ..bare(index, &keys)
         };
         service
-            .authorize_traced(request, &mut Unobserved, &mut Unobserved)
+            .authorize_traced(for_ns_p(&headers), &mut Unobserved, &mut Unobserved)
             .await
     }
 

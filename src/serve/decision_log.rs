@@ -469,6 +469,23 @@ mod tests {
         }
     }
 
+    /// A `team/app` record of `status` for `original`, with no token facts.
+    fn record<'a>(
+        original: Option<&'a OriginalRequest>,
+        status: u16,
+        reason: Option<&'static str>,
+    ) -> DecisionRecord<'a> {
+        DecisionRecord {
+            policy: "team/app",
+            original,
+            status,
+            reason,
+            token: None,
+            dry_run: None,
+            candidate: None,
+        }
+    }
+
     /// The lines `records` produce, as JSON values.
     fn lines(subject: SubjectField, records: &[DecisionRecord<'_>]) -> Vec<serde_json::Value> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -492,13 +509,8 @@ mod tests {
     fn a_line_has_every_field_and_no_email_by_default() {
         let original = request();
         let deny = DecisionRecord {
-            policy: "team/app",
-            original: Some(&original),
-            status: 403,
-            reason: Some("rule_denied"),
             token: Some(facts()),
-            dry_run: None,
-            candidate: None,
+            ..record(Some(&original), 403, Some("rule_denied"))
         };
         let got = lines(SubjectField::Hashed, &[deny]);
         let line = &got[0];
@@ -540,13 +552,8 @@ mod tests {
     #[test]
     fn email_only_when_opted_in() {
         let allow = DecisionRecord {
-            policy: "team/app",
-            original: None,
-            status: 200,
-            reason: None,
             token: Some(facts()),
-            dry_run: None,
-            candidate: None,
+            ..record(None, 200, None)
         };
         let line = &lines(SubjectField::HashedAndEmail, &[allow])[0];
         assert_eq!(line["email"], "alice@example.com");
@@ -560,15 +567,7 @@ mod tests {
         // segments never appear even when a header value or path carried them.
         let mut original = request();
         original.path = "/callback".into();
-        let r = DecisionRecord {
-            policy: "team/app",
-            original: Some(&original),
-            status: 401,
-            reason: Some("signature_invalid"),
-            token: None,
-            dry_run: None,
-            candidate: None,
-        };
+        let r = record(Some(&original), 401, Some("signature_invalid"));
         let text = lines(SubjectField::HashedAndEmail, &[r])[0].to_string();
         for segment in TOKEN.split('.') {
             assert!(!text.contains(segment), "{text}");
@@ -581,15 +580,7 @@ mod tests {
         // start a second, forged line.
         let mut original = request();
         original.request_id = Some("r\n{\"verdict\":\"allow\",\"policy\":\"team/app\"}".into());
-        let r = DecisionRecord {
-            policy: "team/app",
-            original: Some(&original),
-            status: 403,
-            reason: Some("rule_denied"),
-            token: None,
-            dry_run: None,
-            candidate: None,
-        };
+        let r = record(Some(&original), 403, Some("rule_denied"));
         let got = lines(SubjectField::Hashed, &[r]);
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0]["verdict"], "deny");
@@ -601,15 +592,7 @@ mod tests {
         let mut original = request();
         original.path = format!("/{}", "é".repeat(10_000));
         original.request_id = Some("r".repeat(10_000));
-        let r = DecisionRecord {
-            policy: "team/app",
-            original: Some(&original),
-            status: 403,
-            reason: Some("rule_denied"),
-            token: None,
-            dry_run: None,
-            candidate: None,
-        };
+        let r = record(Some(&original), 403, Some("rule_denied"));
         let line = &lines(SubjectField::Hashed, &[r])[0];
         let path = line["path"].as_str().unwrap();
         assert!(
@@ -638,15 +621,7 @@ mod tests {
         })
         .unwrap();
         let original = request();
-        let r = DecisionRecord {
-            policy: "team/app",
-            original: Some(&original),
-            status: 403,
-            reason: Some("rule_denied"),
-            token: None,
-            dry_run: None,
-            candidate: None,
-        };
+        let r = record(Some(&original), 403, Some("rule_denied"));
         // The writer takes what its 8 KiB buffer holds and blocks in the write; 16 more
         // fill the queue; every line after that is dropped, and `record` returns each time.
         for _ in 0..200 {
