@@ -43,13 +43,19 @@ fn assert_no_token_segment(output: &str, token: &str) {
     }
 }
 
+/// `policy` written to `p.yaml` in a fresh directory (kept while the guard lives).
+fn policy_file(policy: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, policy).unwrap();
+    (dir, file)
+}
+
 #[test]
 fn check_explains_allow_and_each_kind_of_deny() {
     let issuer = Issuer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.yaml");
     let extra = "  hosts: [app.example.test]\n  rules:\n    deny:\n      - { group: banned }\n";
-    std::fs::write(&file, policy_yaml("apps", "web", &issuer.url, extra)).unwrap();
+    let (_dir, file) = policy_file(&policy_yaml("apps", "web", &issuer.url, extra));
 
     let (code, out) = check(
         &file,
@@ -110,9 +116,7 @@ fn check_and_server_agree_on_a_policy_with_identity_enrichment() {
     let issuer = Issuer::start();
     let policy = policy_yaml("apps", "idp", &issuer.url, GROUPS_FROM_IDENTITY);
     let server = Server::start(&[("p.yaml", &policy)], &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.yaml");
-    std::fs::write(&file, &policy).unwrap();
+    let (_dir, file) = policy_file(&policy);
     issuer.set_identity(json!({"email": "alice@example.com", "groups": ["sre"]}));
     issuer.set_identity(json!({"email": "carol@example.com", "groups": ["sre", "contractors"]}));
 
@@ -150,18 +154,12 @@ fn check_and_server_agree_on_a_policy_with_identity_enrichment() {
 #[test]
 fn check_shows_the_candidate_beside_the_live_verdict_and_says_dry_run() {
     let issuer = Issuer::start();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("p.yaml");
-    std::fs::write(
-        &file,
-        policy_yaml(
-            "apps",
-            "web",
-            &issuer.url,
-            "  candidate:\n    rules:\n      allow:\n        - { group: admins }\n",
-        ),
-    )
-    .unwrap();
+    let (_dir, file) = policy_file(&policy_yaml(
+        "apps",
+        "web",
+        &issuer.url,
+        "  candidate:\n    rules:\n      allow:\n        - { group: admins }\n",
+    ));
     let eng = issuer.token(json!({"claims": {"custom": {"groups": ["eng"]}}}));
     let (code, out) = check(&file, &eng, None);
     assert_eq!(code, 0, "the live policy allows:\n{out}");

@@ -717,6 +717,24 @@ fn non_utf8_strings_in_a_check_are_a_400_deny_not_a_grpc_error() {
     .assert_allow();
 }
 
+/// The Go client's raw answer to a `application/grpc` POST of `body_hex` to `path` at `addr`.
+fn grpc_raw(addr: &str, path: &str, body_hex: &str) -> Value {
+    client(
+        &[
+            "raw",
+            "-addr",
+            addr,
+            "-path",
+            path,
+            "-content-type",
+            "application/grpc",
+            "-body-hex",
+            body_hex,
+        ],
+        "",
+    )
+}
+
 #[test]
 fn non_grpc_requests_on_the_grpc_paths_never_read_as_an_allow() {
     let (issuer, server) = setup();
@@ -741,20 +759,7 @@ fn non_grpc_requests_on_the_grpc_paths_never_read_as_an_allow() {
 
     // gRPC content type, garbage body: a gRPC error, never grpc-status 0 / a CheckResponse.
     for body in ["", "68656c6c6f", "0000000005ffffffffff", "01000000020000"] {
-        let r = client(
-            &[
-                "raw",
-                "-addr",
-                a,
-                "-path",
-                check_path,
-                "-content-type",
-                "application/grpc",
-                "-body-hex",
-                body,
-            ],
-            "",
-        );
+        let r = grpc_raw(a, check_path, body);
         let grpc_status = r["trailers"]["grpc-status"]
             .as_str()
             .or(r["headers"]["grpc-status"].as_str())
@@ -763,20 +768,7 @@ fn non_grpc_requests_on_the_grpc_paths_never_read_as_an_allow() {
     }
 
     // An unknown gRPC method of ours, or another service: not OK either.
-    let r = client(
-        &[
-            "raw",
-            "-addr",
-            a,
-            "-path",
-            "/envoy.service.auth.v3.Authorization/Nope",
-            "-content-type",
-            "application/grpc",
-            "-body-hex",
-            "0000000000",
-        ],
-        "",
-    );
+    let r = grpc_raw(a, "/envoy.service.auth.v3.Authorization/Nope", "0000000000");
     assert_eq!(
         r["headers"]["grpc-status"]
             .as_str()
@@ -784,20 +776,7 @@ fn non_grpc_requests_on_the_grpc_paths_never_read_as_an_allow() {
         Some("12"),
         "{r}"
     );
-    let r = client(
-        &[
-            "raw",
-            "-addr",
-            a,
-            "-path",
-            "/my.App/Method",
-            "-content-type",
-            "application/grpc",
-            "-body-hex",
-            "0000000000",
-        ],
-        "",
-    );
+    let r = grpc_raw(a, "/my.App/Method", "0000000000");
     assert_eq!(
         (
             r["status"].as_u64(),
