@@ -207,6 +207,8 @@ mod tests {
         );
         assert_eq!(encoded(json!(["a b", "c"]), &join(", ")), some("a b, c"));
         assert_eq!(encoded(json!(["a", "b"]), &join("")), some("ab"));
+        // An empty separator separates nothing: not even at whitespace.
+        assert_eq!(encoded(json!(["a b", "c"]), &join("")), some("a bc"));
         // One string is not a list: as-is, whatever it holds.
         assert_eq!(
             encoded(json!("staff,admins"), &text()),
