@@ -520,7 +520,10 @@ mod tests {
     #[test]
     fn an_index_counts_its_policies() {
         let idx = PolicyIndex::build([policy("a", &[], &[]), policy("b", &[], &[])]);
-        assert_eq!((idx.len(), idx.ready(), idx.is_empty()), (2, 2, false));
+        assert_eq!(
+            (idx.len(), idx.ready(), idx.invalid(), idx.is_empty()),
+            (2, 2, 0, false)
+        );
         let refused = (
             PolicyKey::new("ns", "bad"),
             PolicyEntry::Invalid {
