@@ -411,6 +411,35 @@ mod tests {
         );
     }
 
+    /// A failed signature says why, each reason in its own words.
+    #[test]
+    fn the_signature_line_says_why_it_failed() {
+        let line = |result| {
+            let mut e = Explainer::new();
+            e.signature(result);
+            let steps = e.finish(Ok(()));
+            (steps[0].ok, steps[0].detail.clone())
+        };
+        assert_eq!(line(Ok(())), (true, "valid".into()));
+        for (reason, why) in [
+            (
+                Reason::SignatureInvalid,
+                "does not verify with the published key",
+            ),
+            (
+                Reason::AlgorithmNotAllowed,
+                "the published key is for another algorithm",
+            ),
+            (
+                Reason::TokenMalformed,
+                "the signature or the payload does not decode",
+            ),
+        ] {
+            let (ok, detail) = line(Err(reason));
+            assert!(!ok && detail.contains(why), "{reason:?}: {detail}");
+        }
+    }
+
     /// The headers line lists what is set and what is dropped and why, or says none.
     #[test]
     fn the_headers_line_names_each_header_set_or_dropped() {

@@ -537,6 +537,38 @@ mod tests {
         );
     }
 
+    /// A service token is one with a `common_name` and no subject; anything else is a
+    /// person's (app) token.
+    #[test]
+    fn a_service_token_has_a_common_name_and_no_subject() {
+        for (claims, want) in [
+            (
+                serde_json::json!({"sub": "", "common_name": "ci.access"}),
+                TokenKind::Service,
+            ),
+            (
+                serde_json::json!({"common_name": "ci.access"}),
+                TokenKind::Service,
+            ),
+            (
+                serde_json::json!({"sub": "u", "common_name": "ci.access"}),
+                TokenKind::App,
+            ),
+            (serde_json::json!({"sub": "u"}), TokenKind::App),
+            (serde_json::json!({"sub": ""}), TokenKind::App),
+            (serde_json::json!({}), TokenKind::App),
+        ] {
+            let mut claims = claims;
+            claims["type"] = "app".into();
+            let parsed: Claims = serde_json::from_value(claims.clone()).unwrap();
+            assert_eq!(
+                token_kind(&parsed, IssuerKind::CloudflareAccess),
+                Ok(want),
+                "{claims}"
+            );
+        }
+    }
+
     #[test]
     fn header_wins_over_cookie() {
         let h = headers(&[
@@ -604,6 +636,8 @@ mod tests {
 
     #[test]
     fn a_token_of_exactly_the_size_limit_is_read() {
+        // 16 KiB: twice what an Access token with many custom claims reaches.
+        assert_eq!(MAX_TOKEN_BYTES, 16 * 1024);
         let most = "a".repeat(MAX_TOKEN_BYTES);
         let h = headers(&[("cf-access-jwt-assertion", &most)]);
         assert_eq!(extract_token(&h, &DEFAULT), Ok(most.as_str()));
