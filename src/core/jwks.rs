@@ -452,6 +452,33 @@ mod tests {
         assert!(aws_algorithm(Algorithm::HS256).is_none());
     }
 
+    /// Each algorithm a key serves gets its own parsed verifier, in whatever order they are
+    /// asked for.
+    #[test]
+    fn a_key_parses_one_verifier_per_algorithm() {
+        let signer = crate::core::fixtures::Signer::new(crate::core::fixtures::ISS).unwrap();
+        let mut doc = signer.certs_document();
+        for k in doc["keys"].as_array_mut().unwrap() {
+            k.as_object_mut().unwrap().remove("alg");
+        }
+        let set = parse_key_set(doc.to_string().as_bytes()).unwrap();
+        let key = set.get(&set.ids()[0]).unwrap();
+        for alg in [
+            Algorithm::RS512,
+            Algorithm::RS384,
+            Algorithm::RS256,
+            Algorithm::PS256,
+            Algorithm::RS512,
+        ] {
+            let parsed = key.parsed_for(alg).unwrap_or_else(|| panic!("{alg:?}"));
+            assert_eq!(
+                format!("{:?}", parsed.algorithm()),
+                format!("{:?}", aws_algorithm(alg).unwrap()),
+                "{alg:?}"
+            );
+        }
+    }
+
     #[test]
     fn a_set_counts_its_keys() {
         let doc = serde_json::json!({"keys": [

@@ -839,7 +839,7 @@ mod tests {
             join: None,
             format: None,
         };
-        let edges: [(&str, usize, Edit); 12] = [
+        let edges: [(&str, usize, Edit); 13] = [
             (
                 "audiences",
                 32,
@@ -927,6 +927,21 @@ mod tests {
                 Box::new(|s, n| {
                     s.rules = Some(RulesSpec {
                         allow: (0..n)
+                            .map(|i| Matcher {
+                                email_domain: Some(format!("d{i}.example.com")),
+                                ..Default::default()
+                            })
+                            .collect(),
+                        ..Default::default()
+                    })
+                }),
+            ),
+            (
+                "deny matchers",
+                256,
+                Box::new(|s, n| {
+                    s.rules = Some(RulesSpec {
+                        deny: (0..n)
                             .map(|i| Matcher {
                                 email_domain: Some(format!("d{i}.example.com")),
                                 ..Default::default()
