@@ -234,6 +234,7 @@ mod tests {
             assert_eq!(sanitise(bad), Err(DropReason::ControlCharacter), "{bad:?}");
         }
         assert!(sanitise("José Müller").is_ok());
+        assert!(sanitise(&"x".repeat(MAX_VALUE_BYTES)).is_ok());
         assert_eq!(
             sanitise(&"x".repeat(MAX_VALUE_BYTES + 1)),
             Err(DropReason::TooLong)
