@@ -665,6 +665,12 @@ mod tests {
                 kid: "k1".into()
             })
         );
+        // A good header over an empty payload is malformed here, before any key is looked up.
+        let empty_payload = format!("{}..sig", b64(r#"{"alg":"RS256","kid":"k1"}"#));
+        assert_eq!(
+            read_header(&empty_payload, &rs),
+            Err(Reason::TokenMalformed)
+        );
         assert_eq!(
             read_header(&tok(r#"{"alg":"none","kid":"k1"}"#), &rs),
             Err(Reason::AlgorithmNotAllowed)
