@@ -1,13 +1,17 @@
 //! Micro-benchmarks of one decision: with the verified-token cache (the steady state) and
-//! without it (a first sight of every token: signature verification). Not tests; run with
-//! `cargo bench --bench verify`.
+//! without it (a first sight of every token: signature verification); and what a policy with
+//! an upstream assertion adds to the cached one (its payload, and the signed token reused for
+//! half its lifetime). Not tests; run with `cargo bench --bench verify`.
 
 use std::hint::black_box;
 
-use accessgate::api::{AccessPolicySpec, IssuerSpec};
-use accessgate::core::decision::decide;
+use std::time::Duration;
+
+use accessgate::api::{AccessPolicySpec, IssuerSpec, UpstreamAssertionSpec};
+use accessgate::core::decision::{Decision, decide};
 use accessgate::core::policy::{PolicyKey, compile};
 use accessgate::devissuer::{MintRequest, Signer};
+use accessgate::keys::signing::AssertionSigner;
 use accessgate::keys::tokens::TokenCache;
 use accessgate::keys::{FixedKeys, parse_key_set};
 use axum::http::{HeaderMap, HeaderValue};
@@ -57,6 +61,37 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decide_cached", |b| {
         b.iter(|| black_box(decide(&policy, &tokens[0], &keys, &cache, now as u64)))
     });
+    // The same, for a policy that asks for an upstream assertion: the decision builds its
+    // payload; the signer reuses the token it signed for that payload (one signature per
+    // identity per half-TTL), as the service does on every allow.
+    let asserted = compile(
+        PolicyKey::new("ns", "p"),
+        None,
+        &AccessPolicySpec {
+            upstream_assertion: Some(UpstreamAssertionSpec {
+                audience: "app".into(),
+                header: None,
+                ttl: None,
+            }),
+            ..spec.clone()
+        },
+    )
+    .unwrap();
+    c.bench_function("decide_cached_with_assertion_payload", |b| {
+        b.iter(|| black_box(decide(&asserted, &tokens[0], &keys, &cache, now as u64)))
+    });
+    let assertions = AssertionSigner::new("https://accessgate.test".into(), None).unwrap();
+    let Decision::Allow {
+        assertion: Some(payload),
+        ..
+    } = decide(&asserted, &tokens[0], &keys, &cache, now as u64)
+    else {
+        panic!("the asserted policy allows the token with a payload");
+    };
+    c.bench_function("assertion_sign_reused", |b| {
+        b.iter(|| black_box(assertions.sign(&payload, "app", Duration::from_secs(60), now as u64)))
+    });
+
     let off = TokenCache::disabled();
     let mut i = 0;
     c.bench_function("decide_cold_rs256", |b| {

@@ -113,11 +113,12 @@ fn wait_ready_pods(ns: &str, release: &str, n: usize, timeout: Duration) -> Vec<
     });
     assert!(
         ok,
-        "{ns}/{release}: wanted {n} ready pods, have {ready:?}; pods: {}",
+        "{ns}/{release}: wanted {n} ready pods, have {ready:?}; pods: {}\n{}",
         node()
             .cp
             .kubectl(&["get", "pods", "-n", ns, "-o", "wide"], None)
-            .1
+            .1,
+        node().health()
     );
     ready
 }
@@ -167,7 +168,7 @@ fn quick_start_install_runs_ready_pods_that_enforce_a_policy() {
     );
 
     let pods = node.pods(QS_NS, QS_REL);
-    assert_eq!(pods.len(), 2, "replicaCount 2");
+    assert_eq!(pods.len(), 2, "replicaCount 2\n{}", node.health());
     let image = format!("{}:{}", node.image.0, node.image.1);
     for pod in &pods {
         let name = pod["metadata"]["name"].as_str().unwrap();
@@ -773,10 +774,11 @@ fn pods_without_the_api_server_stay_not_ready_and_out_of_the_service() {
         &env,
     ]);
     // Both pods start (Running) and are probed for a while: four readiness periods and more.
-    assert!(eventually(Duration::from_secs(60), || {
+    let running = eventually(Duration::from_secs(60), || {
         let pods = node.pods(ns, rel);
         pods.len() == 2 && pods.iter().all(|p| p["status"]["phase"] == "Running")
-    }));
+    });
+    assert!(running, "two Running pods\n{}", node.health());
     let observed = Instant::now();
     while observed.elapsed() < Duration::from_secs(25) {
         let pods = node.pods(ns, rel);

@@ -24,6 +24,13 @@ for tool in cargo rustfmt cargo-clippy go; do
   command -v "$tool" >/dev/null || { echo "missing $tool: the Rust toolchain (with rustfmt, clippy) and Go are required" >&2; exit 1; }
 done
 
+# A fresh clone's build takes about 8 GiB; the node suite then needs 3 GiB free (its kubelet
+# evicts pods below 1 GiB, tests/node/start.sh refuses to start below 3). Say so up front.
+free_gib=$(( $(df --output=avail -BM . | tail -n1 | tr -dc 0-9) / 1024 ))
+if (( free_gib < 12 )); then
+  echo "warning: only ${free_gib} GiB free here; the build and the node suite need about 12 GiB" >&2
+fi
+
 # kube-apiserver, etcd and kubectl from the Go module proxy; cached, so a no-op when built.
 echo "control plane binaries: $(ACCESSGATE_CP_GO_P="${ACCESSGATE_CP_GO_P:-2}" bash tests/controlplane/build.sh | tail -n1)"
 echo "helm: $(bash tests/controlplane/build-helm.sh | tail -n1)"

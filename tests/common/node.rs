@@ -277,7 +277,7 @@ impl Node {
         if ok {
             Ok(started.elapsed())
         } else {
-            Err(format!("{err}\n{out}"))
+            Err(format!("{err}\n{out}\n{}", self.health()))
         }
     }
 
@@ -421,6 +421,58 @@ impl Node {
         let pid = std::fs::read_to_string(self.dir().join("dnsmasq.pid"))
             .expect("dnsmasq.pid: tests/node/start.sh runs dnsmasq when dnsmasq-base is installed");
         run(Command::new("kill").args(["-HUP", pid.trim()]));
+    }
+
+    /// What the node says about itself, for failure messages: its conditions (DiskPressure,
+    /// MemoryPressure, Ready), taints, the free space of the filesystem its state lives on (the
+    /// kubelet evicts below 1 GiB), and the cluster's last Warning events (evictions,
+    /// FailedScheduling). A pod that vanished or never came usually has its reason here.
+    pub fn health(&self) -> String {
+        let node = self.cp.get_json(&["nodes"]);
+        let mut out = String::new();
+        for n in node["items"].as_array().into_iter().flatten() {
+            let conds: Vec<String> = n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    format!("{}={} ({})", c["type"], c["status"], c["reason"]).replace('"', "")
+                })
+                .collect();
+            out.push_str(&format!(
+                "node {}: {}; taints {}\n",
+                n["metadata"]["name"],
+                conds.join(", "),
+                n["spec"]["taints"]
+            ));
+        }
+        let df = Command::new("df")
+            .args(["-h", "--output=avail,pcent"])
+            .arg(self.dir())
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).replace('\n', " "))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "free space under {}: {df}\n",
+            self.dir().display()
+        ));
+        let (_, events, _) = self.cp.kubectl(
+            &[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                "type=Warning",
+                "--sort-by=.lastTimestamp",
+            ],
+            None,
+        );
+        let last: Vec<&str> = events.lines().rev().take(15).collect();
+        out.push_str("last Warning events:\n");
+        for line in last.into_iter().rev() {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out
     }
 
     /// The container logs of a pod (the current container).

@@ -42,6 +42,14 @@ t0=$(date +%s.%N)
 for tool in openssl curl base64 ip iptables runc; do
   command -v "$tool" >/dev/null || die "'$tool' is required (run $here/build.sh, which installs the Debian packages)"
 done
+# The kubelet below evicts every pod and taints the node below 1 GiB free (evictionHard);
+# the images, their unpacked layers and the pods' logs take about 1 GiB more. Refuse to start
+# a node that would go into DiskPressure mid-suite (pods evicted and replaced, installs that
+# never schedule) and say why instead.
+min_free_mib=3072
+free_mib=$(df --output=avail -BM "$dir" | tail -n1 | tr -dc 0-9)
+[ "$free_mib" -ge "$min_free_mib" ] \
+  || die "only ${free_mib} MiB free on the filesystem of $dir; the node needs ${min_free_mib} MiB (the kubelet evicts pods below 1 GiB): free some disk space"
 cni_bin=/usr/lib/cni
 for p in bridge host-local loopback portmap; do [ -x "$cni_bin/$p" ] || die "$cni_bin/$p missing (containernetworking-plugins)"; done
 
