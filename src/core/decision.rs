@@ -11,7 +11,7 @@
 
 use axum::http::HeaderMap;
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use std::sync::Arc;
@@ -79,7 +79,7 @@ pub enum Decision {
         headers: Rendered,
         /// The upstream assertion's claims, when the policy asks for one (signed by the
         /// service: [`crate::core::assertion`]).
-        assertion: Option<Map<String, Value>>,
+        assertion: Option<assertion::Payload>,
     },
     Deny(Reason),
 }

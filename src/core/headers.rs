@@ -276,21 +276,25 @@ mod tests {
         let mapping = vec![
             CompiledClaimHeader {
                 header: HeaderName::from_static("x-email"),
+                claim: "email".into(),
                 path: vec!["email".into()],
                 encoding: text(),
             },
             CompiledClaimHeader {
                 header: HeaderName::from_static("x-teams"),
+                claim: "teams".into(),
                 path: vec!["teams".into()],
                 encoding: text(),
             },
             CompiledClaimHeader {
                 header: HeaderName::from_static("x-name"),
+                claim: "name".into(),
                 path: vec!["name".into()],
                 encoding: text(),
             },
             CompiledClaimHeader {
                 header: HeaderName::from_static("x-groups"),
+                claim: "groups".into(),
                 path: vec!["groups".into()],
                 encoding: text(),
             },

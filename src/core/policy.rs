@@ -72,6 +72,8 @@ pub enum ClaimEncoding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledClaimHeader {
     pub header: HeaderName,
+    /// The claim as written (`custom.team`): the upstream assertion names it so.
+    pub claim: String,
     pub path: Vec<String>,
     pub encoding: ClaimEncoding,
 }
@@ -582,6 +584,7 @@ fn compile_claim_headers(
         };
         out.push(CompiledClaimHeader {
             header,
+            claim: ch.claim.clone(),
             path,
             encoding,
         });
@@ -792,6 +795,7 @@ fn compile_matcher(m: &Matcher, field: &str) -> Result<CompiledMatcher, CompileE
 fn default_header(name: &'static str, claim: &str) -> CompiledClaimHeader {
     CompiledClaimHeader {
         header: HeaderName::from_static(name),
+        claim: claim.to_owned(),
         path: vec![claim.to_owned()],
         encoding: ClaimEncoding::Text { join: ",".into() },
     }

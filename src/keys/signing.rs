@@ -22,6 +22,8 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse, ThumbprintHash}
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 
+use crate::core::assertion::Payload;
+
 /// The files of a key directory, in the order they are published.
 const SLOTS: [&str; 3] = ["current.pem", "next.pem", "previous.pem"];
 
@@ -156,26 +158,31 @@ impl AssertionSigner {
     /// valid `ttl` from `now` (seconds since the epoch); reused while younger than `ttl / 2`.
     pub fn sign(
         &self,
-        payload: &serde_json::Map<String, Value>,
+        payload: &Payload,
         audience: &str,
         ttl: Duration,
         now: u64,
     ) -> Result<HeaderValue, SigningError> {
+        use std::fmt::Write as _;
         let ring = self.ring.load();
         let key = ring.current.as_ref().ok_or(SigningError::NoCurrentKey)?;
-        let mut cache_key =
-            serde_json::to_string(payload).map_err(|e| SigningError::Sign(e.to_string()))?;
+        let text = payload.as_str();
+        let mut cache_key = String::with_capacity(text.len() + audience.len() + key.kid.len() + 24);
         // JSON text never holds a raw control character: \n separates the parts unambiguously.
-        for part in [audience, &ttl.as_secs().to_string(), &key.kid] {
-            cache_key.push('\n');
-            cache_key.push_str(part);
-        }
+        let _ = write!(
+            cache_key,
+            "{text}\n{audience}\n{}\n{}",
+            ttl.as_secs(),
+            key.kid
+        );
         if let Some((token, iat)) = self.cache.get(&cache_key)
             && now < iat + ttl.as_secs() / 2
         {
             return Ok(token);
         }
-        let mut claims = payload.clone();
+        let mut claims = payload
+            .to_claims()
+            .map_err(|e| SigningError::Sign(e.to_string()))?;
         claims.insert("iss".into(), Value::String(self.issuer.clone()));
         claims.insert("aud".into(), Value::String(audience.to_owned()));
         claims.insert("iat".into(), now.into());
@@ -329,11 +336,8 @@ mod tests {
         )
     }
 
-    fn payload() -> serde_json::Map<String, Value> {
-        json!({"sub": "u-1", "policy": "ns/p"})
-            .as_object()
-            .unwrap()
-            .clone()
+    fn payload() -> Payload {
+        Payload::from(json!({"sub": "u-1", "policy": "ns/p"}).as_object().unwrap())
     }
 
     fn kids(signer: &AssertionSigner) -> Vec<String> {
@@ -434,8 +438,8 @@ mod tests {
         assert_eq!(signer.sign(&payload(), "app", ttl, 1_029).unwrap(), first);
         assert_ne!(signer.sign(&payload(), "app", ttl, 1_030).unwrap(), first);
         assert_ne!(signer.sign(&payload(), "other", ttl, 1_000).unwrap(), first);
-        let mut someone_else = payload();
-        someone_else.insert("sub".into(), "u-2".into());
+        let someone_else =
+            Payload::from(json!({"sub": "u-2", "policy": "ns/p"}).as_object().unwrap());
         assert_ne!(
             signer.sign(&someone_else, "app", ttl, 1_000).unwrap(),
             first
