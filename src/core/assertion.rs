@@ -27,6 +27,8 @@ impl Payload {
     }
 }
 
+/// A payload from given claims (tests of the signer).
+#[cfg(test)]
 impl From<&Map<String, Value>> for Payload {
     fn from(claims: &Map<String, Value>) -> Self {
         Payload(Value::Object(claims.clone()).to_string())

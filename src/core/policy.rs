@@ -262,6 +262,8 @@ fn with_candidate(mut live: CompiledPolicy, spec: &AccessPolicySpec) -> Compiled
             rules: compile_rules(&merged, live.issuer_kind)?,
             dry_run: false,
             candidate: None,
+            // A candidate is compared, never signed for: no assertion payload per request.
+            assertion: None,
             ..live.clone()
         })
     })();
@@ -843,6 +845,14 @@ mod tests {
             join: None,
             format: None,
         };
+        fn domains(n: usize) -> Vec<Matcher> {
+            (0..n)
+                .map(|i| Matcher {
+                    email_domain: Some(format!("d{i}.example.com")),
+                    ..Default::default()
+                })
+                .collect()
+        }
         let edges: [(&str, usize, Edit); 13] = [
             (
                 "audiences",
@@ -930,12 +940,7 @@ mod tests {
                 256,
                 Box::new(|s, n| {
                     s.rules = Some(RulesSpec {
-                        allow: (0..n)
-                            .map(|i| Matcher {
-                                email_domain: Some(format!("d{i}.example.com")),
-                                ..Default::default()
-                            })
-                            .collect(),
+                        allow: domains(n),
                         ..Default::default()
                     })
                 }),
@@ -945,12 +950,7 @@ mod tests {
                 256,
                 Box::new(|s, n| {
                     s.rules = Some(RulesSpec {
-                        deny: (0..n)
-                            .map(|i| Matcher {
-                                email_domain: Some(format!("d{i}.example.com")),
-                                ..Default::default()
-                            })
-                            .collect(),
+                        deny: domains(n),
                         ..Default::default()
                     })
                 }),
@@ -1443,6 +1443,17 @@ mod tests {
         assert_eq!(header_names(&c.policy), ["x-candidate"]);
         assert!(!c.policy.dry_run, "a candidate is evaluated as enforcing");
         assert!(c.policy.candidate.is_none());
+
+        // The live policy signs an assertion; its candidate is only compared, never signed for.
+        s.upstream_assertion = Some(crate::api::UpstreamAssertionSpec {
+            audience: "app".into(),
+            header: None,
+            ttl: None,
+        });
+        let c = ready(&s);
+        assert!(compile_spec(&s).unwrap().assertion.is_some());
+        assert!(c.policy.assertion.is_none());
+        s.upstream_assertion = None;
 
         s.candidate = Some(CandidateSpec {
             rules: Some(RulesSpec::default()),
